@@ -1,0 +1,407 @@
+"""Publish a locally built dataset folder to a Hugging Face Hub dataset repo (the I/O edge of push.py).
+
+The local folder holds exactly what goes to the Hub:
+
+    README.md                                       the dataset card (YAML `configs`, `dataset_info`)
+    data/{split}-{i:05d}-of-{n:05d}.parquet         config `pupil`, published as the Hub's `default` config
+    full/{split}-{i:05d}-of-{n:05d}.parquet         config `full`
+    images/preview.png                              the preview picture shown by the card
+
+`publish` replaces the remote shards of the splits it is given, keeps the other splits' files
+untouched, and always rewrites the card and the preview. The steps:
+
+1. check the token (`whoami`) and create the repo if needed;
+2. inspect the remote: head commit, files, tags, and whether it holds v1 data (flat list columns,
+   no `preprocessed` column);
+3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits;
+4. tag the v1 head `v1` if the repo is v1 and has no such tag;
+5. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
+   so re-running a killed upload resumes it;
+6. make ONE commit with every addition, deletion and the card, pinned to the inspected head
+   (`parent_commit`), so the Hub never shows a card naming files it lacks;
+7. tag the publication (`v2` the first time, or the caller's tag).
+
+Retries: huggingface_hub already retries each HTTP call of the LFS upload (preupload, LFS batch, PUT,
+verify: 5 retries, 1-8 s apart) and this module does not wrap those. The other calls (whoami, create
+repo, repo info, refs, card download, commit, tag) are sent once by the client; `RetryPolicy` retries
+them on connection errors, 5xx and 429 with exponential backoff, jitter and a bounded total time.
+
+The token is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, NamedTuple, TypeVar
+
+import httpx2
+import pyarrow.parquet as pq
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, HfFileSystem, get_token
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+logger = logging.getLogger(__name__)
+
+CARD_PATH: Final = "README.md"
+PREVIEW_PATH: Final = "images/preview.png"
+# Local config name -> folder of its shards on the Hub (`pupil` is the Hub's `default` config).
+CONFIG_DIRS: Final[Mapping[str, str]] = {"pupil": "data", "full": "full"}
+V1_TAG: Final = "v1"
+V2_TAG: Final = "v2"
+V2_COLUMN: Final = "preprocessed"  # the column v2 added; v1 data has none
+DEFAULT_COMMIT_MESSAGE: Final = "Publish OpenEDS precomputed v2"
+
+_SHARD = re.compile(r"(?P<dir>[^/]+)/(?P<split>\w+(?:\.\w+)*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet")
+# A v1 shard, as written by `push_to_hub` (older versions append a fingerprint): data/train-00000-of-00003[-abcd].parquet
+_V1_SHARD = re.compile(r"(?:.*/)?(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
+
+T = TypeVar("T")
+_JITTER = random.Random()  # its own generator: jitter needs no seed and must not touch the global state
+
+
+class PublishError(RuntimeError):
+    """A publication that cannot go on; the message is one line: what, the value seen, what was expected, the fix."""
+
+
+class Plan(NamedTuple):
+    """The commit to make: files to add or overwrite (path in repo -> local file) and paths to delete."""
+
+    additions: dict[str, Path]
+    deletions: list[str]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for the Hub calls huggingface_hub sends only once.
+
+    The n-th retry waits between half and all of `min(max_delay, first_delay * 2**n)` seconds
+    (or the server's `Retry-After` on a 429); retrying stops once `total` seconds have passed.
+    """
+
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    total: float = 300.0
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    repo_id: str
+    commit: str  # sha of the publication commit
+    commit_url: str
+    additions: tuple[str, ...]  # paths added or overwritten (unchanged files are dropped from the commit by the client)
+    deletions: tuple[str, ...]
+    tags: tuple[str, ...]  # tags created by this publication, in order
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    head: str  # sha of `main` when inspected
+    files: frozenset[str]
+    tags: frozenset[str]
+    v1_files: frozenset[str]  # parquet files holding v1 data; empty for a v2 or an empty repo
+
+
+def split_prefix(config: str, split: str) -> str:
+    """Path prefix of the shards of `split` of `config` in the repo, e.g. `data/test-`."""
+    if config not in CONFIG_DIRS:
+        raise PublishError(f"unknown config {config!r}; expected one of {sorted(CONFIG_DIRS)}; fix the config name")
+    return f"{CONFIG_DIRS[config]}/{split}-"
+
+
+def plan_operations(local_files: Mapping[str, Path], remote_files: Iterable[str], replaced_prefixes: Iterable[str]) -> Plan:
+    """The additions and deletions of one publication.
+
+    Local files under a replaced prefix, the card and the preview are added (they overwrite the remote
+    ones); remote files under a replaced prefix that are not added are deleted; every other remote file
+    is left as it is. A prefix is a split's shard prefix such as `data/test-` (split names cannot hold
+    a `-`, so `data/test-` never matches another split) or the full path of one file.
+    """
+    prefixes = tuple(replaced_prefixes)
+    additions = {
+        path: local_files[path]
+        for path in sorted(local_files)
+        if path in (CARD_PATH, PREVIEW_PATH) or path.startswith(prefixes)
+    }
+    deletions = sorted(path for path in remote_files if path.startswith(prefixes) and path not in additions)
+    return Plan(additions, deletions)
+
+
+def local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
+    """Every file of `local_dir` by path in repo, after checking the card, the preview and the pushed shards."""
+    files = {path.relative_to(local_dir).as_posix(): path for path in sorted(local_dir.rglob("*")) if path.is_file()}
+    for required in (CARD_PATH, PREVIEW_PATH):
+        if required not in files:
+            raise PublishError(f"{local_dir / required} is missing; expected the card and the preview in the folder to publish; build the folder again")
+    folders = set(CONFIG_DIRS.values())
+    for path in files:
+        if path not in (CARD_PATH, PREVIEW_PATH) and not (_SHARD.fullmatch(path) and path.split("/")[0] in folders):
+            raise PublishError(
+                f"{local_dir / path} is not a file to publish; expected only {CARD_PATH}, {PREVIEW_PATH} and "
+                f"{{{','.join(sorted(folders))}}}/{{split}}-{{i:05d}}-of-{{n:05d}}.parquet; remove it from {local_dir}"
+            )
+    for config, splits in splits_by_config.items():
+        for split in splits:
+            _check_shards(local_dir, split_prefix(config, split), [p for p in files if p.startswith(split_prefix(config, split))])
+    return files
+
+
+def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:
+    """The shards of one split must be {prefix}00000-of-N ... {prefix}(N-1)-of-N, no more, no less."""
+    if not paths:
+        raise PublishError(f"no shard {local_dir / prefix}*.parquet; expected the split to be built before it is pushed; build it or drop it from the splits to push")
+    count = int(_SHARD.fullmatch(paths[0])["count"])  # type: ignore[index]
+    expected = [f"{prefix}{i:05d}-of-{count:05d}.parquet" for i in range(count)]
+    if sorted(paths) != expected:
+        raise PublishError(f"shards {local_dir / prefix}* are {sorted(paths)}; expected the {count} shards {expected[0]} ... {expected[-1]}; build the split again")
+
+
+def publish(
+    local_dir: Path,
+    repo_id: str,
+    *,
+    splits_by_config: Mapping[str, Sequence[str]],
+    api: HfApi | None = None,
+    token: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    tag: str | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> PublishResult:
+    """Publish the splits `splits_by_config` (e.g. `{"pupil": ["test"]}`) of `local_dir` to the dataset repo `repo_id`.
+
+    `api` is the one seam for the Hub client (default: `HfApi()` from the environment, so `HF_ENDPOINT`
+    applies); `token` defaults to the api's token, then `HF_TOKEN` or the `hf auth login` token.
+    `tag` names the publication; by default the first v2 publication is tagged `v2`, later ones are not.
+    """
+    files = local_files(local_dir, splits_by_config)
+    api = api or HfApi()
+    token = token or api.token or get_token()
+    if not token:
+        raise PublishError(
+            f"no Hugging Face token found (HF_TOKEN is unset and `hf auth login` was not run); expected a token with write access to {repo_id}; "
+            "set HF_TOKEN or run `hf auth login`"
+        )
+    user = _check_token(api, token, retry)
+    try:
+        _retry(retry, f"create the dataset repo {repo_id}", lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token))
+        remote = inspect_remote(api, repo_id, token=token, retry=retry)
+        if tag is not None and tag in remote.tags:
+            raise PublishError(f"tag {tag!r} already exists on {repo_id}; expected a new tag for this publication; pick another tag or delete the old one")
+        prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+        if remote.v1_files:
+            _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get("pupil", ()))
+            prefixes += sorted(remote.v1_files)  # the whole v1 layout goes, whatever its file names
+        plan = plan_operations(files, remote.files, prefixes)
+
+        created: list[str] = []
+        if remote.v1_files and V1_TAG not in remote.tags:
+            _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
+            created.append(V1_TAG)
+        additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=local) for path, local in plan.additions.items()]
+        _upload(api, repo_id, additions, token)
+        deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
+        commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
+        publication_tag = tag or (V2_TAG if V2_TAG not in remote.tags else None)
+        if publication_tag is not None:
+            _create_tag(api, repo_id, publication_tag, commit, token, retry)
+            created.append(publication_tag)
+    except Exception as error:
+        if (status := _status(error)) in (401, 403):  # from create_repo, the upload, the commit or a tag
+            namespace = repo_id.split("/")[0]
+            raise PublishError(
+                f"user {user!r} may not write to {repo_id} ({status} from {api.endpoint}); expected a token with write access "
+                f"to the namespace {namespace!r}; use a token of a member of {namespace!r} with write rights, or publish to {user}/{repo_id.split('/')[-1]}"
+            ) from error
+        raise
+    logger.info("Published %s splits %s as commit %s", repo_id, dict(splits_by_config), commit)
+    return PublishResult(repo_id, commit, commit_url, additions=tuple(plan.additions), deletions=tuple(plan.deletions), tags=tuple(created))
+
+
+def inspect_remote(api: HfApi, repo_id: str, *, token: str | None = None, retry: RetryPolicy = RetryPolicy()) -> RemoteState:
+    """Head, files and tags of `main`, and the v1 data files if the repo holds v1 data."""
+    info = _retry(retry, f"read the repo info of {repo_id}", lambda: api.repo_info(repo_id, repo_type="dataset", token=token))
+    refs = _retry(retry, f"list the tags of {repo_id}", lambda: api.list_repo_refs(repo_id, repo_type="dataset", token=token))
+    head = info.sha or ""
+    files = frozenset(sibling.rfilename for sibling in info.siblings or ())
+    parquet = sorted(path for path in files if path.endswith(".parquet"))
+    v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, files, parquet[0], token, retry)
+    return RemoteState(head, files, frozenset(ref.name for ref in refs.tags), frozenset(parquet if v1 else ()))
+
+
+def fetch_card(api: HfApi, repo_id: str, *, revision: str = "main", token: str | None = None, retry: RetryPolicy = RetryPolicy()) -> DatasetCard | None:
+    """The dataset card of `repo_id` at `revision`, or None if the repo or its README.md does not exist.
+
+    push.py reads its YAML (`card.data.dataset_info`, `card.data.configs`) to keep the split sizes of
+    the splits it does not rebuild.
+    """
+
+    def download() -> DatasetCard | None:
+        try:
+            path = api.hf_hub_download(repo_id, CARD_PATH, repo_type="dataset", revision=revision, token=token)
+        except (EntryNotFoundError, RepositoryNotFoundError):
+            return None
+        return DatasetCard.load(path, repo_type="dataset")
+
+    return _retry(retry, f"download the card of {repo_id}", download)
+
+
+def _remote_columns(api: HfApi, repo_id: str, head: str, files: frozenset[str], data_file: str, token: str | None, retry: RetryPolicy) -> set[str]:
+    """Column names of the remote data: the card's `dataset_info.features`, else the parquet schema of `data_file`."""
+    card = fetch_card(api, repo_id, revision=head, token=token, retry=retry) if CARD_PATH in files else None
+    dataset_info = card.data.get("dataset_info") if card else None
+    infos = dataset_info if isinstance(dataset_info, list) else [dataset_info] if dataset_info else []
+    per_config = [{feature["name"] for feature in info.get("features") or () if "name" in feature} for info in infos]
+    if any(per_config):
+        return set.intersection(*filter(None, per_config))  # a config without the v2 column is v1 data
+
+    def read_schema() -> set[str]:
+        fs = HfFileSystem(endpoint=api.endpoint, token=token)
+        with fs.open(f"datasets/{repo_id}@{head}/{data_file}", "rb") as file:  # ranged reads: only the footer
+            return set(pq.read_schema(file).names)
+
+    return _retry(retry, f"read the schema of {repo_id}/{data_file}", read_schema)
+
+
+def _refuse_mixing(repo_id: str, v1_files: frozenset[str], pushed_pupil_splits: Sequence[str]) -> None:
+    v1_splits = {match["split"] for path in v1_files if (match := _V1_SHARD.fullmatch(path))}
+    left = sorted(v1_splits - set(pushed_pupil_splits))
+    if left:
+        raise PublishError(
+            f"{repo_id} holds v1 data (no {V2_COLUMN!r} column) for splits {sorted(v1_splits)}; this push converts only "
+            f"{sorted(pushed_pupil_splits)} and would leave {left} as v1 beside v2 splits; run push without --splits to convert every split "
+            f"(v1 stays readable at tag {V1_TAG!r})"
+        )
+
+
+def _check_token(api: HfApi, token: str, retry: RetryPolicy) -> str:
+    """The user name of `token`, after checking it is valid and not read-only."""
+    try:
+        me = _retry(retry, "check the Hugging Face token", lambda: api.whoami(token=token))
+    except HfHubHTTPError as error:
+        if _status(error) == 401:
+            raise PublishError(
+                f"the Hugging Face token was rejected by {api.endpoint} (401 Unauthorized); expected a valid token with write access; "
+                "create one at https://huggingface.co/settings/tokens and set HF_TOKEN or run `hf auth login --force`"
+            ) from error
+        raise
+    role = (me.get("auth") or {}).get("accessToken", {}).get("role")
+    if role == "read":
+        raise PublishError(
+            f"the Hugging Face token of user {me['name']!r} is read-only (role 'read'); expected a token with write access; "
+            "create a write token at https://huggingface.co/settings/tokens"
+        )
+    return me["name"]
+
+
+def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str) -> None:
+    """Upload the LFS files not on the Hub yet, with the client's progress bars and per-request retries."""
+    size = sum(operation.upload_info.size for operation in additions)
+    logger.info("Uploading up to %d files (%.1f MB) to %s", len(additions), size / 1e6, repo_id)
+    try:
+        api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
+    except Exception as error:
+        if not _is_transient(error):
+            raise  # e.g. 403, reported by publish
+        raise PublishError(
+            f"uploading the files to {repo_id} failed after the client's retries ({_describe(error)}); expected the Hub to accept them; "
+            "re-run the same command: files already uploaded are not sent again"
+        ) from error
+
+
+def _commit(
+    api: HfApi, repo_id: str, operations: list[CommitOperationAdd | CommitOperationDelete], message: str, head: str, token: str, retry: RetryPolicy
+) -> tuple[str, str]:
+    """Make the publication commit on top of `head`; returns its sha and URL."""
+    attempts = 0
+
+    def attempt() -> tuple[str, str]:
+        nonlocal attempts
+        attempts += 1
+        try:
+            info = api.create_commit(repo_id, operations, commit_message=message, repo_type="dataset", parent_commit=head, token=token)
+        except HfHubHTTPError as error:
+            # A retried commit meets a moved head if the previous attempt landed but its answer was lost.
+            if attempts > 1 and _status(error) in (409, 412) and (landed := _landed_commit(api, repo_id, head, message, token)):
+                return landed, f"{api.endpoint}/datasets/{repo_id}/commit/{landed}"
+            raise
+        return info.oid, info.commit_url
+
+    try:
+        return _retry(retry, f"commit to {repo_id}", attempt)
+    except HfHubHTTPError as error:
+        if _status(error) in (409, 412):
+            raise PublishError(
+                f"the head of {repo_id} moved from {head} while uploading (someone else committed); expected it unchanged; "
+                "re-run the same command: files already uploaded are not sent again"
+            ) from error
+        raise
+
+
+def _landed_commit(api: HfApi, repo_id: str, parent: str, message: str, token: str) -> str | None:
+    """The sha of the head of `main` if it is a commit titled `message` made right on top of `parent`."""
+    commits = api.list_repo_commits(repo_id, repo_type="dataset", token=token)
+    if len(commits) >= 2 and commits[0].title == message and commits[1].commit_id == parent:
+        return commits[0].commit_id
+    return None
+
+
+def _create_tag(api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy) -> None:
+    # exist_ok: a retried call may find the tag its lost first attempt created; existing tags were checked before.
+    _retry(retry, f"tag {repo_id}@{revision} as {tag!r}", lambda: api.create_tag(repo_id, tag=tag, revision=revision, repo_type="dataset", token=token, exist_ok=True))
+    logger.info("Tagged %s@%s as %s", repo_id, revision, tag)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error` and its causes: the client wraps some errors (a failed LFS PUT, a failed card download)."""
+    chain = [error]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
+def _status(error: BaseException) -> int | None:
+    """The HTTP status of the first response found in the chain of `error`."""
+    for link in _chain(error):
+        if isinstance(status := getattr(getattr(link, "response", None), "status_code", None), int):
+            return status
+    return None
+
+
+def _is_transient(error: BaseException) -> bool:
+    """A connection error, a 5xx or a 429: worth retrying."""
+    status = _status(error)
+    return any(isinstance(link, httpx2.TransportError) for link in _chain(error)) or status == 429 or (status or 0) >= 500
+
+
+def _describe(error: BaseException) -> str:
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+
+
+def _retry(policy: RetryPolicy, what: str, call: Callable[[], T]) -> T:
+    """`call()`, retried on transient errors until `policy.total` seconds have passed, then a PublishError."""
+    start = time.monotonic()
+    retries = 0
+    while True:
+        try:
+            return call()
+        except Exception as error:
+            if not _is_transient(error):
+                raise
+            ceiling = min(policy.max_delay, policy.first_delay * 2**retries)
+            delay = _JITTER.uniform(ceiling / 2, ceiling)
+            if isinstance(error, HfHubHTTPError) and _status(error) == 429 and (retry_after := error.response.headers.get("Retry-After", "")).isdigit():
+                delay = float(retry_after)
+            elapsed = time.monotonic() - start
+            if elapsed + delay > policy.total:
+                raise PublishError(
+                    f"could not {what}: {_describe(error)} after {retries + 1} attempts over {elapsed:.1f} s; expected the Hub to answer; "
+                    "check the network (or the Hub's status) and re-run: files already uploaded are not sent again"
+                ) from error
+            retries += 1
+            logger.warning("Could not %s (%s); retry %d in %.1f s", what, _describe(error), retries, delay)
+            time.sleep(delay)

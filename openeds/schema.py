@@ -1,0 +1,59 @@
+"""The v2 schema of ``Conner/openeds-precomputed``, declared once.
+
+The builder's ``_info``, ``push.py``, the dataset card and the tests all import these
+features, so there is a single definition of what a v2 row is.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import datasets
+
+#: Version of the data format. v1 stored flat lists and the raw image; v2 stores typed
+#: arrays, the gamma + CLAHE image and a ``preprocessed`` flag.
+FORMAT_VERSION = "2.0.0"
+
+HEIGHT = 400
+WIDTH = 640
+
+ConfigName = Literal["pupil", "full"]
+CONFIG_NAMES: tuple[str, ...] = get_args(ConfigName)
+DEFAULT_CONFIG: ConfigName = "pupil"
+SPLITS = ("train", "validation", "test")
+
+#: Distance-map channels per config: [not pupil, pupil] or the four classes.
+DIST_CHANNELS = {"pupil": 2, "full": 4}
+
+COLUMN_DOCS = {
+    "image": "uint8 [400, 640]: raw frame after gamma 0.8 (truncated LUT) and CLAHE (clip 1.5, 8x8 tiles)",
+    "label": "uint8 [400, 640]: pupil mask (1 = pupil) for `pupil`; raw classes 0..3 for `full`",
+    "spatial_weights": "float32 [400, 640]: 20 on the dilated Canny edges of the label, else 0",
+    "dist_map": "float32 [C, 400, 640]: normalised signed distance per class (C = 2 for `pupil`, 4 for `full`)",
+    "filename": "string: stem of the source image (no `.png`)",
+    "preprocessed": "bool: always True in v2; the image already has gamma + CLAHE applied",
+}
+
+
+def check_config(name: str) -> ConfigName:
+    if name not in CONFIG_NAMES:
+        raise ValueError(f"unknown config {name!r}; expected one of {', '.join(CONFIG_NAMES)}")
+    return name  # type: ignore[return-value]
+
+
+def features_for(config: str) -> datasets.Features:
+    """The v2 features of ``config`` (``pupil`` or ``full``)."""
+    channels = DIST_CHANNELS[check_config(config)]
+    return datasets.Features(
+        {
+            "image": datasets.Array2D((HEIGHT, WIDTH), "uint8"),
+            "label": datasets.Array2D((HEIGHT, WIDTH), "uint8"),
+            "spatial_weights": datasets.Array2D((HEIGHT, WIDTH), "float32"),
+            "dist_map": datasets.Array3D((channels, HEIGHT, WIDTH), "float32"),
+            "filename": datasets.Value("string"),
+            "preprocessed": datasets.Value("bool"),
+        }
+    )
+
+
+FEATURES = {name: features_for(name) for name in CONFIG_NAMES}

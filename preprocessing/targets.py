@@ -1,0 +1,156 @@
+"""Training targets derived from the segmentation label: mask, edge weights, distance maps.
+
+All functions are pure: arrays in, new arrays out, inputs never modified.
+
+Semantics are those of the v1 data (``Conner/openeds-precomputed``), which followed
+RITnet's OpenEDS code:
+
+* config ``pupil``: ``label = uint8(raw == 3)``, two distance channels
+  ``[sdf(label == 0), sdf(label == 1)]`` ("not pupil", "pupil");
+* config ``full``: the raw 0..3 label and four channels ``sdf(label == i)``.
+
+The distance transform is OpenCV's exact Euclidean one (``DIST_MASK_PRECISE``), which
+gives the same distances as ``scipy.ndimage.distance_transform_edt`` up to float32
+rounding (the max error after normalisation is below 1e-7; the tests hold it to 1e-6
+against a float64 SciPy reference).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Literal, NamedTuple
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+PUPIL_CLASS = 3
+NUM_CLASSES = 4
+EDGE_WEIGHT = 20.0
+
+# The v1 script called ``cv2.dilate(edges, (3, 3), iterations=1)``. OpenCV takes the
+# tuple as the *kernel* array, not a size: a 2x1 column of non-zeros, anchored at its
+# bottom element. Each edge pixel therefore also marks the pixel directly below it;
+# nothing grows sideways. v1 data has this quirk and v2 keeps it bit-exact (pinned by
+# ``tests/test_targets.py::test_spatial_weights_golden``).
+V1_DILATE_KERNEL = np.ones((2, 1), np.uint8)
+
+
+def pupil_label(raw_label: np.ndarray) -> np.ndarray:
+    """Binary pupil mask of the v1/v2 ``pupil`` config: ``uint8(raw_label == 3)``."""
+    return (raw_label == PUPIL_CLASS).astype(np.uint8)
+
+
+def spatial_weights(label: np.ndarray, *, binary: bool) -> np.ndarray:
+    """Edge weights: 20 on the (quirkily dilated) Canny edges of ``label``, else 0.
+
+    Equals the v1 formula bit for bit::
+
+        cv2.dilate(cv2.Canny(edge_input, 0, 3) / 255, (3, 3), iterations=1) * 20
+
+    where ``edge_input`` is ``label * 255`` for the binary pupil label
+    (``binary=True``) and the raw 0..3 label for the ``full`` config
+    (``binary=False``). See :data:`V1_DILATE_KERNEL` for the ``(3, 3)`` quirk.
+    Returns float32 with values {0, 20}.
+    """
+    label = np.ascontiguousarray(label, dtype=np.uint8)
+    edges = cv2.Canny(label * np.uint8(255) if binary else label, 0, 3)
+    grown = cv2.dilate(edges, V1_DILATE_KERNEL, iterations=1)
+    return np.where(grown > 0, np.float32(EDGE_WEIGHT), np.float32(0))
+
+
+def _edt(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of each True pixel to the nearest False pixel (float32).
+
+    ``mask`` must contain at least one False pixel (OpenCV has no defined answer otherwise).
+    """
+    return cv2.distanceTransform(mask.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+@functools.lru_cache(maxsize=4)
+def _edt_without_background(shape: tuple[int, int]) -> np.ndarray:
+    """SciPy's answer for a mask with no False pixel at all.
+
+    SciPy then measures every pixel's distance to the point one row above the
+    top-left corner, ``(-1, 0)``. v1 went through SciPy, so an all-True mask (for
+    example "not pupil" on a frame with no pupil) must give exactly this. It only
+    depends on the shape, so it is computed once with SciPy and cached.
+    """
+    out = ndimage.distance_transform_edt(np.ones(shape, bool))
+    out.setflags(write=False)
+    return out
+
+
+def _diagonal(shape: tuple[int, ...]) -> float:
+    h, w = shape
+    return math.sqrt((h - 1) ** 2 + (w - 1) ** 2)
+
+
+def _sdf_unnormalised(mask: np.ndarray) -> np.ndarray:
+    """``edt(~m) * ~m - (edt(m) - 1) * m``, with v1's edge cases.
+
+    Of ``edt(~m)`` and ``edt(m)`` one is 0 at every pixel, so the float32 sum below
+    rounds only once, when 1 is added inside the mask.
+    """
+    if not mask.any():
+        return np.zeros(mask.shape, np.float32)
+    if mask.all():
+        return 1.0 - _edt_without_background(mask.shape)
+    outside = _edt(~mask)  # distance to the class, 0 inside it
+    inside = _edt(mask)  # distance to the outside, 0 outside
+    outside -= inside
+    outside += mask
+    return outside
+
+
+def signed_distance(mask: np.ndarray) -> np.ndarray:
+    """v1's normalised signed distance map of a boolean mask, as float32.
+
+    ``(edt(~m) * ~m - (edt(m) - 1) * m) / sqrt((h-1)**2 + (w-1)**2)`` with SciPy's
+    ``distance_transform_edt``: positive outside the class, 0 on its boundary pixels
+    and negative deeper in. An absent class gives all zeros (v1 skipped it); a class
+    covering the whole frame gives SciPy's defined all-True answer.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    return (_sdf_unnormalised(mask) / _diagonal(mask.shape)).astype(np.float32)
+
+
+def dist_map(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Stack ``signed_distance(label == i)`` for ``i < num_classes``: float32[C, H, W].
+
+    With ``num_classes == 2`` (binary pupil label) both channels come from the same two
+    distance transforms: for ``p = label == 1``, ``sdf(~p) = (1 - D) / diag`` where
+    ``D = edt(~p) - edt(p) + p`` is ``sdf(p) * diag``. Halving the transforms gives the
+    same numbers.
+    """
+    label = np.asarray(label)
+    if num_classes == 2:
+        pupil = label == 1
+        if pupil.any() and not pupil.all():
+            d = _sdf_unnormalised(pupil)
+            diag = _diagonal(label.shape)
+            out = np.empty((2, *label.shape), np.float32)
+            np.divide(1.0 - d, diag, out=out[0], casting="same_kind")
+            np.divide(d, diag, out=out[1], casting="same_kind")
+            return out
+    return np.stack([signed_distance(label == i) for i in range(num_classes)])
+
+
+class Targets(NamedTuple):
+    """The three per-frame training targets of one config."""
+
+    label: np.ndarray  # uint8[H, W]
+    spatial_weights: np.ndarray  # float32[H, W]
+    dist_map: np.ndarray  # float32[C, H, W]
+
+
+def compute_targets(raw_label: np.ndarray, config: Literal["pupil", "full"]) -> Targets:
+    """All targets of one frame from its raw 0..3 label, for config ``pupil`` or ``full``."""
+    if config == "pupil":
+        label = pupil_label(raw_label)
+        return Targets(label, spatial_weights(label, binary=True), dist_map(label, 2))
+    if config == "full":
+        label = np.ascontiguousarray(raw_label, dtype=np.uint8)
+        return Targets(label, spatial_weights(label, binary=False), dist_map(label, NUM_CLASSES))
+    raise ValueError(f"unknown config {config!r}; expected 'pupil' or 'full'")

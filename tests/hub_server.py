@@ -1,0 +1,798 @@
+"""A small local Hugging Face Hub for tests.
+
+The real `huggingface_hub` and `datasets` clients talk HTTP to this server, so the tests exercise
+the same requests as a push to, and a load from, huggingface.co. It serves dataset repos only,
+speaks the legacy LFS protocol (run the clients with `HF_HUB_DISABLE_XET=1`) and keeps every
+commit as a full snapshot, so branches, tags and commit shas all stay readable.
+
+Endpoints (as called by huggingface_hub 2.4 and datasets 3.6 / 5.2):
+
+    GET    /api/whoami-v2
+    POST   /api/validate-yaml
+    POST   /api/repos/create
+    GET    /api/datasets/{repo}                      and .../revision/{rev}
+    POST   /api/datasets/{repo}/preupload/{rev}
+    POST   /datasets/{repo}.git/info/lfs/objects/batch
+    PUT    /lfs/datasets/{repo}/{oid}                (upload href handed out by the batch call)
+    POST   /lfs/datasets/{repo}/{oid}/verify         (verify href handed out by the batch call)
+    POST   /api/datasets/{repo}/commit/{rev}         (ndjson)
+    GET    /api/datasets/{repo}/tree/{rev}[/{path}]
+    POST   /api/datasets/{repo}/paths-info/{rev}
+    GET    /api/datasets/{repo}/refs
+    GET    /api/datasets/{repo}/commits/{rev}
+    POST   /api/datasets/{repo}/tag/{rev}            DELETE /api/datasets/{repo}/tag/{tag}
+    HEAD   /datasets/{repo}/resolve/{rev}/{path}     GET (with Range) likewise
+
+Environment: `HF_ENDPOINT` is read when huggingface_hub and datasets are imported, so the port is
+chosen first. In `tests/conftest.py`, before anything imports huggingface_hub or datasets:
+
+    from hub_server import configure_hub_environment, hub, hub_server  # noqa: F401 (fixtures)
+    configure_hub_environment()
+
+`configure_hub_environment` sets `HF_ENDPOINT=http://127.0.0.1:{free port}`, `HF_HUB_DISABLE_XET=1`
+and a temporary `HF_HOME`, and removes any real token from the environment; the session fixture
+`hub_server` then serves on that port, and the function fixture `hub` resets faults and the
+request log for each test.
+
+Tokens: reads are anonymous; a request carrying an unknown token gets 401. Writes need a token
+with write access to the repo's namespace (401 without a token, 403 without the right).
+Fault injection: `server.fail(method, path_regex, status=..., times=...)`, or `drop=True` to cut
+the connection halfway through the request body. `server.requests` logs every request.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+import yaml
+
+# Files stored in LFS whatever their content (the Hub's default .gitattributes has the same idea).
+LFS_SUFFIXES = (".parquet", ".arrow", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".bin", ".zip", ".gz", ".zst")
+LFS_MIN_SIZE = 10 * 1024 * 1024
+GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
+
+JSON = dict[str, Any]
+
+
+# --- repository state -------------------------------------------------------------------------
+
+
+def _git_oid(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of a commit: inline bytes for a regular file, an LFS object id otherwise."""
+
+    size: int
+    oid: str  # git blob id (of the LFS pointer file for an LFS file)
+    content: bytes | None = None  # regular files only
+    lfs_sha256: str | None = None  # LFS files only
+    pointer_size: int | None = None
+
+    @classmethod
+    def regular(cls, content: bytes) -> Entry:
+        return cls(size=len(content), oid=_git_oid(content), content=content)
+
+    @classmethod
+    def lfs(cls, sha256: str, size: int) -> Entry:
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+        return cls(size=size, oid=_git_oid(pointer), lfs_sha256=sha256, pointer_size=len(pointer))
+
+    @property
+    def etag(self) -> str:
+        return self.lfs_sha256 or self.oid
+
+    def info(self, path: str) -> JSON:
+        info: JSON = {"type": "file", "path": path, "oid": self.oid, "size": self.size}
+        if self.lfs_sha256 is not None:
+            info["lfs"] = {"oid": self.lfs_sha256, "size": self.size, "pointerSize": self.pointer_size}
+        return info
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    parent: str | None
+    title: str
+    message: str
+    author: str
+    date: str
+    files: dict[str, Entry]  # full snapshot: path -> entry
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    created_at: str
+    commits: dict[str, Commit] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    lfs_objects: dict[str, bytes] = field(default_factory=dict)  # sha256 -> content
+
+    def resolve(self, revision: str) -> Commit | None:
+        """A branch, a tag or a full commit sha."""
+        sha = self.branches.get(revision) or self.tags.get(revision) or revision
+        return self.commits.get(sha)
+
+    def read(self, entry: Entry) -> bytes:
+        if entry.content is not None:
+            return entry.content
+        return self.lfs_objects[entry.lfs_sha256 or ""]
+
+    def add_commit(self, parent: Commit | None, files: dict[str, Entry], title: str, message: str, author: str) -> Commit:
+        seed = json.dumps([parent.sha if parent else None, title, len(self.commits), sorted((p, e.oid) for p, e in files.items())])
+        commit = Commit(
+            sha=hashlib.sha1(seed.encode()).hexdigest(),
+            parent=parent.sha if parent else None,
+            title=title,
+            message=message,
+            author=author,
+            date=_now(),
+            files=files,
+        )
+        self.commits[commit.sha] = commit
+        return commit
+
+    def history(self, commit: Commit) -> Iterator[Commit]:
+        current: Commit | None = commit
+        while current is not None:
+            yield current
+            current = self.commits.get(current.parent) if current.parent else None
+
+    def last_commit(self, commit: Commit, path: str) -> Commit:
+        """The most recent commit, from `commit` back, that changed `path` (a file or a folder)."""
+
+        def view(c: Commit) -> list[tuple[str, str]]:
+            return sorted((p, e.oid) for p, e in c.files.items() if p == path or p.startswith(path + "/"))
+
+        current = view(commit)
+        last = commit
+        for older in list(self.history(commit))[1:]:
+            if view(older) != current:
+                break
+            last = older
+        return last
+
+
+# --- tokens, faults, request log --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """Who a token belongs to and which namespaces it may write to (empty: a read-only token)."""
+
+    user: str
+    write: frozenset[str]
+
+
+@dataclass
+class Fault:
+    """Fail the next `times` requests matching `method` and `path_regex` (searched in the decoded path)."""
+
+    method: str
+    path_regex: re.Pattern[str]
+    status: int
+    times: int
+    drop: bool
+    hits: int = 0
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    method: str
+    path: str  # URL path, percent-decoded, without the query string
+    status: int | None  # None: the server dropped the connection
+    lfs_oid: str | None = None  # set for LFS object uploads (PUT)
+
+
+class HubError(Exception):
+    """An error response; `code` goes to the `X-Error-Code` header the client dispatches on."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.headers = headers or {}
+
+
+class _DropConnection(Exception):
+    pass
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class HubServer:
+    """The Hub state plus a `ThreadingHTTPServer` serving it from a background thread."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._repos: dict[str, Repo] = {}
+        self._tokens: dict[str, TokenGrant] = {}
+        self._faults: list[Fault] = []
+        self.requests: list[LoggedRequest] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.hub = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> HubServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # test controls
+
+    def add_token(self, token: str, user: str, *, write: Iterable[str] | None = None) -> None:
+        """Accept `token` as `user`, allowed to write to `write` (default: the user's own namespace)."""
+        with self._lock:
+            self._tokens[token] = TokenGrant(user, frozenset([user] if write is None else write))
+
+    def fail(self, method: str, path_regex: str, *, status: int = 500, times: int = 1, drop: bool = False) -> Fault:
+        """Answer the next `times` matching requests with `status`, or cut the connection if `drop`."""
+        fault = Fault(method.upper(), re.compile(path_regex), status, times, drop)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def reset_faults_and_log(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+
+    def lfs_uploads(self, repo_id: str) -> list[str]:
+        """Oids of the LFS objects PUT (and accepted) for `repo_id`, in arrival order."""
+        prefix = f"/lfs/datasets/{repo_id}/"
+        return [r.lfs_oid for r in self.requests if r.lfs_oid and r.status == 200 and r.path.startswith(prefix)]
+
+    def snapshot(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+        """Every file of `repo_id` at `revision`, read from the server state (for assertions)."""
+        with self._lock:
+            repo = self._repos[repo_id]
+            commit = repo.resolve(revision)
+            assert commit is not None, f"{repo_id} has no revision {revision!r}"
+            return {path: repo.read(entry) for path, entry in commit.files.items()}
+
+    # request plumbing (called by the handler)
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.hits < fault.times and fault.method == method and fault.path_regex.search(path):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def log(self, request: LoggedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def grant(self, authorization: str | None) -> TokenGrant | None:
+        """The grant of the request's bearer token; None without a token; 401 for an unknown one."""
+        if not authorization:
+            return None
+        token = authorization.removeprefix("Bearer ").strip()
+        with self._lock:
+            grant = self._tokens.get(token)
+        if grant is None:
+            raise HubError(401, "Invalid credentials in Authorization header")
+        return grant
+
+    def repo(self, repo_id: str) -> Repo:
+        repo = self._repos.get(repo_id)
+        if repo is None:
+            raise HubError(404, f"Repository {repo_id} not found", code="RepoNotFound")
+        return repo
+
+    def commit_at(self, repo: Repo, revision: str) -> Commit:
+        commit = repo.resolve(revision)
+        if commit is None:
+            raise HubError(404, f"Invalid rev id: {revision}", code="RevisionNotFound")
+        return commit
+
+    def check_write(self, grant: TokenGrant | None, namespace: str) -> TokenGrant:
+        if grant is None:
+            raise HubError(401, "You must be authenticated to write to the Hub")
+        if namespace not in grant.write:
+            raise HubError(403, f"You don't have the rights to write to the namespace {namespace!r}")
+        return grant
+
+    # endpoints: each takes the parsed request and returns (status, JSON body)
+
+    def whoami(self, grant: TokenGrant | None) -> JSON:
+        if grant is None:
+            raise HubError(401, "Invalid credentials in Authorization header")
+        role = "write" if grant.write else "read"
+        return {
+            "type": "user",
+            "name": grant.user,
+            "orgs": [{"type": "org", "name": ns} for ns in sorted(grant.write - {grant.user})],
+            "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": role}},
+        }
+
+    def create_repo(self, grant: TokenGrant | None, body: JSON) -> tuple[int, JSON]:
+        if body.get("type") != "dataset":
+            raise HubError(400, f"this test Hub serves dataset repos only, got type {body.get('type')!r}")
+        namespace = body.get("organization") or (grant.user if grant else "")
+        repo_id = f"{namespace}/{body['name']}"
+        self.check_write(grant, namespace)
+        url = f"{self.url}/datasets/{repo_id}"
+        with self._lock:
+            if repo_id in self._repos:
+                return 409, {"error": "You already created this dataset repo", "url": url}
+            repo = Repo(repo_id, created_at=_now())
+            initial = repo.add_commit(None, {".gitattributes": Entry.regular(GITATTRIBUTES.encode())}, "initial commit", "", "system")
+            repo.branches["main"] = initial.sha
+            self._repos[repo_id] = repo
+        return 200, {"url": url, "name": repo_id, "id": repo_id}
+
+    def repo_info(self, repo_id: str, revision: str, blobs: bool) -> JSON:
+        with self._lock:
+            repo = self.repo(repo_id)
+            commit = self.commit_at(repo, revision)
+            card = commit.files.get("README.md")
+        siblings = []
+        for path, entry in sorted(commit.files.items()):
+            sibling: JSON = {"rfilename": path}
+            if blobs:
+                sibling.update(size=entry.size, blobId=entry.oid)
+                if entry.lfs_sha256:
+                    sibling["lfs"] = {"size": entry.size, "sha256": entry.lfs_sha256, "pointerSize": entry.pointer_size}
+            siblings.append(sibling)
+        return {
+            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
+            "id": repo_id,
+            "author": repo_id.split("/")[0],
+            "sha": commit.sha,
+            "lastModified": commit.date,
+            "createdAt": repo.created_at,
+            "private": False,
+            "gated": False,
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "cardData": _front_matter(card.content or b"") if card else {},
+            "siblings": siblings,
+        }
+
+    def preupload(self, grant: TokenGrant | None, repo_id: str, revision: str, body: JSON) -> JSON:
+        self.check_write(grant, repo_id.split("/")[0])
+        with self._lock:
+            repo = self.repo(repo_id)
+            commit = self.commit_at(repo, revision)
+        files = []
+        for file in body["files"]:
+            path, size = file["path"], file["size"]
+            sample = base64.b64decode(file["sample"])
+            lfs = path.endswith(LFS_SUFFIXES) or b"\0" in sample or size >= LFS_MIN_SIZE
+            existing = commit.files.get(path)
+            remote_oid = (existing.lfs_sha256 if lfs else existing.oid) if existing else None
+            files.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid})
+        return {"files": files, "commitOid": commit.sha}
+
+    def lfs_batch(self, grant: TokenGrant | None, repo_id: str, body: JSON) -> JSON:
+        if body.get("operation") != "upload":
+            raise HubError(400, f"only the upload operation is served, got {body.get('operation')!r}")
+        self.check_write(grant, repo_id.split("/")[0])
+        with self._lock:
+            present = set(self.repo(repo_id).lfs_objects)
+        objects = []
+        for obj in body["objects"]:
+            item: JSON = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if obj["oid"] not in present:  # objects already stored get no action: the client skips them
+                href = f"{self.url}/lfs/datasets/{repo_id}/{obj['oid']}"
+                item["actions"] = {"upload": {"href": href}, "verify": {"href": f"{href}/verify"}}
+            objects.append(item)
+        return {"transfer": "basic", "objects": objects}
+
+    def lfs_put(self, repo_id: str, oid: str, content: bytes) -> JSON:
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != oid:
+            raise HubError(400, f"LFS object sha256 mismatch: expected {oid}, got {actual}")
+        with self._lock:
+            self.repo(repo_id).lfs_objects[oid] = content
+        return {}
+
+    def lfs_verify(self, repo_id: str, body: JSON) -> JSON:
+        with self._lock:
+            content = self.repo(repo_id).lfs_objects.get(body["oid"])
+        if content is None or len(content) != body["size"]:
+            raise HubError(404, f"LFS object {body['oid']} of size {body['size']} not found")
+        return {}
+
+    def commit(self, grant: TokenGrant | None, repo_id: str, branch: str, lines: list[JSON]) -> JSON:
+        grant = self.check_write(grant, repo_id.split("/")[0])
+        header = lines[0]["value"] if lines and lines[0]["key"] == "header" else {}
+        with self._lock:
+            repo = self.repo(repo_id)
+            if branch not in repo.branches:
+                raise HubError(404, f"Invalid rev id: {branch} is not a branch", code="RevisionNotFound")
+            head = repo.commits[repo.branches[branch]]
+            parent = header.get("parentCommit")
+            if parent is not None and parent != head.sha:
+                raise HubError(412, f"A commit has happened since {parent}: the head of {branch} is {head.sha}")
+            files = dict(head.files)
+            for line in lines[1:]:
+                key, value = line["key"], line["value"]
+                path = value["path"].strip("/")
+                if key == "file":
+                    files[path] = Entry.regular(base64.b64decode(value["content"]))
+                elif key == "lfsFile":
+                    content = repo.lfs_objects.get(value["oid"])
+                    if content is None:
+                        raise HubError(422, f"LFS object {value['oid']} for {path} was never uploaded")
+                    files[path] = Entry.lfs(value["oid"], len(content))
+                elif key == "deletedFile":
+                    if files.pop(path, None) is None:
+                        raise HubError(404, f"A file with this name doesn't exist: {path}", code="EntryNotFound")
+                elif key == "deletedFolder":
+                    for inside in [p for p in files if p.startswith(path + "/")]:
+                        del files[inside]
+                else:
+                    raise HubError(400, f"unknown commit operation {key!r}")
+            commit = repo.add_commit(head, files, header.get("summary", ""), header.get("description", ""), grant.user)
+            repo.branches[branch] = commit.sha
+        return {"success": True, "commitOid": commit.sha, "commitUrl": f"{self.url}/datasets/{repo_id}/commit/{commit.sha}"}
+
+    def tree(self, repo_id: str, revision: str, path: str, recursive: bool, expand: bool) -> list[JSON]:
+        with self._lock:
+            repo = self.repo(repo_id)
+            commit = self.commit_at(repo, revision)
+            entries = _tree_entries(commit, path, recursive)
+            if path and not entries and path not in commit.files:
+                raise HubError(404, f"{path} does not exist at {revision}", code="EntryNotFound")
+            return [self._path_info(repo, commit, p, expand) for p in entries]
+
+    def paths_info(self, repo_id: str, revision: str, paths: list[str], expand: bool) -> list[JSON]:
+        with self._lock:
+            repo = self.repo(repo_id)
+            commit = self.commit_at(repo, revision)
+            folders = _folders(commit)
+            found = [p.strip("/") for p in paths if p.strip("/") in commit.files or p.strip("/") in folders]
+            return [self._path_info(repo, commit, p, expand) for p in found]
+
+    def _path_info(self, repo: Repo, commit: Commit, path: str, expand: bool) -> JSON:
+        entry = commit.files.get(path)
+        if entry is not None:
+            info = entry.info(path)
+        else:
+            inside = sorted((p, e.oid) for p, e in commit.files.items() if p.startswith(path + "/"))
+            info = {"type": "directory", "path": path, "oid": hashlib.sha1(json.dumps(inside).encode()).hexdigest()}
+        if expand:
+            last = repo.last_commit(commit, path)
+            info["lastCommit"] = {"id": last.sha, "title": last.title, "date": last.date}
+        return info
+
+    def refs(self, repo_id: str) -> JSON:
+        with self._lock:
+            repo = self.repo(repo_id)
+
+            def refs_of(kind: str, names: dict[str, str]) -> list[JSON]:
+                return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": sha} for n, sha in sorted(names.items())]
+
+            return {"branches": refs_of("heads", repo.branches), "tags": refs_of("tags", repo.tags), "converts": [], "pullRequests": []}
+
+    def commits(self, repo_id: str, revision: str) -> list[JSON]:
+        with self._lock:
+            repo = self.repo(repo_id)
+            return [
+                {"id": c.sha, "title": c.title, "message": c.message, "authors": [{"user": c.author}], "date": c.date}
+                for c in repo.history(self.commit_at(repo, revision))
+            ]
+
+    def create_tag(self, grant: TokenGrant | None, repo_id: str, revision: str, body: JSON) -> JSON:
+        self.check_write(grant, repo_id.split("/")[0])
+        with self._lock:
+            repo = self.repo(repo_id)
+            commit = self.commit_at(repo, revision)
+            tag = body["tag"]
+            if tag in repo.tags or tag in repo.branches:
+                raise HubError(409, f"Tag {tag} already exists")
+            repo.tags[tag] = commit.sha
+        return {}
+
+    def delete_tag(self, grant: TokenGrant | None, repo_id: str, tag: str) -> JSON:
+        self.check_write(grant, repo_id.split("/")[0])
+        with self._lock:
+            repo = self.repo(repo_id)
+            if repo.tags.pop(tag, None) is None:
+                raise HubError(404, f"Tag {tag} not found", code="RevisionNotFound")
+        return {}
+
+    def resolve(self, repo_id: str, revision: str, path: str) -> tuple[bytes, dict[str, str]]:
+        with self._lock:
+            repo = self.repo(repo_id)
+            commit = self.commit_at(repo, revision)
+            entry = commit.files.get(path)
+            if entry is None:
+                raise HubError(404, f"Entry not found: {path}", code="EntryNotFound", headers={"X-Repo-Commit": commit.sha})
+            content = repo.read(entry)
+        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{entry.etag}"', "Accept-Ranges": "bytes"}
+        if entry.lfs_sha256:  # the Hub sets these on the redirect to its storage; a local server serves directly
+            headers.update({"X-Linked-Etag": f'"{entry.lfs_sha256}"', "X-Linked-Size": str(entry.size)})
+        return content, headers
+
+
+def _front_matter(card: bytes) -> JSON:
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", card.decode(errors="replace"), flags=re.DOTALL)
+    return (yaml.safe_load(match.group(1)) or {}) if match else {}
+
+
+def _folders(commit: Commit) -> set[str]:
+    return {str(parent) for path in commit.files for parent in PurePosixPath(path).parents if str(parent) != "."}
+
+
+def _tree_entries(commit: Commit, path: str, recursive: bool) -> list[str]:
+    """Files and folders below `path` (direct children unless `recursive`), sorted."""
+    prefix = f"{path}/" if path else ""
+    below = [p for p in sorted(commit.files.keys() | _folders(commit)) if p.startswith(prefix)]
+    if recursive:
+        return below
+    return [p for p in below if "/" not in p[len(prefix) :]]
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+_REPO = r"(?P<repo>[^/]+/[^/]+)"
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    (method, re.compile(pattern), name)
+    for method, pattern, name in [
+        ("GET", r"/api/whoami-v2", "whoami"),
+        ("POST", r"/api/validate-yaml", "validate_yaml"),
+        ("POST", r"/api/repos/create", "create_repo"),
+        ("GET", rf"/api/datasets/{_REPO}", "repo_info"),
+        ("GET", rf"/api/datasets/{_REPO}/revision/(?P<rev>[^/]+)", "repo_info"),
+        ("POST", rf"/api/datasets/{_REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
+        ("POST", rf"/datasets/{_REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
+        ("PUT", rf"/lfs/datasets/{_REPO}/(?P<oid>[0-9a-f]{{64}})", "lfs_put"),
+        ("POST", rf"/lfs/datasets/{_REPO}/(?P<oid>[0-9a-f]{{64}})/verify", "lfs_verify"),
+        ("POST", rf"/api/datasets/{_REPO}/commit/(?P<rev>[^/]+)", "commit"),
+        ("GET", rf"/api/datasets/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree"),
+        ("POST", rf"/api/datasets/{_REPO}/paths-info/(?P<rev>[^/]+)", "paths_info"),
+        ("GET", rf"/api/datasets/{_REPO}/refs", "refs"),
+        ("GET", rf"/api/datasets/{_REPO}/commits/(?P<rev>[^/]+)", "commits"),
+        ("POST", rf"/api/datasets/{_REPO}/tag/(?P<rev>[^/]+)", "create_tag"),
+        ("DELETE", rf"/api/datasets/{_REPO}/tag/(?P<rev>[^/]+)", "delete_tag"),
+        ("GET", rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("HEAD", rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+    ]
+]
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+def _flag(params: dict[str, list[str]], key: str) -> bool:
+    return params.get(key, ["false"])[0].lower() in ("1", "true")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the clients expect; every response has a Content-Length
+    server_version = "openeds-test-hub"
+
+    def log_message(self, format: str, *args: Any) -> None:  # the request log replaces stderr noise
+        pass
+
+    @property
+    def hub(self) -> HubServer:
+        return self.server.hub  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+
+    def _serve(self) -> None:
+        raw_path, _, query = self.path.partition("?")
+        path = unquote(raw_path)
+        lfs_oid = None
+        try:
+            fault = self.hub.take_fault(self.command, path)
+            body = self._read_body(drop=fault is not None and fault.drop)
+            if fault is not None:
+                raise HubError(fault.status, f"injected fault: {fault.status} for {self.command} {path}")
+            name, params = self._route(raw_path)
+            if name == "lfs_put":
+                lfs_oid = params["oid"]
+            status, payload, headers = self._dispatch(name, params, parse_qs(query), body)
+        except _DropConnection:
+            self.hub.log(LoggedRequest(self.command, path, None, lfs_oid))
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        except HubError as error:
+            status, headers = error.status, {**error.headers, "X-Error-Message": error.message}
+            if error.code:
+                headers["X-Error-Code"] = error.code
+            payload = json.dumps({"error": error.message}).encode()
+        self.hub.log(LoggedRequest(self.command, path, status, lfs_oid))
+        self._respond(status, payload, headers)
+
+    def _read_body(self, drop: bool) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+                if drop:
+                    raise _DropConnection
+            self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if drop:  # read half of the body, as a connection cut mid-upload would
+            self.rfile.read(length // 2)
+            raise _DropConnection
+        return self.rfile.read(length)
+
+    def _route(self, raw_path: str) -> tuple[str, dict[str, str]]:
+        for method, pattern, name in _ROUTES:
+            match = pattern.fullmatch(raw_path)
+            if match and method == self.command:
+                return name, {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+        raise HubError(404, f"no route for {self.command} {raw_path} on this test Hub")
+
+    def _dispatch(self, name: str, p: dict[str, str], query: dict[str, list[str]], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        hub = self.hub
+        grant = hub.grant(self.headers.get("Authorization"))  # 401 for an unknown token, on every endpoint
+        rev = p.get("rev", "main")
+        result: Any
+        status = 200
+        if name == "whoami":
+            result = hub.whoami(grant)
+        elif name == "validate_yaml":
+            content = json.loads(body)["content"]
+            try:
+                _front_matter(content.encode())
+            except yaml.YAMLError as error:
+                raise HubError(400, f"Invalid YAML in README.md: {error}") from error
+            result = {"warnings": []}
+        elif name == "create_repo":
+            status, result = hub.create_repo(grant, json.loads(body))
+        elif name == "repo_info":
+            result = hub.repo_info(p["repo"], rev, blobs=_flag(query, "blobs"))
+        elif name == "preupload":
+            result = hub.preupload(grant, p["repo"], rev, json.loads(body))
+        elif name == "lfs_batch":
+            result = hub.lfs_batch(grant, p["repo"], json.loads(body))
+        elif name == "lfs_put":
+            result = hub.lfs_put(p["repo"], p["oid"], body)
+        elif name == "lfs_verify":
+            result = hub.lfs_verify(p["repo"], json.loads(body))
+        elif name == "commit":
+            result = hub.commit(grant, p["repo"], rev, [json.loads(line) for line in body.splitlines() if line.strip()])
+        elif name == "tree":
+            result = hub.tree(p["repo"], rev, p.get("path", "").strip("/"), _flag(query, "recursive"), _flag(query, "expand"))
+        elif name == "paths_info":
+            form = parse_qs(body.decode())  # form-encoded: paths=a&paths=b&expand=false
+            result = hub.paths_info(p["repo"], rev, form.get("paths", []), _flag(form, "expand"))
+        elif name == "refs":
+            result = hub.refs(p["repo"])
+        elif name == "commits":
+            result = hub.commits(p["repo"], rev)
+        elif name == "create_tag":
+            result = hub.create_tag(grant, p["repo"], rev, json.loads(body))
+        elif name == "delete_tag":
+            result = hub.delete_tag(grant, p["repo"], rev)
+        else:  # resolve
+            content, headers = hub.resolve(p["repo"], rev, p["path"])
+            return self._ranged(content, headers)
+        return status, json.dumps(result).encode(), {"Content-Type": "application/json"}
+
+    def _ranged(self, content: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        requested = self.headers.get("Range")
+        if not requested:
+            return 200, content, headers
+        match = _RANGE.match(requested.strip())
+        size = len(content)
+        if match is None or match.groups() == ("", ""):
+            raise HubError(416, f"unsupported Range {requested!r}", headers={"Content-Range": f"bytes */{size}"})
+        first, last = match.groups()
+        start, end = (size - int(last), size - 1) if first == "" else (int(first), min(int(last or size - 1), size - 1))
+        if start >= size or start > end:
+            raise HubError(416, f"Range {requested!r} outside {size} bytes", headers={"Content-Range": f"bytes */{size}"})
+        return 206, content[max(start, 0) : end + 1], {**headers, "Content-Range": f"bytes {max(start, 0)}-{end}/{size}"}
+
+    def _respond(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+
+# --- pytest wiring --------------------------------------------------------------------------------
+
+ENDPOINT_VARIABLE = "HF_ENDPOINT"
+_CLEARED_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE", "HF_DATASETS_CACHE")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def configure_hub_environment() -> str:
+    """Point huggingface_hub and datasets at a local test Hub; returns the endpoint URL.
+
+    Call it from `tests/conftest.py` before huggingface_hub or datasets is imported: both read
+    `HF_ENDPOINT` at import time. It picks a free port, sets `HF_ENDPOINT`, `HF_HUB_DISABLE_XET=1`
+    (the test Hub speaks LFS, not Xet), a temporary `HF_HOME` (removed at exit), and removes any
+    real token and offline switch from the environment so no test can reach huggingface.co or
+    send a developer's token.
+    """
+    imported = sorted(name for name in ("huggingface_hub", "datasets") if name in sys.modules)
+    if imported:
+        raise RuntimeError(
+            f"{', '.join(imported)} was imported before configure_hub_environment(); it reads HF_ENDPOINT at import, "
+            "so call configure_hub_environment() at the top of tests/conftest.py, before importing them"
+        )
+    home = tempfile.mkdtemp(prefix="hf-home-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    for name in _CLEARED_VARIABLES:
+        os.environ.pop(name, None)
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    os.environ.update(
+        {
+            ENDPOINT_VARIABLE: endpoint,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HOME": home,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        }
+    )
+    return endpoint
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> Iterator[HubServer]:
+    """The test Hub, serving on the port that `configure_hub_environment` put in HF_ENDPOINT."""
+    endpoint = os.environ.get(ENDPOINT_VARIABLE, "")
+    if not endpoint.startswith("http://127.0.0.1:"):
+        raise RuntimeError(f"HF_ENDPOINT is {endpoint!r}; expected http://127.0.0.1:PORT. Call configure_hub_environment() in tests/conftest.py")
+    server = HubServer(port=int(endpoint.rsplit(":", 1)[1])).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub(hub_server: HubServer) -> HubServer:
+    """The session's test Hub with no pending fault and an empty request log."""
+    hub_server.reset_faults_and_log()
+    return hub_server

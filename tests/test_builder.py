@@ -1,0 +1,104 @@
+"""The `openeds_precomputed` builder: schema, rows equal to the reference, parallelism, CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from openeds import raw, schema
+from openeds_precomputed import OpenEDSConfig, OpenEDSPrecomputed
+from tests import reference
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS_RUN = datasets.__version__.startswith("3.")
+
+
+def build(data_dir: Path, config: str, cache_dir: Path, num_proc: int | None = None) -> datasets.DatasetDict:
+    builder = OpenEDSPrecomputed(config_name=config, data_dir=str(data_dir), cache_dir=str(cache_dir))
+    builder.download_and_prepare(num_proc=num_proc)
+    return builder.as_dataset()
+
+
+@pytest.fixture(scope="session", params=schema.CONFIG_NAMES)
+def built(request, sample_dir, tmp_path_factory):
+    config = request.param
+    return config, build(sample_dir, config, tmp_path_factory.mktemp(f"cache-{config}"))
+
+
+def test_features_are_the_v2_schema(built):
+    config, dsd = built
+    assert list(dsd) == ["train", "validation", "test"]
+    for split in dsd.values():
+        assert split.features == schema.features_for(config)
+        assert split.features["dist_map"].shape == (schema.DIST_CHANNELS[config], 400, 640)
+
+
+def test_every_row_matches_the_reference(built, sample_dir):
+    config, dsd = built
+    for split, folder in raw.find_split_dirs(sample_dir).items():
+        pairs = raw.list_pairs(folder).pairs
+        rows = dsd[split].with_format("numpy", dtype=None)
+        assert list(rows["filename"]) == [p.stem for p in pairs], f"{split}: order or keys differ"
+        for pair, row in zip(pairs, rows):
+            image, raw_label = raw.read_pair(pair)
+            label, weights, dist = reference.targets(raw_label, config)
+            case = f"{config}/{split}/{pair.stem}"
+            assert row["image"].dtype == np.uint8 and row["spatial_weights"].dtype == np.float32
+            np.testing.assert_array_equal(row["image"], reference.image(image), err_msg=case)
+            np.testing.assert_array_equal(row["label"], label, err_msg=case)
+            np.testing.assert_array_equal(row["spatial_weights"], weights, err_msg=case)
+            err = np.abs(row["dist_map"].astype(np.float64) - dist).max()
+            assert err <= 1e-6, f"{case}: dist_map max abs error {err:.3g}"
+            assert row["preprocessed"]
+
+
+def test_num_proc_2_equals_num_proc_1(sample_dir, tmp_path):
+    one = build(sample_dir, "pupil", tmp_path / "one", num_proc=1)
+    two = build(sample_dir, "pupil", tmp_path / "two", num_proc=2)
+    for split in one:
+        assert one[split].data.table.equals(two[split].data.table), split
+
+
+def test_missing_data_dir_says_how_to_provide_one(tmp_path):
+    builder = OpenEDSPrecomputed(config_name="pupil", cache_dir=str(tmp_path))
+    with pytest.raises(raw.RawDataError, match="no data_dir given; pass the raw Kaggle OpenEDS folder"):
+        builder.download_and_prepare()
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ValueError, match="unknown config 'iris'"):
+        OpenEDSConfig(name="iris")
+    with pytest.raises(ValueError, match="on_missing_label='ignore'"):
+        OpenEDSConfig(name="pupil", on_missing_label="ignore")
+
+
+def test_skip_unlabeled_images(sample_dir, tmp_path):
+    import shutil
+
+    tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
+    next((tree / "openEDS/openEDS/test/labels").iterdir()).unlink()
+    builder = OpenEDSPrecomputed(
+        config_name="pupil", data_dir=str(tree), cache_dir=str(tmp_path / "c"), on_missing_label="skip"
+    )
+    builder.download_and_prepare()
+    assert builder.as_dataset()["test"].num_rows == 2
+
+
+@pytest.mark.skipif(not SCRIPTS_RUN, reason=f"datasets {datasets.__version__} removed loading scripts (4.0)")
+def test_datasets_cli_test_runs_the_script(sample_dir, tmp_path):
+    """`datasets-cli test` on a fresh HF_HOME, exactly as the README shows it."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_DATASETS_OFFLINE": "1"}
+    cli = Path(sys.executable).with_name("datasets-cli")
+    result = subprocess.run(
+        [str(cli), "test", "openeds_precomputed.py", "--data_dir", str(sample_dir),
+         "--trust_remote_code", "--all_configs", "--cache_dir", str(tmp_path / "cache")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test successful" in result.stdout + result.stderr
