@@ -1,0 +1,190 @@
+"""Build OpenEDS v2 from the raw Kaggle data and publish it to the Hugging Face Hub.
+
+Examples::
+
+    # See the whole job on a synthetic sample, no credentials needed:
+    python push.py --sample --local-dir out --no-upload
+
+    # Materialise the real data locally, then look at it with load_dataset("out"):
+    python push.py --data-dir RAW --local-dir out --no-upload
+
+    # Build and publish (token from HF_TOKEN or `hf auth login`; endpoint from HF_ENDPOINT):
+    python push.py --data-dir RAW --repo-id Conner/openeds-precomputed --config all
+
+    # Add or replace only the test split; the other splits are neither rebuilt nor re-uploaded:
+    python push.py --data-dir RAW --splits test
+
+Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
+Re-running any command is safe: finished shards are reused, and an interrupted upload
+sends only what the Hub does not have yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from openeds import card, download, hub, raw, schema
+from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, materialize
+from openeds.parquet import read_rows
+from openeds.synthetic import write_sample
+
+DEFAULT_REPO_ID = "Conner/openeds-precomputed"
+PREVIEW_ROWS = 4
+
+
+@dataclass(frozen=True)
+class Summary:
+    sizes: dict[str, dict[str, card.SplitSize]]
+    local_dir: Path
+    published: hub.PublishResult | None
+    seconds: float
+
+    def lines(self) -> list[str]:
+        out = []
+        for config, splits in self.sizes.items():
+            for split, size in splits.items():
+                per_row = size.parquet_bytes / max(size.rows, 1) / 1e6
+                out.append(f"  {config:5s} {split:10s} {size.rows:7,d} rows  {per_row:5.2f} MB/row")
+        out.append(f"  local folder: {self.local_dir}")
+        if self.published:
+            tags = f" (tags: {', '.join(self.published.tags)})" if self.published.tags else ""
+            out.append(f"  published: {self.published.commit_url}{tags}")
+        out.append(f"  time: {self.seconds:.1f} s")
+        return out
+
+
+def _resolve_raw(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
+    """The raw data folder and a description of where it came from (for the card)."""
+    if args.sample:
+        return write_sample(scratch / "sample"), "synthetic sample (`openeds.synthetic`), not real OpenEDS data"
+    if args.data_dir:
+        return args.data_dir, "OpenEDS via the Kaggle dataset `soumicksarker/openeds-dataset` (local copy)"
+    slug = args.kaggle_dataset or download.DEFAULT_SLUG
+    return download.fetch_from_args(args), f"OpenEDS via the Kaggle dataset `{slug}`"
+
+
+def push(args: argparse.Namespace, api=None) -> Summary:
+    """Materialise the asked configs and splits into the local folder, then publish them."""
+    start = time.monotonic()
+    configs = list(schema.CONFIG_NAMES) if args.config == "all" else [args.config]
+    local_dir = args.local_dir or download.default_cache_dir() / "staging" / args.repo_id.replace("/", "--")
+    with tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
+        raw_dir, source = _resolve_raw(args, Path(scratch))
+        split_dirs = raw.find_split_dirs(raw_dir)
+        splits = args.splits or list(split_dirs)
+        missing = [s for s in splits if s not in split_dirs]
+        if missing:
+            raise raw.RawDataError(
+                f"--splits {' '.join(missing)} not found under {raw_dir}; the data has {', '.join(split_dirs)}"
+            )
+        pairs = {}
+        for split in splits:
+            listing = raw.list_pairs(split_dirs[split], args.on_missing_label)
+            if listing.skipped:
+                print(f"{split}: skipped {len(listing.skipped)} images without a label", file=sys.stderr)
+            pairs.update({(config, split): listing.pairs for config in configs})
+        built = materialize(pairs, local_dir, num_proc=args.num_proc, max_shard_bytes=args.max_shard_size)
+
+    first = min(built[configs[0]], key=schema.SPLITS.index)
+    shard = sorted((local_dir / card.CONFIG_DIRS[configs[0]]).glob(f"{first}-*.parquet"))[0]
+    card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / card.PREVIEW_PATH)
+
+    published = None
+    sizes = built
+    if args.upload:
+        api = api or hub.HfApi()
+        # Splits this run does not rebuild keep the sizes the published card gives them.
+        remote = card.sizes_from_card(hub.fetch_card(api, args.repo_id))
+        sizes = {c: {**remote.get(c, {}), **built.get(c, {})} for c in {*remote, *built}}
+        sizes = {c: sizes[c] for c in schema.CONFIG_NAMES if c in sizes}
+    command = "python push.py " + shlex.join(args.argv)
+    card.render_card(sizes, repo_id=args.repo_id, source=source, command=command).save(local_dir / "README.md")
+    if args.upload:
+        published = hub.publish(
+            local_dir, args.repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=args.tag
+        )
+    return Summary(sizes, local_dir, published, time.monotonic() - start)
+
+
+def _size(text: str) -> int:
+    units = {"KB": 1000, "MB": 1000**2, "GB": 1000**3}
+    for unit, factor in units.items():
+        if text.upper().endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python push.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_argument_group("raw data (one of; default: download from Kaggle)")
+    source.add_argument("--data-dir", type=Path, metavar="RAW", help="the raw Kaggle OpenEDS folder")
+    source.add_argument("--sample", action="store_true", help="use a small synthetic sample instead of real data")
+    download.add_download_arguments(parser)
+    parser.add_argument("--local-dir", type=Path, metavar="OUT",
+                        help="folder to materialise into; it then holds exactly what goes to the Hub "
+                             "(default: a staging folder under the cache)")
+    parser.add_argument("--no-upload", dest="upload", action="store_false", help="materialise only; no credentials needed")
+    parser.add_argument("--repo-id", default=None, metavar="ID", help=f"Hub dataset repo (default: {DEFAULT_REPO_ID})")
+    parser.add_argument("--tag", help="tag for this publication (default: `v2` on the first v2 publication)")
+    parser.add_argument("--config", choices=[*schema.CONFIG_NAMES, "all"], default=schema.DEFAULT_CONFIG,
+                        help="which config to build (default: pupil, the Hub's default config)")
+    parser.add_argument("--splits", nargs="+", choices=schema.SPLITS, metavar="SPLIT",
+                        help="splits to build and push, of train validation test (default: all present); "
+                             "the others stay as they are on the Hub")
+    parser.add_argument("--num-proc", type=int, default=1, metavar="N", help="processes building shards (default 1)")
+    parser.add_argument("--max-shard-size", type=_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
+                        help="upper bound of a shard, e.g. 500MB (default)")
+    parser.add_argument("--skip-unlabeled", dest="on_missing_label", action="store_const", const="skip",
+                        default="error", help="leave out images without a label (default: error)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    conflicts = [
+        (args.sample and args.data_dir, "--sample", "--data-dir"),
+        ((args.sample or args.data_dir) and args.kaggle_dataset, "--kaggle-dataset", "--sample/--data-dir"),
+        ((args.sample or args.data_dir) and args.cache_dir, "--cache-dir", "--sample/--data-dir"),
+        (not args.upload and args.repo_id, "--repo-id", "--no-upload"),
+        (not args.upload and args.tag, "--tag", "--no-upload"),
+    ]
+    for clash, first, second in conflicts:
+        if clash:
+            parser.error(f"{first} conflicts with {second}; pass only one of them")
+    if args.num_proc < 1:
+        parser.error(f"--num-proc {args.num_proc}: expected 1 or more")
+    args.repo_id = args.repo_id or DEFAULT_REPO_ID
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = push(args)
+    except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print("Done:")
+    print("\n".join(summary.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The dataset card and its preview picture, rendered from the real shards.
+
+The card is ``card_template.md`` (shipped with the code) filled with
+:class:`huggingface_hub.DatasetCardData`. Its YAML carries the ``configs`` and the
+``dataset_info`` (features and split sizes) that ``load_dataset(repo)`` uses.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import cv2
+import datasets
+import numpy as np
+from datasets.info import DatasetInfosDict
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from openeds import schema
+
+TEMPLATE = Path(__file__).with_name("card_template.md")
+PREVIEW_PATH = "images/preview.png"
+#: folder of each config in the repo; `pupil` is the Hub's `default` config
+CONFIG_DIRS = {"pupil": "data", "full": "full"}
+HUB_CONFIG_NAMES = {"pupil": "default", "full": "full"}
+
+CITATION = """@article{garbin2019openeds,
+  title   = {OpenEDS: Open Eye Dataset},
+  author  = {Garbin, Stephan J. and Shen, Yiru and Schuetz, Immo and Cavin, Robert and Hughes, Gregory and Talathi, Sachin S.},
+  journal = {arXiv preprint arXiv:1905.03702},
+  year    = {2019}
+}"""
+
+
+@dataclass(frozen=True)
+class SplitSize:
+    rows: int
+    parquet_bytes: int
+
+
+def _versions() -> str:
+    names = ["datasets", "huggingface_hub", "numpy", "scipy", "opencv-python-headless", "pyarrow"]
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return f"Python {platform.python_version()}, " + ", ".join(found)
+
+
+def _raw_row_bytes(config: str) -> int:
+    pixels = schema.HEIGHT * schema.WIDTH
+    return pixels * (1 + 1 + 4 + 4 * schema.DIST_CHANNELS[config])
+
+
+def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
+    """``{hub config name: DatasetInfo}`` from ``{config: {split: size}}``."""
+    infos = {}
+    for config, splits in sizes.items():
+        ordered = [s for s in schema.SPLITS if s in splits]
+        split_dict = datasets.SplitDict()
+        for split in ordered:
+            split_dict.add(
+                datasets.SplitInfo(split, num_bytes=splits[split].rows * _raw_row_bytes(config),
+                                   num_examples=splits[split].rows)
+            )
+        infos[HUB_CONFIG_NAMES[config]] = datasets.DatasetInfo(
+            features=schema.features_for(config),
+            splits=split_dict,
+            download_size=sum(s.parquet_bytes for s in splits.values()),
+            dataset_size=sum(s.rows for s in splits.values()) * _raw_row_bytes(config),
+        )
+    return DatasetInfosDict(infos)
+
+
+def sizes_from_card(card: DatasetCard | None) -> dict[str, dict[str, SplitSize]]:
+    """Split sizes a published card declares (for splits this run does not rebuild)."""
+    if card is None:
+        return {}
+    by_hub_name = {v: k for k, v in HUB_CONFIG_NAMES.items()}
+    out: dict[str, dict[str, SplitSize]] = {}
+    for hub_name, info in DatasetInfosDict.from_dataset_card_data(card.data).items():
+        config = by_hub_name.get(hub_name)
+        if config is None or not info.splits:
+            continue
+        total = sum(s.num_examples for s in info.splits.values()) or 1
+        out[config] = {
+            name: SplitSize(s.num_examples, int((info.download_size or 0) * s.num_examples / total))
+            for name, s in info.splits.items()
+        }
+    return out
+
+
+def _splits_table(sizes: dict[str, dict[str, SplitSize]]) -> str:
+    lines = ["| config | split | rows | parquet size | bytes per row |", "|---|---|---:|---:|---:|"]
+    for config, splits in sizes.items():
+        for split in (s for s in schema.SPLITS if s in splits):
+            size = splits[split]
+            per_row = size.parquet_bytes / size.rows if size.rows else 0
+            lines.append(
+                f"| `{HUB_CONFIG_NAMES[config]}` | {split} | {size.rows:,} | "
+                f"{size.parquet_bytes / 1e6:,.1f} MB | {per_row / 1e6:.2f} MB |"
+            )
+    return "\n".join(lines)
+
+
+def render_card(
+    sizes: dict[str, dict[str, SplitSize]], *, repo_id: str, source: str, command: str
+) -> DatasetCard:
+    """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``)."""
+    rows = sum(s.rows for splits in sizes.values() for s in splits.values())
+    card_data = DatasetCardData(
+        pretty_name="OpenEDS precomputed (v2)",
+        license="other",
+        license_name="openeds-dataset-license",
+        license_link="https://arxiv.org/abs/1905.03702",
+        task_categories=["image-segmentation"],
+        tags=["eye-tracking", "openeds", "pupil-segmentation", "semantic-segmentation"],
+        size_categories=["10K<n<100K" if rows > 10_000 else "n<1K" if rows < 1_000 else "1K<n<10K"],
+    )
+    dataset_infos(sizes).to_dataset_card_data(card_data)
+    MetadataConfigs(
+        {
+            HUB_CONFIG_NAMES[config]: {
+                "data_files": [
+                    {"split": split, "path": f"{CONFIG_DIRS[config]}/{split}-*"}
+                    for split in schema.SPLITS if split in splits
+                ],
+                **({"default": True} if config == schema.DEFAULT_CONFIG else {}),
+            }
+            for config, splits in sizes.items()
+        }
+    ).to_dataset_card_data(card_data)
+    return DatasetCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        repo_id=repo_id,
+        format_version=schema.FORMAT_VERSION,
+        preview_path=PREVIEW_PATH,
+        splits_table=_splits_table(sizes),
+        columns=list(schema.COLUMN_DOCS.items()),
+        source=source,
+        versions=_versions(),
+        command=command,
+        citation=CITATION,
+    )
+
+
+def _tile(array: np.ndarray, kind: str) -> np.ndarray:
+    """One 320 x 200 BGR tile of an image, label, weight or distance array."""
+    if kind == "image":
+        gray = array
+    elif kind == "label":
+        gray = (array.astype(np.float32) * (255 / max(int(array.max()), 1))).astype(np.uint8)
+    elif kind == "weights":
+        gray = (array * (255 / 20)).astype(np.uint8)
+    else:  # signed distance: 0 at the boundary, mapped to mid-gray, colour-mapped
+        scale = max(float(np.abs(array).max()), 1e-6)
+        gray = np.clip(127.5 + 127.5 * array / scale, 0, 255).astype(np.uint8)
+        return cv2.resize(cv2.applyColorMap(gray, cv2.COLORMAP_TWILIGHT_SHIFTED), (320, 200))
+    return cv2.resize(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), (320, 200), interpolation=cv2.INTER_NEAREST)
+
+
+def render_preview(rows: list[dict], path: Path) -> None:
+    """A grid: one line per row; image, label, weights and each distance channel."""
+    lines = []
+    for row in rows:
+        tiles = [_tile(row["image"], "image"), _tile(row["label"], "label"), _tile(row["spatial_weights"], "weights")]
+        tiles += [_tile(channel, "dist") for channel in row["dist_map"]]
+        line = np.hstack(tiles)
+        cv2.putText(line, str(row["filename"]), (6, 192), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1)
+        lines.append(line)
+    titles = ["image", "label", "spatial_weights"] + [f"dist_map[{i}]" for i in range(len(rows[0]["dist_map"]))]
+    header = np.full((24, 320 * len(titles), 3), 255, np.uint8)
+    for i, title in enumerate(titles):
+        cv2.putText(header, title, (320 * i + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, png = cv2.imencode(".png", np.vstack([header, *lines]))
+    if not ok:
+        raise OSError(f"could not encode the preview picture {path}")
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(png.tobytes())
+    tmp.replace(path)

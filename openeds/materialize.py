@@ -1,0 +1,180 @@
+"""Materialise v2 as parquet shards in a local folder: chunked, parallel and resumable.
+
+Each split of each config becomes ``{dir}/{split}-{i:05d}-of-{n:05d}.parquet`` with
+``dir`` ``data`` (config ``pupil``, the Hub's ``default``) or ``full``. A shard holds a
+fixed run of the split's frames in sorted stem order, so the layout depends only on the
+input. Every shard records in its footer what it was built from (the stems and the
+sizes of their files, the format version and the config); a re-run skips a shard whose
+record matches and rebuilds anything else. Shards are written under a temporary name
+and renamed when complete, so a killed run leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import math
+import multiprocessing
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from openeds import parquet, raw, schema
+from openeds.card import CONFIG_DIRS, SplitSize
+from openeds.rows import make_row
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
+#: parquet bytes per row measured on the synthetic sample (benchmarks/bench_parquet.py),
+#: with headroom; only used to check the free disk space up front
+_EXPECTED_ROW_BYTES = {"pupil": 1_000_000, "full": 1_300_000}
+
+
+class MaterializeError(RuntimeError):
+    """Materialisation cannot go on. The message is one line and says what to do."""
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    config: schema.ConfigName
+    split: str
+    index: int
+    count: int
+    pairs: tuple[raw.Pair, ...]
+
+    @property
+    def relpath(self) -> str:
+        return f"{CONFIG_DIRS[self.config]}/{self.split}-{self.index:05d}-of-{self.count:05d}.parquet"
+
+    def source(self) -> dict:
+        """What the shard is built from; a finished shard with another record is stale."""
+        digest = hashlib.sha256()
+        for pair in self.pairs:
+            digest.update(f"{pair.stem}:{pair.image.stat().st_size}:{pair.label.stat().st_size}\n".encode())
+        return {
+            "format_version": schema.FORMAT_VERSION,
+            "config": self.config,
+            "split": self.split,
+            "rows": len(self.pairs),
+            "first": self.pairs[0].stem,
+            "last": self.pairs[-1].stem,
+            "inputs_sha256": digest.hexdigest(),
+        }
+
+
+def raw_row_bytes(config: str) -> int:
+    """Uncompressed bytes of one row's arrays: an upper bound on its parquet size."""
+    pixels = schema.HEIGHT * schema.WIDTH
+    return pixels * (1 + 1 + 4 + 4 * schema.DIST_CHANNELS[config])
+
+
+def plan_shards(
+    pairs: Sequence[raw.Pair], config: schema.ConfigName, split: str, max_shard_bytes: int
+) -> list[ShardTask]:
+    """Cut a split into shards of at most ``max_shard_bytes`` (bounded by the raw row size)."""
+    per_shard = max_shard_bytes // raw_row_bytes(config)
+    if per_shard < 1:
+        raise MaterializeError(
+            f"--max-shard-size {max_shard_bytes} bytes is smaller than one {config} row "
+            f"({raw_row_bytes(config)} bytes); expected at least that"
+        )
+    count = math.ceil(len(pairs) / per_shard)
+    return [
+        ShardTask(config, split, i, count, tuple(pairs[i * per_shard : (i + 1) * per_shard])) for i in range(count)
+    ]
+
+
+def _build(task: ShardTask, out_dir: Path, progress: Callable[[int], None] | None = None) -> int:
+    def rows():
+        for pair in task.pairs:
+            yield make_row(pair, task.config)
+            if progress:
+                progress(1)
+
+    return parquet.write_shard(out_dir / task.relpath, rows(), schema.features_for(task.config), task.source())
+
+
+def _build_in_worker(args: tuple[ShardTask, Path]) -> ShardTask:
+    _build(*args)
+    return args[0]
+
+
+def _is_complete(task: ShardTask, out_dir: Path) -> bool:
+    path = out_dir / task.relpath
+    return path.is_file() and parquet.read_source(path) == task.source()
+
+
+def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
+    """Delete old shards of the rebuilt splits that the plan no longer has (e.g. another shard count)."""
+    keep = {task.relpath for task in tasks}
+    for config, split in {(t.config, t.split) for t in tasks}:
+        folder = out_dir / CONFIG_DIRS[config]
+        for old in [*folder.glob(f"{split}-*.parquet"), *folder.glob(f".{split}-*.partial")]:
+            if old.relative_to(out_dir).as_posix() not in keep:
+                logger.info("Removing stale %s", old)
+                old.unlink()
+
+
+def _check_free_space(out_dir: Path, todo: Sequence[ShardTask]) -> None:
+    needed = sum(len(t.pairs) * _EXPECTED_ROW_BYTES[t.config] for t in todo)
+    free = shutil.disk_usage(out_dir).free
+    if needed > free:
+        raise MaterializeError(
+            f"not enough free disk space in {out_dir}: {free / 1e9:.2f} GB free, about {needed / 1e9:.2f} GB "
+            f"needed for {sum(len(t.pairs) for t in todo)} rows; free some space or pass --local-dir on a larger disk"
+        )
+
+
+def materialize(
+    split_pairs: dict[tuple[schema.ConfigName, str], Sequence[raw.Pair]],
+    out_dir: Path,
+    *,
+    num_proc: int = 1,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> dict[str, dict[str, SplitSize]]:
+    """Build every ``(config, split)`` of ``split_pairs`` into ``out_dir``; return their sizes."""
+    tasks = [
+        task
+        for (config, split), pairs in split_pairs.items()
+        for task in plan_shards(pairs, config, split, max_shard_bytes)
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out_dir, tasks)
+    todo = []
+    for task in tasks:
+        if _is_complete(task, out_dir):
+            logger.info("Skipping %s: already complete", task.relpath)
+            print(f"Skipping {task.relpath}: already complete")
+        else:
+            todo.append(task)
+    _check_free_space(out_dir, todo)
+    try:
+        with tqdm(total=sum(len(t.pairs) for t in todo), unit="row", desc="Building shards") as bar:
+            if num_proc <= 1 or len(todo) <= 1:
+                for task in todo:
+                    _build(task, out_dir, bar.update)
+            else:
+                # spawn, not fork: OpenCV's thread pool does not survive a fork reliably.
+                with multiprocessing.get_context("spawn").Pool(min(num_proc, len(todo))) as pool:
+                    for task in pool.imap_unordered(_build_in_worker, [(t, out_dir) for t in todo]):
+                        bar.update(len(task.pairs))
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise MaterializeError(
+                f"the disk holding {out_dir} is full ({e.filename or 'while writing a shard'}); finished shards are kept; "
+                "free some space or pass --local-dir on a larger disk, then run the same command again"
+            ) from None
+        raise
+    sizes: dict[str, dict[str, SplitSize]] = {}
+    for task in tasks:
+        path = out_dir / task.relpath
+        old = sizes.setdefault(task.config, {}).get(task.split, SplitSize(0, 0))
+        sizes[task.config][task.split] = SplitSize(
+            old.rows + parquet.num_rows(path), old.parquet_bytes + path.stat().st_size
+        )
+    return sizes
