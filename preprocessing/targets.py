@@ -95,7 +95,15 @@ def _edt_in_box(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
     nearest False pixel always lies inside the box.
     """
     box = _bounding_box(mask, pad=1)
-    return box, cv2.distanceTransform(mask[box].view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    distance = cv2.distanceTransform(mask[box].view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    # OpenCV's answer is exact up to float32 rounding, but which way it rounds varies
+    # from run to run (measured with OpenCV 5.0: a last-bit difference between two
+    # processes). Squared pixel distances are integers below 2**20, and the error of
+    # float32 d*d stays below 0.15, so rounding d*d and taking the correctly rounded sqrt gives
+    # the exact float32 distance, the same in every run.
+    np.multiply(distance, distance, out=distance)
+    np.rint(distance, out=distance)
+    return box, np.sqrt(distance, out=distance)
 
 
 @functools.lru_cache(maxsize=4)

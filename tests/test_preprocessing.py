@@ -158,3 +158,30 @@ def test_sample_rows_match_reference(sample_dir):
                 _, weights, dist = reference.targets(label, config)
                 np.testing.assert_array_equal(out.spatial_weights, weights, err_msg=f"{split}/{pair.stem}")
                 assert np.abs(out.dist_map - dist).max() <= DIST_ATOL, f"{split}/{pair.stem}/{config}"
+
+
+_HASH_ROWS = """
+import hashlib, sys, cv2
+cv2.setNumThreads(int(sys.argv[2]))
+from openeds import raw
+from openeds.rows import make_row
+digest = hashlib.sha256()
+for pair in raw.list_pairs(raw.find_split_dirs(sys.argv[1])["train"]).pairs:
+    for config in ("pupil", "full"):
+        for value in make_row(pair, config).values():
+            digest.update(value.tobytes() if hasattr(value, "tobytes") else str(value).encode())
+print(digest.hexdigest())
+"""
+
+
+def test_rows_are_bit_identical_across_processes_and_thread_counts(sample_dir):
+    """OpenCV's float32 EDT rounds differently from run to run; the snapping makes rows reproducible."""
+    import subprocess
+    import sys
+
+    runs = [
+        subprocess.run([sys.executable, "-c", _HASH_ROWS, str(sample_dir), threads],
+                       capture_output=True, text=True, check=True).stdout
+        for threads in ("1", "0", "1", "2")
+    ]
+    assert len(set(runs)) == 1, runs

@@ -1,0 +1,184 @@
+"""push.py without the Hub: materialisation, the card, resumability, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from openeds import raw, schema
+from openeds_precomputed import OpenEDSPrecomputed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_push(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "push.py"), *args],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+    )
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def out_all(sample_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("push") / "out"
+    result = run_push("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--config", "all")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Done:" in result.stdout and "MB/row" in result.stdout
+    return out
+
+
+def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
+    assert sorted(digests(out_all)) == [
+        "README.md",
+        *[f"data/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
+        *[f"full/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
+        "images/preview.png",
+    ]
+
+
+@pytest.mark.parametrize("config", schema.CONFIG_NAMES)
+def test_load_dataset_reads_the_folder_typed_and_equal_to_the_builder(out_all, sample_dir, tmp_path, config):
+    name = "default" if config == "pupil" else config
+    loaded = datasets.load_dataset(str(out_all), name, cache_dir=str(tmp_path / "c"))
+    builder = OpenEDSPrecomputed(config_name=config, data_dir=str(sample_dir), cache_dir=str(tmp_path / "b"))
+    builder.download_and_prepare()
+    expected = builder.as_dataset()
+    assert list(loaded) == ["train", "validation", "test"]
+    for split in loaded:
+        assert loaded[split].features == schema.features_for(config)
+        got = loaded[split].with_format("numpy", dtype=None)
+        want = expected[split].with_format("numpy", dtype=None)
+        assert got.num_rows == want.num_rows
+        for i in range(got.num_rows):
+            for column in ("image", "label", "spatial_weights", "dist_map", "filename", "preprocessed"):
+                np.testing.assert_array_equal(got[i][column], want[i][column], err_msg=f"{split}[{i}].{column}")
+
+
+def test_card_names_configs_sizes_and_provenance(out_all):
+    text = (out_all / "README.md").read_text()
+    for needle in ("config_name: default", "path: data/train-*", "config_name: full", "path: full/test-*",
+                   "num_examples: 8", "license: other", "image-segmentation", "arXiv:1905.03702",
+                   "images/preview.png", "(3, 3)", "revision=\"v1\"", 'with_format("numpy", dtype=None)',
+                   "python push.py --data-dir"):
+        assert needle in text, needle
+    assert (out_all / "images/preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_skips_finished_shards_and_is_byte_identical(out_all):
+    before = digests(out_all)
+    argv = ("--data-dir", str(_sample_of(out_all)), "--local-dir", str(out_all), "--no-upload", "--config", "all")
+    result = run_push(*argv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("already complete") == 6
+    assert digests(out_all) == before
+
+
+def _sample_of(out: Path) -> Path:
+    command = next(line for line in (out / "README.md").read_text().splitlines() if line.startswith("- Command:"))
+    return Path(command.split("--data-dir ")[1].split()[0])
+
+
+def test_interrupted_materialisation_rebuilds_only_what_is_missing(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--max-shard-size", "12MB")
+    assert run_push(*argv).returncode == 0
+    shards = sorted((out / "data").glob("train-*.parquet"))
+    assert [p.name for p in shards] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    kept = {p: p.stat().st_mtime_ns for p in shards[:2]}
+    before = digests(out)
+    # A run killed mid-shard: the last shard is gone, a partial file lies next to it.
+    shards[2].rename(out / "data" / f".{shards[2].name}.partial")
+    result = run_push(*argv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("already complete") == 4
+    assert {p: p.stat().st_mtime_ns for p in shards[:2]} == kept
+    assert digests(out) == before
+
+
+def test_stale_shard_is_rebuilt(sample_dir, tmp_path):
+    tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
+    out = tmp_path / "out"
+    argv = ("--data-dir", str(tree), "--local-dir", str(out), "--no-upload", "--splits", "test")
+    assert run_push(*argv).returncode == 0
+    label = next((tree / "openEDS/openEDS/test/labels").iterdir())
+    np.save(label, np.zeros((400, 640), np.int64))  # new input: another file size
+    result = run_push(*argv)
+    assert result.returncode == 0 and "already complete" not in result.stdout
+
+
+def test_num_proc_2_writes_the_same_bytes(sample_dir, tmp_path):
+    outs = []
+    for n in ("1", "2"):
+        out = tmp_path / f"out{n}"
+        args = ("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--num-proc", n,
+                "--max-shard-size", "20MB")
+        assert run_push(*args).returncode == 0
+        outs.append({k: v for k, v in digests(out).items() if k.endswith(".parquet")})
+    assert outs[0] == outs[1] and len(outs[0]) > 3
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--sample", "--data-dir", "x"], "--sample conflicts with --data-dir"),
+        (["--sample", "--kaggle-dataset", "a/b"], "--kaggle-dataset conflicts with --sample/--data-dir"),
+        (["--sample", "--no-upload", "--repo-id", "a/b"], "--repo-id conflicts with --no-upload"),
+        (["--sample", "--no-upload", "--tag", "v9"], "--tag conflicts with --no-upload"),
+        (["--sample", "--no-upload", "--num-proc", "0"], "--num-proc 0: expected 1 or more"),
+        (["--sample", "--no-upload", "--config", "iris"], "invalid choice: 'iris'"),
+    ],
+)
+def test_conflicting_or_bad_flags_are_refused(args, message):
+    result = run_push(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_raw_input_is_one_line_without_traceback(sample_dir, tmp_path):
+    tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
+    bad = sorted((tree / "openEDS/openEDS/train/images").iterdir())[2]
+    bad.write_bytes(b"broken")
+    result = run_push("--data-dir", str(tree), "--local-dir", str(tmp_path / "out"), "--no-upload")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and f"{bad.name} is not a decodable PNG" in error_lines[0]
+
+
+def test_missing_split_is_named(sample_dir, tmp_path):
+    tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
+    shutil.rmtree(tree / "openEDS/openEDS/validation")
+    result = run_push("--data-dir", str(tree), "--local-dir", str(tmp_path / "o"), "--no-upload", "--splits", "validation")
+    assert result.returncode == 1
+    assert "--splits validation not found" in result.stderr and "the data has train, test" in result.stderr
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_disk_is_a_clear_error(sample_dir, tiny_disk):
+    result = run_push("--data-dir", str(sample_dir), "--local-dir", str(tiny_disk / "out"), "--no-upload")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "not enough free disk space in" in result.stderr and "pass --local-dir on a larger disk" in result.stderr
