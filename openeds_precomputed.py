@@ -11,7 +11,8 @@ Run it (datasets < 4, which still runs loading scripts)::
 
     datasets-cli test openeds_precomputed.py --data_dir RAW --trust_remote_code --all_configs
 
-or on any datasets version, as a plain builder class::
+(without ``--data_dir`` it downloads the raw data from Kaggle, once), or on any datasets
+version, as a plain builder class::
 
     from openeds_precomputed import OpenEDSPrecomputed
     builder = OpenEDSPrecomputed(config_name="full", data_dir="RAW")
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import datasets
 
+from openeds import download
 from openeds import raw
 from openeds import schema
 from openeds.rows import iter_rows
@@ -43,9 +45,15 @@ _LICENSE = "OpenEDS research license (Meta Reality Labs); see the dataset card"
 
 @dataclass
 class OpenEDSConfig(datasets.BuilderConfig):
-    """``name`` is ``pupil`` or ``full``; ``on_missing_label`` is ``error`` or ``skip``."""
+    """``name`` is ``pupil`` or ``full``; ``on_missing_label`` is ``error`` or ``skip``.
+
+    Without ``data_dir`` the raw data is downloaded from the Kaggle dataset
+    ``kaggle_dataset`` into ``raw_cache_dir`` (default ``~/.cache/openeds-precomputed``), once.
+    """
 
     on_missing_label: raw.MissingLabelPolicy = "error"
+    kaggle_dataset: str = download.DEFAULT_SLUG
+    raw_cache_dir: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -80,14 +88,9 @@ class OpenEDSPrecomputed(datasets.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        if not self.config.data_dir:
-            raise raw.RawDataError(
-                "no data_dir given; pass the raw Kaggle OpenEDS folder, e.g. "
-                "`datasets-cli test openeds_precomputed.py --data_dir RAW ...` or "
-                "OpenEDSPrecomputed(data_dir=RAW); `python -m openeds.synthetic RAW` writes a small sample"
-            )
+        data_dir = self.config.data_dir or download.fetch_raw(self.config.kaggle_dataset, self.config.raw_cache_dir)
         generators = []
-        for split, folder in raw.find_split_dirs(self.config.data_dir).items():
+        for split, folder in raw.find_split_dirs(data_dir).items():
             listing = raw.list_pairs(folder, self.config.on_missing_label)
             if listing.skipped:
                 datasets.logging.get_logger(__name__).warning(

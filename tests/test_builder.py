@@ -65,12 +65,6 @@ def test_num_proc_2_equals_num_proc_1(sample_dir, tmp_path):
         assert one[split].data.table.equals(two[split].data.table), split
 
 
-def test_missing_data_dir_says_how_to_provide_one(tmp_path):
-    builder = OpenEDSPrecomputed(config_name="pupil", cache_dir=str(tmp_path))
-    with pytest.raises(raw.RawDataError, match="no data_dir given; pass the raw Kaggle OpenEDS folder"):
-        builder.download_and_prepare()
-
-
 def test_bad_config_values_are_named():
     with pytest.raises(ValueError, match="unknown config 'iris'"):
         OpenEDSConfig(name="iris")

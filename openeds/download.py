@@ -1,0 +1,475 @@
+"""Download the raw OpenEDS tree from Kaggle into a local cache, once.
+
+``push.py`` and the datasets builder call :func:`fetch_raw` when no ``--data-dir`` /
+``data_dir`` is given. It can also be run on its own; it prints the folder to pass as
+``--data-dir``::
+
+    python -m openeds.download                                   # default slug and cache
+    python -m openeds.download --cache-dir /data/kaggle-cache
+    python -m openeds.download --kaggle-dataset owner/name --quiet
+
+Credentials are whatever the ``kaggle`` client accepts: ``kaggle auth login``,
+``KAGGLE_API_TOKEN``, ``~/.kaggle/access_token``, ``KAGGLE_USERNAME``/``KAGGLE_KEY`` or
+``~/.kaggle/kaggle.json``. They are never read, printed or logged here.
+
+Cache layout, one folder per slug (``/`` replaced by ``--``)::
+
+    <cache_dir>/soumicksarker--openeds-dataset/
+        download/openeds-dataset.zip   the archive; kaggle keeps openeds-dataset.zip.kaggle-partial
+                                       next to it while it is incomplete, and resumes from it
+        extract-*.tmp/                 an extraction in progress (removed by the next run)
+        data/                          the extracted tree, accepted by openeds.raw.find_split_dirs
+        complete.json                  written last; lists the files per split
+
+A run that finds ``complete.json`` and the same file counts in ``data/`` returns at once
+without importing ``kaggle`` or making a request. Anything else (no marker, a marker
+whose counts no longer match, a half-written ``data/``) is downloaded or extracted again.
+To pick up a new version of the Kaggle dataset, delete the slug's folder.
+
+Retries, by layer (kaggle 2.2.5, kagglesdk 0.1.38). ``KaggleApi.dataset_download_files``
+is three steps, and this module calls the same three so that it can wrap only the first:
+
+1. ``DatasetApiClient.download_dataset``: ``POST .../datasets.DatasetApiService/DownloadDataset``,
+   then requests follows the 302 to the archive and returns once its headers arrive.
+   kaggle does NOT retry this step: one attempt, then ``raise_for_status``. It is
+   retried here (:class:`RetryPolicy`) on 429 (honouring ``Retry-After``), 5xx, and
+   connection errors or timeouts, up to a total time. 401, 403 and 404 are not retried.
+2. ``KaggleApi.download_needed``: skips the transfer when a complete archive is already
+   on disk (for example after an extraction that stopped for lack of space).
+3. ``KaggleApi.download_file``: streams the body. kaggle retries dropped connections,
+   timeouts and HTTP errors itself, up to 5 times, with 2**n s backoff (``Retry-After``
+   on 429), resuming with ``Range``/``If-Range``; across runs it resumes from the
+   ``.kaggle-partial`` marker. This step is not wrapped again: when kaggle gives up,
+   :class:`DownloadError` says to run again, and the next run resumes.
+
+Every failure is a :class:`DownloadError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import email.utils
+import io
+import json
+import os
+import random
+import re
+import shutil
+import stat
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
+
+import requests
+from tqdm import tqdm
+
+from openeds.raw import RawDataError, find_split_dirs
+
+if TYPE_CHECKING:
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk.kaggle_client import KaggleClient
+
+DEFAULT_SLUG = "soumicksarker/openeds-dataset"
+MARKER_NAME = "complete.json"
+
+_SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NO_DATA_DIR_FIX = "or pass --data-dir with a copy of the dataset unzipped by hand"
+
+_JITTER = random.Random()  # its own generator: jitter needs no seed and must not touch the global state
+
+#: files per split and sub-folder, e.g. {"train": {"images": 27431, "labels": 27431, "masks": 27431}}
+FileCounts = dict[str, dict[str, int]]
+
+
+class DownloadError(RuntimeError):
+    """The raw data could not be fetched. The message is one line: what, value seen, expected, fix."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for the request kaggle sends only once (step 1 in the module docstring).
+
+    The n-th retry waits between half and all of ``min(max_delay, first_delay * 2**n)`` seconds
+    (or the server's ``Retry-After`` on a 429); retrying stops when the next wait would end
+    more than ``total`` seconds after the first attempt. Same fields and schedule as
+    :class:`openeds.hub.RetryPolicy`.
+    """
+
+    first_delay: float = 1.0
+    max_delay: float = 60.0
+    total: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.first_delay <= self.max_delay) or self.total < 0:
+            raise ValueError(
+                f"RetryPolicy(first_delay={self.first_delay}, max_delay={self.max_delay}, total={self.total}); "
+                f"expected 0 < first_delay <= max_delay and total >= 0"
+            )
+
+    def delay(self, retries: int) -> float:
+        ceiling = min(self.max_delay, self.first_delay * 2**retries)
+        return _JITTER.uniform(ceiling / 2, ceiling)
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/openeds-precomputed``, or ``~/.cache/openeds-precomputed``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "openeds-precomputed"
+
+
+def fetch_raw(
+    slug: str = DEFAULT_SLUG,
+    cache_dir: str | Path | None = None,
+    *,
+    quiet: bool = False,
+    retry: RetryPolicy = RetryPolicy(),
+) -> Path:
+    """Download and unzip the Kaggle dataset ``slug`` once; return the extracted folder.
+
+    The folder is ``<cache_dir>/<owner>--<name>/data`` (``cache_dir`` defaults to
+    :func:`default_cache_dir`) and is accepted by :func:`openeds.raw.find_split_dirs`.
+    Progress and the file counts per split go to stderr unless ``quiet``. Every failure
+    raises :class:`DownloadError`; ``retry`` bounds the retries of step 1 (module docstring).
+    """
+    if not _SLUG_RE.fullmatch(slug):
+        raise DownloadError(f"Kaggle dataset {slug!r} is not of the form owner/name; expected e.g. {DEFAULT_SLUG}")
+    folder = Path(cache_dir or default_cache_dir()).expanduser() / slug.replace("/", "--")
+    data, marker = folder / "data", folder / MARKER_NAME
+
+    counts = _complete_counts(marker, data, slug)
+    if counts is not None:
+        _say(quiet, f"{slug}: already downloaded to {data}; skipping ({_describe(counts)})")
+        return data
+
+    marker.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("extract-*.tmp"):
+        shutil.rmtree(stale)
+    archive = folder / "download" / f"{slug.split('/')[1]}.zip"
+    _download(_kaggle_api(), slug, archive, quiet=quiet, retry=retry)
+
+    extracted = Path(tempfile.mkdtemp(prefix="extract-", suffix=".tmp", dir=folder))
+    try:
+        unpacked_bytes = _extract(archive, extracted, quiet=quiet)
+        try:
+            counts = _count_files(extracted)
+        except RawDataError as e:
+            archive.unlink()
+            raise DownloadError(
+                f"archive {archive.name} of {slug} does not hold the OpenEDS tree ({e}); "
+                f"check --kaggle-dataset, {_NO_DATA_DIR_FIX}"
+            ) from None
+    except BaseException:
+        shutil.rmtree(extracted, ignore_errors=True)
+        raise
+    shutil.rmtree(data, ignore_errors=True)
+    extracted.rename(data)
+    record = {"slug": slug, "archive_bytes": archive.stat().st_size, "extracted_bytes": unpacked_bytes, "files": counts}
+    _write_json_atomically(marker, record)
+    shutil.rmtree(archive.parent)
+    _say(quiet, f"{slug}: extracted to {data} ({_describe(counts)})")
+    return data
+
+
+def add_download_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--kaggle-dataset SLUG`` and ``--cache-dir DIR`` (both default to None).
+
+    None means "not given", so a CLI can refuse them next to ``--data-dir``;
+    :func:`fetch_from_args` fills in the defaults.
+    """
+    group = parser.add_argument_group("Kaggle download (when no --data-dir is given)")
+    group.add_argument(
+        "--kaggle-dataset",
+        metavar="SLUG",
+        help=f"Kaggle dataset to download, owner/name (default: {DEFAULT_SLUG})",
+    )
+    group.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        type=Path,
+        help=f"where downloads are kept and reused (default: {default_cache_dir()})",
+    )
+
+
+def fetch_from_args(args: argparse.Namespace, *, quiet: bool = False) -> Path:
+    """:func:`fetch_raw` with the options added by :func:`add_download_arguments`."""
+    return fetch_raw(args.kaggle_dataset or DEFAULT_SLUG, args.cache_dir, quiet=quiet)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m openeds.download``: fetch, print the folder; ``error: ...`` and exit 1 on failure."""
+    parser = argparse.ArgumentParser(
+        prog="python -m openeds.download",
+        description=__doc__.split("\n\n")[0],
+        epilog="Prints the extracted folder on stdout; progress goes to stderr.",
+    )
+    add_download_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    args = parser.parse_args(argv)
+    try:
+        data = fetch_from_args(args, quiet=args.quiet)
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(data)
+    return 0
+
+
+# -- completion marker -------------------------------------------------------------------
+
+
+def _complete_counts(marker: Path, data: Path, slug: str) -> FileCounts | None:
+    """The file counts if ``marker`` records ``slug`` and ``data`` still holds exactly them."""
+    try:
+        record = json.loads(marker.read_text())
+        counts = _count_files(data)
+    except (OSError, ValueError, RawDataError):
+        return None
+    if not isinstance(record, dict) or record.get("slug") != slug or record.get("files") != counts:
+        return None
+    return counts
+
+
+def _count_files(root: Path) -> FileCounts:
+    """Files in each sub-folder (images, labels, masks, ...) of each split under ``root``."""
+    counts: FileCounts = {}
+    for split, split_dir in find_split_dirs(root).items():
+        subdirs = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+        counts[split] = {sub: sum(entry.is_file() for entry in os.scandir(split_dir / sub)) for sub in subdirs}
+    return counts
+
+
+def _describe(counts: FileCounts) -> str:
+    return "; ".join(
+        f"{split}: " + ", ".join(f"{n} {sub}" for sub, n in subs.items()) for split, subs in counts.items()
+    )
+
+
+def _write_json_atomically(path: Path, record: dict[str, object]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+# -- kaggle --------------------------------------------------------------------------------
+
+
+def _kaggle_api() -> KaggleApi:
+    """Import kaggle lazily and authenticate, turning a missing login into a DownloadError.
+
+    ``import kaggle`` already authenticates once; 2.2.5 ignores a failure there (a release
+    that exits at import is caught the same way, the import being inside the ``try``).
+    ``KaggleApi.authenticate()`` then prints a help text and calls ``exit(1)`` when it
+    finds no credentials, or only a token its server rejects; one line replaces that text.
+    """
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from kaggle.api.kaggle_api_extended import KaggleApi
+
+            api = KaggleApi()
+            api.authenticate()
+    except ImportError as e:
+        raise DownloadError(
+            f"the kaggle client cannot be imported ({e}); expected kaggle>=2.2 and six. "
+            f"Fix: pip install 'kaggle>=2.2' six, {_NO_DATA_DIR_FIX}"
+        ) from None
+    except SystemExit:
+        raise DownloadError(
+            "no Kaggle credentials found (or the access token was rejected); expected kaggle auth login, "
+            "KAGGLE_API_TOKEN, ~/.kaggle/access_token, KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json. "
+            f"Fix: run `kaggle auth login` or create a token at https://www.kaggle.com/settings/api, {_NO_DATA_DIR_FIX}"
+        ) from None
+    except requests.RequestException as e:
+        raise DownloadError(
+            f"could not reach Kaggle to check the access token ({_one_line(e)}); expected a working connection. "
+            f"Fix: check the network or proxy settings, {_NO_DATA_DIR_FIX}"
+        ) from None
+    return api
+
+
+def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: RetryPolicy) -> None:
+    """Steps 1-3 of the module docstring: fetch ``slug``'s archive to ``archive``."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    # kaggle prints progress lines on stdout; keep stdout for results (main prints the folder).
+    with contextlib.redirect_stdout(sys.stderr), api.build_kaggle_client() as client:
+        _say(quiet, f"{slug}: downloading https://www.kaggle.com/datasets/{slug} to {archive}")
+        response = _open_download(client, slug, retry, quiet=quiet)
+        if not api.download_needed(response, str(archive), quiet):
+            response.close()
+            return
+        size = int(response.headers.get("Content-Length") or 0)
+        on_disk = archive.stat().st_size if archive.exists() else 0
+        _require_free_space(archive.parent, size - on_disk, f"to download {slug}")
+        try:
+            api.download_file(response, str(archive), client.http_client(), quiet=quiet, resume=True)
+        except (requests.RequestException, OSError, ValueError) as e:
+            raise DownloadError(
+                f"download of {slug} to {archive} stopped after kaggle's own retries ({_one_line(e)}); "
+                f"expected the complete archive. Fix: run again to resume it, {_NO_DATA_DIR_FIX}"
+            ) from None
+
+
+def _open_download(client: KaggleClient, slug: str, retry: RetryPolicy, *, quiet: bool) -> requests.Response:
+    """Step 1: ask for the archive and follow the redirect, retrying what kaggle does not."""
+    from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
+
+    request = ApiDownloadDatasetRequest()
+    request.owner_slug, request.dataset_slug = slug.split("/")
+    start = time.monotonic()
+    attempt = 0
+    while True:
+        retry_after = None
+        try:
+            return client.datasets.dataset_api_client.download_dataset(request)
+        except requests.HTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            if status != 429 and not 500 <= status < 600:
+                raise _refused(slug, status, e) from None
+            if status == 429:
+                retry_after = _retry_after(e.response)
+            failure = f"HTTP {status}"
+        except (requests.ConnectionError, requests.Timeout) as e:
+            failure = type(e).__name__
+        wait = retry.delay(attempt) if retry_after is None else retry_after
+        elapsed = time.monotonic() - start
+        if elapsed + wait > retry.total:
+            raise DownloadError(
+                f"Kaggle download of {slug} still fails after {attempt + 1} attempts in {elapsed:.1f} s "
+                f"(last: {failure}, next wait {wait:.1f} s would pass the {retry.total:g} s limit); "
+                f"expected a 2xx answer. Fix: try again later, {_NO_DATA_DIR_FIX}"
+            )
+        _say(quiet, f"{slug}: {failure}; retrying in {wait:.1f} s (attempt {attempt + 2})")
+        time.sleep(wait)
+        attempt += 1
+
+
+def _refused(slug: str, status: int, error: requests.HTTPError) -> DownloadError:
+    """The error for an answer that retrying cannot fix."""
+    page = f"https://www.kaggle.com/datasets/{slug}"
+    said = _one_line(error)
+    if status == 401:
+        return DownloadError(
+            f"Kaggle rejected the credentials (HTTP 401: {said}) when downloading {slug}; expected a valid token "
+            f"or key. Fix: run `kaggle auth login` or create a new token at https://www.kaggle.com/settings/api, "
+            f"{_NO_DATA_DIR_FIX}"
+        )
+    if status == 403:
+        return DownloadError(
+            f"Kaggle refused {slug} (HTTP 403: {said}); this account must accept the dataset's terms on the website. "
+            f"Fix: open {page} while logged in, accept its terms and run again, {_NO_DATA_DIR_FIX}"
+        )
+    if status == 404:
+        return DownloadError(
+            f"Kaggle dataset {slug} not found (HTTP 404: {said}); expected an existing dataset this account can see. "
+            f"Fix: check --kaggle-dataset (default {DEFAULT_SLUG}) at {page}; if it is private or gated, "
+            f"accept its terms there while logged in, {_NO_DATA_DIR_FIX}"
+        )
+    return DownloadError(
+        f"Kaggle answered HTTP {status} ({said}) when downloading {slug}; expected 200. "
+        f"Fix: check {page} and try again later, {_NO_DATA_DIR_FIX}"
+    )
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    value = response.headers.get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+# -- extraction ----------------------------------------------------------------------------
+
+
+def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
+    """Unzip ``archive`` into the empty folder ``target``; return the bytes written.
+
+    Refuses members that would land outside ``target`` (absolute paths, drive letters,
+    ``..``) and symbolic links. CRCs are checked as members are read. A damaged or unsafe
+    archive is deleted, so the next run downloads it afresh; after a disk error it is kept.
+    """
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            for info in members:
+                reason = _unsafe(info)
+                if reason is not None:
+                    archive.unlink()
+                    raise DownloadError(
+                        f"archive {archive} has member {info.filename!r} that {reason}; expected plain files under "
+                        f"the extraction folder. Refused and deleted it. Fix: report it to the dataset's owner, "
+                        f"{_NO_DATA_DIR_FIX}"
+                    )
+            total = sum(info.file_size for info in members)
+            _require_free_space(target, total, f"to extract {archive.name}")
+            for info in tqdm(members, desc=f"extracting {archive.name}", unit=" files", disable=quiet):
+                dest = target.joinpath(*PurePosixPath(info.filename).parts)
+                if info.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(dest, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        archive.unlink(missing_ok=True)
+        raise DownloadError(
+            f"archive {archive} is damaged ({_one_line(e)}); expected a complete zip. Deleted it. "
+            f"Fix: run again to download it afresh, {_NO_DATA_DIR_FIX}"
+        ) from None
+    except OSError as e:
+        raise DownloadError(
+            f"extracting {archive} into {target} failed ({_one_line(e)}); expected a writable folder with room. "
+            f"Fix: free some space or pass --cache-dir elsewhere and run again (the archive is kept)"
+        ) from None
+    return total
+
+
+def _unsafe(info: zipfile.ZipInfo) -> str | None:
+    """Why extracting ``info`` could write outside the target folder, or None if it cannot."""
+    name = info.filename
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "is a symbolic link"
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        return "has an absolute path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "climbs out of the folder with '..'"
+    return None
+
+
+def _require_free_space(folder: Path, needed: int, purpose: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DownloadError(
+            f"not enough disk space in {folder} {purpose}: {free / 1e9:.2f} GB free, {needed / 1e9:.2f} GB needed; "
+            f"expected room for it. Fix: free some space or pass --cache-dir on a larger disk"
+        )
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _say(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""openeds.download against the real kaggle client and the local stub in kaggle_server.py.
+
+Each download runs in a fresh subprocess with the stub's environment (see the
+kaggle_server docstring for why); nothing in the client or the network is patched.
+Short retry waits come from ``RetryPolicy(first_delay=0.05, ...)``, passed by the runner script.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from openeds.download import DEFAULT_SLUG, MARKER_NAME, DownloadError, FileCounts, _extract, _require_free_space
+from openeds.raw import find_split_dirs
+from tests.kaggle_server import REPO_ROOT, Credentials, KaggleStub, Target
+
+SLUG = DEFAULT_SLUG
+SLUG_DIR = SLUG.replace("/", "--")
+
+#: fetch_raw in a client process; argv: slug, cache dir, total retry time in seconds
+FETCH = """\
+import sys
+from openeds.download import DownloadError, RetryPolicy, fetch_raw
+try:
+    print(fetch_raw(sys.argv[1], sys.argv[2], retry=RetryPolicy(first_delay=0.05, total=float(sys.argv[3]))))
+except DownloadError as e:
+    sys.exit(f"error: {e}")
+"""
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def sample_files(sample_dir: Path) -> dict[str, bytes]:
+    """The synthetic OpenEDS tree (conftest's ``sample_dir``) as zip members: name -> bytes."""
+    return {p.relative_to(sample_dir).as_posix(): p.read_bytes() for p in sorted(sample_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def sample_counts(sample_dir: Path) -> FileCounts:
+    splits = sample_dir / "openEDS" / "openEDS"
+    return {
+        split.name: {sub.name: len(list(sub.iterdir())) for sub in sorted(split.iterdir())}
+        for split in splits.iterdir()
+    }
+
+
+@pytest.fixture(scope="session")
+def sample_zip(sample_files: dict[str, bytes]) -> bytes:
+    return _zip(sample_files)
+
+
+@pytest.fixture
+def stub(sample_zip: bytes) -> Iterator[KaggleStub]:
+    with KaggleStub({SLUG: sample_zip}) as server:
+        yield server
+
+
+def _check_output(result: subprocess.CompletedProcess[str]) -> None:
+    """No secret is printed; a failure ends with one `error:` line, not a traceback."""
+    output = result.stdout + result.stderr
+    assert KaggleStub.KEY not in output and KaggleStub.TOKEN not in output
+    assert "Traceback" not in output, output
+    if result.returncode != 0:
+        assert result.stderr.strip().splitlines()[-1].startswith("error: "), result.stderr
+
+
+def fetch(
+    stub: KaggleStub,
+    tmp_path: Path,
+    *,
+    credentials: Credentials | None = "key",
+    slug: str = SLUG,
+    total: float = 5.0,
+) -> subprocess.CompletedProcess[str]:
+    env = stub.client_env(tmp_path / "home", credentials)
+    argv = [sys.executable, "-c", FETCH, slug, str(tmp_path / "cache"), str(total)]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    _check_output(result)
+    return result
+
+
+def _error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("credentials", ["key", "token"])
+def test_first_download_then_second_run_makes_no_request(
+    stub: KaggleStub, tmp_path: Path, sample_counts: FileCounts, credentials: Credentials
+) -> None:
+    first = fetch(stub, tmp_path, credentials=credentials)
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "cache" / SLUG_DIR
+    data = Path(first.stdout.strip())
+    assert data == folder / "data"
+    assert list(find_split_dirs(data)) == ["train", "validation", "test"]
+    assert json.loads((folder / MARKER_NAME).read_text())["files"] == sample_counts
+    assert f"train: {sample_counts['train']['images']} images" in first.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["complete.json", "data"]
+    [post] = stub.requests_to("api")
+    [get] = stub.requests_to("file")
+    assert (post.method, post.status, post.auth) == ("POST", 302, "basic" if credentials == "key" else "bearer")
+    assert (get.method, get.status, get.auth) == ("GET", 200, None)
+
+    stub.log.clear()
+    second = fetch(stub, tmp_path, credentials=credentials)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == first.stdout
+    assert stub.log == []
+    assert "skipping" in second.stderr
+
+
+def test_a_changed_tree_is_not_taken_as_complete(stub: KaggleStub, tmp_path: Path) -> None:
+    assert fetch(stub, tmp_path).returncode == 0
+    data = tmp_path / "cache" / SLUG_DIR / "data"
+    label = next((data / "openEDS" / "openEDS" / "train" / "labels").iterdir())
+    label.unlink()
+    stub.log.clear()
+
+    again = fetch(stub, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len(stub.requests_to("file")) == 1
+    assert label.is_file()
+
+
+def test_rate_limit_waits_for_retry_after(stub: KaggleStub, tmp_path: Path) -> None:
+    stub.fail(429, headers={"Retry-After": "1"})
+    result = fetch(stub, tmp_path)
+    assert result.returncode == 0, result.stderr
+    first, second = stub.requests_to("api")
+    assert (first.status, second.status) == (429, 302)
+    assert second.time - first.time >= 0.95
+    assert "HTTP 429; retrying in 1.0 s" in result.stderr
+
+
+@pytest.mark.parametrize("on", ["api", "file"])
+def test_server_errors_are_retried_until_the_time_limit(stub: KaggleStub, tmp_path: Path, on: Target) -> None:
+    stub.fail(503, times=1000, on=on)
+    error = _error(fetch(stub, tmp_path, total=0.5))
+    assert error.startswith(f"error: Kaggle download of {SLUG} still fails after ")
+    assert "HTTP 503" in error and "--data-dir" in error
+    attempts = stub.requests_to(on)
+    assert len(attempts) >= 2 and {r.status for r in attempts} == {503}
+    assert attempts[-1].time - attempts[0].time < 2.0  # the limit is 0.5 s; slack for a loaded machine
+    assert not (tmp_path / "cache" / SLUG_DIR / MARKER_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("credentials", "fault", "slug", "expected"),
+    [
+        ("wrong-key", None, SLUG, "Kaggle rejected the credentials (HTTP 401: Unauthenticated) when downloading"),
+        ("key", 403, SLUG, f"https://www.kaggle.com/datasets/{SLUG} while logged in, accept its terms"),
+        ("key", None, "someone/missing", "Kaggle dataset someone/missing not found (HTTP 404"),
+    ],
+    ids=["401", "403", "404"],
+)
+def test_refusals_are_reported_and_not_retried(
+    stub: KaggleStub, tmp_path: Path, credentials: Credentials, fault: int | None, slug: str, expected: str
+) -> None:
+    if fault is not None:
+        stub.fail(fault)
+    error = _error(fetch(stub, tmp_path, credentials=credentials, slug=slug))
+    assert expected in error and "--data-dir" in error
+    assert len(stub.requests_to("api")) == 1
+
+
+def _truncated(good: bytes) -> bytes:
+    return good[: len(good) // 2]
+
+
+def _corrupted(good: bytes) -> bytes:
+    middle = len(good) // 2
+    return good[:middle] + bytes(b ^ 0xFF for b in good[middle : middle + 64]) + good[middle + 64 :]
+
+
+@pytest.mark.parametrize("damage", [_truncated, _corrupted], ids=["truncated", "corrupted"])
+def test_damaged_archive_is_not_trusted_next_time(
+    stub: KaggleStub, tmp_path: Path, sample_zip: bytes, damage: Callable[[bytes], bytes]
+) -> None:
+    stub.datasets[SLUG] = damage(sample_zip)
+    error = _error(fetch(stub, tmp_path))
+    assert "is damaged" in error and "Deleted it" in error
+    folder = tmp_path / "cache" / SLUG_DIR
+    assert sorted(p.name for p in folder.iterdir()) == ["download"]
+    assert list((folder / "download").iterdir()) == []
+
+    stub.datasets[SLUG] = sample_zip
+    stub.log.clear()
+    assert fetch(stub, tmp_path).returncode == 0
+    [get] = stub.requests_to("file")
+    assert (get.status, get.range) == (200, None)
+
+
+def test_member_climbing_out_is_refused(stub: KaggleStub, tmp_path: Path, sample_files: dict[str, bytes]) -> None:
+    stub.datasets[SLUG] = _zip({**sample_files, "../escaped.txt": b"outside"})
+    error = _error(fetch(stub, tmp_path))
+    assert "member '../escaped.txt' that climbs out of the folder with '..'" in error
+    folder = tmp_path / "cache" / SLUG_DIR
+    assert not (folder / "escaped.txt").exists() and not (folder.parent / "escaped.txt").exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["download"]
+
+
+def test_interrupted_transfer_is_resumed_by_kaggle_itself(stub: KaggleStub, tmp_path: Path, sample_zip: bytes) -> None:
+    # kaggle's download_file retries the body (after a 2-3 s backoff of its own) with a
+    # Range request; openeds.download must not add a second POST on top.
+    stub.cut_next_transfer(after=len(sample_zip) - 1000)
+    result = fetch(stub, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(stub.requests_to("api")) == 1
+    first, resumed = stub.requests_to("file")
+    assert first.range is None and resumed.range is not None and resumed.range.startswith("bytes=")
+
+
+def test_missing_credentials_cli(stub: KaggleStub, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(tmp_path / "cache")]
+    env = stub.client_env(tmp_path / "home", credentials=None)
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    _check_output(result)
+    assert result.returncode == 1 and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: no Kaggle credentials found")
+    assert "kaggle auth login" in line and "--data-dir" in line
+    assert stub.log == []
+
+
+@pytest.mark.parametrize(
+    ("info", "reason"),
+    [
+        (zipfile.ZipInfo("/tmp/absolute.txt"), "has an absolute path"),
+        (zipfile.ZipInfo("C:/absolute.txt"), "has an absolute path"),
+        (zipfile.ZipInfo("openEDS/link"), "is a symbolic link"),
+    ],
+    ids=["posix", "windows", "symlink"],
+)
+def test_unsafe_members_are_refused(tmp_path: Path, info: zipfile.ZipInfo, reason: str) -> None:
+    if info.filename.endswith("link"):
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("openEDS/ok.txt", b"fine")
+        zf.writestr(info, b"/etc/passwd")
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(DownloadError, match=f"member {info.filename!r} that {reason}"):
+        _extract(archive, target, quiet=True)
+    assert not archive.exists() and list(target.iterdir()) == []
+
+
+def test_not_enough_space_is_a_clear_error(tmp_path: Path) -> None:
+    needed = shutil.disk_usage(tmp_path).free + 10**9
+    expected = r"not enough disk space in .* to extract x\.zip: .* GB free, .* GB needed; .* --cache-dir"
+    with pytest.raises(DownloadError, match=expected):
+        _require_free_space(tmp_path, needed, "to extract x.zip")
+
+
+def test_push_without_data_dir_downloads_from_kaggle(
+    stub: KaggleStub, tmp_path: Path, sample_counts: FileCounts
+) -> None:
+    """Contract with push.py (the lead's): no --data-dir means openeds.download.fetch_raw."""
+    import datasets
+
+    out = tmp_path / "out"
+    env = stub.client_env(tmp_path / "home") | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    cache = tmp_path / "cache"
+    argv = [
+        sys.executable,
+        str(REPO_ROOT / "push.py"),
+        "--local-dir",
+        str(out),
+        "--no-upload",
+        "--cache-dir",
+        str(cache),
+    ]
+    result = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(stub.requests_to("api")) == 1
+
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
+    assert {split: loaded[split].num_rows for split in loaded} == {s: c["images"] for s, c in sample_counts.items()}
+
+
+_BUILD_WITHOUT_DATA_DIR = """
+import sys
+from openeds_precomputed import OpenEDSPrecomputed
+builder = OpenEDSPrecomputed(config_name="pupil", raw_cache_dir=sys.argv[1], cache_dir=sys.argv[2])
+builder.download_and_prepare()
+print(sorted((split, ds.num_rows) for split, ds in builder.as_dataset().items()))
+"""
+
+
+def test_builder_without_data_dir_downloads_from_kaggle(
+    stub: KaggleStub, tmp_path: Path, sample_counts: FileCounts
+) -> None:
+    env = stub.client_env(tmp_path / "home") | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    argv = [sys.executable, "-c", _BUILD_WITHOUT_DATA_DIR, str(tmp_path / "raw-cache"), str(tmp_path / "hf-cache")]
+    result = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str(sorted((s, c["images"]) for s, c in sample_counts.items()))
+    assert len(stub.requests_to("api")) == 1
