@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import HfApi
+
 from openeds import card, download, hub, raw, schema
 from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, materialize
 from openeds.parquet import read_rows
@@ -92,13 +94,13 @@ def push(args: argparse.Namespace, api=None) -> Summary:
         built = materialize(pairs, local_dir, num_proc=args.num_proc, max_shard_bytes=args.max_shard_size)
 
     first = min(built[configs[0]], key=schema.SPLITS.index)
-    shard = sorted((local_dir / card.CONFIG_DIRS[configs[0]]).glob(f"{first}-*.parquet"))[0]
-    card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / card.PREVIEW_PATH)
+    shard = sorted((local_dir / hub.CONFIG_DIRS[configs[0]]).glob(f"{first}-*.parquet"))[0]
+    card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / hub.PREVIEW_PATH)
 
     published = None
     sizes = built
     if args.upload:
-        api = api or hub.HfApi()
+        api = api or HfApi()
         # Splits this run does not rebuild keep the sizes the published card gives them.
         remote = card.sizes_from_card(hub.fetch_card(api, args.repo_id))
         sizes = {c: {**remote.get(c, {}), **built.get(c, {})} for c in {*remote, *built}}

@@ -20,11 +20,9 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from openeds import schema
+from openeds.hub import CONFIG_DIRS, PREVIEW_PATH
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
-PREVIEW_PATH = "images/preview.png"
-#: folder of each config in the repo; `pupil` is the Hub's `default` config
-CONFIG_DIRS = {"pupil": "data", "full": "full"}
 HUB_CONFIG_NAMES = {"pupil": "default", "full": "full"}
 
 CITATION = """@article{garbin2019openeds,
@@ -52,11 +50,6 @@ def _versions() -> str:
     return f"Python {platform.python_version()}, " + ", ".join(found)
 
 
-def _raw_row_bytes(config: str) -> int:
-    pixels = schema.HEIGHT * schema.WIDTH
-    return pixels * (1 + 1 + 4 + 4 * schema.DIST_CHANNELS[config])
-
-
 def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
     """``{hub config name: DatasetInfo}`` from ``{config: {split: size}}``."""
     infos = {}
@@ -65,14 +58,14 @@ def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
         split_dict = datasets.SplitDict()
         for split in ordered:
             split_dict.add(
-                datasets.SplitInfo(split, num_bytes=splits[split].rows * _raw_row_bytes(config),
+                datasets.SplitInfo(split, num_bytes=splits[split].rows * schema.raw_row_bytes(config),
                                    num_examples=splits[split].rows)
             )
         infos[HUB_CONFIG_NAMES[config]] = datasets.DatasetInfo(
             features=schema.features_for(config),
             splits=split_dict,
             download_size=sum(s.parquet_bytes for s in splits.values()),
-            dataset_size=sum(s.rows for s in splits.values()) * _raw_row_bytes(config),
+            dataset_size=sum(s.rows for s in splits.values()) * schema.raw_row_bytes(config),
         )
     return DatasetInfosDict(infos)
 

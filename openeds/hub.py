@@ -45,31 +45,33 @@ import pyarrow.parquet as pq
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, HfFileSystem, get_token
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
+from openeds.schema import DEFAULT_CONFIG, ConfigName
+
 logger = logging.getLogger(__name__)
 
 CARD_PATH: Final = "README.md"
 PREVIEW_PATH: Final = "images/preview.png"
-# Local config name -> folder of its shards on the Hub (`pupil` is the Hub's `default` config).
-CONFIG_DIRS: Final[Mapping[str, str]] = {"pupil": "data", "full": "full"}
+#: Folder of each config's shards in the repo; `pupil` is published as the Hub's `default` config.
+CONFIG_DIRS: Final[Mapping[ConfigName, str]] = {DEFAULT_CONFIG: "data", "full": "full"}
 V1_TAG: Final = "v1"
 V2_TAG: Final = "v2"
 V2_COLUMN: Final = "preprocessed"  # the column v2 added; v1 data has none
 DEFAULT_COMMIT_MESSAGE: Final = "Publish OpenEDS precomputed v2"
 
 _SHARD = re.compile(r"(?P<dir>[^/]+)/(?P<split>\w+(?:\.\w+)*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet")
-# A v1 shard, as written by `push_to_hub` (older versions append a fingerprint): data/train-00000-of-00003[-abcd].parquet
+# A v1 shard as `push_to_hub` names them; older versions append a fingerprint: data/train-00000-of-00003-ab12.parquet
 _V1_SHARD = re.compile(r"(?:.*/)?(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
 
 T = TypeVar("T")
-_JITTER = random.Random()  # its own generator: jitter needs no seed and must not touch the global state
+_JITTER = random.Random()  # jitter needs no seed, and must not draw from the global random state
 
 
 class PublishError(RuntimeError):
-    """A publication that cannot go on; the message is one line: what, the value seen, what was expected, the fix."""
+    """A publication that cannot go on. One line: what was wrong, the value seen, what was expected, the fix."""
 
 
 class Plan(NamedTuple):
-    """The commit to make: files to add or overwrite (path in repo -> local file) and paths to delete."""
+    """One commit: files to add or overwrite (path in repo -> local file) and paths to delete."""
 
     additions: dict[str, Path]
     deletions: list[str]
@@ -77,10 +79,10 @@ class Plan(NamedTuple):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter for the Hub calls huggingface_hub sends only once.
+    """Exponential backoff with jitter for the Hub calls that huggingface_hub sends only once.
 
-    The n-th retry waits between half and all of `min(max_delay, first_delay * 2**n)` seconds
-    (or the server's `Retry-After` on a 429); retrying stops once `total` seconds have passed.
+    Retry n waits between half and all of `min(max_delay, first_delay * 2**n)` seconds (a 429's
+    `Retry-After` if it has one); no retry starts once `total` seconds would be exceeded.
     """
 
     first_delay: float = 1.0
@@ -88,14 +90,17 @@ class RetryPolicy:
     total: float = 300.0
 
 
+DEFAULT_RETRY: Final = RetryPolicy()
+
+
 @dataclass(frozen=True)
 class PublishResult:
     repo_id: str
-    commit: str  # sha of the publication commit
+    commit: str  # sha of the publication commit (the unchanged head if nothing changed)
     commit_url: str
-    additions: tuple[str, ...]  # paths added or overwritten (unchanged files are dropped from the commit by the client)
+    additions: tuple[str, ...]  # paths sent; the client leaves unchanged files out of the commit
     deletions: tuple[str, ...]
-    tags: tuple[str, ...]  # tags created by this publication, in order
+    tags: tuple[str, ...]  # tags this publication created, in order
 
 
 @dataclass(frozen=True)
@@ -103,23 +108,25 @@ class RemoteState:
     head: str  # sha of `main` when inspected
     files: frozenset[str]
     tags: frozenset[str]
-    v1_files: frozenset[str]  # parquet files holding v1 data; empty for a v2 or an empty repo
+    v1_files: frozenset[str]  # the parquet files if they hold v1 data; empty for v2 data or no data
 
 
 def split_prefix(config: str, split: str) -> str:
     """Path prefix of the shards of `split` of `config` in the repo, e.g. `data/test-`."""
     if config not in CONFIG_DIRS:
         raise PublishError(f"unknown config {config!r}; expected one of {sorted(CONFIG_DIRS)}; fix the config name")
-    return f"{CONFIG_DIRS[config]}/{split}-"
+    return f"{CONFIG_DIRS[config]}/{split}-"  # type: ignore[index]
 
 
-def plan_operations(local_files: Mapping[str, Path], remote_files: Iterable[str], replaced_prefixes: Iterable[str]) -> Plan:
+def plan_operations(
+    local_files: Mapping[str, Path], remote_files: Iterable[str], replaced_prefixes: Iterable[str]
+) -> Plan:
     """The additions and deletions of one publication.
 
-    Local files under a replaced prefix, the card and the preview are added (they overwrite the remote
-    ones); remote files under a replaced prefix that are not added are deleted; every other remote file
-    is left as it is. A prefix is a split's shard prefix such as `data/test-` (split names cannot hold
-    a `-`, so `data/test-` never matches another split) or the full path of one file.
+    The card, the preview and the local files under a replaced prefix are added (overwriting the
+    remote ones); the remote files under a replaced prefix that are not added are deleted; every
+    other remote file stays. A prefix is a split's shard prefix such as `data/test-` (split names
+    hold no `-`, so it never matches another split) or the full path of one file.
     """
     prefixes = tuple(replaced_prefixes)
     additions = {
@@ -131,33 +138,43 @@ def plan_operations(local_files: Mapping[str, Path], remote_files: Iterable[str]
     return Plan(additions, deletions)
 
 
-def local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
-    """Every file of `local_dir` by path in repo, after checking the card, the preview and the pushed shards."""
-    files = {path.relative_to(local_dir).as_posix(): path for path in sorted(local_dir.rglob("*")) if path.is_file()}
+def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
+    """Every file of `local_dir` by its path in the repo, after checking the card, the preview and the pushed shards."""
+    files = {p.relative_to(local_dir).as_posix(): p for p in sorted(local_dir.rglob("*")) if p.is_file()}
     for required in (CARD_PATH, PREVIEW_PATH):
         if required not in files:
-            raise PublishError(f"{local_dir / required} is missing; expected the card and the preview in the folder to publish; build the folder again")
-    folders = set(CONFIG_DIRS.values())
+            raise PublishError(
+                f"{local_dir / required} is missing; expected the card and the preview in the folder to publish; "
+                "build the folder again"
+            )
+    folders = sorted(CONFIG_DIRS.values())
     for path in files:
-        if path not in (CARD_PATH, PREVIEW_PATH) and not (_SHARD.fullmatch(path) and path.split("/")[0] in folders):
+        shard = _SHARD.fullmatch(path)
+        if path not in (CARD_PATH, PREVIEW_PATH) and not (shard and shard["dir"] in folders):
             raise PublishError(
                 f"{local_dir / path} is not a file to publish; expected only {CARD_PATH}, {PREVIEW_PATH} and "
-                f"{{{','.join(sorted(folders))}}}/{{split}}-{{i:05d}}-of-{{n:05d}}.parquet; remove it from {local_dir}"
+                f"{{{','.join(folders)}}}/{{split}}-{{i:05d}}-of-{{n:05d}}.parquet; remove it from {local_dir}"
             )
     for config, splits in splits_by_config.items():
-        for split in splits:
-            _check_shards(local_dir, split_prefix(config, split), [p for p in files if p.startswith(split_prefix(config, split))])
+        for prefix in (split_prefix(config, split) for split in splits):
+            _check_shards(local_dir, prefix, sorted(p for p in files if p.startswith(prefix)))
     return files
 
 
 def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:
-    """The shards of one split must be {prefix}00000-of-N ... {prefix}(N-1)-of-N, no more, no less."""
+    """The shards of one split are exactly {prefix}00000-of-N ... {prefix}(N-1)-of-N."""
     if not paths:
-        raise PublishError(f"no shard {local_dir / prefix}*.parquet; expected the split to be built before it is pushed; build it or drop it from the splits to push")
-    count = int(_SHARD.fullmatch(paths[0])["count"])  # type: ignore[index]
+        raise PublishError(
+            f"no shard {local_dir / prefix}*.parquet; expected the split to be built before it is pushed; "
+            "build it or leave it out of the splits to push"
+        )
+    count = int(paths[0].rsplit("-of-", 1)[1].removesuffix(".parquet"))
     expected = [f"{prefix}{i:05d}-of-{count:05d}.parquet" for i in range(count)]
-    if sorted(paths) != expected:
-        raise PublishError(f"shards {local_dir / prefix}* are {sorted(paths)}; expected the {count} shards {expected[0]} ... {expected[-1]}; build the split again")
+    if paths != expected:
+        raise PublishError(
+            f"shards {local_dir / prefix}* are {paths}; expected the {count} shards {expected[0]} ... {expected[-1]}; "
+            "build the split again"
+        )
 
 
 def publish(
@@ -169,39 +186,52 @@ def publish(
     token: str | None = None,
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
     tag: str | None = None,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> PublishResult:
     """Publish the splits `splits_by_config` (e.g. `{"pupil": ["test"]}`) of `local_dir` to the dataset repo `repo_id`.
 
-    `api` is the one seam for the Hub client (default: `HfApi()` from the environment, so `HF_ENDPOINT`
-    applies); `token` defaults to the api's token, then `HF_TOKEN` or the `hf auth login` token.
-    `tag` names the publication; by default the first v2 publication is tagged `v2`, later ones are not.
+    `api` is the one seam for the Hub client (default: `HfApi()`, so `HF_ENDPOINT` applies); `token`
+    defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `tag` names the
+    publication; by default the first v2 publication is tagged `v2` and later ones are not tagged.
     """
-    files = local_files(local_dir, splits_by_config)
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise PublishError(
+            f"repo id {repo_id!r} is not of the form namespace/name; expected e.g. Conner/openeds-precomputed"
+        )
+    files = collect_local_files(local_dir, splits_by_config)
     api = api or HfApi()
-    token = token or api.token or get_token()
+    token = token or (api.token if isinstance(api.token, str) else None) or get_token()
     if not token:
         raise PublishError(
-            f"no Hugging Face token found (HF_TOKEN is unset and `hf auth login` was not run); expected a token with write access to {repo_id}; "
-            "set HF_TOKEN or run `hf auth login`"
+            "no Hugging Face token found (HF_TOKEN is unset and `hf auth login` was not run); "
+            f"expected a token with write access to {repo_id}; set HF_TOKEN or run `hf auth login`"
         )
     user = _check_token(api, token, retry)
     try:
-        _retry(retry, f"create the dataset repo {repo_id}", lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token))
+        _retry(
+            retry,
+            f"create the dataset repo {repo_id}",
+            lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token),
+        )
         remote = inspect_remote(api, repo_id, token=token, retry=retry)
         if tag is not None and tag in remote.tags:
-            raise PublishError(f"tag {tag!r} already exists on {repo_id}; expected a new tag for this publication; pick another tag or delete the old one")
+            raise PublishError(
+                f"tag {tag!r} already exists on {repo_id}; expected a new tag for this publication; "
+                "pick another tag or delete the old one"
+            )
         prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
         if remote.v1_files:
-            _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get("pupil", ()))
-            prefixes += sorted(remote.v1_files)  # the whole v1 layout goes, whatever its file names
+            _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get(DEFAULT_CONFIG, ()))
+            prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names
         plan = plan_operations(files, remote.files, prefixes)
 
         created: list[str] = []
         if remote.v1_files and V1_TAG not in remote.tags:
             _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
             created.append(V1_TAG)
-        additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=local) for path, local in plan.additions.items()]
+        additions = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()
+        ]
         _upload(api, repo_id, additions, token)
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
@@ -210,29 +240,37 @@ def publish(
             _create_tag(api, repo_id, publication_tag, commit, token, retry)
             created.append(publication_tag)
     except Exception as error:
-        if (status := _status(error)) in (401, 403):  # from create_repo, the upload, the commit or a tag
-            namespace = repo_id.split("/")[0]
-            raise PublishError(
-                f"user {user!r} may not write to {repo_id} ({status} from {api.endpoint}); expected a token with write access "
-                f"to the namespace {namespace!r}; use a token of a member of {namespace!r} with write rights, or publish to {user}/{repo_id.split('/')[-1]}"
-            ) from error
-        raise
-    logger.info("Published %s splits %s as commit %s", repo_id, dict(splits_by_config), commit)
-    return PublishResult(repo_id, commit, commit_url, additions=tuple(plan.additions), deletions=tuple(plan.deletions), tags=tuple(created))
+        if (status := _status(error)) not in (401, 403):
+            raise
+        namespace, name = repo_id.split("/")
+        raise PublishError(
+            f"user {user!r} may not write to {repo_id} ({status} from {api.endpoint}); "
+            f"expected a token with write access to the namespace {namespace!r}; "
+            f"use the token of a member of {namespace!r} with write rights, or publish to {user}/{name}"
+        ) from error
+    logger.info("Published %s %s as commit %s", repo_id, dict(splits_by_config), commit)
+    return PublishResult(repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created))
 
 
-def inspect_remote(api: HfApi, repo_id: str, *, token: str | None = None, retry: RetryPolicy = RetryPolicy()) -> RemoteState:
-    """Head, files and tags of `main`, and the v1 data files if the repo holds v1 data."""
-    info = _retry(retry, f"read the repo info of {repo_id}", lambda: api.repo_info(repo_id, repo_type="dataset", token=token))
-    refs = _retry(retry, f"list the tags of {repo_id}", lambda: api.list_repo_refs(repo_id, repo_type="dataset", token=token))
+def inspect_remote(
+    api: HfApi, repo_id: str, *, token: str | None = None, retry: RetryPolicy = DEFAULT_RETRY
+) -> RemoteState:
+    """Head, files and tags of `main`, and its parquet files if they hold v1 data."""
+    info = _retry(retry, f"read the repo info of {repo_id}", lambda: api.dataset_info(repo_id, token=token))
+    refs = _retry(
+        retry, f"list the tags of {repo_id}", lambda: api.list_repo_refs(repo_id, repo_type="dataset", token=token)
+    )
     head = info.sha or ""
     files = frozenset(sibling.rfilename for sibling in info.siblings or ())
     parquet = sorted(path for path in files if path.endswith(".parquet"))
-    v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, files, parquet[0], token, retry)
+    with_card = CARD_PATH in files
+    v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, with_card, parquet[0], token, retry)
     return RemoteState(head, files, frozenset(ref.name for ref in refs.tags), frozenset(parquet if v1 else ()))
 
 
-def fetch_card(api: HfApi, repo_id: str, *, revision: str = "main", token: str | None = None, retry: RetryPolicy = RetryPolicy()) -> DatasetCard | None:
+def fetch_card(
+    api: HfApi, repo_id: str, *, revision: str = "main", token: str | None = None, retry: RetryPolicy = DEFAULT_RETRY
+) -> DatasetCard | None:
     """The dataset card of `repo_id` at `revision`, or None if the repo or its README.md does not exist.
 
     push.py reads its YAML (`card.data.dataset_info`, `card.data.configs`) to keep the split sizes of
@@ -246,74 +284,92 @@ def fetch_card(api: HfApi, repo_id: str, *, revision: str = "main", token: str |
             return None
         return DatasetCard.load(path, repo_type="dataset")
 
-    return _retry(retry, f"download the card of {repo_id}", download)
+    try:
+        return _retry(retry, f"download the card of {repo_id}", download)
+    except Exception as error:
+        if _status(error) == 401:  # the client wraps it in a LocalEntryNotFoundError
+            raise _token_rejected(api) from error
+        raise
 
 
-def _remote_columns(api: HfApi, repo_id: str, head: str, files: frozenset[str], data_file: str, token: str | None, retry: RetryPolicy) -> set[str]:
-    """Column names of the remote data: the card's `dataset_info.features`, else the parquet schema of `data_file`."""
-    card = fetch_card(api, repo_id, revision=head, token=token, retry=retry) if CARD_PATH in files else None
+def _remote_columns(
+    api: HfApi, repo_id: str, head: str, with_card: bool, data_file: str, token: str | None, retry: RetryPolicy
+) -> set[str]:
+    """Columns of the remote data: from the card's `dataset_info.features`, else from the schema of `data_file`."""
+    card = fetch_card(api, repo_id, revision=head, token=token, retry=retry) if with_card else None
     dataset_info = card.data.get("dataset_info") if card else None
     infos = dataset_info if isinstance(dataset_info, list) else [dataset_info] if dataset_info else []
     per_config = [{feature["name"] for feature in info.get("features") or () if "name" in feature} for info in infos]
     if any(per_config):
-        return set.intersection(*filter(None, per_config))  # a config without the v2 column is v1 data
+        return set.intersection(*filter(None, per_config))  # one config without the v2 column is v1 data
 
     def read_schema() -> set[str]:
         fs = HfFileSystem(endpoint=api.endpoint, token=token)
-        with fs.open(f"datasets/{repo_id}@{head}/{data_file}", "rb") as file:  # ranged reads: only the footer
+        with fs.open(f"datasets/{repo_id}@{head}/{data_file}", "rb") as file:  # ranged reads of the footer only
             return set(pq.read_schema(file).names)
 
     return _retry(retry, f"read the schema of {repo_id}/{data_file}", read_schema)
 
 
-def _refuse_mixing(repo_id: str, v1_files: frozenset[str], pushed_pupil_splits: Sequence[str]) -> None:
-    v1_splits = {match["split"] for path in v1_files if (match := _V1_SHARD.fullmatch(path))}
-    left = sorted(v1_splits - set(pushed_pupil_splits))
+def _refuse_mixing(repo_id: str, v1_files: frozenset[str], pushed_splits: Sequence[str]) -> None:
+    """Refuse a push that converts some of the v1 splits (all in the default config) but not all of them."""
+    v1_splits = sorted({match["split"] for path in v1_files if (match := _V1_SHARD.fullmatch(path))})
+    left = sorted(set(v1_splits) - set(pushed_splits))
     if left:
         raise PublishError(
-            f"{repo_id} holds v1 data (no {V2_COLUMN!r} column) for splits {sorted(v1_splits)}; this push converts only "
-            f"{sorted(pushed_pupil_splits)} and would leave {left} as v1 beside v2 splits; run push without --splits to convert every split "
-            f"(v1 stays readable at tag {V1_TAG!r})"
+            f"{repo_id} holds v1 data (no {V2_COLUMN!r} column) in splits {v1_splits} and this push converts "
+            f"{sorted(pushed_splits)}, which would leave {left} as v1 beside v2 splits; "
+            f"expected every v1 split converted at once; run push without --splits to convert every split"
         )
 
 
 def _check_token(api: HfApi, token: str, retry: RetryPolicy) -> str:
-    """The user name of `token`, after checking it is valid and not read-only."""
+    """The user name of `token`, once the Hub has accepted it and it is not read-only."""
     try:
         me = _retry(retry, "check the Hugging Face token", lambda: api.whoami(token=token))
     except HfHubHTTPError as error:
-        if _status(error) == 401:
-            raise PublishError(
-                f"the Hugging Face token was rejected by {api.endpoint} (401 Unauthorized); expected a valid token with write access; "
-                "create one at https://huggingface.co/settings/tokens and set HF_TOKEN or run `hf auth login --force`"
-            ) from error
-        raise
-    role = (me.get("auth") or {}).get("accessToken", {}).get("role")
-    if role == "read":
+        if _status(error) != 401:
+            raise
+        raise _token_rejected(api) from error
+    if (me.get("auth") or {}).get("accessToken", {}).get("role") == "read":
         raise PublishError(
-            f"the Hugging Face token of user {me['name']!r} is read-only (role 'read'); expected a token with write access; "
-            "create a write token at https://huggingface.co/settings/tokens"
+            f"the Hugging Face token of user {me['name']!r} is read-only (role 'read'); "
+            "expected a token with write access; create one at https://huggingface.co/settings/tokens"
         )
     return me["name"]
 
 
+def _token_rejected(api: HfApi) -> PublishError:
+    return PublishError(
+        f"the Hugging Face token was rejected by {api.endpoint} (401 Unauthorized); "
+        "expected a valid token with write access; create one at https://huggingface.co/settings/tokens "
+        "and set HF_TOKEN or run `hf auth login --force`"
+    )
+
+
 def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str) -> None:
-    """Upload the LFS files not on the Hub yet, with the client's progress bars and per-request retries."""
+    """Upload the LFS files the Hub does not hold yet (the client shows progress bars and retries each request)."""
     size = sum(operation.upload_info.size for operation in additions)
-    logger.info("Uploading up to %d files (%.1f MB) to %s", len(additions), size / 1e6, repo_id)
+    logger.info("Uploading what the Hub lacks of %d files (%.1f MB) to %s", len(additions), size / 1e6, repo_id)
     try:
         api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
     except Exception as error:
         if not _is_transient(error):
-            raise  # e.g. 403, reported by publish
+            raise  # a 401/403 is explained by publish
         raise PublishError(
-            f"uploading the files to {repo_id} failed after the client's retries ({_describe(error)}); expected the Hub to accept them; "
-            "re-run the same command: files already uploaded are not sent again"
+            f"uploading to {repo_id} failed after the client's retries ({_describe(error)}); "
+            "expected the Hub to accept the files; re-run the same command: files already uploaded are not sent again"
         ) from error
 
 
 def _commit(
-    api: HfApi, repo_id: str, operations: list[CommitOperationAdd | CommitOperationDelete], message: str, head: str, token: str, retry: RetryPolicy
+    api: HfApi,
+    repo_id: str,
+    operations: list[CommitOperationAdd | CommitOperationDelete],
+    message: str,
+    head: str,
+    token: str,
+    retry: RetryPolicy,
 ) -> tuple[str, str]:
     """Make the publication commit on top of `head`; returns its sha and URL."""
     attempts = 0
@@ -322,27 +378,29 @@ def _commit(
         nonlocal attempts
         attempts += 1
         try:
-            info = api.create_commit(repo_id, operations, commit_message=message, repo_type="dataset", parent_commit=head, token=token)
+            info = api.create_commit(
+                repo_id, operations, commit_message=message, repo_type="dataset", parent_commit=head, token=token
+            )
         except HfHubHTTPError as error:
-            # A retried commit meets a moved head if the previous attempt landed but its answer was lost.
-            if attempts > 1 and _status(error) in (409, 412) and (landed := _landed_commit(api, repo_id, head, message, token)):
-                return landed, f"{api.endpoint}/datasets/{repo_id}/commit/{landed}"
+            # A retry finds the head moved if the previous attempt landed but its answer was lost.
+            if attempts > 1 and _status(error) in (409, 412) and (sha := _landed(api, repo_id, head, message, token)):
+                return sha, f"{api.endpoint}/datasets/{repo_id}/commit/{sha}"
             raise
         return info.oid, info.commit_url
 
     try:
         return _retry(retry, f"commit to {repo_id}", attempt)
     except HfHubHTTPError as error:
-        if _status(error) in (409, 412):
-            raise PublishError(
-                f"the head of {repo_id} moved from {head} while uploading (someone else committed); expected it unchanged; "
-                "re-run the same command: files already uploaded are not sent again"
-            ) from error
-        raise
+        if _status(error) not in (409, 412):
+            raise
+        raise PublishError(
+            f"the head of {repo_id} moved from {head} during the upload (another commit landed); "
+            "expected it unchanged; re-run the same command: files already uploaded are not sent again"
+        ) from error
 
 
-def _landed_commit(api: HfApi, repo_id: str, parent: str, message: str, token: str) -> str | None:
-    """The sha of the head of `main` if it is a commit titled `message` made right on top of `parent`."""
+def _landed(api: HfApi, repo_id: str, parent: str, message: str, token: str) -> str | None:
+    """The sha of the head of `main` if it is a commit titled `message` right on top of `parent`."""
     commits = api.list_repo_commits(repo_id, repo_type="dataset", token=token)
     if len(commits) >= 2 and commits[0].title == message and commits[1].commit_id == parent:
         return commits[0].commit_id
@@ -350,21 +408,25 @@ def _landed_commit(api: HfApi, repo_id: str, parent: str, message: str, token: s
 
 
 def _create_tag(api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy) -> None:
-    # exist_ok: a retried call may find the tag its lost first attempt created; existing tags were checked before.
-    _retry(retry, f"tag {repo_id}@{revision} as {tag!r}", lambda: api.create_tag(repo_id, tag=tag, revision=revision, repo_type="dataset", token=token, exist_ok=True))
+    # exist_ok: a retry may find the tag made by an attempt whose answer was lost (existing tags were checked before).
+    _retry(
+        retry,
+        f"tag {repo_id}@{revision} as {tag!r}",
+        lambda: api.create_tag(repo_id, tag=tag, revision=revision, repo_type="dataset", token=token, exist_ok=True),
+    )
     logger.info("Tagged %s@%s as %s", repo_id, revision, tag)
 
 
 def _chain(error: BaseException) -> list[BaseException]:
-    """`error` and its causes: the client wraps some errors (a failed LFS PUT, a failed card download)."""
+    """`error` and its causes: the client wraps some errors (a failed LFS PUT, a failed download)."""
     chain = [error]
-    while chain[-1].__cause__ is not None and len(chain) < 10:
-        chain.append(chain[-1].__cause__)
+    while (cause := chain[-1].__cause__) is not None and cause not in chain:
+        chain.append(cause)
     return chain
 
 
 def _status(error: BaseException) -> int | None:
-    """The HTTP status of the first response found in the chain of `error`."""
+    """The HTTP status of the first response in the chain of `error`, if any."""
     for link in _chain(error):
         if isinstance(status := getattr(getattr(link, "response", None), "status_code", None), int):
             return status
@@ -372,18 +434,19 @@ def _status(error: BaseException) -> int | None:
 
 
 def _is_transient(error: BaseException) -> bool:
-    """A connection error, a 5xx or a 429: worth retrying."""
+    """A connection error, a 5xx or a 429: worth another try."""
     status = _status(error)
-    return any(isinstance(link, httpx2.TransportError) for link in _chain(error)) or status == 429 or (status or 0) >= 500
+    network = any(isinstance(link, httpx2.TransportError) for link in _chain(error))
+    return network or status == 429 or (status is not None and status >= 500)
 
 
 def _describe(error: BaseException) -> str:
-    first_line = (str(error).strip().splitlines() or [""])[0]
+    first_line = next(iter(str(error).strip().splitlines()), "")
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
 
 def _retry(policy: RetryPolicy, what: str, call: Callable[[], T]) -> T:
-    """`call()`, retried on transient errors until `policy.total` seconds have passed, then a PublishError."""
+    """`call()`, retried on transient errors within `policy`; then a PublishError saying what failed."""
     start = time.monotonic()
     retries = 0
     while True:
@@ -394,13 +457,14 @@ def _retry(policy: RetryPolicy, what: str, call: Callable[[], T]) -> T:
                 raise
             ceiling = min(policy.max_delay, policy.first_delay * 2**retries)
             delay = _JITTER.uniform(ceiling / 2, ceiling)
-            if isinstance(error, HfHubHTTPError) and _status(error) == 429 and (retry_after := error.response.headers.get("Retry-After", "")).isdigit():
-                delay = float(retry_after)
+            if isinstance(error, HfHubHTTPError) and _status(error) == 429:
+                retry_after = error.response.headers.get("Retry-After", "")
+                delay = float(retry_after) if retry_after.isdigit() else delay
             elapsed = time.monotonic() - start
             if elapsed + delay > policy.total:
                 raise PublishError(
-                    f"could not {what}: {_describe(error)} after {retries + 1} attempts over {elapsed:.1f} s; expected the Hub to answer; "
-                    "check the network (or the Hub's status) and re-run: files already uploaded are not sent again"
+                    f"could not {what}: {_describe(error)} (after {retries + 1} attempts in {elapsed:.1f} s); "
+                    "expected the Hub to answer; check the network, then re-run: uploaded files are not sent again"
                 ) from error
             retries += 1
             logger.warning("Could not %s (%s); retry %d in %.1f s", what, _describe(error), retries, delay)

@@ -24,7 +24,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from openeds import parquet, raw, schema
-from openeds.card import CONFIG_DIRS, SplitSize
+from openeds.card import SplitSize
+from openeds.hub import CONFIG_DIRS
 from openeds.rows import make_row
 
 logger = logging.getLogger(__name__)
@@ -67,21 +68,15 @@ class ShardTask:
         }
 
 
-def raw_row_bytes(config: str) -> int:
-    """Uncompressed bytes of one row's arrays: an upper bound on its parquet size."""
-    pixels = schema.HEIGHT * schema.WIDTH
-    return pixels * (1 + 1 + 4 + 4 * schema.DIST_CHANNELS[config])
-
-
 def plan_shards(
     pairs: Sequence[raw.Pair], config: schema.ConfigName, split: str, max_shard_bytes: int
 ) -> list[ShardTask]:
     """Cut a split into shards of at most ``max_shard_bytes`` (bounded by the raw row size)."""
-    per_shard = max_shard_bytes // raw_row_bytes(config)
+    per_shard = max_shard_bytes // schema.raw_row_bytes(config)
     if per_shard < 1:
         raise MaterializeError(
             f"--max-shard-size {max_shard_bytes} bytes is smaller than one {config} row "
-            f"({raw_row_bytes(config)} bytes); expected at least that"
+            f"({schema.raw_row_bytes(config)} bytes); expected at least that"
         )
     count = math.ceil(len(pairs) / per_shard)
     return [

@@ -57,3 +57,8 @@ def features_for(config: str) -> datasets.Features:
 
 
 FEATURES = {name: features_for(name) for name in CONFIG_NAMES}
+
+
+def raw_row_bytes(config: str) -> int:
+    """Uncompressed bytes of one row's arrays in ``config``: an upper bound on its parquet size."""
+    return HEIGHT * WIDTH * (1 + 1 + 4 + 4 * DIST_CHANNELS[check_config(config)])

@@ -1,12 +1,20 @@
-"""Shared fixtures: the synthetic OpenEDS sample, written once per test session."""
+"""Shared fixtures: the local Hub server and the synthetic OpenEDS sample.
+
+huggingface_hub and datasets read HF_ENDPOINT when they are imported, so the Hub
+environment is set up here, before anything imports them.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from tests.hub_server import configure_hub_environment, hub, hub_server  # noqa: F401 (fixtures)
 
-import pytest
+configure_hub_environment()  # before anything imports huggingface_hub or datasets
 
-from openeds.synthetic import write_sample
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from openeds.synthetic import write_sample  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -24,9 +24,10 @@ Endpoints (as called by huggingface_hub 2.4 and datasets 3.6 / 5.2):
     HEAD   /datasets/{repo}/resolve/{rev}/{path}     GET (with Range) likewise
 
 Environment: `HF_ENDPOINT` is read when huggingface_hub and datasets are imported, so the port is
-chosen first. In `tests/conftest.py`, before anything imports huggingface_hub or datasets:
+chosen first. At the top of `tests/conftest.py`, before anything imports huggingface_hub or datasets:
 
-    from hub_server import configure_hub_environment, hub, hub_server  # noqa: F401 (fixtures)
+    from tests.hub_server import configure_hub_environment, hub, hub_server  # noqa: F401 (fixtures)
+
     configure_hub_environment()
 
 `configure_hub_environment` sets `HF_ENDPOINT=http://127.0.0.1:{free port}`, `HF_HUB_DISABLE_XET=1`
@@ -36,14 +37,16 @@ request log for each test.
 
 Tokens: reads are anonymous; a request carrying an unknown token gets 401. Writes need a token
 with write access to the repo's namespace (401 without a token, 403 without the right).
-Fault injection: `server.fail(method, path_regex, status=..., times=...)`, or `drop=True` to cut
-the connection halfway through the request body. `server.requests` logs every request.
+Fault injection: `server.fail(method, path_regex, status=..., times=...)`; `drop=True` cuts the
+connection halfway through the request body, `lose_response=True` after handling the request.
+`server.requests` logs every request (method, path, status, and the oid of LFS uploads).
 """
 
 from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -53,13 +56,14 @@ import socket
 import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import pytest
 import yaml
@@ -143,8 +147,12 @@ class Repo:
             return entry.content
         return self.lfs_objects[entry.lfs_sha256 or ""]
 
-    def add_commit(self, parent: Commit | None, files: dict[str, Entry], title: str, message: str, author: str) -> Commit:
-        seed = json.dumps([parent.sha if parent else None, title, len(self.commits), sorted((p, e.oid) for p, e in files.items())])
+    def add_commit(
+        self, parent: Commit | None, files: dict[str, Entry], title: str, message: str, author: str
+    ) -> Commit:
+        seed = json.dumps(
+            [parent.sha if parent else None, title, len(self.commits), sorted((p, e.oid) for p, e in files.items())]
+        )
         commit = Commit(
             sha=hashlib.sha1(seed.encode()).hexdigest(),
             parent=parent.sha if parent else None,
@@ -191,13 +199,19 @@ class TokenGrant:
 
 @dataclass
 class Fault:
-    """Fail the next `times` requests matching `method` and `path_regex` (searched in the decoded path)."""
+    """What to do to the next `times` requests matching `method` and `path_regex` (searched in the decoded path).
+
+    By default answer `status`; with `drop`, cut the connection halfway through the request body (a
+    killed upload: nothing is stored); with `lose_response`, handle the request, then cut the
+    connection instead of answering (the change is made, the client never hears of it).
+    """
 
     method: str
     path_regex: re.Pattern[str]
     status: int
     times: int
     drop: bool
+    lose_response: bool
     hits: int = 0
 
 
@@ -243,8 +257,7 @@ class HubServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._httpd.server_port}"
 
     def start(self) -> HubServer:
         self._thread.start()
@@ -261,9 +274,18 @@ class HubServer:
         with self._lock:
             self._tokens[token] = TokenGrant(user, frozenset([user] if write is None else write))
 
-    def fail(self, method: str, path_regex: str, *, status: int = 500, times: int = 1, drop: bool = False) -> Fault:
-        """Answer the next `times` matching requests with `status`, or cut the connection if `drop`."""
-        fault = Fault(method.upper(), re.compile(path_regex), status, times, drop)
+    def fail(
+        self,
+        method: str,
+        path_regex: str,
+        *,
+        status: int = 500,
+        times: int = 1,
+        drop: bool = False,
+        lose_response: bool = False,
+    ) -> Fault:
+        """Answer the next `times` matching requests with `status`, or cut the connection (see `Fault`)."""
+        fault = Fault(method.upper(), re.compile(path_regex), status, times, drop, lose_response)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -276,15 +298,8 @@ class HubServer:
     def lfs_uploads(self, repo_id: str) -> list[str]:
         """Oids of the LFS objects PUT (and accepted) for `repo_id`, in arrival order."""
         prefix = f"/lfs/datasets/{repo_id}/"
-        return [r.lfs_oid for r in self.requests if r.lfs_oid and r.status == 200 and r.path.startswith(prefix)]
-
-    def snapshot(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
-        """Every file of `repo_id` at `revision`, read from the server state (for assertions)."""
         with self._lock:
-            repo = self._repos[repo_id]
-            commit = repo.resolve(revision)
-            assert commit is not None, f"{repo_id} has no revision {revision!r}"
-            return {path: repo.read(entry) for path, entry in commit.files.items()}
+            return [r.lfs_oid for r in self.requests if r.lfs_oid and r.status == 200 and r.path.startswith(prefix)]
 
     # request plumbing (called by the handler)
 
@@ -330,7 +345,7 @@ class HubServer:
             raise HubError(403, f"You don't have the rights to write to the namespace {namespace!r}")
         return grant
 
-    # endpoints: each takes the parsed request and returns (status, JSON body)
+    # endpoints: each returns the JSON body of its answer, or raises HubError
 
     def whoami(self, grant: TokenGrant | None) -> JSON:
         if grant is None:
@@ -354,7 +369,9 @@ class HubServer:
             if repo_id in self._repos:
                 return 409, {"error": "You already created this dataset repo", "url": url}
             repo = Repo(repo_id, created_at=_now())
-            initial = repo.add_commit(None, {".gitattributes": Entry.regular(GITATTRIBUTES.encode())}, "initial commit", "", "system")
+            initial = repo.add_commit(
+                None, {".gitattributes": Entry.regular(GITATTRIBUTES.encode())}, "initial commit", "", "system"
+            )
             repo.branches["main"] = initial.sha
             self._repos[repo_id] = repo
         return 200, {"url": url, "name": repo_id, "id": repo_id}
@@ -401,7 +418,9 @@ class HubServer:
             lfs = path.endswith(LFS_SUFFIXES) or b"\0" in sample or size >= LFS_MIN_SIZE
             existing = commit.files.get(path)
             remote_oid = (existing.lfs_sha256 if lfs else existing.oid) if existing else None
-            files.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid})
+            files.append(
+                {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid}
+            )
         return {"files": files, "commitOid": commit.sha}
 
     def lfs_batch(self, grant: TokenGrant | None, repo_id: str, body: JSON) -> JSON:
@@ -466,7 +485,11 @@ class HubServer:
                     raise HubError(400, f"unknown commit operation {key!r}")
             commit = repo.add_commit(head, files, header.get("summary", ""), header.get("description", ""), grant.user)
             repo.branches[branch] = commit.sha
-        return {"success": True, "commitOid": commit.sha, "commitUrl": f"{self.url}/datasets/{repo_id}/commit/{commit.sha}"}
+        return {
+            "success": True,
+            "commitOid": commit.sha,
+            "commitUrl": f"{self.url}/datasets/{repo_id}/commit/{commit.sha}",
+        }
 
     def tree(self, repo_id: str, revision: str, path: str, recursive: bool, expand: bool) -> list[JSON]:
         with self._lock:
@@ -504,7 +527,12 @@ class HubServer:
             def refs_of(kind: str, names: dict[str, str]) -> list[JSON]:
                 return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": sha} for n, sha in sorted(names.items())]
 
-            return {"branches": refs_of("heads", repo.branches), "tags": refs_of("tags", repo.tags), "converts": [], "pullRequests": []}
+            return {
+                "branches": refs_of("heads", repo.branches),
+                "tags": refs_of("tags", repo.tags),
+                "converts": [],
+                "pullRequests": [],
+            }
 
     def commits(self, repo_id: str, revision: str) -> list[JSON]:
         with self._lock:
@@ -539,7 +567,9 @@ class HubServer:
             commit = self.commit_at(repo, revision)
             entry = commit.files.get(path)
             if entry is None:
-                raise HubError(404, f"Entry not found: {path}", code="EntryNotFound", headers={"X-Repo-Commit": commit.sha})
+                raise HubError(
+                    404, f"Entry not found: {path}", code="EntryNotFound", headers={"X-Repo-Commit": commit.sha}
+                )
             content = repo.read(entry)
         headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{entry.etag}"', "Accept-Ranges": "bytes"}
         if entry.lfs_sha256:  # the Hub sets these on the redirect to its storage; a local server serves directly
@@ -618,22 +648,28 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         raw_path, _, query = self.path.partition("?")
         path = unquote(raw_path)
-        lfs_oid = None
+        route = self._route(raw_path)
+        lfs_oid = route[1]["oid"] if route and route[0] == "lfs_put" else None
         try:
             fault = self.hub.take_fault(self.command, path)
             body = self._read_body(drop=fault is not None and fault.drop)
-            if fault is not None:
+            if fault is not None and not fault.lose_response:
                 raise HubError(fault.status, f"injected fault: {fault.status} for {self.command} {path}")
-            name, params = self._route(raw_path)
-            if name == "lfs_put":
-                lfs_oid = params["oid"]
-            status, payload, headers = self._dispatch(name, params, parse_qs(query), body)
+            if route is None:
+                raise HubError(404, f"no route for {self.command} {raw_path} on this test Hub")
+            status, payload, headers = self._dispatch(*route, parse_qs(query), body)
+            if fault is not None:
+                raise _DropConnection
         except _DropConnection:
             self.hub.log(LoggedRequest(self.command, path, None, lfs_oid))
             self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):  # the client may have gone already
+                self.connection.shutdown(socket.SHUT_RDWR)
             return
-        except HubError as error:
+        except Exception as error:
+            if not isinstance(error, HubError):  # a bug of the test Hub: show it, answer 500
+                traceback.print_exc()
+                error = HubError(500, f"test Hub bug: {type(error).__name__}: {error}")
             status, headers = error.status, {**error.headers, "X-Error-Message": error.message}
             if error.code:
                 headers["X-Error-Code"] = error.code
@@ -657,14 +693,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise _DropConnection
         return self.rfile.read(length)
 
-    def _route(self, raw_path: str) -> tuple[str, dict[str, str]]:
+    def _route(self, raw_path: str) -> tuple[str, dict[str, str]] | None:
+        """The endpoint name and the decoded path parameters, or None for an unknown endpoint."""
         for method, pattern, name in _ROUTES:
             match = pattern.fullmatch(raw_path)
             if match and method == self.command:
                 return name, {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
-        raise HubError(404, f"no route for {self.command} {raw_path} on this test Hub")
+        return None
 
-    def _dispatch(self, name: str, p: dict[str, str], query: dict[str, list[str]], body: bytes) -> tuple[int, bytes, dict[str, str]]:
+    def _dispatch(
+        self, name: str, p: dict[str, str], query: dict[str, list[str]], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
         hub = self.hub
         grant = hub.grant(self.headers.get("Authorization"))  # 401 for an unknown token, on every endpoint
         rev = p.get("rev", "main")
@@ -694,7 +733,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif name == "commit":
             result = hub.commit(grant, p["repo"], rev, [json.loads(line) for line in body.splitlines() if line.strip()])
         elif name == "tree":
-            result = hub.tree(p["repo"], rev, p.get("path", "").strip("/"), _flag(query, "recursive"), _flag(query, "expand"))
+            result = hub.tree(
+                p["repo"], rev, p.get("path", "").strip("/"), _flag(query, "recursive"), _flag(query, "expand")
+            )
         elif name == "paths_info":
             form = parse_qs(body.decode())  # form-encoded: paths=a&paths=b&expand=false
             result = hub.paths_info(p["repo"], rev, form.get("paths", []), _flag(form, "expand"))
@@ -722,8 +763,14 @@ class _Handler(BaseHTTPRequestHandler):
         first, last = match.groups()
         start, end = (size - int(last), size - 1) if first == "" else (int(first), min(int(last or size - 1), size - 1))
         if start >= size or start > end:
-            raise HubError(416, f"Range {requested!r} outside {size} bytes", headers={"Content-Range": f"bytes */{size}"})
-        return 206, content[max(start, 0) : end + 1], {**headers, "Content-Range": f"bytes {max(start, 0)}-{end}/{size}"}
+            raise HubError(
+                416, f"Range {requested!r} outside {size} bytes", headers={"Content-Range": f"bytes */{size}"}
+            )
+        return (
+            206,
+            content[max(start, 0) : end + 1],
+            {**headers, "Content-Range": f"bytes {max(start, 0)}-{end}/{size}"},
+        )
 
     def _respond(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -738,7 +785,15 @@ class _Handler(BaseHTTPRequestHandler):
 # --- pytest wiring --------------------------------------------------------------------------------
 
 ENDPOINT_VARIABLE = "HF_ENDPOINT"
-_CLEARED_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE", "HF_DATASETS_CACHE")
+_CLEARED_VARIABLES = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_HUB_CACHE",
+    "HF_DATASETS_CACHE",
+)
 
 
 def free_port() -> int:
@@ -775,6 +830,7 @@ def configure_hub_environment() -> str:
             "HF_HOME": home,
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+            "NO_PROXY": ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1"])),  # a proxy must not see it
         }
     )
     return endpoint
@@ -785,7 +841,10 @@ def hub_server() -> Iterator[HubServer]:
     """The test Hub, serving on the port that `configure_hub_environment` put in HF_ENDPOINT."""
     endpoint = os.environ.get(ENDPOINT_VARIABLE, "")
     if not endpoint.startswith("http://127.0.0.1:"):
-        raise RuntimeError(f"HF_ENDPOINT is {endpoint!r}; expected http://127.0.0.1:PORT. Call configure_hub_environment() in tests/conftest.py")
+        raise RuntimeError(
+            f"HF_ENDPOINT is {endpoint!r}; expected http://127.0.0.1:PORT; "
+            "call configure_hub_environment() at the top of tests/conftest.py"
+        )
     server = HubServer(port=int(endpoint.rsplit(":", 1)[1])).start()
     yield server
     server.stop()

@@ -182,3 +182,60 @@ def test_full_disk_is_a_clear_error(sample_dir, tiny_disk):
     result = run_push("--data-dir", str(sample_dir), "--local-dir", str(tiny_disk / "out"), "--no-upload")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "not enough free disk space in" in result.stderr and "pass --local-dir on a larger disk" in result.stderr
+
+
+# --- publishing through the local Hub server (tests/hub_server.py) -----------------------------
+
+TOKEN = "hf_push_test_write_token"
+REPO_ID = "Conner/openeds-precomputed"
+
+
+def _shard_paths(hub, oids: list[str], staging: Path) -> set[str]:
+    by_oid = {hashlib.sha256(p.read_bytes()).hexdigest(): p.relative_to(staging).as_posix()
+              for p in staging.rglob("*") if p.is_file()}
+    return {by_oid.get(oid, oid) for oid in oids}
+
+
+def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_path):
+    hub.add_token(TOKEN, "conner", write={"Conner"})
+    env = {"HF_TOKEN": TOKEN}
+    first = tmp_path / "staging1"
+    result = run_push("--data-dir", str(sample_dir), "--local-dir", str(first), "--splits", "train", "validation",
+                      env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "published:" in result.stdout and "v2" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+
+    loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c1"))
+    assert list(loaded) == ["train", "validation"]
+    assert loaded["train"].features == schema.features_for("pupil")
+    builder = OpenEDSPrecomputed(config_name="pupil", data_dir=str(sample_dir), cache_dir=str(tmp_path / "b"))
+    builder.download_and_prepare()
+    expected = builder.as_dataset()
+    got = loaded["train"].with_format("numpy", dtype=None)
+    want = expected["train"].with_format("numpy", dtype=None)
+    for i in range(want.num_rows):
+        for column in ("image", "label", "spatial_weights", "dist_map", "filename"):
+            np.testing.assert_array_equal(got[i][column], want[i][column], err_msg=f"train[{i}].{column}")
+
+    # A new machine adds the test split: nothing else is rebuilt or re-uploaded, the card keeps the rest.
+    hub.reset_faults_and_log()
+    second = tmp_path / "staging2"
+    result = run_push("--data-dir", str(sample_dir), "--local-dir", str(second), "--splits", "test", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (second / "data").iterdir()) == ["test-00000-of-00001.parquet"]
+    uploaded = _shard_paths(hub, hub.lfs_uploads(REPO_ID), second)
+    assert uploaded <= {"data/test-00000-of-00001.parquet", "images/preview.png"}
+    assert "data/test-00000-of-00001.parquet" in uploaded
+    loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c2"))
+    assert {s: loaded[s].num_rows for s in loaded} == {"train": 8, "validation": 3, "test": 3}
+    card = (second / "README.md").read_text()
+    assert "name: train" in card and "num_examples: 8" in card
+
+
+def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
+    result = run_push("--sample", "--local-dir", str(tmp_path / "s"), env={"HF_TOKEN": "hf_not_a_token"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "hf_not_a_token" not in result.stdout + result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "token" in error_lines[0]

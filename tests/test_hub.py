@@ -1,0 +1,438 @@
+"""Publishing to the Hub: `openeds.hub` and the test Hub, driven by the real huggingface_hub and datasets clients."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, HfFileSystem
+from huggingface_hub.errors import RepositoryNotFoundError
+
+from openeds.hub import (
+    PublishError,
+    PublishResult,
+    RetryPolicy,
+    collect_local_files,
+    fetch_card,
+    plan_operations,
+    publish,
+)
+from tests.hub_server import HubServer
+
+WRITE = "hf_alice_write"  # alice, may write to alice/* and openeds-org/*
+BOB = "hf_bob_write"  # bob, may write to bob/* only
+READ_ONLY = "hf_carol_read"
+FAST_RETRY = RetryPolicy(first_delay=0.01, max_delay=0.05, total=0.5)
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))  # a stand-in preview: only its bytes travel
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def hub(hub: HubServer) -> HubServer:
+    hub.add_token(WRITE, "alice", write={"alice", "openeds-org"})
+    hub.add_token(BOB, "bob")
+    hub.add_token(READ_ONLY, "carol", write=())
+    return hub
+
+
+@pytest.fixture
+def repo_id() -> str:
+    return f"alice/openeds-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def api() -> HfApi:
+    return HfApi(token=WRITE)
+
+
+# --- building small folders -------------------------------------------------------------------
+
+
+def rows(split: str, count: int, *, offset: int = 0) -> dict[str, list]:
+    return {
+        "filename": [f"{split}_{i:04d}" for i in range(offset, offset + count)],
+        "pixel_sum": [1000 * len(split) + i for i in range(offset, offset + count)],
+        "preprocessed": [True] * count,
+    }
+
+
+def card(
+    configs: Mapping[str, Sequence[str]], features: Sequence[str] = ("filename", "pixel_sum", "preprocessed")
+) -> str:
+    """A card naming `configs` (Hub config name -> splits) and the features (v2 unless told otherwise)."""
+    dtypes = {"filename": "string", "pixel_sum": "int64", "preprocessed": "bool"}
+    folders = {"default": "data", "full": "full"}
+    metadata = {
+        "configs": [
+            {"config_name": name, "data_files": [{"split": s, "path": f"{folders[name]}/{s}-*"} for s in splits]}
+            for name, splits in configs.items()
+        ],
+        "dataset_info": [
+            {"config_name": name, "features": [{"name": f, "dtype": dtypes[f]} for f in features]} for name in configs
+        ],
+    }
+    return f"---\n{yaml.safe_dump(metadata, sort_keys=False)}---\n\n# OpenEDS precomputed (test)\n"
+
+
+def build(
+    folder: Path, shards: Mapping[str, Mapping[str, int]], configs: Mapping[str, Sequence[str]] | None = None
+) -> Path:
+    """Write a folder to publish: `shards` maps `data`/`full` -> split -> number of shards (2 rows each)."""
+    for subdir, splits in shards.items():
+        for split, count in splits.items():
+            for i in range(count):
+                path = folder / subdir / f"{split}-{i:05d}-of-{count:05d}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(pa.table(rows(split, 2, offset=2 * i)), path)
+    default = {"default": sorted(shards.get("data", {})), "full": sorted(shards.get("full", {}))}
+    (folder / "README.md").write_text(card(configs or {k: v for k, v in default.items() if v}))
+    (folder / "images").mkdir(exist_ok=True)
+    (folder / "images" / "preview.png").write_bytes(PNG)
+    return folder
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def remote_blobs(api: HfApi, repo_id: str, revision: str = "main") -> dict[str, str]:
+    return {
+        f.path: f.blob_id
+        for f in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True, revision=revision)
+        if hasattr(f, "blob_id")
+    }
+
+
+def publish_train(tmp_path: Path, repo_id: str, api: HfApi, **options) -> PublishResult:
+    """Publish a folder holding one shard of `train` (config `pupil`)."""
+    return publish(
+        build(tmp_path, {"data": {"train": 1}}), repo_id, splits_by_config={"pupil": ["train"]}, api=api, **options
+    )
+
+
+def publication_commits(hub: HubServer, repo_id: str) -> int:
+    return sum(1 for r in hub.requests if r.method == "POST" and r.path == f"/api/datasets/{repo_id}/commit/main")
+
+
+# --- plan_operations --------------------------------------------------------------------------
+
+
+LOCAL = {
+    p: Path("/out") / p
+    for p in [
+        "README.md",
+        "images/preview.png",
+        "data/train-00000-of-00001.parquet",
+        "data/test-00000-of-00002.parquet",
+        "data/test-00001-of-00002.parquet",
+    ]
+}
+
+
+def test_plan_first_push_adds_everything_and_deletes_nothing():
+    plan = plan_operations(LOCAL, {".gitattributes"}, ["data/train-", "data/test-"])
+    assert sorted(plan.additions) == sorted(LOCAL)
+    assert plan.additions["data/train-00000-of-00001.parquet"] == Path("/out/data/train-00000-of-00001.parquet")
+    assert plan.deletions == []
+
+
+def test_plan_replaces_only_the_pushed_split():
+    remote = {
+        ".gitattributes",
+        "README.md",
+        "images/preview.png",
+        "data/train-00000-of-00001.parquet",
+        "data/test-00000-of-00003.parquet",
+        "data/test-00001-of-00003.parquet",
+        "data/test-00002-of-00003.parquet",
+        "data/test_hard-00000-of-00001.parquet",
+        "full/test-00000-of-00001.parquet",
+    }
+    plan = plan_operations(LOCAL, remote, ["data/test-"])
+    assert sorted(plan.additions) == [
+        "README.md",
+        "data/test-00000-of-00002.parquet",
+        "data/test-00001-of-00002.parquet",
+        "images/preview.png",
+    ]
+    # The old 3-shard test split goes; train, the `test_hard` split and the `full` config stay.
+    assert plan.deletions == [
+        "data/test-00000-of-00003.parquet",
+        "data/test-00001-of-00003.parquet",
+        "data/test-00002-of-00003.parquet",
+    ]
+
+
+def test_plan_keeps_a_remote_file_that_is_overwritten():
+    remote = {"data/test-00000-of-00002.parquet", "data/test-00001-of-00002.parquet"}
+    plan = plan_operations(LOCAL, remote, ["data/test-"])
+    assert plan.deletions == []
+    assert "data/test-00001-of-00002.parquet" in plan.additions
+
+
+def test_plan_deletes_files_named_by_their_full_path():
+    plan = plan_operations(
+        LOCAL,
+        {"data/train-00000-of-00001-4f2a.parquet", "notes.txt"},
+        ["data/train-", "data/train-00000-of-00001-4f2a.parquet"],
+    )
+    assert plan.deletions == ["data/train-00000-of-00001-4f2a.parquet"]
+
+
+# --- the local folder -------------------------------------------------------------------------
+
+
+def test_collect_local_files_lists_the_folder(tmp_path):
+    folder = build(tmp_path, {"data": {"train": 2}, "full": {"train": 1}})
+    files = collect_local_files(folder, {"pupil": ["train"], "full": ["train"]})
+    assert sorted(files) == [
+        "README.md",
+        "data/train-00000-of-00002.parquet",
+        "data/train-00001-of-00002.parquet",
+        "full/train-00000-of-00001.parquet",
+        "images/preview.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda f: (f / "images" / "preview.png").unlink(), "preview.png is missing"),
+        (lambda f: (f / "data" / "train-00001-of-00002.parquet").unlink(), "expected the 2 shards"),
+        (lambda f: (f / "data" / "notes.txt").write_text("x"), "notes.txt is not a file to publish"),
+        (lambda f: None, "no shard"),  # the `test` split is asked for but was never built
+    ],
+)
+def test_collect_local_files_refuses_a_bad_folder(tmp_path, damage, expected):
+    folder = build(tmp_path, {"data": {"train": 2}})
+    damage(folder)
+    splits = {"pupil": ["train", "test"]} if expected == "no shard" else {"pupil": ["train"]}
+    with pytest.raises(PublishError, match=expected):
+        collect_local_files(folder, splits)
+
+
+# --- the test Hub with the real clients -------------------------------------------------------
+
+
+def test_hub_server_serves_the_client_calls(hub, api, repo_id):
+    api.create_repo(repo_id, repo_type="dataset")
+    content = bytes(range(256)) * 40
+    operations = [CommitOperationAdd("blob.bin", content), CommitOperationAdd("notes.md", b"hello\n")]
+    first = api.create_commit(repo_id, operations, commit_message="add", repo_type="dataset")
+    with HfFileSystem().open(f"datasets/{repo_id}/blob.bin", "rb", block_size=1000) as file:
+        file.seek(5000)
+        assert file.read(300) == content[5000:5300]  # Range requests
+    assert Path(api.hf_hub_download(repo_id, "notes.md", repo_type="dataset")).read_bytes() == b"hello\n"
+
+    infos = api.get_paths_info(repo_id, ["blob.bin", "nothing"], expand=True, repo_type="dataset")
+    assert [(f.path, f.size, f.lfs.sha256, f.last_commit.oid) for f in infos] == [
+        ("blob.bin", len(content), hashlib.sha256(content).hexdigest(), first.oid)
+    ]
+    api.create_tag(repo_id, tag="first", repo_type="dataset")
+    api.delete_file("notes.md", repo_id, repo_type="dataset")
+    old = api.hf_hub_download(repo_id, "notes.md", repo_type="dataset", revision="first", force_download=True)
+    assert Path(old).read_bytes() == b"hello\n"  # the tag still resolves to the old snapshot
+    api.delete_tag(repo_id, tag="first", repo_type="dataset")
+    assert api.list_repo_refs(repo_id, repo_type="dataset").tags == []
+    with pytest.raises(RepositoryNotFoundError):
+        api.repo_info("alice/nothing-here", repo_type="dataset")
+
+
+def test_publish_then_load_dataset(hub, api, repo_id, tmp_path):
+    folder = build(tmp_path, {"data": {"train": 2, "test": 1}, "full": {"train": 1, "test": 1}})
+    result = publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"], "full": ["train", "test"]}, api=api)
+
+    assert result.tags == ("v2",) and result.deletions == ()
+    assert publication_commits(hub, repo_id) == 1
+    assert api.list_repo_refs(repo_id, repo_type="dataset").tags[0].target_commit == result.commit
+    pupil = datasets.load_dataset(repo_id)
+    assert pupil["train"].to_dict() == rows("train", 4)  # two shards of two rows, in order
+    assert pupil["test"].to_dict() == rows("test", 2)
+    assert datasets.load_dataset(repo_id, "full", split="test").to_dict() == rows("test", 2)
+    assert fetch_card(api, repo_id).data.configs[1]["config_name"] == "full"
+
+
+def test_publish_needs_no_change_to_repeat(hub, api, repo_id, tmp_path):
+    first = publish_train(tmp_path, repo_id, api)
+    hub.reset_faults_and_log()
+    again = publish_train(tmp_path, repo_id, api)
+    assert hub.lfs_uploads(repo_id) == [] and publication_commits(hub, repo_id) == 0
+    assert again.commit == first.commit and again.tags == ()
+
+
+def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_path):
+    folder = build(tmp_path, {"data": {"train": 2, "test": 1}, "full": {"train": 1}})
+    lfs_files = sorted(p for p in folder.rglob("*") if p.suffix in (".parquet", ".png"))
+    victim = sha256(folder / "data" / "test-00000-of-00001.parquet")
+    others = {sha256(p) for p in lfs_files} - {victim}
+    hub.fail("PUT", victim, drop=True, times=1000)  # every attempt at this file is cut halfway
+    script = (
+        "import sys; from pathlib import Path; from openeds.hub import publish; "
+        "publish(Path(sys.argv[1]), sys.argv[2], splits_by_config={'pupil': ['train', 'test'], 'full': ['train']})"
+    )
+    env = {**os.environ, "HF_TOKEN": WRITE, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", script, str(folder), repo_id], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (set(hub.lfs_uploads(repo_id)) >= others and any(r.lfs_oid == victim for r in hub.requests)):
+            assert process.poll() is None and time.monotonic() < deadline, "the upload ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        process.kill()  # killed mid-upload: the other files are on the Hub, the victim is not, nothing is committed
+        process.wait()
+    assert publication_commits(hub, repo_id) == 0
+
+    hub.reset_faults_and_log()
+    publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"], "full": ["train"]}, api=HfApi(token=WRITE))
+    assert hub.lfs_uploads(repo_id) == [victim]
+    assert datasets.load_dataset(repo_id, split="test").to_dict() == rows("test", 2)
+
+
+def test_a_dropped_upload_is_retried_by_the_client(hub, api, repo_id, tmp_path):
+    folder = build(tmp_path, {"data": {"train": 1}})
+    victim = sha256(folder / "data" / "train-00000-of-00001.parquet")
+    hub.fail("PUT", victim, drop=True)
+    publish(folder, repo_id, splits_by_config={"pupil": ["train"]}, api=api)
+    assert [r.status for r in hub.requests if r.lfs_oid == victim] == [None, 200]
+
+
+def test_adding_a_split_keeps_the_other_splits_byte_identical(hub, api, repo_id, tmp_path):
+    publish(
+        build(tmp_path / "v2", {"data": {"train": 2, "test": 3}, "full": {"train": 1}}),
+        repo_id,
+        splits_by_config={"pupil": ["train", "test"], "full": ["train"]},
+        api=api,
+    )
+    before = remote_blobs(api, repo_id)
+
+    # Later: add `validation`, and rebuild `test` with fewer shards; the card names every split.
+    configs = {"default": ["train", "validation", "test"], "full": ["train"]}
+    folder = build(tmp_path / "more", {"data": {"validation": 1, "test": 1}}, configs=configs)
+    result = publish(folder, repo_id, splits_by_config={"pupil": ["validation", "test"]}, api=api, tag="v2.1")
+
+    after = remote_blobs(api, repo_id)
+    kept = [p for p in before if p.startswith(("data/train-", "full/", ".gitattributes"))]
+    assert {p: after[p] for p in kept} == {p: before[p] for p in kept}
+    assert sorted(result.deletions) == [f"data/test-0000{i}-of-00003.parquet" for i in range(3)]
+    assert "data/validation-00000-of-00001.parquet" in after and result.tags == ("v2.1",)
+    loaded = datasets.load_dataset(repo_id)
+    assert {split: ds.num_rows for split, ds in loaded.items()} == {"train": 4, "validation": 2, "test": 2}
+
+
+def push_v1(api: HfApi, repo_id: str, *, with_card: bool) -> dict[str, bytes]:
+    """A v1 repo as the old precompute script left it: flat list columns, no `preprocessed`."""
+    api.create_repo(repo_id, repo_type="dataset")
+    files = {}
+    for split in ("train", "validation", "test"):
+        table = pa.table({"image": [[1, 2, 3, 4]], "label": [[0, 1, 1, 0]], "filename": [f"{split}_0000"]})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        files[f"data/{split}-00000-of-00001.parquet"] = sink.getvalue().to_pybytes()
+    if with_card:
+        files["README.md"] = card({"default": ["train", "validation", "test"]}, features=("filename",)).encode()
+    api.create_commit(
+        repo_id, [CommitOperationAdd(p, c) for p, c in files.items()], commit_message="v1", repo_type="dataset"
+    )
+    return files
+
+
+def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path):
+    v1_files = push_v1(api, repo_id, with_card=True)
+    v1_head = api.repo_info(repo_id, repo_type="dataset").sha
+    hub.reset_faults_and_log()
+    folder = build(tmp_path, {"data": {"train": 1, "validation": 1, "test": 1}})
+    result = publish(folder, repo_id, splits_by_config={"pupil": ["train", "validation", "test"]}, api=api)
+
+    assert result.tags == ("v1", "v2")
+    tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
+    assert tags == {"v1": v1_head, "v2": result.commit}
+    assert publication_commits(hub, repo_id) == 1
+    path = "data/train-00000-of-00001.parquet"
+    assert Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision="v1")).read_bytes() == v1_files[path]
+    assert "preprocessed" in pq.read_schema(api.hf_hub_download(repo_id, path, repo_type="dataset")).names
+    assert datasets.load_dataset(repo_id, split="validation").to_dict() == rows("validation", 2)
+
+
+def test_a_push_that_would_mix_v1_and_v2_is_refused(hub, api, repo_id, tmp_path):
+    push_v1(api, repo_id, with_card=False)  # no card: the parquet schema tells v1 from v2
+    head = api.repo_info(repo_id, repo_type="dataset").sha
+    folder = build(tmp_path, {"data": {"test": 1}})
+    with pytest.raises(PublishError, match=r"would leave \['train', 'validation'\] as v1 .* without --splits"):
+        publish(folder, repo_id, splits_by_config={"pupil": ["test"]}, api=api)
+    assert api.repo_info(repo_id, repo_type="dataset").sha == head
+    assert api.list_repo_refs(repo_id, repo_type="dataset").tags == []
+    assert any(r.method == "GET" and "/resolve/" in r.path and r.path.endswith(".parquet") for r in hub.requests)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_bad_repo_id(tmp_path):
+    with pytest.raises(PublishError, match="'openeds' is not of the form namespace/name"):
+        publish_train(tmp_path, "openeds", HfApi(token=WRITE))
+
+
+def test_no_token(hub, repo_id, tmp_path):
+    with pytest.raises(PublishError, match="no Hugging Face token found"):
+        publish_train(tmp_path, repo_id, HfApi())
+
+
+def test_fetch_card_without_a_card_or_with_a_bad_token(hub, api, repo_id):
+    api.create_repo(repo_id, repo_type="dataset")
+    assert fetch_card(api, repo_id) is None  # no README.md yet
+    assert fetch_card(api, "alice/no-such-repo") is None
+    with pytest.raises(PublishError, match=r"was rejected .*401"):
+        fetch_card(HfApi(token="hf_not_a_token"), repo_id)
+
+
+@pytest.mark.parametrize(("token", "expected"), [("hf_not_a_token", r"was rejected .*401"), (READ_ONLY, "read-only")])
+def test_bad_token(hub, repo_id, tmp_path, token, expected):
+    with pytest.raises(PublishError, match=expected) as error:
+        publish_train(tmp_path, repo_id, HfApi(token=token))
+    assert token not in str(error.value)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_forbidden_namespace(hub, api, tmp_path, existing):
+    repo_id = f"openeds-org/openeds-{uuid.uuid4().hex[:8]}"
+    if existing:  # then create_repo(exist_ok=True) succeeds for bob, and the upload is refused
+        api.create_repo(repo_id, repo_type="dataset")
+    with pytest.raises(PublishError, match=rf"user 'bob' may not write to {repo_id} \(403.*namespace 'openeds-org'"):
+        publish_train(tmp_path, repo_id, HfApi(token=BOB))
+
+
+def test_network_failure_gives_up_after_the_retry_budget(hub, api, repo_id, tmp_path):
+    hub.fail("GET", "/api/whoami-v2", status=503, times=1000)
+    started = time.monotonic()
+    with pytest.raises(PublishError, match=r"could not check the Hugging Face token: .*503.* \(after \d+ attempts"):
+        publish_train(tmp_path, repo_id, api, retry=FAST_RETRY)
+    assert time.monotonic() - started < 2
+    assert sum(r.path == "/api/whoami-v2" for r in hub.requests) > 2
+
+
+def test_transient_failures_are_retried(hub, api, repo_id, tmp_path):
+    hub.fail("POST", "/api/repos/create", drop=True)
+    hub.fail("POST", f"/api/datasets/{repo_id}/commit/main", status=503, times=2)
+    result = publish_train(tmp_path, repo_id, api, retry=FAST_RETRY)
+    assert [r.status for r in hub.requests if r.path == "/api/repos/create"] == [None, 200]
+    assert [r.status for r in hub.requests if r.path.endswith("/commit/main")] == [503, 503, 200]
+    assert api.repo_info(repo_id, repo_type="dataset").sha == result.commit
+
+
+def test_a_commit_whose_answer_was_lost_is_not_made_twice(hub, api, repo_id, tmp_path):
+    hub.fail("POST", f"/api/datasets/{repo_id}/commit/main", lose_response=True)
+    result = publish_train(tmp_path, repo_id, api, retry=FAST_RETRY)
+    commits = api.list_repo_commits(repo_id, repo_type="dataset")
+    assert [c.title for c in commits] == ["Publish OpenEDS precomputed v2", "initial commit"]
+    assert result.commit == commits[0].commit_id
