@@ -53,7 +53,6 @@ import email.utils
 import io
 import json
 import os
-import random
 import re
 import shutil
 import stat
@@ -63,7 +62,6 @@ import time
 import zipfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
@@ -71,6 +69,7 @@ import requests
 from tqdm import tqdm
 
 from openeds.raw import RawDataError, find_split_dirs
+from openeds.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -82,7 +81,6 @@ MARKER_NAME = "complete.json"
 _SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NO_DATA_DIR_FIX = "or pass --data-dir with a copy of the dataset unzipped by hand"
 
-_JITTER = random.Random()  # its own generator: jitter needs no seed and must not touch the global state
 
 #: files per split and sub-folder, e.g. {"train": {"images": 27431, "labels": 27431, "masks": 27431}}
 FileCounts = dict[str, dict[str, int]]
@@ -92,30 +90,6 @@ class DownloadError(RuntimeError):
     """The raw data could not be fetched. The message is one line: what, value seen, expected, fix."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter for the request kaggle sends only once (step 1 in the module docstring).
-
-    The n-th retry waits between half and all of ``min(max_delay, first_delay * 2**n)`` seconds
-    (or the server's ``Retry-After`` on a 429); retrying stops when the next wait would end
-    more than ``total`` seconds after the first attempt. Same fields and schedule as
-    :class:`openeds.hub.RetryPolicy`.
-    """
-
-    first_delay: float = 1.0
-    max_delay: float = 60.0
-    total: float = 600.0
-
-    def __post_init__(self) -> None:
-        if not (0 < self.first_delay <= self.max_delay) or self.total < 0:
-            raise ValueError(
-                f"RetryPolicy(first_delay={self.first_delay}, max_delay={self.max_delay}, total={self.total}); "
-                f"expected 0 < first_delay <= max_delay and total >= 0"
-            )
-
-    def delay(self, retries: int) -> float:
-        ceiling = min(self.max_delay, self.first_delay * 2**retries)
-        return _JITTER.uniform(ceiling / 2, ceiling)
 
 
 def default_cache_dir() -> Path:

@@ -32,7 +32,6 @@ The token is never printed or logged.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,6 +44,7 @@ import pyarrow.parquet as pq
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, HfFileSystem, get_token
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
+from openeds.retry import RetryPolicy
 from openeds.schema import DEFAULT_CONFIG, ConfigName
 
 logger = logging.getLogger(__name__)
@@ -63,7 +63,6 @@ _SHARD = re.compile(r"(?P<dir>[^/]+)/(?P<split>\w+(?:\.\w+)*)-(?P<index>\d{5})-o
 _V1_SHARD = re.compile(r"(?:.*/)?(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
 
 T = TypeVar("T")
-_JITTER = random.Random()  # jitter needs no seed, and must not draw from the global random state
 
 
 class PublishError(RuntimeError):
@@ -75,19 +74,6 @@ class Plan(NamedTuple):
 
     additions: dict[str, Path]
     deletions: list[str]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter for the Hub calls that huggingface_hub sends only once.
-
-    Retry n waits between half and all of `min(max_delay, first_delay * 2**n)` seconds (a 429's
-    `Retry-After` if it has one); no retry starts once `total` seconds would be exceeded.
-    """
-
-    first_delay: float = 1.0
-    max_delay: float = 30.0
-    total: float = 300.0
 
 
 DEFAULT_RETRY: Final = RetryPolicy()
@@ -455,8 +441,7 @@ def _retry(policy: RetryPolicy, what: str, call: Callable[[], T]) -> T:
         except Exception as error:
             if not _is_transient(error):
                 raise
-            ceiling = min(policy.max_delay, policy.first_delay * 2**retries)
-            delay = _JITTER.uniform(ceiling / 2, ceiling)
+            delay = policy.delay(retries)
             if isinstance(error, HfHubHTTPError) and _status(error) == 429:
                 retry_after = error.response.headers.get("Retry-After", "")
                 delay = float(retry_after) if retry_after.isdigit() else delay
