@@ -19,7 +19,7 @@ untouched, and always rewrites the card and the preview. The steps:
    so re-running a killed upload resumes it;
 6. make ONE commit with every addition, deletion and the card, pinned to the inspected head
    (`parent_commit`), so the Hub never shows a card naming files it lacks;
-7. tag the publication (`v2` the first time, or the caller's tag).
+7. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
 
 Retries: huggingface_hub already retries each HTTP call of the LFS upload (preupload, LFS batch, PUT,
 verify: 5 retries, 1-8 s apart) and this module does not wrap those. The other calls (whoami, create
@@ -104,6 +104,15 @@ def split_prefix(config: str, split: str) -> str:
     return f"{CONFIG_DIRS[config]}/{split}-"  # type: ignore[index]
 
 
+def next_publication_tag(tags: Iterable[str]) -> str:
+    """`v2` for the first v2 publication, then `v2.1`, `v2.2`, ... (one past the highest seen)."""
+    tags = set(tags)
+    if V2_TAG not in tags:
+        return V2_TAG
+    minors = [int(t.split(".", 1)[1]) for t in tags if re.fullmatch(rf"{V2_TAG}\.\d+", t)]
+    return f"{V2_TAG}.{max(minors, default=0) + 1}"
+
+
 def plan_operations(
     local_files: Mapping[str, Path], remote_files: Iterable[str], replaced_prefixes: Iterable[str]
 ) -> Plan:
@@ -178,7 +187,8 @@ def publish(
 
     `api` is the one seam for the Hub client (default: `HfApi()`, so `HF_ENDPOINT` applies); `token`
     defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `tag` names the
-    publication; by default the first v2 publication is tagged `v2` and later ones are not tagged.
+    publication; by default each publication that changes the repo gets the next of `v2`, `v2.1`, `v2.2`, ...
+    (see `next_publication_tag`); a re-run that changes nothing makes no commit and no tag.
     """
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise PublishError(
@@ -221,8 +231,8 @@ def publish(
         _upload(api, repo_id, additions, token)
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
-        publication_tag = tag or (V2_TAG if V2_TAG not in remote.tags else None)
-        if publication_tag is not None:
+        if commit != remote.head:
+            publication_tag = tag or next_publication_tag(remote.tags)
             _create_tag(api, repo_id, publication_tag, commit, token, retry)
             created.append(publication_tag)
     except Exception as error:

@@ -25,6 +25,7 @@ from openeds.hub import (
     RetryPolicy,
     collect_local_files,
     fetch_card,
+    next_publication_tag,
     plan_operations,
     publish,
 )
@@ -261,6 +262,13 @@ def test_publish_then_load_dataset(hub, api, repo_id, tmp_path):
     assert pupil["test"].to_dict() == rows("test", 2)
     assert datasets.load_dataset(repo_id, "full", split="test").to_dict() == rows("test", 2)
     assert fetch_card(api, repo_id).data.configs[1]["config_name"] == "full"
+
+
+def test_next_publication_tag():
+    assert next_publication_tag([]) == "v2"
+    assert next_publication_tag(["v1"]) == "v2"
+    assert next_publication_tag(["v1", "v2"]) == "v2.1"
+    assert next_publication_tag(["v2", "v2.1", "v2.7", "v2.x"]) == "v2.8"
 
 
 def test_publish_needs_no_change_to_repeat(hub, api, repo_id, tmp_path):

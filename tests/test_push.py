@@ -203,7 +203,7 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
     result = run_push("--data-dir", str(sample_dir), "--local-dir", str(first), "--splits", "train", "validation",
                       env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "published:" in result.stdout and "v2" in result.stdout
+    assert "published:" in result.stdout and "(tags: v2)" in result.stdout
     assert TOKEN not in result.stdout + result.stderr
 
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c1"))
@@ -223,6 +223,7 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
     second = tmp_path / "staging2"
     result = run_push("--data-dir", str(sample_dir), "--local-dir", str(second), "--splits", "test", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "(tags: v2.1)" in result.stdout
     assert sorted(p.name for p in (second / "data").iterdir()) == ["test-00000-of-00001.parquet"]
     uploaded = _shard_paths(hub, hub.lfs_uploads(REPO_ID), second)
     assert uploaded <= {"data/test-00000-of-00001.parquet", "images/preview.png"}
