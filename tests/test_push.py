@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 
-from openeds import raw, schema
+from openeds import schema
 from openeds_precomputed import OpenEDSPrecomputed
 
 REPO = Path(__file__).resolve().parents[1]
