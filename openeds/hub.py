@@ -93,7 +93,7 @@ class PublishResult:
 class RemoteState:
     head: str  # sha of `main` when inspected
     files: frozenset[str]
-    tags: frozenset[str]
+    tags: Mapping[str, str]  # tag name -> the commit it points at
     v1_files: frozenset[str]  # the parquet files if they hold v1 data; empty for v2 data or no data
 
 
@@ -231,7 +231,10 @@ def publish(
         _upload(api, repo_id, additions, token)
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
-        if commit != remote.head:
+        # Tag the publication unless its commit already has a tag: a re-run that changed
+        # nothing keeps the head, and a run killed between the commit and the tag is
+        # completed by tagging that head now.
+        if commit not in remote.tags.values():
             publication_tag = tag or next_publication_tag(remote.tags)
             _create_tag(api, repo_id, publication_tag, commit, token, retry)
             created.append(publication_tag)
@@ -261,7 +264,8 @@ def inspect_remote(
     parquet = sorted(path for path in files if path.endswith(".parquet"))
     with_card = CARD_PATH in files
     v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, with_card, parquet[0], token, retry)
-    return RemoteState(head, files, frozenset(ref.name for ref in refs.tags), frozenset(parquet if v1 else ()))
+    tags = {ref.name: ref.target_commit for ref in refs.tags}
+    return RemoteState(head, files, tags, frozenset(parquet if v1 else ()))
 
 
 def fetch_card(

@@ -279,6 +279,18 @@ def test_publish_needs_no_change_to_repeat(hub, api, repo_id, tmp_path):
     assert again.commit == first.commit and again.tags == ()
 
 
+def test_a_run_that_died_before_tagging_is_tagged_by_the_rerun(hub, api, repo_id, tmp_path):
+    hub.fail("POST", f"/api/datasets/{repo_id}/tag/", status=503, times=1000)
+    with pytest.raises(PublishError, match="could not tag"):
+        publish_train(tmp_path, repo_id, api, retry=FAST_RETRY)
+    head = api.dataset_info(repo_id).sha
+    assert api.list_repo_refs(repo_id, repo_type="dataset").tags == []
+    hub.reset_faults_and_log()
+    again = publish_train(tmp_path, repo_id, api)
+    assert publication_commits(hub, repo_id) == 0 and again.commit == head and again.tags == ("v2",)
+    assert api.list_repo_refs(repo_id, repo_type="dataset").tags[0].target_commit == head
+
+
 def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_path):
     folder = build(tmp_path, {"data": {"train": 2, "test": 1}, "full": {"train": 1}})
     lfs_files = sorted(p for p in folder.rglob("*") if p.suffix in (".parquet", ".png"))
