@@ -125,24 +125,29 @@ def _diagonal(shape: tuple[int, ...]) -> float:
     return math.sqrt((h - 1) ** 2 + (w - 1) ** 2)
 
 
-def _sdf_unnormalised(mask: np.ndarray) -> np.ndarray:
-    """``edt(~m) * ~m - (edt(m) - 1) * m``, with v1's edge cases.
+def _signed_distance_into(mask: np.ndarray, out: np.ndarray) -> None:
+    """Write v1's normalised signed distance map of ``mask`` into float32 ``out``.
 
-    Of ``edt(~m)`` and ``edt(m)`` one is 0 at every pixel, so the float32 sum below
-    rounds only once, when 1 is added inside the mask.
+    ``edt(~m) * ~m - (edt(m) - 1) * m``: of ``edt(~m)`` and ``edt(m)`` one is 0 at every
+    pixel, so the float32 sum rounds only once, when 1 is added inside the mask; the
+    normalisation rounds once more. Absent and all-True masks follow v1 (see
+    :func:`signed_distance`).
     """
+    diag = _diagonal(mask.shape)
     if not mask.any():
-        return np.zeros(mask.shape, np.float32)
+        out.fill(0)
+        return
     if mask.all():
-        return 1.0 - _edt_without_background(mask.shape)
-    sdf = np.zeros(mask.shape, np.float32)
+        np.divide(1.0 - _edt_without_background(mask.shape), diag, out=out, casting="same_kind")
+        return
+    out.fill(0)
     box, outside = _edt_in_box(~mask)  # distance to the class, 0 inside it
-    sdf[box] = outside
+    out[box] = outside
     box, inside = _edt_in_box(mask)  # distance to the outside, 0 outside
-    part = sdf[box]
+    part = out[box]
     part -= inside
     part += mask[box]
-    return sdf
+    out *= np.float32(1.0 / diag)
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -154,28 +159,29 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
     covering the whole frame gives SciPy's defined all-True answer.
     """
     mask = np.asarray(mask, dtype=bool)
-    return (_sdf_unnormalised(mask) / _diagonal(mask.shape)).astype(np.float32)
+    out = np.empty(mask.shape, np.float32)
+    _signed_distance_into(mask, out)
+    return out
 
 
 def dist_map(label: np.ndarray, num_classes: int) -> np.ndarray:
-    """Stack ``signed_distance(label == i)`` for ``i < num_classes``: float32[C, H, W].
+    """``signed_distance(label == i)`` for ``i < num_classes``, stacked: float32[C, H, W].
 
     With ``num_classes == 2`` (binary pupil label) both channels come from the same two
-    distance transforms: for ``p = label == 1``, ``sdf(~p) = (1 - D) / diag`` where
-    ``D = edt(~p) - edt(p) + p`` is ``sdf(p) * diag``. Halving the transforms gives the
-    same numbers.
+    distance transforms: for ``p = label == 1`` present and not everywhere, the
+    unnormalised ``sdf(~p)`` is ``1 - sdf(p)``, so channel 0 is ``1 / diag - channel 1``.
     """
     label = np.asarray(label)
+    out = np.empty((num_classes, *label.shape), np.float32)
     if num_classes == 2:
         pupil = label == 1
         if pupil.any() and not pupil.all():
-            d = _sdf_unnormalised(pupil)
-            inv_diag = np.float32(1.0 / _diagonal(label.shape))
-            out = np.empty((2, *label.shape), np.float32)
-            np.multiply(d, inv_diag, out=out[1])
-            np.subtract(inv_diag, out[1], out=out[0])
+            _signed_distance_into(pupil, out[1])
+            np.subtract(np.float32(1.0 / _diagonal(label.shape)), out[1], out=out[0])
             return out
-    return np.stack([signed_distance(label == i) for i in range(num_classes)])
+    for i in range(num_classes):
+        _signed_distance_into(label == i, out[i])
+    return out
 
 
 class Targets(NamedTuple):
