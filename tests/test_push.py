@@ -149,11 +149,13 @@ def test_conflicting_or_bad_flags_are_refused(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bad_raw_input_is_one_line_without_traceback(sample_dir, tmp_path):
+@pytest.mark.parametrize("num_proc", ["1", "2"])
+def test_bad_raw_input_is_one_line_without_traceback(sample_dir, tmp_path, num_proc):
     tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
     bad = sorted((tree / "openEDS/openEDS/train/images").iterdir())[2]
     bad.write_bytes(b"broken")
-    result = run_push("--data-dir", str(tree), "--local-dir", str(tmp_path / "out"), "--no-upload")
+    result = run_push("--data-dir", str(tree), "--local-dir", str(tmp_path / "out"), "--no-upload",
+                      "--num-proc", num_proc, "--max-shard-size", "10MB")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
