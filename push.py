@@ -32,7 +32,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 from openeds import card, download, hub, raw, schema
-from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, materialize
+from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
 from openeds.parquet import read_rows
 from openeds.synthetic import write_sample
 
@@ -98,13 +98,14 @@ def push(args: argparse.Namespace, api=None) -> Summary:
     card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / hub.PREVIEW_PATH)
 
     published = None
-    sizes = built
     if args.upload:
         api = api or HfApi()
         # Splits this run does not rebuild keep the sizes the published card gives them.
-        remote = card.sizes_from_card(hub.fetch_card(api, args.repo_id))
-        sizes = {c: {**remote.get(c, {}), **built.get(c, {})} for c in {*remote, *built}}
-        sizes = {c: sizes[c] for c in schema.CONFIG_NAMES if c in sizes}
+        kept = card.sizes_from_card(hub.fetch_card(api, args.repo_id))
+    else:
+        # The folder is what a user loads: it lists every split it holds complete.
+        kept = local_sizes(local_dir)
+    sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
     command = "python push.py " + shlex.join(args.argv)
     card.render_card(sizes, repo_id=args.repo_id, source=source, command=command).save(local_dir / "README.md")
     if args.upload:
@@ -114,7 +115,8 @@ def push(args: argparse.Namespace, api=None) -> Summary:
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 
 
-def _size(text: str) -> int:
+def byte_size(text: str) -> int:
+    """`500MB`, `2GB`, `750KB` or a plain number of bytes."""
     units = {"KB": 1000, "MB": 1000**2, "GB": 1000**3}
     for unit, factor in units.items():
         if text.upper().endswith(unit):
@@ -145,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="splits to build and push, of train validation test (default: all present); "
                              "the others stay as they are on the Hub")
     parser.add_argument("--num-proc", type=int, default=1, metavar="N", help="processes building shards (default 1)")
-    parser.add_argument("--max-shard-size", type=_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
+    parser.add_argument("--max-shard-size", type=byte_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
                         help="upper bound of a shard, e.g. 500MB (default)")
     parser.add_argument("--skip-unlabeled", dest="on_missing_label", action="store_const", const="skip",
                         default="error", help="leave out images without a label (default: error)")

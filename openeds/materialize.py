@@ -125,6 +125,21 @@ def _check_free_space(out_dir: Path, todo: Sequence[ShardTask]) -> None:
         )
 
 
+def local_sizes(out_dir: Path) -> dict[str, dict[str, SplitSize]]:
+    """Sizes of the splits ``out_dir`` already holds complete (every shard ``i`` of ``n``)."""
+    sizes: dict[str, dict[str, SplitSize]] = {}
+    for config, folder in CONFIG_DIRS.items():
+        for split in schema.SPLITS:
+            shards = sorted((out_dir / folder).glob(f"{split}-*-of-*.parquet"))
+            count = shards[0].name.rsplit("-of-", 1)[1].removesuffix(".parquet") if shards else None
+            expected = [f"{split}-{i:05d}-of-{count}.parquet" for i in range(int(count))] if count else []
+            if shards and [p.name for p in shards] == expected:
+                sizes.setdefault(config, {})[split] = SplitSize(
+                    sum(parquet.num_rows(p) for p in shards), sum(p.stat().st_size for p in shards)
+                )
+    return sizes
+
+
 def materialize(
     split_pairs: dict[tuple[schema.ConfigName, str], Sequence[raw.Pair]],
     out_dir: Path,

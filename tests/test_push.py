@@ -110,6 +110,15 @@ def test_interrupted_materialisation_rebuilds_only_what_is_missing(sample_dir, t
     assert digests(out) == before
 
 
+def test_local_folder_built_split_by_split_lists_every_split(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    for split in ("train", "test"):
+        result = run_push("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--splits", split)
+        assert result.returncode == 0, result.stderr[-2000:]
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "c"))
+    assert {s: loaded[s].num_rows for s in loaded} == {"train": 8, "test": 3}
+
+
 def test_stale_shard_is_rebuilt(sample_dir, tmp_path):
     tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
     out = tmp_path / "out"
