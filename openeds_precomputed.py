@@ -31,15 +31,6 @@ from openeds import raw
 from openeds import schema
 from openeds.rows import iter_rows
 
-_CITATION = """\
-@article{garbin2019openeds,
-  title   = {OpenEDS: Open Eye Dataset},
-  author  = {Garbin, Stephan J. and Shen, Yiru and Schuetz, Immo and Cavin, Robert and Hughes, Gregory and Talathi, Sachin S.},
-  journal = {arXiv preprint arXiv:1905.03702},
-  year    = {2019}
-}
-"""
-_HOMEPAGE = "https://www.kaggle.com/datasets/soumicksarker/openeds-dataset"
 _LICENSE = "OpenEDS research license (Meta Reality Labs); see the dataset card"
 
 
@@ -82,9 +73,9 @@ class OpenEDSPrecomputed(datasets.GeneratorBasedBuilder):
         return datasets.DatasetInfo(
             description=__doc__.split("\n\n")[0],
             features=schema.features_for(self.config.name),
-            homepage=_HOMEPAGE,
+            homepage=schema.KAGGLE_PAGE,
             license=_LICENSE,
-            citation=_CITATION,
+            citation=schema.CITATION,
         )
 
     def _split_generators(self, dl_manager):

@@ -138,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local-dir", type=Path, metavar="OUT",
                         help="folder to materialise into; it then holds exactly what goes to the Hub "
                              "(default: a staging folder under the cache)")
-    parser.add_argument("--no-upload", dest="upload", action="store_false", help="materialise only; no credentials needed")
+    parser.add_argument("--no-upload", dest="upload", action="store_false",
+                        help="materialise only; no credentials needed")
     parser.add_argument("--repo-id", default=None, metavar="ID", help=f"Hub dataset repo (default: {DEFAULT_REPO_ID})")
-    parser.add_argument("--tag", help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...)")
+    parser.add_argument("--tag",
+                        help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...)")
     parser.add_argument("--config", choices=[*schema.CONFIG_NAMES, "all"], default=schema.DEFAULT_CONFIG,
                         help="which config to build (default: pupil, the Hub's default config)")
     parser.add_argument("--splits", nargs="+", choices=schema.SPLITS, metavar="SPLIT",

@@ -25,13 +25,6 @@ from openeds.hub import CONFIG_DIRS, PREVIEW_PATH
 TEMPLATE = Path(__file__).with_name("card_template.md")
 HUB_CONFIG_NAMES = {"pupil": "default", "full": "full"}
 
-CITATION = """@article{garbin2019openeds,
-  title   = {OpenEDS: Open Eye Dataset},
-  author  = {Garbin, Stephan J. and Shen, Yiru and Schuetz, Immo and Cavin, Robert and Hughes, Gregory and Talathi, Sachin S.},
-  journal = {arXiv preprint arXiv:1905.03702},
-  year    = {2019}
-}"""
-
 
 @dataclass(frozen=True)
 class SplitSize:
@@ -139,7 +132,7 @@ def render_card(
         source=source,
         versions=_versions(),
         command=command,
-        citation=CITATION,
+        citation=schema.CITATION,
     )
 
 

@@ -176,7 +176,8 @@ def materialize(
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise MaterializeError(
-                f"the disk holding {out_dir} is full ({e.filename or 'while writing a shard'}); finished shards are kept; "
+                f"the disk holding {out_dir} is full ({e.filename or 'while writing a shard'}); "
+                "finished shards are kept; "
                 "free some space or pass --local-dir on a larger disk, then run the same command again"
             ) from None
         raise

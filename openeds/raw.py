@@ -55,7 +55,9 @@ def find_split_dirs(data_dir: str | Path) -> dict[str, Path]:
     """Map each split present (train, validation, test, in that order) to its folder."""
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise RawDataError(f"data dir {root} does not exist or is not a folder; expected the Kaggle tree {_LAYOUT_HINT}")
+        raise RawDataError(
+            f"data dir {root} does not exist or is not a folder; expected the Kaggle tree {_LAYOUT_HINT}"
+        )
     for base in (root, root / "openEDS", root / "openEDS" / "openEDS"):
         found = {s: base / s for s in SPLITS if (base / s / "images").is_dir()}
         if found:
@@ -107,7 +109,8 @@ def read_image(path: str | Path) -> np.ndarray:
             f"image {path} has {channels} channel(s) of {image.dtype}; expected 8-bit grayscale (1 channel of uint8)"
         )
     if image.shape != (HEIGHT, WIDTH):
-        hint = " This looks like the 2019 portrait release, which v2 does not support" if image.shape == (WIDTH, HEIGHT) else ""
+        portrait = image.shape == (WIDTH, HEIGHT)
+        hint = " This looks like the 2019 portrait release, which v2 does not support" if portrait else ""
         raise RawDataError(
             f"image {path} has shape {image.shape} (rows, cols); expected ({HEIGHT}, {WIDTH}).{hint}"
         )

@@ -10,6 +10,16 @@ from typing import Literal, get_args
 
 import datasets
 
+#: Where the raw data comes from, and how to cite it (the builder's info and the card use these).
+KAGGLE_PAGE = "https://www.kaggle.com/datasets/soumicksarker/openeds-dataset"
+CITATION = """@article{garbin2019openeds,
+  title   = {OpenEDS: Open Eye Dataset},
+  author  = {Garbin, Stephan J. and Shen, Yiru and Schuetz, Immo and Cavin, Robert
+             and Hughes, Gregory and Talathi, Sachin S.},
+  journal = {arXiv preprint arXiv:1905.03702},
+  year    = {2019}
+}"""
+
 #: Version of the data format. v1 stored flat lists and the raw image; v2 stores typed
 #: arrays, the gamma + CLAHE image and a ``preprocessed`` flag.
 FORMAT_VERSION = "2.0.0"

@@ -125,31 +125,6 @@ def _diagonal(shape: tuple[int, ...]) -> float:
     return math.sqrt((h - 1) ** 2 + (w - 1) ** 2)
 
 
-def _signed_distance_into(mask: np.ndarray, out: np.ndarray) -> None:
-    """Write v1's normalised signed distance map of ``mask`` into float32 ``out``.
-
-    ``edt(~m) * ~m - (edt(m) - 1) * m``: of ``edt(~m)`` and ``edt(m)`` one is 0 at every
-    pixel, so the float32 sum rounds only once, when 1 is added inside the mask; the
-    normalisation rounds once more. Absent and all-True masks follow v1 (see
-    :func:`signed_distance`).
-    """
-    diag = _diagonal(mask.shape)
-    if not mask.any():
-        out.fill(0)
-        return
-    if mask.all():
-        np.divide(1.0 - _edt_without_background(mask.shape), diag, out=out, casting="same_kind")
-        return
-    out.fill(0)
-    box, outside = _edt_in_box(~mask)  # distance to the class, 0 inside it
-    out[box] = outside
-    box, inside = _edt_in_box(mask)  # distance to the outside, 0 outside
-    part = out[box]
-    part -= inside
-    part += mask[box]
-    out *= np.float32(1.0 / diag)
-
-
 def signed_distance(mask: np.ndarray) -> np.ndarray:
     """v1's normalised signed distance map of a boolean mask, as float32.
 
@@ -158,29 +133,51 @@ def signed_distance(mask: np.ndarray) -> np.ndarray:
     and negative deeper in. An absent class gives all zeros (v1 skipped it); a class
     covering the whole frame gives SciPy's defined all-True answer.
     """
-    mask = np.asarray(mask, dtype=bool)
-    out = np.empty(mask.shape, np.float32)
-    _signed_distance_into(mask, out)
-    return out
+    return dist_map(np.asarray(mask, dtype=bool).view(np.uint8), 2)[1]
 
 
 def dist_map(label: np.ndarray, num_classes: int) -> np.ndarray:
-    """``signed_distance(label == i)`` for ``i < num_classes``, stacked: float32[C, H, W].
+    """``signed_distance(label == i)`` for each class ``i < num_classes``: float32[C, H, W].
 
-    With ``num_classes == 2`` (binary pupil label) both channels come from the same two
-    distance transforms: for ``p = label == 1`` present and not everywhere, the
-    unnormalised ``sdf(~p)`` is ``1 - sdf(p)``, so channel 0 is ``1 / diag - channel 1``.
+    Every channel needs, at each pixel, its distance to the class (outside it) or to
+    the nearest pixel of another class (inside it). The second is the minimum of the
+    first over the other classes, so one distance transform per class present gives
+    every channel: half the transforms of computing ``edt(m)`` and ``edt(~m)`` for
+    each class, with the same numbers.
     """
     label = np.asarray(label)
-    out = np.empty((num_classes, *label.shape), np.float32)
+    shape = label.shape
+    out = np.empty((num_classes, *shape), np.float32)
+    masks = [label == i for i in range(num_classes)]
+    present = [i for i, mask in enumerate(masks) if mask.any()]
+    for i in set(range(num_classes)) - set(present):
+        out[i].fill(0)  # an absent class: all zeros, as v1
+    if len(present) == 1:  # one class covers the frame
+        np.divide(1.0 - _edt_without_background(shape), _diagonal(shape), out=out[present[0]], casting="same_kind")
+        return out
+    # to_class[i]: each pixel's distance to the nearest pixel of class i (0 on the class).
+    to_class: dict[int, np.ndarray] = {}
+    for i in present:
+        box, distance = _edt_in_box(~masks[i])
+        if distance.shape == shape:
+            to_class[i] = distance
+        else:
+            to_class[i] = np.zeros(shape, np.float32)
+            to_class[i][box] = distance
+    inv_diag = np.float32(1.0 / _diagonal(shape))
+    # With two classes, the unnormalised maps of the two sum to 1: channel 0 is 1/diag - channel 1.
+    for j in [1] if num_classes == 2 else present:
+        np.multiply(to_class[j], inv_diag, out=out[j])  # outside class j
+        box = _bounding_box(masks[j], pad=0)
+        others = [to_class[i][box] for i in present if i != j]
+        inner = np.minimum(others[0], others[1]) if len(others) > 1 else others[0].copy()
+        for other in others[2:]:
+            np.minimum(inner, other, out=inner)
+        np.subtract(np.float32(1), inner, out=inner)  # inside class j: 1 - distance to the others
+        inner *= inv_diag
+        np.copyto(out[j][box], inner, where=masks[j][box])
     if num_classes == 2:
-        pupil = label == 1
-        if pupil.any() and not pupil.all():
-            _signed_distance_into(pupil, out[1])
-            np.subtract(np.float32(1.0 / _diagonal(label.shape)), out[1], out=out[0])
-            return out
-    for i in range(num_classes):
-        _signed_distance_into(label == i, out[i])
+        np.subtract(inv_diag, out[1], out=out[0])
     return out
 
 

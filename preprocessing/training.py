@@ -56,7 +56,8 @@ from openeds.schema import DIST_CHANNELS, HEIGHT, WIDTH
 from preprocessing.augment import Sample, Transform
 from preprocessing.image import preprocess_image
 
-#: ``(image float32[1, H, W] in [-1, 1], label int64[H, W], filename, spatial_weights float32[H, W], dist_map float32[C, H, W])``
+#: ``(image float32[1, H, W] in [-1, 1], label int64[H, W], filename,
+#: spatial_weights float32[H, W], dist_map float32[C, H, W])``
 Item = tuple[torch.Tensor, torch.Tensor, str, torch.Tensor, torch.Tensor]
 
 #: ``--preprocessed`` values and what they mean for ``IrisDataset(preprocessed=...)``.

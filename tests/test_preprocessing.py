@@ -85,6 +85,18 @@ def test_signed_distance_random_masks(seed):
     assert err <= DIST_ATOL, f"seed {seed}: max abs error {err:.3g}"
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_dist_map_random_four_class_labels(seed):
+    """Arbitrary layouts, not nested ellipses: blobs of every class, some classes absent."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 4 - seed % 2, (6, 9), dtype=np.uint8)
+    label = cv2.resize(blocks, (53, 37), interpolation=cv2.INTER_NEAREST)
+    out = preprocessing.dist_map(label, 4)
+    for i in range(4):
+        err = np.abs(out[i] - reference.sdf(label == i)).max()
+        assert err <= DIST_ATOL, f"seed {seed}, class {i}: max abs error {err:.3g}"
+
+
 # Golden for the (3, 3)-as-kernel quirk. A 4x6 pupil block in a 12x12 label. Canny's
 # edge pixels (``e``) are the block's outline (OpenCV's Canny, thresholds 0 and 3); v1's
 # dilate adds the pixel directly below each of them (``+``), and nothing sideways. A
