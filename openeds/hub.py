@@ -104,6 +104,17 @@ def split_prefix(config: str, split: str) -> str:
     return f"{CONFIG_DIRS[config]}/{split}-"  # type: ignore[index]
 
 
+def shard_path(prefix: str, index: int, count: int) -> str:
+    """Shard `index` of `count` under a split prefix, e.g. `data/test-00000-of-00002.parquet`."""
+    return f"{prefix}{index:05d}-of-{count:05d}.parquet"
+
+
+def complete_shard_set(prefix: str, paths: Sequence[str]) -> list[str]:
+    """Every shard path the first of the sorted `paths` implies: `{prefix}00000-of-N` ... `(N-1)-of-N`."""
+    count = int(paths[0].rsplit("-of-", 1)[1].removesuffix(".parquet"))
+    return [shard_path(prefix, i, count) for i in range(count)]
+
+
 def next_publication_tag(tags: Iterable[str]) -> str:
     """`v2` for the first v2 publication, then `v2.1`, `v2.2`, ... (one past the highest seen)."""
     tags = set(tags)
@@ -163,12 +174,11 @@ def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:
             f"no shard {local_dir / prefix}*.parquet; expected the split to be built before it is pushed; "
             "build it or leave it out of the splits to push"
         )
-    count = int(paths[0].rsplit("-of-", 1)[1].removesuffix(".parquet"))
-    expected = [f"{prefix}{i:05d}-of-{count:05d}.parquet" for i in range(count)]
+    expected = complete_shard_set(prefix, paths)
     if paths != expected:
         raise PublishError(
-            f"shards {local_dir / prefix}* are {paths}; expected the {count} shards {expected[0]} ... {expected[-1]}; "
-            "build the split again"
+            f"shards {local_dir / prefix}* are {paths}; expected the {len(expected)} shards {expected[0]} ... "
+            f"{expected[-1]}; build the split again"
         )
 
 

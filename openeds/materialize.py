@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from openeds import parquet, raw, schema
 from openeds.card import SplitSize
-from openeds.hub import CONFIG_DIRS
+from openeds.hub import CONFIG_DIRS, complete_shard_set, shard_path, split_prefix
 from openeds.rows import make_row
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ShardTask:
 
     @property
     def relpath(self) -> str:
-        return f"{CONFIG_DIRS[self.config]}/{self.split}-{self.index:05d}-of-{self.count:05d}.parquet"
+        return shard_path(split_prefix(self.config, self.split), self.index, self.count)
 
     def source(self) -> dict:
         """What the shard is built from; a finished shard with another record is stale."""
@@ -128,12 +128,12 @@ def _check_free_space(out_dir: Path, todo: Sequence[ShardTask]) -> None:
 def local_sizes(out_dir: Path) -> dict[str, dict[str, SplitSize]]:
     """Sizes of the splits ``out_dir`` already holds complete (every shard ``i`` of ``n``)."""
     sizes: dict[str, dict[str, SplitSize]] = {}
-    for config, folder in CONFIG_DIRS.items():
+    for config in CONFIG_DIRS:
         for split in schema.SPLITS:
-            shards = sorted((out_dir / folder).glob(f"{split}-*-of-*.parquet"))
-            count = shards[0].name.rsplit("-of-", 1)[1].removesuffix(".parquet") if shards else None
-            expected = [f"{split}-{i:05d}-of-{count}.parquet" for i in range(int(count))] if count else []
-            if shards and [p.name for p in shards] == expected:
+            prefix = split_prefix(config, split)
+            paths = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.glob(f"{prefix}*-of-*.parquet"))
+            if paths and paths == complete_shard_set(prefix, paths):
+                shards = [out_dir / p for p in paths]
                 sizes.setdefault(config, {})[split] = SplitSize(
                     sum(parquet.num_rows(p) for p in shards), sum(p.stat().st_size for p in shards)
                 )
