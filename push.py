@@ -94,7 +94,7 @@ def push(args: argparse.Namespace, api=None) -> Summary:
         built = materialize(pairs, local_dir, num_proc=args.num_proc, max_shard_bytes=args.max_shard_size)
 
     first = min(built[configs[0]], key=schema.SPLITS.index)
-    shard = sorted((local_dir / hub.CONFIG_DIRS[configs[0]]).glob(f"{first}-*.parquet"))[0]
+    shard = sorted(local_dir.glob(f"{hub.split_prefix(configs[0], first)}*.parquet"))[0]
     card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / hub.PREVIEW_PATH)
 
     published = None

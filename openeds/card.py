@@ -20,7 +20,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from openeds import schema
-from openeds.hub import CONFIG_DIRS, PREVIEW_PATH
+from openeds.hub import PREVIEW_PATH, split_prefix
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 HUB_CONFIG_NAMES = {"pupil": "default", "full": "full"}
@@ -113,7 +113,7 @@ def render_card(
         {
             HUB_CONFIG_NAMES[config]: {
                 "data_files": [
-                    {"split": split, "path": f"{CONFIG_DIRS[config]}/{split}-*"}
+                    {"split": split, "path": f"{split_prefix(config, split)}*"}
                     for split in schema.SPLITS if split in splits
                 ],
                 **({"default": True} if config == schema.DEFAULT_CONFIG else {}),

@@ -108,8 +108,9 @@ def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
     """Delete old shards of the rebuilt splits that the plan no longer has (e.g. another shard count)."""
     keep = {task.relpath for task in tasks}
     for config, split in {(t.config, t.split) for t in tasks}:
-        folder = out_dir / CONFIG_DIRS[config]
-        for old in [*folder.glob(f"{split}-*.parquet"), *folder.glob(f".{split}-*.partial")]:
+        prefix = split_prefix(config, split)
+        folder, name = prefix.rsplit("/", 1)
+        for old in [*out_dir.glob(f"{prefix}*.parquet"), *(out_dir / folder).glob(f".{name}*.partial")]:
             if old.relative_to(out_dir).as_posix() not in keep:
                 logger.info("Removing stale %s", old)
                 old.unlink()
@@ -181,11 +182,8 @@ def materialize(
                 "free some space or pass --local-dir on a larger disk, then run the same command again"
             ) from None
         raise
+    on_disk = local_sizes(out_dir)
     sizes: dict[str, dict[str, SplitSize]] = {}
-    for task in tasks:
-        path = out_dir / task.relpath
-        old = sizes.setdefault(task.config, {}).get(task.split, SplitSize(0, 0))
-        sizes[task.config][task.split] = SplitSize(
-            old.rows + parquet.num_rows(path), old.parquet_bytes + path.stat().st_size
-        )
+    for config, split in split_pairs:
+        sizes.setdefault(config, {})[split] = on_disk[config][split]
     return sizes
