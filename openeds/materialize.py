@@ -27,6 +27,7 @@ from openeds import parquet, raw, schema
 from openeds.card import SplitSize
 from openeds.hub import CONFIG_DIRS, complete_shard_set, shard_path, split_prefix
 from openeds.rows import make_row
+from preprocessing import COMPUTE_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class ShardTask:
             digest.update(f"{pair.stem}:{pair.image.stat().st_size}:{pair.label.stat().st_size}\n".encode())
         return {
             "format_version": schema.FORMAT_VERSION,
+            "compute_version": COMPUTE_VERSION,
             "config": self.config,
             "split": self.split,
             "rows": len(self.pairs),

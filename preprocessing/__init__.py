@@ -15,7 +15,14 @@ from preprocessing.targets import (
     spatial_weights,
 )
 
+#: Version of what these functions compute. Bump it in the commit that changes any value
+#: they return: a shard records it, and one built with another version is rebuilt.
+#: 1: the first v2 build. 2: ``dist_map`` bit-exact to v1 (v1's formula in float64, one
+#: float32 cast; 1 was within 1e-6, with 1-2 ulp differences in about 28% of values).
+COMPUTE_VERSION = 2
+
 __all__ = [
+    "COMPUTE_VERSION",
     "GAMMA_LUT",
     "Targets",
     "clahe",

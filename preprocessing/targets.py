@@ -9,10 +9,11 @@ RITnet's OpenEDS code:
   ``[sdf(label == 0), sdf(label == 1)]`` ("not pupil", "pupil");
 * config ``full``: the raw 0..3 label and four channels ``sdf(label == i)``.
 
-The distance transform is OpenCV's exact Euclidean one (``DIST_MASK_PRECISE``), which
-gives the same distances as ``scipy.ndimage.distance_transform_edt`` up to float32
-rounding (the max error after normalisation is below 1e-7; the tests hold it to 1e-6
-against a float64 SciPy reference).
+The distance transform is OpenCV's exact Euclidean one (``DIST_MASK_PRECISE``), snapped
+to exact integer squared distances, and v1's formula is then evaluated in float64 and
+cast to float32 once, as v1 did with ``scipy.ndimage.distance_transform_edt``: the
+distance maps equal v1's bit for bit (the tests compare with ``array_equal`` against a
+plain SciPy reference).
 """
 
 from __future__ import annotations
@@ -82,12 +83,13 @@ def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, slice] | None:
     )
 
 
-def _edt_in_box(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
-    """Euclidean distance of each True pixel to the nearest False pixel, on a box.
+def _squared_edt_in_box(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
+    """Squared Euclidean distance of each True pixel to the nearest False pixel, on a box.
 
-    Returns ``(box, distances)``: the distances (float32) are those of ``mask[box]``
-    and are 0 everywhere outside the box. ``mask`` must have a True and a False
-    pixel (OpenCV has no defined answer for a mask without False pixels).
+    Returns ``(box, squared)``: ``squared`` (float32) holds the exact integer squared
+    distances of ``mask[box]``, 0 on its False pixels; every pixel outside the box is
+    False, so its distance is 0. ``mask`` must have a True
+    and a False pixel (OpenCV has no defined answer for a mask without False pixels).
 
     The box is the bounding box of the True pixels grown by one pixel. That is
     exact: for a True pixel ``p`` and a False pixel ``q`` outside the box, clamping
@@ -96,14 +98,13 @@ def _edt_in_box(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
     """
     box = _bounding_box(mask, pad=1)
     distance = cv2.distanceTransform(mask[box].view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    # OpenCV's answer is exact up to float32 rounding, but which way it rounds varies
-    # from run to run (measured with OpenCV 5.0: a last-bit difference between two
-    # processes). Squared pixel distances are integers below 2**20, and the error of
-    # float32 d*d stays below 0.15, so rounding d*d and taking the correctly rounded sqrt gives
-    # the exact float32 distance, the same in every run.
+    # OpenCV's answer is the exact distance up to float32 rounding, but which way it
+    # rounds varies from run to run (measured with OpenCV 5.0: a last-bit difference
+    # between two processes and thread counts). Squared pixel distances are integers
+    # below 2**20, and the error of float32 d*d stays below 0.15, so rounding d*d gives
+    # the exact integer, the same in every run.
     np.multiply(distance, distance, out=distance)
-    np.rint(distance, out=distance)
-    return box, np.sqrt(distance, out=distance)
+    return box, np.rint(distance, out=distance)
 
 
 @functools.lru_cache(maxsize=4)
@@ -125,13 +126,31 @@ def _diagonal(shape: tuple[int, ...]) -> float:
     return math.sqrt((h - 1) ** 2 + (w - 1) ** 2)
 
 
+def _sdf_values(squared: np.ndarray, diagonal: float, *, inside: bool, out: np.ndarray) -> None:
+    """v1's float32 ``sdf`` values at pixels whose squared distance is ``squared``, into ``out``.
+
+    v1 computed ``(edt(~m) * ~m - (edt(m) - 1) * m) / diag`` in float64 and cast the
+    result to float32 once. Outside the mask ``edt(m)`` is 0, so the value is exactly
+    ``d / diag``; inside it ``edt(~m)`` is 0, so it is exactly ``(0.0 - (d - 1)) / diag``
+    (``+0.0`` on the boundary, as in v1). The distance ``d`` is the correctly rounded
+    float64 square root of an exact integer, as SciPy's, and the rest is v1's arithmetic
+    in float64, so the cast gives v1's float32 bit for bit.
+    """
+    distance = np.sqrt(squared, dtype=np.float64)
+    if inside:
+        distance -= 1
+        np.subtract(0.0, distance, out=distance)
+    np.divide(distance, diagonal, out=out, casting="same_kind")
+
+
 def signed_distance(mask: np.ndarray) -> np.ndarray:
     """v1's normalised signed distance map of a boolean mask, as float32.
 
     ``(edt(~m) * ~m - (edt(m) - 1) * m) / sqrt((h-1)**2 + (w-1)**2)`` with SciPy's
-    ``distance_transform_edt``: positive outside the class, 0 on its boundary pixels
-    and negative deeper in. An absent class gives all zeros (v1 skipped it); a class
-    covering the whole frame gives SciPy's defined all-True answer.
+    ``distance_transform_edt``, computed in float64 and cast to float32 once, as v1
+    did: positive outside the class, 0 on its boundary pixels and negative deeper in.
+    An absent class gives all zeros (v1 skipped it); a class covering the whole frame
+    gives SciPy's defined all-True answer. Bit-exact to v1.
     """
     return dist_map(np.asarray(mask, dtype=bool).view(np.uint8), 2)[1]
 
@@ -143,42 +162,63 @@ def dist_map(label: np.ndarray, num_classes: int) -> np.ndarray:
     the nearest pixel of another class (inside it). The second is the minimum of the
     first over the other classes, so one distance transform per class present gives
     every channel: half the transforms of computing ``edt(m)`` and ``edt(~m)`` for
-    each class, with the same numbers.
+    each class, with the same numbers. Distances stay exact integers (squared) until
+    :func:`_sdf_values` turns them into v1's float32 values, bit for bit.
     """
     label = np.asarray(label)
     shape = label.shape
+    # np.empty, not np.zeros: calloc hands out fresh pages, and first writes to fresh
+    # pages are several times slower here than writes to reused memory.
     out = np.empty((num_classes, *shape), np.float32)
     masks = [label == i for i in range(num_classes)]
     present = [i for i, mask in enumerate(masks) if mask.any()]
     for i in set(range(num_classes)) - set(present):
         out[i].fill(0)  # an absent class: all zeros, as v1
-    if len(present) == 1:  # one class covers the frame
-        np.divide(1.0 - _edt_without_background(shape), _diagonal(shape), out=out[present[0]], casting="same_kind")
+    if len(present) == 1:  # one class covers the frame: SciPy's answer, v1's formula in float64
+        out[present[0]] = (0.0 - (_edt_without_background(shape) - 1)) / _diagonal(shape)
         return out
-    # to_class[i]: each pixel's distance to the nearest pixel of class i (0 on the class).
-    to_class: dict[int, np.ndarray] = {}
-    for i in present:
-        box, distance = _edt_in_box(~masks[i])
-        if distance.shape == shape:
-            to_class[i] = distance
-        else:
-            to_class[i] = np.zeros(shape, np.float32)
-            to_class[i][box] = distance
-    inv_diag = np.float32(1.0 / _diagonal(shape))
-    # With two classes, the unnormalised maps of the two sum to 1: channel 0 is 1/diag - channel 1.
-    for j in [1] if num_classes == 2 else present:
-        np.multiply(to_class[j], inv_diag, out=out[j])  # outside class j
+    diagonal = _diagonal(shape)
+    # Each pixel's squared distance to the nearest pixel of class i (0 on the class), on a box.
+    squared = {i: _squared_edt_in_box(~masks[i]) for i in present}
+    if num_classes == 2:
+        # Each pixel lies outside one class and inside the other, and each squared
+        # distance is 0 on its own class, so their sum is the one distance a pixel needs
+        # in both channels: on class 0, channel 1's outside value and channel 0's inside
+        # value; on class 1, the other way round.
+        both = _on_frame(*squared[1], shape)
+        box, to_background = squared[0]
+        both[box] += to_background
+        _sdf_values(both, diagonal, inside=False, out=out[1])
+        _sdf_values(both, diagonal, inside=True, out=out[0])
+        box = _bounding_box(masks[1], pad=0)
+        on_class_1 = masks[1][box]
+        channel_1 = out[1][box].copy()
+        np.copyto(out[1][box], out[0][box], where=on_class_1)
+        np.copyto(out[0][box], channel_1, where=on_class_1)
+        return out
+    to_class = {i: _on_frame(*squared[i], shape) for i in present}
+    for j in present:
+        _sdf_values(to_class[j], diagonal, inside=False, out=out[j])  # outside class j: the distance to it
+        # Inside class j: the distance to the nearest pixel of another class.
         box = _bounding_box(masks[j], pad=0)
         others = [to_class[i][box] for i in present if i != j]
-        inner = np.minimum(others[0], others[1]) if len(others) > 1 else others[0].copy()
+        nearest_other = np.minimum(others[0], others[1]) if len(others) > 1 else others[0].copy()
         for other in others[2:]:
-            np.minimum(inner, other, out=inner)
-        np.subtract(np.float32(1), inner, out=inner)  # inside class j: 1 - distance to the others
-        inner *= inv_diag
-        np.copyto(out[j][box], inner, where=masks[j][box])
-    if num_classes == 2:
-        np.subtract(inv_diag, out[1], out=out[0])
+            np.minimum(nearest_other, other, out=nearest_other)
+        values = np.empty(nearest_other.shape, np.float32)
+        _sdf_values(nearest_other, diagonal, inside=True, out=values)
+        np.copyto(out[j][box], values, where=masks[j][box])
     return out
+
+
+def _on_frame(box: tuple[slice, slice], values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``values`` of ``box`` placed on a frame of ``shape`` that is 0 elsewhere (``values`` itself if it fills it)."""
+    if values.shape == shape:
+        return values
+    frame = np.empty(shape, values.dtype)  # not np.zeros: see dist_map
+    frame.fill(0)
+    frame[box] = values
+    return frame
 
 
 class Targets(NamedTuple):

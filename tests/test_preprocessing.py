@@ -13,7 +13,17 @@ from openeds.synthetic import EDGE_CASES, render_eye
 from preprocessing import targets as tg
 from tests import reference
 
-DIST_ATOL = 1e-6
+
+
+def assert_bits_equal(got: np.ndarray, reference_float64: np.ndarray, err_msg: str) -> None:
+    """``got`` is v1's ``np.float32(reference_float64)`` bit for bit (the sign of zero included)."""
+    want = reference_float64.astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == want.shape, err_msg
+    differ = got.view(np.uint32) != want.view(np.uint32)
+    assert not differ.any(), (
+        f"{err_msg}: {int(differ.sum())} of {differ.size} values differ from np.float32(reference), "
+        f"max abs difference {np.abs(got.astype(np.float64) - want).max():.3g}"
+    )
 
 
 def _frames():
@@ -63,8 +73,7 @@ def test_targets_match_reference(config, case, image, label):
     assert out.label.dtype == np.uint8 and out.spatial_weights.dtype == np.float32
     assert out.dist_map.dtype == np.float32
     assert out.dist_map.shape == (2 if config == "pupil" else 4, 400, 640)
-    err = np.abs(out.dist_map.astype(np.float64) - ref_dist).max()
-    assert err <= DIST_ATOL, f"{case}/{config}: dist_map max abs error {err:.3g} > {DIST_ATOL}"
+    assert_bits_equal(out.dist_map, ref_dist, f"{case}/{config}: dist_map")
     np.testing.assert_array_equal(label, before, err_msg=f"{case}: input mutated")
 
 
@@ -81,8 +90,7 @@ def test_edge_cases_hit_their_special_paths():
 def test_signed_distance_random_masks(seed):
     rng = np.random.default_rng(seed)
     mask = rng.random((37, 53)) < rng.uniform(0.05, 0.95)
-    err = np.abs(preprocessing.signed_distance(mask) - reference.sdf(mask)).max()
-    assert err <= DIST_ATOL, f"seed {seed}: max abs error {err:.3g}"
+    assert_bits_equal(preprocessing.signed_distance(mask), reference.sdf(mask), f"seed {seed}")
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -93,8 +101,7 @@ def test_dist_map_random_four_class_labels(seed):
     label = cv2.resize(blocks, (53, 37), interpolation=cv2.INTER_NEAREST)
     out = preprocessing.dist_map(label, 4)
     for i in range(4):
-        err = np.abs(out[i] - reference.sdf(label == i)).max()
-        assert err <= DIST_ATOL, f"seed {seed}, class {i}: max abs error {err:.3g}"
+        assert_bits_equal(out[i], reference.sdf(label == i), f"seed {seed}, class {i}")
 
 
 # Golden for the (3, 3)-as-kernel quirk. A 4x6 pupil block in a 12x12 label. Canny's
@@ -144,9 +151,7 @@ def test_all_true_mask_golden():
     expected_edt = np.sqrt(np.add.outer(np.arange(1, 4) ** 2, np.arange(0, 4) ** 2))
     np.testing.assert_allclose(distance_transform_edt(np.ones((3, 4), bool)), expected_edt)
     diag = np.sqrt(2**2 + 3**2)
-    np.testing.assert_allclose(
-        preprocessing.signed_distance(np.ones((3, 4), bool)), (1 - expected_edt) / diag, atol=1e-7
-    )
+    assert_bits_equal(preprocessing.signed_distance(np.ones((3, 4), bool)), (1 - expected_edt) / diag, "all True")
     np.testing.assert_array_equal(preprocessing.signed_distance(np.zeros((3, 4), bool)), np.zeros((3, 4)))
 
 
@@ -169,7 +174,7 @@ def test_sample_rows_match_reference(sample_dir):
                 out = preprocessing.compute_targets(label, config)
                 _, weights, dist = reference.targets(label, config)
                 np.testing.assert_array_equal(out.spatial_weights, weights, err_msg=f"{split}/{pair.stem}")
-                assert np.abs(out.dist_map - dist).max() <= DIST_ATOL, f"{split}/{pair.stem}/{config}"
+                assert_bits_equal(out.dist_map, dist, f"{split}/{pair.stem}/{config}")
 
 
 _HASH_ROWS = """
