@@ -31,7 +31,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from openeds import card, download, hub, raw, schema
+from openeds import card, download, hub, layout, raw, schema
 from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
 from openeds.parquet import read_rows
 from openeds.synthetic import write_sample
@@ -94,8 +94,8 @@ def push(args: argparse.Namespace, api=None) -> Summary:
         built = materialize(pairs, local_dir, num_proc=args.num_proc, max_shard_bytes=args.max_shard_size)
 
     first = min(built[configs[0]], key=schema.SPLITS.index)
-    shard = sorted(local_dir.glob(f"{hub.split_prefix(configs[0], first)}*.parquet"))[0]
-    card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / hub.PREVIEW_PATH)
+    shard = sorted(local_dir.glob(f"{layout.split_prefix(configs[0], first)}*.parquet"))[0]
+    card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / layout.PREVIEW_PATH)
 
     published = None
     if args.upload:

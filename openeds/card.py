@@ -20,7 +20,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from openeds import schema
-from openeds.hub import PREVIEW_PATH, split_prefix
+from openeds.layout import PREVIEW_PATH, split_prefix
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 HUB_CONFIG_NAMES = {"pupil": "default", "full": "full"}

@@ -1,11 +1,6 @@
 """Publish a locally built dataset folder to a Hugging Face Hub dataset repo (the I/O edge of push.py).
 
-The local folder holds exactly what goes to the Hub:
-
-    README.md                                       the dataset card (YAML `configs`, `dataset_info`)
-    data/{split}-{i:05d}-of-{n:05d}.parquet         config `pupil`, published as the Hub's `default` config
-    full/{split}-{i:05d}-of-{n:05d}.parquet         config `full`
-    images/preview.png                              the preview picture shown by the card
+The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`.
 
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
 untouched, and always rewrites the card and the preview. The steps:
@@ -44,21 +39,17 @@ import pyarrow.parquet as pq
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, HfFileSystem, get_token
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
+from openeds.layout import CARD_PATH, CONFIG_DIRS, PREVIEW_PATH, SHARD_RE, complete_shard_set, split_prefix
 from openeds.retry import RetryPolicy
-from openeds.schema import DEFAULT_CONFIG, ConfigName
+from openeds.schema import DEFAULT_CONFIG
 
 logger = logging.getLogger(__name__)
 
-CARD_PATH: Final = "README.md"
-PREVIEW_PATH: Final = "images/preview.png"
-#: Folder of each config's shards in the repo; `pupil` is published as the Hub's `default` config.
-CONFIG_DIRS: Final[Mapping[ConfigName, str]] = {DEFAULT_CONFIG: "data", "full": "full"}
 V1_TAG: Final = "v1"
 V2_TAG: Final = "v2"
 V2_COLUMN: Final = "preprocessed"  # the column v2 added; v1 data has none
 DEFAULT_COMMIT_MESSAGE: Final = "Publish OpenEDS precomputed v2"
 
-_SHARD = re.compile(r"(?P<dir>[^/]+)/(?P<split>\w+(?:\.\w+)*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet")
 # A v1 shard as `push_to_hub` names them; older versions append a fingerprint: data/train-00000-of-00003-ab12.parquet
 _V1_SHARD = re.compile(r"(?:.*/)?(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
 
@@ -95,24 +86,6 @@ class RemoteState:
     files: frozenset[str]
     tags: Mapping[str, str]  # tag name -> the commit it points at
     v1_files: frozenset[str]  # the parquet files if they hold v1 data; empty for v2 data or no data
-
-
-def split_prefix(config: str, split: str) -> str:
-    """Path prefix of the shards of `split` of `config` in the repo, e.g. `data/test-`."""
-    if config not in CONFIG_DIRS:
-        raise PublishError(f"unknown config {config!r}; expected one of {sorted(CONFIG_DIRS)}; fix the config name")
-    return f"{CONFIG_DIRS[config]}/{split}-"  # type: ignore[index]
-
-
-def shard_path(prefix: str, index: int, count: int) -> str:
-    """Shard `index` of `count` under a split prefix, e.g. `data/test-00000-of-00002.parquet`."""
-    return f"{prefix}{index:05d}-of-{count:05d}.parquet"
-
-
-def complete_shard_set(prefix: str, paths: Sequence[str]) -> list[str]:
-    """Every shard path the first of the sorted `paths` implies: `{prefix}00000-of-N` ... `(N-1)-of-N`."""
-    count = int(paths[0].rsplit("-of-", 1)[1].removesuffix(".parquet"))
-    return [shard_path(prefix, i, count) for i in range(count)]
 
 
 def next_publication_tag(tags: Iterable[str]) -> str:
@@ -155,7 +128,7 @@ def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence
             )
     folders = sorted(CONFIG_DIRS.values())
     for path in files:
-        shard = _SHARD.fullmatch(path)
+        shard = SHARD_RE.fullmatch(path)
         if path not in (CARD_PATH, PREVIEW_PATH) and not (shard and shard["dir"] in folders):
             raise PublishError(
                 f"{local_dir / path} is not a file to publish; expected only {CARD_PATH}, {PREVIEW_PATH} and "

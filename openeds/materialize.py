@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from openeds import parquet, raw, schema
 from openeds.card import SplitSize
-from openeds.hub import CONFIG_DIRS, complete_shard_set, shard_path, split_prefix
+from openeds.layout import CONFIG_DIRS, complete_shard_set, shard_path, split_prefix
 from openeds.rows import make_row
 from preprocessing import COMPUTE_VERSION
 

@@ -1,0 +1,46 @@
+"""Where each file lives in a v2 dataset folder, locally and in the Hub repo (one layout for both).
+
+    README.md                                       the dataset card (YAML `configs`, `dataset_info`)
+    data/{split}-{i:05d}-of-{n:05d}.parquet         config `pupil`
+    full/{split}-{i:05d}-of-{n:05d}.parquet         config `full`
+    images/preview.png                              the preview picture shown by the card
+
+Materialising, the card and publishing all name files through these helpers, so none of
+them needs to import another to agree on a path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from openeds.schema import CONFIG_NAMES, ConfigName
+
+CARD_PATH: Final = "README.md"
+PREVIEW_PATH: Final = "images/preview.png"
+#: Folder of each config's shards.
+CONFIG_DIRS: Final[Mapping[ConfigName, str]] = {"pupil": "data", "full": "full"}
+#: A shard path: `{dir}/{split}-{index:05d}-of-{count:05d}.parquet`.
+SHARD_RE: Final = re.compile(r"(?P<dir>[^/]+)/(?P<split>\w+(?:\.\w+)*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet")
+
+
+def split_prefix(config: str, split: str) -> str:
+    """Path prefix of the shards of `split` of `config`, e.g. `data/test-`.
+
+    Split names hold no `-`, so one split's prefix never matches another split's shards.
+    """
+    if config not in CONFIG_DIRS:
+        raise ValueError(f"unknown config {config!r}; expected one of {', '.join(CONFIG_NAMES)}")
+    return f"{CONFIG_DIRS[config]}/{split}-"  # type: ignore[index]
+
+
+def shard_path(prefix: str, index: int, count: int) -> str:
+    """Shard `index` of `count` under a split prefix, e.g. `data/test-00000-of-00002.parquet`."""
+    return f"{prefix}{index:05d}-of-{count:05d}.parquet"
+
+
+def complete_shard_set(prefix: str, paths: Sequence[str]) -> list[str]:
+    """Every shard path the first of the sorted `paths` implies: `{prefix}00000-of-N` ... `(N-1)-of-N`."""
+    count = int(paths[0].rsplit("-of-", 1)[1].removesuffix(".parquet"))
+    return [shard_path(prefix, i, count) for i in range(count)]
