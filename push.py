@@ -26,6 +26,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,25 +62,56 @@ class Summary:
         return out
 
 
-def _resolve_raw(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
+def _resolve_raw(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
+                 scratch: Path) -> tuple[Path, str]:
     """The raw data folder and a description of where it came from (for the card)."""
-    if args.sample:
+    if sample:
         return write_sample(scratch / "sample"), "synthetic sample (`openeds.synthetic`), not real OpenEDS data"
-    if args.data_dir:
-        return args.data_dir, "OpenEDS via the Kaggle dataset `soumicksarker/openeds-dataset` (local copy)"
-    slug = args.kaggle_dataset or download.DEFAULT_SLUG
-    return download.fetch_from_args(args), f"OpenEDS via the Kaggle dataset `{slug}`"
+    if data_dir:
+        return data_dir, "OpenEDS via the Kaggle dataset `soumicksarker/openeds-dataset` (local copy)"
+    slug = kaggle_dataset or download.DEFAULT_SLUG
+    return download.fetch_raw(slug, cache_dir), f"OpenEDS via the Kaggle dataset `{slug}`"
 
 
-def push(args: argparse.Namespace, api=None) -> Summary:
-    """Materialise the asked configs and splits into the local folder, then publish them."""
+def default_local_dir(repo_id: str) -> Path:
+    """The staging folder of `repo_id` under the download cache."""
+    return download.default_cache_dir() / "staging" / repo_id.replace("/", "--")
+
+
+def push(
+    *,
+    data_dir: Path | None = None,
+    sample: bool = False,
+    kaggle_dataset: str | None = None,
+    cache_dir: Path | None = None,
+    local_dir: Path | None = None,
+    upload: bool = True,
+    repo_id: str = DEFAULT_REPO_ID,
+    tag: str | None = None,
+    config: str = schema.DEFAULT_CONFIG,
+    splits: Sequence[str] | None = None,
+    num_proc: int = 1,
+    max_shard_size: int = DEFAULT_MAX_SHARD_BYTES,
+    on_missing_label: raw.MissingLabelPolicy = "error",
+    command: str = "python push.py",
+    api: HfApi | None = None,
+) -> Summary:
+    """Materialise the asked configs and splits into `local_dir`, then publish them to `repo_id`.
+
+    Raw data comes from `data_dir`, the synthetic sample (`sample`), or else the Kaggle dataset
+    `kaggle_dataset` cached under `cache_dir`. `config` is `pupil`, `full` or `all`; `splits`
+    defaults to every split present. `command` is recorded in the card. `api` is the seam for the
+    Hub client (default `HfApi()`).
+    """
     start = time.monotonic()
-    configs = list(schema.CONFIG_NAMES) if args.config == "all" else [args.config]
-    local_dir = args.local_dir or download.default_cache_dir() / "staging" / args.repo_id.replace("/", "--")
+    configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
+    local_dir = local_dir or default_local_dir(repo_id)
     with tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
-        raw_dir, source = _resolve_raw(args, Path(scratch))
+        raw_dir, source = _resolve_raw(
+            sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset, cache_dir=cache_dir, scratch=Path(scratch)
+        )
         split_dirs = raw.find_split_dirs(raw_dir)
-        splits = args.splits or list(split_dirs)
+        splits = list(splits or split_dirs)
         missing = [s for s in splits if s not in split_dirs]
         if missing:
             raise raw.RawDataError(
@@ -87,31 +119,28 @@ def push(args: argparse.Namespace, api=None) -> Summary:
             )
         pairs = {}
         for split in splits:
-            listing = raw.list_pairs(split_dirs[split], args.on_missing_label)
+            listing = raw.list_pairs(split_dirs[split], on_missing_label)
             if listing.skipped:
                 print(f"{split}: skipped {len(listing.skipped)} images without a label", file=sys.stderr)
-            pairs.update({(config, split): listing.pairs for config in configs})
-        built = materialize(pairs, local_dir, num_proc=args.num_proc, max_shard_bytes=args.max_shard_size)
+            pairs.update({(c, split): listing.pairs for c in configs})
+        built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size)
 
     first = min(built[configs[0]], key=schema.SPLITS.index)
     shard = sorted(local_dir.glob(f"{layout.split_prefix(configs[0], first)}*.parquet"))[0]
     card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / layout.PREVIEW_PATH)
 
     published = None
-    if args.upload:
+    if upload:
         api = api or HfApi()
         # Splits this run does not rebuild keep the sizes the published card gives them.
-        kept = card.sizes_from_card(hub.fetch_card(api, args.repo_id))
+        kept = card.sizes_from_card(hub.fetch_card(api, repo_id))
     else:
         # The folder is what a user loads: it lists every split it holds complete.
         kept = local_sizes(local_dir)
     sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
-    command = "python push.py " + shlex.join(args.argv)
-    card.render_card(sizes, repo_id=args.repo_id, source=source, command=command).save(local_dir / "README.md")
-    if args.upload:
-        published = hub.publish(
-            local_dir, args.repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=args.tag
-        )
+    card.render_card(sizes, repo_id=repo_id, source=source, command=command).save(local_dir / "README.md")
+    if upload:
+        published = hub.publish(local_dir, repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=tag)
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 
 
@@ -156,11 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    args.argv = argv
     conflicts = [
         (args.sample and args.data_dir, "--sample", "--data-dir"),
         ((args.sample or args.data_dir) and args.kaggle_dataset, "--kaggle-dataset", "--sample/--data-dir"),
@@ -177,10 +204,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     try:
-        summary = push(args)
+        summary = push(
+            data_dir=args.data_dir,
+            sample=args.sample,
+            kaggle_dataset=args.kaggle_dataset,
+            cache_dir=args.cache_dir,
+            local_dir=args.local_dir,
+            upload=args.upload,
+            repo_id=args.repo_id,
+            tag=args.tag,
+            config=args.config,
+            splits=args.splits,
+            num_proc=args.num_proc,
+            max_shard_size=args.max_shard_size,
+            on_missing_label=args.on_missing_label,
+            command="python push.py " + shlex.join(argv),
+        )
     except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

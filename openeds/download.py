@@ -155,8 +155,8 @@ def fetch_raw(
 def add_download_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--kaggle-dataset SLUG`` and ``--cache-dir DIR`` (both default to None).
 
-    None means "not given", so a CLI can refuse them next to ``--data-dir``;
-    :func:`fetch_from_args` fills in the defaults.
+    None means "not given", so a CLI can refuse them next to ``--data-dir``; pass
+    ``args.kaggle_dataset or DEFAULT_SLUG`` and ``args.cache_dir`` to :func:`fetch_raw`.
     """
     group = parser.add_argument_group("Kaggle download (when no --data-dir is given)")
     group.add_argument(
@@ -172,11 +172,6 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def fetch_from_args(args: argparse.Namespace, *, quiet: bool = False) -> Path:
-    """:func:`fetch_raw` with the options added by :func:`add_download_arguments`."""
-    return fetch_raw(args.kaggle_dataset or DEFAULT_SLUG, args.cache_dir, quiet=quiet)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m openeds.download``: fetch, print the folder; ``error: ...`` and exit 1 on failure."""
     parser = argparse.ArgumentParser(
@@ -188,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     try:
-        data = fetch_from_args(args, quiet=args.quiet)
+        data = fetch_raw(args.kaggle_dataset or DEFAULT_SLUG, args.cache_dir, quiet=args.quiet)
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
