@@ -3,24 +3,28 @@
 Each split of each config becomes ``{dir}/{split}-{i:05d}-of-{n:05d}.parquet`` with
 ``dir`` ``data`` (config ``pupil``, the Hub's ``default``) or ``full``. A shard holds a
 fixed run of the split's frames in sorted stem order, so the layout depends only on the
-input. Every shard records in its footer what it was built from (the stems and the
-sizes of their files, the format version and the config); a re-run skips a shard whose
-record matches and rebuilds anything else. Shards are written under a temporary name
-and renamed when complete, so a killed run leaves nothing that looks finished.
+input. Every shard records in its footer what it was built from: a hash of the contents
+of its input files, the format version, the config, and what computed it (the
+preprocessing's ``COMPUTE_VERSION`` and the OpenCV and SciPy versions). A re-run skips a
+shard whose record matches and rebuilds anything else, so a corrected input file or a
+change in what the code computes always rebuilds. Shards are written under a temporary
+name and renamed when complete, so a killed run leaves nothing that looks finished.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import math
 import multiprocessing
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import scipy
+import xxhash
 from tqdm import tqdm
 
 from openeds import parquet, raw, schema
@@ -53,21 +57,40 @@ class ShardTask:
     def relpath(self) -> str:
         return shard_path(split_prefix(self.config, self.split), self.index, self.count)
 
-    def source(self) -> dict:
-        """What the shard is built from; a finished shard with another record is stale."""
-        digest = hashlib.sha256()
+    def source(self, input_digests: Mapping[raw.Pair, str]) -> dict:
+        """What the shard is built from; a finished shard with another record is stale.
+
+        ``input_digests`` holds :func:`digest_pair` of each pair, so the record changes
+        whenever any input byte changes.
+        """
+        digest = xxhash.xxh3_128()
         for pair in self.pairs:
-            digest.update(f"{pair.stem}:{pair.image.stat().st_size}:{pair.label.stat().st_size}\n".encode())
+            digest.update(f"{pair.stem}:{input_digests[pair]}\n".encode())
         return {
             "format_version": schema.FORMAT_VERSION,
             "compute_version": COMPUTE_VERSION,
+            "opencv": cv2.__version__,
+            "scipy": scipy.__version__,
             "config": self.config,
             "split": self.split,
             "rows": len(self.pairs),
             "first": self.pairs[0].stem,
             "last": self.pairs[-1].stem,
-            "inputs_sha256": digest.hexdigest(),
+            "inputs_xxh3_128": digest.hexdigest(),
         }
+
+
+def digest_pair(pair: raw.Pair) -> str:
+    """xxh3-128 of the full contents of a frame's image and label files."""
+    digest = xxhash.xxh3_128()
+    for role, path in (("image", pair.image), ("label", pair.label)):
+        try:
+            content = path.read_bytes()
+        except OSError as e:
+            raise raw.RawDataError(f"{role} {path} cannot be read: {e.strerror or e}") from None
+        digest.update(f"{role}:{len(content)}\n".encode())
+        digest.update(content)
+    return digest.hexdigest()
 
 
 def plan_shards(
@@ -86,24 +109,24 @@ def plan_shards(
     ]
 
 
-def _build(task: ShardTask, out_dir: Path, progress: Callable[[int], None] | None = None) -> int:
+def _build(task: ShardTask, source: dict, out_dir: Path, progress: Callable[[int], None] | None = None) -> int:
     def rows():
         for pair in task.pairs:
             yield make_row(pair, task.config)
             if progress:
                 progress(1)
 
-    return parquet.write_shard(out_dir / task.relpath, rows(), schema.features_for(task.config), task.source())
+    return parquet.write_shard(out_dir / task.relpath, rows(), schema.features_for(task.config), source)
 
 
-def _build_in_worker(args: tuple[ShardTask, Path]) -> ShardTask:
+def _build_in_worker(args: tuple[ShardTask, dict, Path]) -> ShardTask:
     _build(*args)
     return args[0]
 
 
-def _is_complete(task: ShardTask, out_dir: Path) -> bool:
+def _is_complete(task: ShardTask, source: dict, out_dir: Path) -> bool:
     path = out_dir / task.relpath
-    return path.is_file() and parquet.read_source(path) == task.source()
+    return path.is_file() and parquet.read_source(path) == source
 
 
 def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
@@ -158,9 +181,13 @@ def materialize(
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale(out_dir, tasks)
+    frames = sorted({pair for pairs in split_pairs.values() for pair in pairs}, key=lambda p: (str(p.image), p.stem))
+    # Each frame is hashed once, even when two configs use it.
+    digests = {pair: digest_pair(pair) for pair in tqdm(frames, unit="frame", desc="Hashing inputs")}
+    sources = {task.relpath: task.source(digests) for task in tasks}
     todo = []
     for task in tasks:
-        if _is_complete(task, out_dir):
+        if _is_complete(task, sources[task.relpath], out_dir):
             logger.info("Skipping %s: already complete", task.relpath)
             print(f"Skipping {task.relpath}: already complete")
         else:
@@ -170,11 +197,12 @@ def materialize(
         with tqdm(total=sum(len(t.pairs) for t in todo), unit="row", desc="Building shards") as bar:
             if num_proc <= 1 or len(todo) <= 1:
                 for task in todo:
-                    _build(task, out_dir, bar.update)
+                    _build(task, sources[task.relpath], out_dir, bar.update)
             else:
                 # spawn, not fork: OpenCV's thread pool does not survive a fork reliably.
                 with multiprocessing.get_context("spawn").Pool(min(num_proc, len(todo))) as pool:
-                    for task in pool.imap_unordered(_build_in_worker, [(t, out_dir) for t in todo]):
+                    work = [(t, sources[t.relpath], out_dir) for t in todo]
+                    for task in pool.imap_unordered(_build_in_worker, work):
                         bar.update(len(task.pairs))
     except OSError as e:
         if e.errno == errno.ENOSPC:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+
+import preprocessing
 
 from openeds import schema
 from openeds_precomputed import OpenEDSPrecomputed
@@ -119,13 +123,41 @@ def test_local_folder_built_split_by_split_lists_every_split(sample_dir, tmp_pat
     assert {s: loaded[s].num_rows for s in loaded} == {"train": 8, "test": 3}
 
 
-def test_stale_shard_is_rebuilt(sample_dir, tmp_path):
+def test_corrected_label_of_the_same_size_is_rebuilt(sample_dir, tmp_path):
+    """A fix inside a label (same shape and dtype, so the same file size) rebuilds its shard."""
     tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
     out = tmp_path / "out"
     argv = ("--data-dir", str(tree), "--local-dir", str(out), "--no-upload", "--splits", "test")
     assert run_push(*argv).returncode == 0
-    label = next((tree / "openEDS/openEDS/test/labels").iterdir())
-    np.save(label, np.zeros((400, 640), np.int64))  # new input: another file size
+    label_path = sorted((tree / "openEDS/openEDS/test/labels").iterdir())[0]
+    label = np.load(label_path)
+    assert (label == 3).any(), "the test needs a label with a pupil"
+    size = label_path.stat().st_size
+    label[label == 3] = 2
+    np.save(label_path, label)
+    assert label_path.stat().st_size == size
+    result = run_push(*argv)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "already complete" not in result.stdout
+    loaded = datasets.load_dataset(str(out), split="test", cache_dir=str(tmp_path / "c")).with_format("numpy", dtype=None)
+    row = loaded[[p.stem for p in sorted((tree / "openEDS/openEDS/test/images").iterdir())].index(label_path.stem)]
+    assert row["filename"] == label_path.stem
+    np.testing.assert_array_equal(row["label"], np.zeros_like(label), err_msg="the shard still holds the old pupil")
+
+
+def test_shard_of_another_compute_version_is_rebuilt(sample_dir, tmp_path):
+    """A shard whose record names another COMPUTE_VERSION (what the code computes) is stale."""
+    out = tmp_path / "out"
+    argv = ("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--splits", "test")
+    assert run_push(*argv).returncode == 0
+    shard = out / "data/test-00000-of-00001.parquet"
+    table = pq.read_table(shard)
+    metadata = dict(table.schema.metadata)
+    record = json.loads(metadata[b"openeds"])
+    assert record["compute_version"] == preprocessing.COMPUTE_VERSION
+    record["compute_version"] -= 1
+    metadata[b"openeds"] = json.dumps(record).encode()
+    pq.write_table(table.replace_schema_metadata(metadata), shard)
     result = run_push(*argv)
     assert result.returncode == 0 and "already complete" not in result.stdout
 
