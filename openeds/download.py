@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING
 import requests
 from tqdm import tqdm
 
+from openeds.disk import require_free_space
 from openeds.raw import RawDataError, find_split_dirs
 from openeds.retry import RetryPolicy
 
@@ -80,6 +81,7 @@ MARKER_NAME = "complete.json"
 
 _SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NO_DATA_DIR_FIX = "or pass --data-dir with a copy of the dataset unzipped by hand"
+_CACHE_DISK_FIX = "pass --cache-dir on a larger disk"
 
 
 #: files per split and sub-folder, e.g. {"train": {"images": 27431, "labels": 27431, "masks": 27431}}
@@ -275,7 +277,8 @@ def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: R
             return
         size = int(response.headers.get("Content-Length") or 0)
         on_disk = archive.stat().st_size if archive.exists() else 0
-        _require_free_space(archive.parent, size - on_disk, f"to download {slug}")
+        require_free_space(archive.parent, size - on_disk, purpose=f"to download {slug}", fix=_CACHE_DISK_FIX,
+                           error=DownloadError)
         try:
             api.download_file(response, str(archive), client.http_client(), quiet=quiet, resume=True)
         except (requests.RequestException, OSError, ValueError) as e:
@@ -384,7 +387,8 @@ def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
                         f"{_NO_DATA_DIR_FIX}"
                     )
             total = sum(info.file_size for info in members)
-            _require_free_space(target, total, f"to extract {archive.name}")
+            require_free_space(target, total, purpose=f"to extract {archive.name}", fix=_CACHE_DISK_FIX,
+                               error=DownloadError)
             for info in tqdm(members, desc=f"extracting {archive.name}", unit=" files", disable=quiet):
                 dest = target.joinpath(*PurePosixPath(info.filename).parts)
                 if info.is_dir():
@@ -417,15 +421,6 @@ def _unsafe(info: zipfile.ZipInfo) -> str | None:
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:
         return "climbs out of the folder with '..'"
     return None
-
-
-def _require_free_space(folder: Path, needed: int, purpose: str) -> None:
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        raise DownloadError(
-            f"not enough disk space in {folder} {purpose}: {free / 1e9:.2f} GB free, {needed / 1e9:.2f} GB needed; "
-            f"expected room for it. Fix: free some space or pass --cache-dir on a larger disk"
-        )
 
 
 # -- output ------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import errno
 import logging
 import math
 import multiprocessing
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import scipy
 import xxhash
 from tqdm import tqdm
 
-from openeds import parquet, raw, schema
+from openeds import disk, parquet, raw, schema
 from openeds.card import SplitSize
 from openeds.layout import CONFIG_DIRS, complete_shard_set, shard_path, split_prefix
 from openeds.rows import make_row
@@ -141,16 +140,6 @@ def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
                 old.unlink()
 
 
-def _check_free_space(out_dir: Path, todo: Sequence[ShardTask]) -> None:
-    needed = sum(len(t.pairs) * _EXPECTED_ROW_BYTES[t.config] for t in todo)
-    free = shutil.disk_usage(out_dir).free
-    if needed > free:
-        raise MaterializeError(
-            f"not enough free disk space in {out_dir}: {free / 1e9:.2f} GB free, about {needed / 1e9:.2f} GB "
-            f"needed for {sum(len(t.pairs) for t in todo)} rows; free some space or pass --local-dir on a larger disk"
-        )
-
-
 def local_sizes(out_dir: Path) -> dict[str, dict[str, SplitSize]]:
     """Sizes of the splits ``out_dir`` already holds complete (every shard ``i`` of ``n``)."""
     sizes: dict[str, dict[str, SplitSize]] = {}
@@ -192,7 +181,13 @@ def materialize(
             print(f"Skipping {task.relpath}: already complete")
         else:
             todo.append(task)
-    _check_free_space(out_dir, todo)
+    disk.require_free_space(
+        out_dir,
+        sum(len(t.pairs) * _EXPECTED_ROW_BYTES[t.config] for t in todo),
+        purpose=f"for {sum(len(t.pairs) for t in todo)} rows",
+        fix="pass --local-dir on a larger disk",
+        error=MaterializeError,
+    )
     try:
         with tqdm(total=sum(len(t.pairs) for t in todo), unit="row", desc="Building shards") as bar:
             if num_proc <= 1 or len(todo) <= 1:
