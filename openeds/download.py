@@ -18,6 +18,8 @@ Cache layout, one folder per slug (``/`` replaced by ``--``)::
         download/openeds-dataset.zip   the archive; kaggle keeps openeds-dataset.zip.kaggle-partial
                                        next to it while it is incomplete, and resumes from it
         extract-*.tmp/                 an extraction in progress (removed by the next run)
+        .lock, .lock.owner             held by the run downloading or extracting (``openeds.lock``);
+                                       a second run ends at once, naming the first
         data/                          the extracted tree, accepted by openeds.raw.find_split_dirs
         complete.json                  written last; lists the files per split
 
@@ -69,6 +71,7 @@ import requests
 from tqdm import tqdm
 
 from openeds.disk import require_free_space
+from openeds.lock import hold
 from openeds.raw import RawDataError, find_split_dirs
 from openeds.retry import RetryPolicy
 
@@ -124,8 +127,22 @@ def fetch_raw(
         _say(quiet, f"{slug}: already downloaded to {data}; skipping ({_describe(counts)})")
         return data
 
+    # One run at a time: two would share the archive's and the extraction's names, and each
+    # run's sweep of extract-*.tmp would delete the other's work.
+    with hold(folder, what="the Kaggle cache", option="--cache-dir", error=DownloadError):
+        counts = _complete_counts(marker, data, slug)  # another run may have finished it meanwhile
+        if counts is None:
+            counts = _download_and_extract(slug, folder, quiet=quiet, retry=retry)
+            _say(quiet, f"{slug}: extracted to {data} ({_describe(counts)})")
+        else:
+            _say(quiet, f"{slug}: already downloaded to {data}; skipping ({_describe(counts)})")
+    return data
+
+
+def _download_and_extract(slug: str, folder: Path, *, quiet: bool, retry: RetryPolicy) -> FileCounts:
+    """Fill ``folder`` (whose lock the caller holds) with ``data/`` and the marker; return the file counts."""
+    data, marker = folder / "data", folder / MARKER_NAME
     marker.unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("extract-*.tmp"):
         shutil.rmtree(stale)
     archive = folder / "download" / f"{slug.split('/')[1]}.zip"
@@ -150,8 +167,7 @@ def fetch_raw(
     record = {"slug": slug, "archive_bytes": archive.stat().st_size, "extracted_bytes": unpacked_bytes, "files": counts}
     _write_json_atomically(marker, record)
     shutil.rmtree(archive.parent)
-    _say(quiet, f"{slug}: extracted to {data} ({_describe(counts)})")
-    return data
+    return counts
 
 
 def add_download_arguments(parser: argparse.ArgumentParser) -> None:
