@@ -120,11 +120,12 @@ def push(
             raise raw.RawDataError(
                 f"--splits {' '.join(missing)} not found under {raw_dir}; the data has {', '.join(split_dirs)}"
             )
+        raw.check_disjoint(split_dirs)
         pairs = {}
         for split in splits:
             listing = raw.list_pairs(split_dirs[split], on_missing_label)
-            if listing.skipped:
-                print(f"{split}: skipped {len(listing.skipped)} images without a label", file=sys.stderr)
+            for note in listing.notes(split):
+                print(note, file=sys.stderr)
             pairs.update({(c, split): listing.pairs for c in configs})
         built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size)
 
