@@ -33,7 +33,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from openeds import card, download, hub, layout, lock, raw, schema
+from openeds import card, disk, download, hub, layout, lock, raw, schema
 from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
 from openeds.parquet import read_rows
 from openeds.synthetic import write_sample
@@ -127,22 +127,27 @@ def push(
             for note in listing.notes(split):
                 print(note, file=sys.stderr)
             pairs.update({(c, split): listing.pairs for c in configs})
+        if not upload:
+            # The folder is what a user loads: its card lists every split it holds complete. They
+            # are read now, so that a damaged shard stops the run before it changes anything.
+            kept = local_sizes(local_dir, skip=set(pairs))
         built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size)
 
         first = min(built[configs[0]], key=schema.SPLITS.index)
         shard = sorted(local_dir.glob(f"{layout.split_prefix(configs[0], first)}*.parquet"))[0]
-        card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / layout.PREVIEW_PATH)
+        rows = read_rows(shard, PREVIEW_ROWS)
+        with _writing(local_dir / layout.PREVIEW_PATH) as preview:
+            card.render_preview(rows, preview)
 
         published = None
         if upload:
             api = api or HfApi()
             # Splits this run does not rebuild keep the sizes the published card gives them.
             kept = card.sizes_from_card(hub.fetch_card(api, repo_id))
-        else:
-            # The folder is what a user loads: it lists every split it holds complete.
-            kept = local_sizes(local_dir)
         sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
-        card.render_card(sizes, repo_id=repo_id, source=source, command=command).save(local_dir / "README.md")
+        text = str(card.render_card(sizes, repo_id=repo_id, source=source, command=command))
+        with _writing(local_dir / layout.CARD_PATH) as readme:
+            disk.write_atomically(readme, text.encode("utf-8"))
         if upload:
             published = hub.publish(local_dir, repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=tag)
     return Summary(sizes, local_dir, published, time.monotonic() - start)
@@ -171,6 +176,24 @@ def _sweep_temporaries(local_dir: Path) -> None:
     for pattern in _TEMPORARY_GLOBS:
         for path in local_dir.glob(pattern):
             path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[Path]:
+    """Turn a failed write of ``path`` (the preview, the card) into one line naming it."""
+    try:
+        yield path
+    except OSError as e:
+        if disk.is_disk_full(e):
+            raise MaterializeError(
+                f"the disk holding {path} is full ({e.strerror}) while writing it; the finished shards are kept and "
+                f"the earlier {path.name}, if any, is unchanged. Fix: free some space or pass --local-dir on a "
+                f"larger disk, then run the same command again"
+            ) from None
+        raise MaterializeError(
+            f"cannot write {path}: {e.strerror or e}; expected a writable --local-dir. "
+            f"Fix: check the folder's permissions or pass another --local-dir"
+        ) from None
 
 
 def byte_size(text: str) -> int:
