@@ -190,8 +190,9 @@ def _writing(path: Path) -> Iterator[Path]:
                 f"the earlier {path.name}, if any, is unchanged. Fix: free some space or pass --local-dir on a "
                 f"larger disk, then run the same command again"
             ) from None
+        where = f" ({e.filename})" if e.filename and e.filename != str(path) else ""
         raise MaterializeError(
-            f"cannot write {path}: {e.strerror or e}; expected a writable --local-dir. "
+            f"cannot write {path}: {e.strerror or e}{where}; expected a writable --local-dir. "
             f"Fix: check the folder's permissions or pass another --local-dir"
         ) from None
 
