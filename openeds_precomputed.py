@@ -81,12 +81,12 @@ class OpenEDSPrecomputed(datasets.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         data_dir = self.config.data_dir or download.fetch_raw(self.config.kaggle_dataset, self.config.raw_cache_dir)
         generators = []
-        for split, folder in raw.find_split_dirs(data_dir).items():
+        split_dirs = raw.find_split_dirs(data_dir)
+        raw.check_disjoint(split_dirs)
+        for split, folder in split_dirs.items():
             listing = raw.list_pairs(folder, self.config.on_missing_label)
-            if listing.skipped:
-                datasets.logging.get_logger(__name__).warning(
-                    f"{split}: skipped {len(listing.skipped)} images without a label"
-                )
+            for note in listing.notes(split):
+                datasets.logging.get_logger(__name__).warning(note)
             generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"pairs": listing.pairs}))
         return generators
 

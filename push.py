@@ -26,13 +26,14 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from openeds import card, download, hub, layout, raw, schema
+from openeds import card, disk, download, hub, layout, lock, raw, schema
 from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
 from openeds.parquet import read_rows
 from openeds.synthetic import write_sample
@@ -105,8 +106,10 @@ def push(
     """
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
-    local_dir = local_dir or default_local_dir(repo_id)
-    with tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
+    local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
+    # Checked before anything else: a folder that is a file, cannot be written or is in use by
+    # another run ends the run here, before any download or build work.
+    with _staging(local_dir), tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
         raw_dir, source = _resolve_raw(
             sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset, cache_dir=cache_dir, scratch=Path(scratch)
         )
@@ -117,31 +120,81 @@ def push(
             raise raw.RawDataError(
                 f"--splits {' '.join(missing)} not found under {raw_dir}; the data has {', '.join(split_dirs)}"
             )
+        raw.check_disjoint(split_dirs)
         pairs = {}
         for split in splits:
             listing = raw.list_pairs(split_dirs[split], on_missing_label)
-            if listing.skipped:
-                print(f"{split}: skipped {len(listing.skipped)} images without a label", file=sys.stderr)
+            for note in listing.notes(split):
+                print(note, file=sys.stderr)
             pairs.update({(c, split): listing.pairs for c in configs})
+        if not upload:
+            # The folder is what a user loads: its card lists every split it holds complete. They
+            # are read now, so that a damaged shard stops the run before it changes anything.
+            kept = local_sizes(local_dir, skip=set(pairs))
         built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size)
 
-    first = min(built[configs[0]], key=schema.SPLITS.index)
-    shard = sorted(local_dir.glob(f"{layout.split_prefix(configs[0], first)}*.parquet"))[0]
-    card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / layout.PREVIEW_PATH)
+        first = min(built[configs[0]], key=schema.SPLITS.index)
+        shard = sorted(local_dir.glob(f"{layout.split_prefix(configs[0], first)}*.parquet"))[0]
+        rows = read_rows(shard, PREVIEW_ROWS)
+        with _writing(local_dir / layout.PREVIEW_PATH) as preview:
+            card.render_preview(rows, preview)
 
-    published = None
-    if upload:
-        api = api or HfApi()
-        # Splits this run does not rebuild keep the sizes the published card gives them.
-        kept = card.sizes_from_card(hub.fetch_card(api, repo_id))
-    else:
-        # The folder is what a user loads: it lists every split it holds complete.
-        kept = local_sizes(local_dir)
-    sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
-    card.render_card(sizes, repo_id=repo_id, source=source, command=command).save(local_dir / "README.md")
-    if upload:
-        published = hub.publish(local_dir, repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=tag)
+        published = None
+        if upload:
+            api = api or HfApi()
+            # Splits this run does not rebuild keep the sizes the published card gives them.
+            kept = card.sizes_from_card(hub.fetch_card(api, repo_id))
+        sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
+        text = str(card.render_card(sizes, repo_id=repo_id, source=source, command=command))
+        with _writing(local_dir / layout.CARD_PATH) as readme:
+            disk.write_atomically(readme, text.encode("utf-8"))
+        if upload:
+            published = hub.publish(local_dir, repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=tag)
     return Summary(sizes, local_dir, published, time.monotonic() - start)
+
+
+#: where push.py writes temporary files in the staging folder (see openeds.layout)
+_TEMPORARY_GLOBS = (".*.partial", *(f"{folder}/.*.partial" for folder in layout.CONFIG_DIRS.values()),
+                    f"{Path(layout.PREVIEW_PATH).parent}/.*.partial")
+
+
+@contextmanager
+def _staging(local_dir: Path) -> Iterator[None]:
+    """Hold the staging folder's lock; the temporary files in it are then this run's or a dead run's.
+
+    They are swept when the run starts (a killed run's) and when it ends, however it ends.
+    """
+    with lock.hold(local_dir, what="the staging folder", option="--local-dir", error=MaterializeError):
+        _sweep_temporaries(local_dir)
+        try:
+            yield
+        finally:
+            _sweep_temporaries(local_dir)
+
+
+def _sweep_temporaries(local_dir: Path) -> None:
+    for pattern in _TEMPORARY_GLOBS:
+        for path in local_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[Path]:
+    """Turn a failed write of ``path`` (the preview, the card) into one line naming it."""
+    try:
+        yield path
+    except OSError as e:
+        if disk.is_disk_full(e):
+            raise MaterializeError(
+                f"the disk holding {path} is full ({e.strerror}) while writing it; the finished shards are kept and "
+                f"the earlier {path.name}, if any, is unchanged. Fix: free some space or pass --local-dir on a "
+                f"larger disk, then run the same command again"
+            ) from None
+        where = f" ({e.filename})" if e.filename and e.filename != str(path) else ""
+        raise MaterializeError(
+            f"cannot write {path}: {e.strerror or e}{where}; expected a writable --local-dir. "
+            f"Fix: check the folder's permissions or pass another --local-dir"
+        ) from None
 
 
 def byte_size(text: str) -> int:

@@ -18,6 +18,8 @@ Cache layout, one folder per slug (``/`` replaced by ``--``)::
         download/openeds-dataset.zip   the archive; kaggle keeps openeds-dataset.zip.kaggle-partial
                                        next to it while it is incomplete, and resumes from it
         extract-*.tmp/                 an extraction in progress (removed by the next run)
+        .lock, .lock.owner             held by the run downloading or extracting (``openeds.lock``);
+                                       a second run ends at once, naming the first
         data/                          the extracted tree, accepted by openeds.raw.find_split_dirs
         complete.json                  written last; lists the files per split
 
@@ -68,6 +70,8 @@ from typing import TYPE_CHECKING
 import requests
 from tqdm import tqdm
 
+from openeds.disk import require_free_space
+from openeds.lock import hold
 from openeds.raw import RawDataError, find_split_dirs
 from openeds.retry import RetryPolicy
 
@@ -80,6 +84,7 @@ MARKER_NAME = "complete.json"
 
 _SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NO_DATA_DIR_FIX = "or pass --data-dir with a copy of the dataset unzipped by hand"
+_CACHE_DISK_FIX = "pass --cache-dir on a larger disk"
 
 
 #: files per split and sub-folder, e.g. {"train": {"images": 27431, "labels": 27431, "masks": 27431}}
@@ -122,8 +127,22 @@ def fetch_raw(
         _say(quiet, f"{slug}: already downloaded to {data}; skipping ({_describe(counts)})")
         return data
 
+    # One run at a time: two would share the archive's and the extraction's names, and each
+    # run's sweep of extract-*.tmp would delete the other's work.
+    with hold(folder, what="the Kaggle cache", option="--cache-dir", error=DownloadError):
+        counts = _complete_counts(marker, data, slug)  # another run may have finished it meanwhile
+        if counts is None:
+            counts = _download_and_extract(slug, folder, quiet=quiet, retry=retry)
+            _say(quiet, f"{slug}: extracted to {data} ({_describe(counts)})")
+        else:
+            _say(quiet, f"{slug}: already downloaded to {data}; skipping ({_describe(counts)})")
+    return data
+
+
+def _download_and_extract(slug: str, folder: Path, *, quiet: bool, retry: RetryPolicy) -> FileCounts:
+    """Fill ``folder`` (whose lock the caller holds) with ``data/`` and the marker; return the file counts."""
+    data, marker = folder / "data", folder / MARKER_NAME
     marker.unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("extract-*.tmp"):
         shutil.rmtree(stale)
     archive = folder / "download" / f"{slug.split('/')[1]}.zip"
@@ -148,8 +167,7 @@ def fetch_raw(
     record = {"slug": slug, "archive_bytes": archive.stat().st_size, "extracted_bytes": unpacked_bytes, "files": counts}
     _write_json_atomically(marker, record)
     shutil.rmtree(archive.parent)
-    _say(quiet, f"{slug}: extracted to {data} ({_describe(counts)})")
-    return data
+    return counts
 
 
 def add_download_arguments(parser: argparse.ArgumentParser) -> None:
@@ -275,7 +293,8 @@ def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: R
             return
         size = int(response.headers.get("Content-Length") or 0)
         on_disk = archive.stat().st_size if archive.exists() else 0
-        _require_free_space(archive.parent, size - on_disk, f"to download {slug}")
+        require_free_space(archive.parent, size - on_disk, purpose=f"to download {slug}", fix=_CACHE_DISK_FIX,
+                           error=DownloadError)
         try:
             api.download_file(response, str(archive), client.http_client(), quiet=quiet, resume=True)
         except (requests.RequestException, OSError, ValueError) as e:
@@ -384,7 +403,8 @@ def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
                         f"{_NO_DATA_DIR_FIX}"
                     )
             total = sum(info.file_size for info in members)
-            _require_free_space(target, total, f"to extract {archive.name}")
+            require_free_space(target, total, purpose=f"to extract {archive.name}", fix=_CACHE_DISK_FIX,
+                               error=DownloadError)
             for info in tqdm(members, desc=f"extracting {archive.name}", unit=" files", disable=quiet):
                 dest = target.joinpath(*PurePosixPath(info.filename).parts)
                 if info.is_dir():
@@ -417,15 +437,6 @@ def _unsafe(info: zipfile.ZipInfo) -> str | None:
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:
         return "climbs out of the folder with '..'"
     return None
-
-
-def _require_free_space(folder: Path, needed: int, purpose: str) -> None:
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        raise DownloadError(
-            f"not enough disk space in {folder} {purpose}: {free / 1e9:.2f} GB free, {needed / 1e9:.2f} GB needed; "
-            f"expected room for it. Fix: free some space or pass --cache-dir on a larger disk"
-        )
 
 
 # -- output ------------------------------------------------------------------------------

@@ -5,6 +5,11 @@
     full/{split}-{i:05d}-of-{n:05d}.parquet         config `full`
     images/preview.png                              the preview picture shown by the card
 
+A local folder also holds, never published:
+
+    .lock                                           held by the run using the folder (`openeds.lock`)
+    .lock.owner                                     who holds it: pid, host, start time, command
+
 Materialising, the card and publishing all name files through these helpers, so none of
 them needs to import another to agree on a path.
 """
@@ -18,6 +23,10 @@ from typing import Final
 from openeds.schema import CONFIG_NAMES, ConfigName
 
 CARD_PATH: Final = "README.md"
+#: The lock file of a folder a run writes into (the staging folder, a Kaggle cache folder); not published.
+LOCK_NAME: Final = ".lock"
+#: Who holds the lock (JSON), written after taking it; not published.
+LOCK_OWNER_NAME: Final = ".lock.owner"
 PREVIEW_PATH: Final = "images/preview.png"
 #: Folder of each config's shards.
 CONFIG_DIRS: Final[Mapping[ConfigName, str]] = {"pupil": "data", "full": "full"}

@@ -17,17 +17,17 @@ import errno
 import logging
 import math
 import multiprocessing
-import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import pyarrow as pa
 import scipy
 import xxhash
 from tqdm import tqdm
 
-from openeds import parquet, raw, schema
+from openeds import disk, parquet, raw, schema
 from openeds.card import SplitSize
 from openeds.layout import CONFIG_DIRS, complete_shard_set, shard_path, split_prefix
 from openeds.rows import make_row
@@ -141,29 +141,40 @@ def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
                 old.unlink()
 
 
-def _check_free_space(out_dir: Path, todo: Sequence[ShardTask]) -> None:
-    needed = sum(len(t.pairs) * _EXPECTED_ROW_BYTES[t.config] for t in todo)
-    free = shutil.disk_usage(out_dir).free
-    if needed > free:
-        raise MaterializeError(
-            f"not enough free disk space in {out_dir}: {free / 1e9:.2f} GB free, about {needed / 1e9:.2f} GB "
-            f"needed for {sum(len(t.pairs) for t in todo)} rows; free some space or pass --local-dir on a larger disk"
-        )
+def local_sizes(out_dir: Path, *, skip: Collection[tuple[str, str]] = ()) -> dict[str, dict[str, SplitSize]]:
+    """Sizes of the splits ``out_dir`` already holds complete (every shard ``i`` of ``n``).
 
-
-def local_sizes(out_dir: Path) -> dict[str, dict[str, SplitSize]]:
-    """Sizes of the splits ``out_dir`` already holds complete (every shard ``i`` of ``n``)."""
+    ``(config, split)`` pairs in ``skip`` are not read. A shard that cannot be read raises
+    :class:`MaterializeError` naming it.
+    """
     sizes: dict[str, dict[str, SplitSize]] = {}
     for config in CONFIG_DIRS:
         for split in schema.SPLITS:
-            prefix = split_prefix(config, split)
-            paths = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.glob(f"{prefix}*-of-*.parquet"))
-            if paths and paths == complete_shard_set(prefix, paths):
-                shards = [out_dir / p for p in paths]
-                sizes.setdefault(config, {})[split] = SplitSize(
-                    sum(parquet.num_rows(p) for p in shards), sum(p.stat().st_size for p in shards)
-                )
+            if (config, split) in skip:
+                continue
+            size = _split_size(out_dir, config, split)
+            if size is not None:
+                sizes.setdefault(config, {})[split] = size
     return sizes
+
+
+def _split_size(out_dir: Path, config: str, split: str) -> SplitSize | None:
+    """The size of a split whose shards are all present, else None."""
+    prefix = split_prefix(config, split)
+    paths = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.glob(f"{prefix}*-of-*.parquet"))
+    if not paths or paths != complete_shard_set(prefix, paths):
+        return None
+    rows = 0
+    for shard in (out_dir / p for p in paths):
+        try:
+            rows += parquet.num_rows(shard)
+        except (OSError, pa.ArrowException) as e:
+            flags = f"--splits {split}" + (" --config full" if config == "full" else "")
+            raise MaterializeError(
+                f"shard {shard} cannot be read ({' '.join(str(e).split())}); expected a parquet shard written by "
+                f"push.py. Fix: delete it, or rebuild that split with {flags}"
+            ) from None
+    return SplitSize(rows, sum((out_dir / p).stat().st_size for p in paths))
 
 
 def materialize(
@@ -192,7 +203,13 @@ def materialize(
             print(f"Skipping {task.relpath}: already complete")
         else:
             todo.append(task)
-    _check_free_space(out_dir, todo)
+    disk.require_free_space(
+        out_dir,
+        sum(len(t.pairs) * _EXPECTED_ROW_BYTES[t.config] for t in todo),
+        purpose=f"for {sum(len(t.pairs) for t in todo)} rows",
+        fix="pass --local-dir on a larger disk",
+        error=MaterializeError,
+    )
     try:
         with tqdm(total=sum(len(t.pairs) for t in todo), unit="row", desc="Building shards") as bar:
             if num_proc <= 1 or len(todo) <= 1:
@@ -212,8 +229,10 @@ def materialize(
                 "free some space or pass --local-dir on a larger disk, then run the same command again"
             ) from None
         raise
-    on_disk = local_sizes(out_dir)
     sizes: dict[str, dict[str, SplitSize]] = {}
     for config, split in split_pairs:
-        sizes.setdefault(config, {})[split] = on_disk[config][split]
+        # Only the splits built here: another split's shards are not this run's business.
+        size = _split_size(out_dir, config, split)
+        assert size is not None, f"{config}/{split}: shards missing right after building them"
+        sizes.setdefault(config, {})[split] = size
     return sizes

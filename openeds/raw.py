@@ -11,12 +11,20 @@ Layout::
 else in the tree (for example ``S_*`` subject folders) is ignored.
 
 Every problem with the input raises :class:`RawDataError` with a one-line message
-naming the file, what was found and what was expected.
+naming the file, what was found and what was expected. What is not an error but worth
+knowing (images left out with ``on_missing_label="skip"``, labels without an image) is
+counted in :meth:`SplitListing.notes`, which the callers print as warnings.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +37,12 @@ MissingLabelPolicy = Literal["error", "skip"]
 MISSING_LABEL_POLICIES: tuple[str, ...] = ("error", "skip")
 
 _LAYOUT_HINT = "openEDS/openEDS/{train,validation,test}/{images,labels}"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+#: file descriptor 2 belongs to the whole process: one redirection at a time
+_STDERR_LOCK = threading.Lock()
 
 
 class RawDataError(ValueError):
@@ -49,6 +63,21 @@ class SplitListing:
     pairs: list[Pair]
     #: images skipped because they had no label (only with ``on_missing_label="skip"``)
     skipped: list[Path]
+    #: ``labels/*.npy`` files whose image does not exist; they are ignored
+    orphan_labels: list[Path] = field(default_factory=list)
+
+    def notes(self, split: str) -> list[str]:
+        """One warning line per kind of file left out, with a count and an example."""
+        notes = []
+        if self.skipped:
+            notes.append(f"{split}: skipped {len(self.skipped)} images without a label")
+        if self.orphan_labels:
+            example = self.orphan_labels[0]
+            notes.append(
+                f"{split}: ignored {len(self.orphan_labels)} labels without an image "
+                f"(e.g. {example.parent.name}/{example.name})"
+            )
+        return notes
 
 
 def find_split_dirs(data_dir: str | Path) -> dict[str, Path]:
@@ -69,17 +98,25 @@ def find_split_dirs(data_dir: str | Path) -> dict[str, Path]:
 
 
 def list_pairs(split_dir: str | Path, on_missing_label: MissingLabelPolicy = "error") -> SplitListing:
-    """Pair ``images/*.png`` with ``labels/<stem>.npy`` by stem, in sorted order."""
+    """Pair ``images/*.png`` with ``labels/<stem>.npy`` by stem, in sorted order.
+
+    An image or label that is a folder, a broken symbolic link or another non-file is an
+    error; labels without an image are left out and listed in ``orphan_labels``.
+    """
     if on_missing_label not in MISSING_LABEL_POLICIES:
         raise ValueError(f"on_missing_label={on_missing_label!r}; expected one of {MISSING_LABEL_POLICIES}")
     split_dir = Path(split_dir)
-    images = sorted(p for p in (split_dir / "images").iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    images = sorted(p for p in (split_dir / "images").iterdir() if p.suffix.lower() == ".png")
+    for image in images:
+        _require_file(image, "image", "an 8-bit grayscale PNG file")
     if not images:
         raise RawDataError(f"split folder {split_dir / 'images'} holds no .png images; expected one PNG per frame")
+    labels_dir = split_dir / "labels"
     pairs, skipped = [], []
     for image in images:
-        label = split_dir / "labels" / f"{image.stem}.npy"
-        if label.is_file():
+        label = labels_dir / f"{image.stem}.npy"
+        if os.path.lexists(label):
+            _require_file(label, "label", "a .npy file")
             pairs.append(Pair(image.stem, image, label))
         elif on_missing_label == "skip":
             skipped.append(image)
@@ -90,7 +127,40 @@ def list_pairs(split_dir: str | Path, on_missing_label: MissingLabelPolicy = "er
             )
     if not pairs:
         raise RawDataError(f"split folder {split_dir} has no labelled images ({len(skipped)} images without labels)")
-    return SplitListing(pairs, skipped)
+    stems = {image.stem for image in images}
+    labels = sorted(p for p in labels_dir.iterdir() if p.suffix == ".npy") if labels_dir.is_dir() else []
+    return SplitListing(pairs, skipped, [p for p in labels if p.stem not in stems])
+
+
+def _require_file(path: Path, role: str, expected: str) -> None:
+    if path.is_file():
+        return
+    if path.is_symlink() and not path.exists():
+        raise RawDataError(
+            f"{role} {path} is a broken symbolic link (to {os.readlink(path)}); expected {expected}. "
+            f"Fix: restore what it points to, or replace the link with the file"
+        )
+    kind = "a folder" if path.is_dir() else "not a regular file"
+    raise RawDataError(f"{role} {path} is {kind}; expected {expected}. Fix: replace it with the file")
+
+
+def check_disjoint(split_dirs: Mapping[str, Path]) -> None:
+    """No image stem appears in two splits: a frame in two splits leaks training data into evaluation."""
+    stems = {
+        split: {p.stem for p in (folder / "images").iterdir() if p.suffix.lower() == ".png"}
+        for split, folder in split_dirs.items()
+    }
+    names = list(stems)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            shared = stems[first] & stems[second]
+            if shared:
+                raise RawDataError(
+                    f"stem {min(shared)} is in both {first} and {second} ({len(shared)} stems shared by the two "
+                    f"splits); expected each frame in one split only, since a frame in two splits leaks training "
+                    f"data into evaluation. Fix: remove the duplicates from {split_dirs[first] / 'images'} or "
+                    f"{split_dirs[second] / 'images'}"
+                )
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -100,9 +170,23 @@ def read_image(path: str | Path) -> np.ndarray:
         data = np.fromfile(path, np.uint8)
     except OSError as e:
         raise RawDataError(f"image {path} cannot be read: {e.strerror or e}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    head = data[:8].tobytes()
+    if head.startswith(_JPEG_SIGNATURE):
+        raise RawDataError(
+            f"image {path} holds JPEG data, not PNG ({data.size} bytes); expected the lossless 8-bit grayscale PNG "
+            f"of OpenEDS (a JPEG copy has lost detail to compression). Fix: replace it with the original PNG"
+        )
+    if head != _PNG_SIGNATURE:
+        start = f", starting {head!r}, not the PNG signature" if data.size else ""
+        raise RawDataError(
+            f"image {path} is not a decodable PNG ({data.size} bytes{start}); expected an 8-bit grayscale PNG"
+        )
+    image, said = _decode_quietly(data)
     if image is None:
-        raise RawDataError(f"image {path} is not a decodable PNG ({data.size} bytes); expected an 8-bit grayscale PNG")
+        why = f": {said}" if said else ""
+        raise RawDataError(
+            f"image {path} is not a decodable PNG ({data.size} bytes{why}); expected an 8-bit grayscale PNG"
+        )
     if image.ndim != 2 or image.dtype != np.uint8:
         channels = 1 if image.ndim == 2 else image.shape[2]
         raise RawDataError(
@@ -117,12 +201,74 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
+def _decode_quietly(data: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """``cv2.imdecode``, and what it would have printed; on success that is printed after all.
+
+    OpenCV's own ``[ WARN ...]`` lines are switched off through its log level; libpng prints
+    ``libpng error: ...`` with ``fprintf(stderr)``, which no OpenCV setting reaches, so the
+    process's stderr is pointed at a temporary file for the call. On failure what libpng
+    said goes into the caller's one-line error instead of lines of its own before it.
+    """
+    with _STDERR_LOCK:
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            with _stderr_captured() as said:
+                image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+    lines = (said[0] if said else "").splitlines(keepends=True)
+    if image is not None:
+        sys.stderr.write("".join(lines))
+        return image, ""
+    # Anything else written meanwhile (another thread's output) is passed on.
+    sys.stderr.write("".join(line for line in lines if not line.startswith("libpng")))
+    return image, "; ".join(line.removeprefix("libpng error: ").strip() for line in lines if line.startswith("libpng"))
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Point file descriptor 2 at a temporary file for the body; then the list holds what was written."""
+    said: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to redirect
+        yield said
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            said.append(capture.read().decode(errors="replace"))
+
+
 def read_label(path: str | Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
     """Load a raw label ``.npy`` with classes 0..3 as uint8 of the image's ``shape``."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise RawDataError(f"label {path} cannot be read: {e.strerror or e}") from None
+    if not head.startswith(_NPY_MAGIC):
+        raise RawDataError(
+            f"label {path} {_what_it_is(head)}; expected one array saved with numpy.save (.npy). "
+            f"Fix: save the label with numpy.save"
+        )
+    try:
         label = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise RawDataError(
+                f"label {path} holds an array of Python objects (pickled); expected integer class ids 0..3"
+            ) from None
+        raise RawDataError(f"label {path} is not a readable .npy array: {e}") from None
+    except (OSError, EOFError) as e:
         raise RawDataError(f"label {path} is not a readable .npy array: {e}") from None
     if label.shape != shape:
         raise RawDataError(f"label {path} has shape {label.shape}; expected {shape}, the shape of its image")
@@ -132,6 +278,25 @@ def read_label(path: str | Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np
     if lo < 0 or hi > 3:
         raise RawDataError(f"label {path} has values in {lo}..{hi}; expected class ids 0..3 (bg, sclera, iris, pupil)")
     return label.astype(np.uint8, copy=False)
+
+
+def _what_it_is(head: bytes) -> str:
+    """What a file that should be a .npy holds instead, from its first bytes."""
+    if not head:
+        return "is empty (0 bytes)"
+    if head.startswith(_ZIP_MAGIC):
+        return "is an .npz archive (zip data, from numpy.savez) under a .npy name"
+    if head.startswith(_PNG_SIGNATURE):
+        return "holds PNG data, not a .npy array"
+    if head[:1] == b"\x80":
+        return "holds a Python pickle, not a .npy array"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"is not a .npy array (it starts with {head[:8]!r}, not {_NPY_MAGIC!r})"
+    if all(c.isprintable() or c.isspace() for c in text):
+        return f"is a text file (it starts with {text[:24]!r}), not a .npy array"
+    return f"is not a .npy array (it starts with {head[:8]!r}, not {_NPY_MAGIC!r})"
 
 
 def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:

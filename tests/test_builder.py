@@ -85,6 +85,31 @@ def test_skip_unlabeled_images(sample_dir, tmp_path):
     assert builder.as_dataset()["test"].num_rows == 2
 
 
+def test_labels_without_an_image_are_a_warning(sample_dir, tmp_path, caplog):
+    import shutil
+
+    tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
+    image = sorted((tree / "openEDS/openEDS/test/images").iterdir())[0]
+    image.unlink()
+    builder = OpenEDSPrecomputed(config_name="pupil", data_dir=str(tree), cache_dir=str(tmp_path / "c"))
+    builder.download_and_prepare()
+    assert builder.as_dataset()["test"].num_rows == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"test: ignored 1 labels without an image (e.g. labels/{image.stem}.npy)" in warnings
+
+
+def test_the_same_stem_in_two_splits_is_refused(sample_dir, tmp_path):
+    import shutil
+
+    tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
+    splits = tree / "openEDS/openEDS"
+    image = sorted((splits / "train/images").iterdir())[0]
+    shutil.copy(image, splits / "validation/images")
+    builder = OpenEDSPrecomputed(config_name="pupil", data_dir=str(tree), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(raw.RawDataError, match=f"stem {image.stem} is in both train and validation"):
+        builder.download_and_prepare()
+
+
 @pytest.mark.skipif(not SCRIPTS_RUN, reason=f"datasets {datasets.__version__} removed loading scripts (4.0)")
 def test_datasets_cli_test_runs_the_script(sample_dir, tmp_path):
     """`datasets-cli test` on a fresh HF_HOME, exactly as the README shows it."""

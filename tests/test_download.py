@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from openeds.download import DEFAULT_SLUG, MARKER_NAME, DownloadError, FileCounts, _extract, _require_free_space
+from openeds.download import DEFAULT_SLUG, MARKER_NAME, DownloadError, FileCounts, _extract
 from openeds.raw import find_split_dirs
 from tests.kaggle_server import REPO_ROOT, Credentials, KaggleStub, Target
 
@@ -112,7 +112,7 @@ def test_first_download_then_second_run_makes_no_request(
     assert list(find_split_dirs(data)) == ["train", "validation", "test"]
     assert json.loads((folder / MARKER_NAME).read_text())["files"] == sample_counts
     assert f"train: {sample_counts['train']['images']} images" in first.stderr
-    assert sorted(p.name for p in folder.iterdir()) == ["complete.json", "data"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "complete.json", "data"]  # the owner record is gone
     [post] = stub.requests_to("api")
     [get] = stub.requests_to("file")
     assert (post.method, post.status, post.auth) == ("POST", 302, "basic" if credentials == "key" else "bearer")
@@ -197,7 +197,7 @@ def test_damaged_archive_is_not_trusted_next_time(
     error = _error(fetch(stub, tmp_path))
     assert "is damaged" in error and "Deleted it" in error
     folder = tmp_path / "cache" / SLUG_DIR
-    assert sorted(p.name for p in folder.iterdir()) == ["download"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "download"]
     assert list((folder / "download").iterdir()) == []
 
     stub.datasets[SLUG] = sample_zip
@@ -213,7 +213,7 @@ def test_member_climbing_out_is_refused(stub: KaggleStub, tmp_path: Path, sample
     assert "member '../escaped.txt' that climbs out of the folder with '..'" in error
     folder = tmp_path / "cache" / SLUG_DIR
     assert not (folder / "escaped.txt").exists() and not (folder.parent / "escaped.txt").exists()
-    assert sorted(p.name for p in folder.iterdir()) == ["download"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "download"]
 
 
 def test_interrupted_transfer_is_resumed_by_kaggle_itself(stub: KaggleStub, tmp_path: Path, sample_zip: bytes) -> None:
@@ -262,13 +262,6 @@ def test_unsafe_members_are_refused(tmp_path: Path, info: zipfile.ZipInfo, reaso
     assert not archive.exists() and list(target.iterdir()) == []
 
 
-def test_not_enough_space_is_a_clear_error(tmp_path: Path) -> None:
-    needed = shutil.disk_usage(tmp_path).free + 10**9
-    expected = r"not enough disk space in .* to extract x\.zip: .* GB free, .* GB needed; .* --cache-dir"
-    with pytest.raises(DownloadError, match=expected):
-        _require_free_space(tmp_path, needed, "to extract x.zip")
-
-
 def test_push_without_data_dir_downloads_from_kaggle(
     stub: KaggleStub, tmp_path: Path, sample_counts: FileCounts
 ) -> None:
@@ -313,3 +306,40 @@ def test_builder_without_data_dir_downloads_from_kaggle(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == str(sorted((s, c["images"]) for s, c in sample_counts.items()))
     assert len(stub.requests_to("api")) == 1
+
+
+def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(stub: KaggleStub, tmp_path: Path) -> None:
+    """Two real push.py processes: the first holds the staging folder and the Kaggle cache while it
+    retries a failing download; a second push.py and `python -m openeds.download` on the same
+    folders end at once with one line naming it, and touch nothing."""
+    stub.fail(503, times=10**6)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    env = stub.client_env(tmp_path / "home") | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    push = [sys.executable, str(REPO_ROOT / "push.py"), "--local-dir", str(out), "--no-upload"]
+    first = subprocess.Popen([*push, "--cache-dir", str(cache)], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        owners = [out / ".lock.owner", cache / SLUG_DIR / ".lock.owner"]
+        deadline = time.monotonic() + 60
+        while not (all(p.exists() for p in owners) and stub.requests_to("api")) and time.monotonic() < deadline:
+            assert first.poll() is None, "the first run ended"
+            time.sleep(0.1)
+        assert all(p.exists() for p in owners) and stub.requests_to("api"), "the first run is not retrying yet"
+
+        second = subprocess.run([*push, "--sample"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=60)
+        third = subprocess.run([sys.executable, "-m", "openeds.download", "--cache-dir", str(cache)], env=env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        holder = f"another push.py (pid {first.pid} on "
+        for result, what, option in ((second, f"the staging folder {out}", "--local-dir"),
+                                     (third, f"the Kaggle cache {cache / SLUG_DIR}", "--cache-dir")):
+            _check_output(result)
+            assert result.returncode == 1
+            [line] = result.stderr.strip().splitlines()
+            assert line.startswith(f"error: {holder}") and f"is using {what}; wait for it to finish or pass another " \
+                f"{option}" in line, line
+        assert sorted(p.name for p in out.iterdir()) == [".lock", ".lock.owner"], "the second run wrote into it"
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait()

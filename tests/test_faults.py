@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,8 @@ class World:
     repo_id: str
     hub: HubServer
     env: dict[str, str]
+    #: undone after the case, last first, pass or fail (a helper process, a mount)
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     @property
     def split_dir(self) -> Path:
@@ -160,6 +162,24 @@ USAGE = [
     Case("unknown-split", ("--sample", "--no-upload", "--splits", "dev"), exit=2, error="invalid choice: 'dev'"),
 ]
 
+
+def _savez(path: Path, label: np.ndarray) -> None:
+    with path.open("wb") as f:
+        np.savez(f, label=label)
+
+
+def _same_stem_in_train_and_test(world: World) -> None:
+    image, label = world.files("train", "images")[0], world.files("train", "labels")[0]
+    shutil.copy(image, world.split_dir / "test" / "images")
+    shutil.copy(label, world.split_dir / "test" / "labels")
+
+
+def _no_decoder_noise(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """OpenCV's `[ WARN ...]` and libpng's `libpng error: ...` lines do not reach the terminal."""
+    noise = [line for line in result.stderr.splitlines() if "WARN" in line or line.startswith("libpng")]
+    assert not noise, noise
+
+
 # -- bad raw input ---------------------------------------------------------------------------------
 
 RAW = [
@@ -187,6 +207,245 @@ RAW = [
     Case("label-of-floats", LOCAL, exit=1, error="has dtype float64; expected integer class ids",
          arrange=_edit(_first("test", "labels"), _save_label(np.zeros((400, 640))))),
     Case("shard-size-below-one-row", (*LOCAL, "--max-shard-size", "1MB"), exit=1, error="is smaller than one pupil row"),
+    Case("npz-saved-under-a-npy-name", LOCAL, exit=1,
+         error="is an .npz archive (zip data, from numpy.savez) under a .npy name",
+         arrange=_edit(_first("test", "labels"), lambda p: _savez(p, np.load(p)))),
+    Case("text-file-named-npy", LOCAL, exit=1,
+         error="is a text file (it starts with 'class ids: 0 1 2 3\\n'), not a .npy array",
+         arrange=_edit(_first("test", "labels"), lambda p: p.write_text("class ids: 0 1 2 3\n"))),
+    Case("labels-without-an-image-warn-with-a-count", LOCAL,
+         says=("train: ignored 1 labels without an image (e.g. labels/",),
+         arrange=_edit(_first("train", "images"), Path.unlink)),
+    Case("image-that-is-a-folder", LOCAL, exit=1, error=".png is a folder; expected an 8-bit grayscale PNG file",
+         arrange=_edit(_first("test", "images"), lambda p: (p.unlink(), p.mkdir()))),
+    Case("image-that-is-a-broken-symlink", LOCAL, exit=1, error="is a broken symbolic link (to ",
+         arrange=_edit(_first("test", "images"), lambda p: (p.unlink(), p.symlink_to(p.with_name("gone.png"))))),
+    Case("same-stem-in-two-splits", LOCAL, exit=1, error="is in both train and test (1 stems shared by the two splits)",
+         arrange=_same_stem_in_train_and_test),
+    Case("jpeg-data-in-a-png", LOCAL, exit=1, error="holds JPEG data, not PNG",
+         arrange=_edit(_first("test", "images"),
+                       lambda p: p.write_bytes(cv2.imencode(".jpg", cv2.imread(str(p), cv2.IMREAD_UNCHANGED))[1]))),
+    Case("truncated-png-prints-nothing-but-the-error", LOCAL, exit=1, error="is not a decodable PNG (",
+         arrange=_edit(_first("test", "images"), lambda p: p.write_bytes(p.read_bytes()[:-2000])),
+         check=_no_decoder_noise),
+]
+
+
+# -- the local folder, the locks and the disk ------------------------------------------------------
+#
+# Cases that need an earlier build start from a copy of one build of the sample (made once per
+# session), so "the earlier state intact" is checked byte for byte against it.
+
+_PREBUILT: dict[str, Path] = {}
+#: holds a folder's lock, as a second push.py would, until the test ends it; argv: the folder
+_HOLDER = """
+import sys
+from pathlib import Path
+from openeds.lock import hold
+with hold(Path(sys.argv[1]), what="a folder", option="--x", error=RuntimeError):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _prebuilt(world: World) -> Path:
+    if "out" not in _PREBUILT:
+        folder = world.tmp / "prebuilt"
+        result = world.push("--data-dir", "{raw}", "--local-dir", str(folder), "--no-upload")
+        assert result.returncode == 0, result.stderr[-2000:]
+        _PREBUILT["out"] = folder
+    return _PREBUILT["out"]
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """Every file but the lock's, by path: the lock file stays, its owner record goes."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".lock")
+    }
+
+
+def _copy_prebuilt(world: World) -> None:
+    shutil.copytree(_prebuilt(world), world.out, ignore=shutil.ignore_patterns(".lock*"), dirs_exist_ok=True)
+
+
+def _earlier_state_intact(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert _digests(world.out) == _digests(_prebuilt(world)), "the earlier build changed"
+
+
+def _root_or_skip(what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} needs root (mount)")
+
+
+def _mount_tmpfs(world: World, size: str) -> None:
+    """A small tmpfs at the local folder, unmounted after the case."""
+    _root_or_skip("a small disk")
+    world.out.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(world.out)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    world.cleanups.append(lambda: subprocess.run(["umount", "-l", str(world.out)], check=True))
+
+
+def _fill_leaving(folder: Path, pages: int) -> None:
+    """Fill the disk of `folder` with one file so that exactly `pages` 4 kB pages stay free."""
+    free = shutil.disk_usage(folder).free
+    (folder / "filler").write_bytes(bytes(free - pages * 4096))
+    assert shutil.disk_usage(folder).free == pages * 4096
+
+
+def _pages(path: Path) -> int:
+    return -(-path.stat().st_size // 4096)
+
+
+def _disk_full_at(what: str) -> Callable[[World], None]:
+    """An earlier build on a full disk, without its preview: the run skips every shard, then writes
+    the owner record (1 page) and the preview; `what` says which of the preview and the card finds
+    the disk full."""
+
+    def arrange(world: World) -> None:
+        _mount_tmpfs(world, "16m")
+        _copy_prebuilt(world)
+        preview = world.out / "images" / "preview.png"
+        pages = 1 + (_pages(preview) if what == "card" else 0)
+        assert _pages(world.out / "README.md") >= 2, "the card must need more than the one page left for it"
+        preview.unlink()
+        _fill_leaving(world.out, pages)
+
+    return arrange
+
+
+def _full_disk_kept_the_rest(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    expected = _digests(_prebuilt(world))
+    expected.pop("images/preview.png")
+    got = _digests(world.out)
+    got.pop("filler")
+    if "README.md is full" in result.stderr:  # the card case: the new preview was written first
+        got.pop("images/preview.png", None)
+    assert got == expected, "a shard or the earlier card changed"
+
+
+def _read_only(world: World) -> None:
+    _mount_tmpfs(world, "16m")
+    _copy_prebuilt(world)
+    remount = subprocess.run(["mount", "-o", "remount,ro", str(world.out)], capture_output=True, text=True)
+    if remount.returncode:
+        pytest.skip(f"cannot remount the tmpfs read-only: {remount.stderr.strip()}")
+
+
+def _without_permission(world: World) -> None:
+    """A folder this user may not write in: mode 555, or, for root (which ignores modes), immutable."""
+    _copy_prebuilt(world)
+    if os.geteuid() != 0:
+        world.out.chmod(0o555)
+        world.cleanups.append(lambda: world.out.chmod(0o755))
+        return
+    if subprocess.run(["chattr", "+i", str(world.out)], capture_output=True).returncode:
+        pytest.skip("root ignores permission bits and `chattr +i` does not work on this file system")
+    world.cleanups.append(lambda: subprocess.run(["chattr", "-i", str(world.out)], check=True))
+
+
+def _held_by_another_process(folder_of: Callable[[World], Path]) -> Callable[[World], None]:
+    def arrange(world: World) -> None:
+        folder = folder_of(world)
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], cwd=REPO, text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        world.cleanups.append(lambda: (holder.kill(), holder.wait()))
+        assert holder.stdout.readline() == "held\n"
+        (world.tmp / "holder.pid").write_text(str(holder.pid))
+
+    return arrange
+
+
+def _names_the_holder(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    pid = (world.tmp / "holder.pid").read_text()
+    assert f"another python (pid {pid} on " in result.stderr, result.stderr[-2000:]
+    assert "Hashing inputs" not in result.stderr and not (world.out / "data").exists(), "it built before checking"
+
+
+def _file_where_images_should_be(world: World) -> None:
+    _copy_prebuilt(world)
+    shutil.rmtree(world.out / "images")
+    (world.out / "images").write_text("not a folder")
+
+
+def _only_the_preview_is_missing(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    expected = {p: d for p, d in _digests(_prebuilt(world)).items() if p != "images/preview.png"}
+    assert _digests(world.out) == {**expected, "images": hashlib.sha256(b"not a folder").hexdigest()}
+
+
+def _corrupt(relpath: str) -> Callable[[World], None]:
+    def arrange(world: World) -> None:
+        _copy_prebuilt(world)
+        (world.out / relpath).write_bytes(b"not parquet")
+
+    return arrange
+
+
+def _corrupt_shard_kept_and_nothing_else_changed(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    expected = {**_digests(_prebuilt(world)), "data/train-00000-of-00001.parquet":
+                hashlib.sha256(b"not parquet").hexdigest()}
+    assert _digests(world.out) == expected
+
+
+def _corrupt_shard_rebuilt(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert result.stdout.count("already complete") == 2, result.stdout
+    built = _digests(world.out)
+    assert built["data/test-00000-of-00001.parquet"] == _digests(_prebuilt(world))["data/test-00000-of-00001.parquet"]
+
+
+def _killed_run_leftovers(world: World) -> None:
+    _copy_prebuilt(world)
+    for leftover in ("data/.train-00000-of-00001.parquet.partial", "images/.preview.png.partial",
+                     ".README.md.partial", "full/.test-00000-of-00001.parquet.partial"):
+        (world.out / leftover).parent.mkdir(exist_ok=True)
+        (world.out / leftover).write_bytes(b"half written")
+    (world.out / ".lock.owner").write_text('{"pid": 999999999, "host": "gone", "started": 0}')
+
+
+def _swept_and_skipped(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    _skips_every_shard(world, result)
+    unchanged = {path: digest for path, digest in _digests(world.out).items() if path != "README.md"}
+    assert unchanged == {p: d for p, d in _digests(_prebuilt(world)).items() if p != "README.md"}
+    assert sorted(p.name for p in world.out.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def _sizes_differ(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    sizes = re.search(r": (\S+ \S+) free, about (\S+ \S+) needed for 5 rows", result.stderr)
+    assert sizes and sizes[1] != sizes[2] and sizes[2] == "5.00 MB", result.stderr[-2000:]
+
+
+LOCAL_DIR = [
+    Case("local-dir-is-a-file", LOCAL, exit=1, error="out is a file, not a folder; expected a folder",
+         arrange=lambda w: w.out.write_text("my notes"),
+         check=lambda w, r: w.out.read_text() == "my notes" or pytest.fail("the file changed")),
+    Case("local-dir-read-only", LOCAL, exit=1, error="cannot be written: Read-only file system",
+         arrange=_read_only, check=_earlier_state_intact),
+    Case("local-dir-without-permission", LOCAL, exit=1, error="cannot be written: ",
+         arrange=_without_permission, check=_earlier_state_intact),
+    Case("staging-folder-in-use", LOCAL, exit=1,
+         error="is using the staging folder", arrange=_held_by_another_process(lambda w: w.out),
+         check=_names_the_holder),
+    Case("kaggle-cache-in-use", ("--local-dir", "{out}", "--no-upload", "--cache-dir", "{tmp}/kaggle"), exit=1,
+         error="is using the Kaggle cache",
+         arrange=_held_by_another_process(lambda w: w.tmp / "kaggle" / "soumicksarker--openeds-dataset"),
+         check=_names_the_holder),
+    Case("disk-too-small-for-the-shards", LOCAL, exit=1, error="not enough free disk space in",
+         arrange=lambda w: _mount_tmpfs(w, "2m"), check=_sizes_differ),
+    Case("disk-full-while-writing-the-preview", LOCAL, exit=1, error="preview.png is full (No space left",
+         arrange=_disk_full_at("preview"), check=_full_disk_kept_the_rest),
+    Case("disk-full-while-writing-the-card", LOCAL, exit=1, error="README.md is full (No space left",
+         arrange=_disk_full_at("card"), check=_full_disk_kept_the_rest),
+    Case("a-file-where-images-should-be", LOCAL, exit=1, error="preview.png: File exists (",
+         arrange=_file_where_images_should_be, check=_only_the_preview_is_missing),
+    Case("corrupt-shard-of-a-split-not-rebuilt", (*LOCAL, "--splits", "test"), exit=1,
+         error="train-00000-of-00001.parquet cannot be read (",
+         arrange=_corrupt("data/train-00000-of-00001.parquet"), check=_corrupt_shard_kept_and_nothing_else_changed),
+    Case("corrupt-shard-of-a-rebuilt-split-is-rebuilt", LOCAL,
+         arrange=_corrupt("data/test-00000-of-00001.parquet"), check=_corrupt_shard_rebuilt),
+    Case("killed-run-leftovers-are-swept", LOCAL, arrange=_killed_run_leftovers, check=_swept_and_skipped),
 ]
 
 # -- the Hub ---------------------------------------------------------------------------------------
@@ -200,7 +459,7 @@ HUB = [
          error="is not of the form namespace/name", env={"HF_TOKEN": TOKEN}),
 ]
 
-CASES = [*SUCCESSES, *USAGE, *RAW, *HUB]
+CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB]
 
 
 def test_the_catalogue_is_large_and_names_are_unique():
@@ -215,19 +474,32 @@ def small_sample(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def world(hub: HubServer, small_sample: Path, tmp_path: Path) -> World:
+def world(hub: HubServer, small_sample: Path, tmp_path: Path) -> Iterator[World]:
     hub.add_token(TOKEN, "faults", write={"faults"})
     hub.add_token(READ_TOKEN, "reader", write=())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_TOKEN", "KAGGLE_"))}
     env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"))
-    return World(tmp_path, Path(shutil.copytree(small_sample, tmp_path / "raw")), tmp_path / "out",
-                 f"faults/openeds-{uuid.uuid4().hex[:8]}", hub, env)
+    world = World(tmp_path, Path(shutil.copytree(small_sample, tmp_path / "raw")), tmp_path / "out",
+                  f"faults/openeds-{uuid.uuid4().hex[:8]}", hub, env)
+    yield world
+    for undo in reversed(world.cleanups):
+        undo()
 
 
 _ERROR_LINE = re.compile(r"^(python push\.py: )?error: ")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+#: Cases that publish a folder push.py staged. That folder now holds its lock file
+#: (`openeds.layout.LOCK_NAME`), which `openeds.hub.collect_local_files` refuses as "not a file to
+#: publish" until it skips it; the lead wires that in when merging the Hub side. These then pass,
+#: the strict xfail turns that into a failure, and this set is to be deleted.
+AWAITING_HUB_LOCK_SKIP = {"publish", "read-only-token", "namespace-of-someone-else"}
+_AWAITING = pytest.mark.xfail(strict=True, reason="needs openeds.hub.collect_local_files to skip the lock file")
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.name, marks=_AWAITING if c.name in AWAITING_HUB_LOCK_SKIP else ()) for c in CASES]
+)
 def test_fault(case: Case, world: World):
     if case.arrange:
         case.arrange(world)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -66,6 +68,10 @@ def _write_label(pair: raw.Pair, array: np.ndarray) -> None:
     np.save(pair.label, array)
 
 
+def _flip_byte(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
 # (name, how to damage the first train frame, regex the one-line error must match)
 DAMAGE = [
     ("corrupt_png", lambda p: p.image.write_bytes(b"\x89PNG\r\n\x1a\n garbage"), r"image .*\.png is not a decodable PNG"),
@@ -95,7 +101,42 @@ DAMAGE = [
         lambda p: cv2.imwrite(str(p.image), np.zeros((400, 640), np.uint16)),
         r"has 1 channel\(s\) of uint16; expected 8-bit grayscale",
     ),
-    ("corrupt_label", lambda p: p.label.write_bytes(b"not numpy"), r"label .*\.npy is not a readable \.npy array"),
+    (
+        "text_label",
+        lambda p: p.label.write_bytes(b"not numpy"),
+        r"label .*\.npy is a text file \(it starts with 'not numpy'\), not a \.npy array; expected one array saved",
+    ),
+    (
+        "npz_label",
+        lambda p: np.savez(p.label.open("wb"), label=np.zeros((400, 640), np.uint8)),
+        r"label .*\.npy is an \.npz archive \(zip data, from numpy\.savez\) under a \.npy name",
+    ),
+    ("empty_label", lambda p: p.label.write_bytes(b""), r"label .*\.npy is empty \(0 bytes\)"),
+    (
+        "object_label",
+        lambda p: np.save(p.label, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+        r"label .*\.npy holds an array of Python objects \(pickled\); expected integer class ids",
+    ),
+    (
+        "truncated_label",
+        lambda p: p.label.write_bytes(p.label.read_bytes()[:1000]),
+        r"label .*\.npy is not a readable \.npy array: ",
+    ),
+    (
+        "jpeg_in_png",
+        lambda p: p.image.write_bytes(cv2.imencode(".jpg", cv2.imread(str(p.image), cv2.IMREAD_UNCHANGED))[1]),
+        r"image .*\.png holds JPEG data, not PNG \(\d+ bytes\); expected the lossless 8-bit grayscale PNG",
+    ),
+    (
+        "not_a_png",
+        lambda p: p.image.write_bytes(b"GIF89a and more"),
+        r"image .*\.png is not a decodable PNG \(15 bytes, starting b'GIF89a a', not the PNG signature\)",
+    ),
+    (
+        "crc_broken_png",
+        lambda p: p.image.write_bytes(_flip_byte(p.image.read_bytes(), 200)),
+        r"image .*\.png is not a decodable PNG \(\d+ bytes: [a-zA-Z ]+\); expected",  # what libpng said
+    ),
     (
         "label_shape",
         lambda p: _write_label(p, np.zeros((640, 400), np.uint8)),
@@ -120,14 +161,31 @@ DAMAGE = [
 
 
 @pytest.mark.parametrize("name,damage,message", DAMAGE, ids=[d[0] for d in DAMAGE])
-def test_bad_frame_errors_name_the_file(tree, name, damage, message):
+def test_bad_frame_errors_name_the_file(tree, name, damage, message, capfd):
     pair = _first(tree)
     damage(pair)
+    capfd.readouterr()
     with pytest.raises(raw.RawDataError, match=message) as info:
         raw.read_pair(pair)
     text = str(info.value)
     assert "\n" not in text, f"{name}: error is not one line"
     assert pair.stem in text, f"{name}: error does not name the file"
+    # Nothing of OpenCV's or libpng's own ([ WARN ...], libpng error: ...) reaches the terminal.
+    assert capfd.readouterr() == ("", ""), f"{name}: the decoder printed lines of its own"
+
+
+def test_decoder_warnings_of_a_good_image_still_reach_stderr(tree, capfd):
+    """Only a failed decode folds what libpng said into the error; a good image's warnings stay visible."""
+    pair = _first(tree)
+    png = pair.image.read_bytes()
+    # An ancillary tEXt chunk with a wrong CRC after IHDR: libpng warns, drops it and decodes the image.
+    body = b"Comment\x00hello"
+    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body) ^ 1)
+    pair.image.write_bytes(png[:33] + chunk + png[33:])
+    capfd.readouterr()
+    image = raw.read_image(pair.image)
+    assert image.shape == (400, 640)
+    assert capfd.readouterr().err == "libpng warning: tEXt: CRC error\n"
 
 
 def test_int_labels_of_any_width_are_accepted(tree):
@@ -170,3 +228,77 @@ def test_unreadable_image_file(tree):
 def test_bad_policy_is_refused(sample_dir):
     with pytest.raises(ValueError, match="on_missing_label='maybe'"):
         raw.list_pairs(raw.find_split_dirs(sample_dir)["train"], on_missing_label="maybe")
+
+
+def test_labels_without_an_image_are_ignored_and_counted(tree):
+    split = _split(tree)
+    image = sorted((split / "images").iterdir())[0]
+    image.unlink()
+    (split / "labels" / "notes.txt").write_text("not a label")  # only .npy files count as labels
+    listing = raw.list_pairs(split)
+    assert listing.orphan_labels == [split / "labels" / f"{image.stem}.npy"]
+    assert len(listing.pairs) == 7
+    assert listing.notes("train") == [f"train: ignored 1 labels without an image (e.g. labels/{image.stem}.npy)"]
+
+
+def test_notes_count_skipped_images_too(tree):
+    pair = _first(tree)
+    pair.label.unlink()
+    assert raw.list_pairs(_split(tree), on_missing_label="skip").notes("train") == [
+        "train: skipped 1 images without a label"
+    ]
+    assert raw.list_pairs(_split(tree, "test")).notes("test") == []
+
+
+def _folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _broken_link(path: Path) -> None:
+    path.unlink()
+    path.symlink_to(path.with_name("gone" + path.suffix))
+
+
+@pytest.mark.parametrize(
+    "role,make,message",
+    [
+        ("image", _folder, r"image .*/images/(?P<stem>\w+)\.png is a folder; expected an 8-bit grayscale PNG file"),
+        ("image", _broken_link,
+         r"image .*\.png is a broken symbolic link \(to .*gone\.png\); expected an 8-bit grayscale PNG file"),
+        ("label", _folder, r"label .*/labels/\w+\.npy is a folder; expected a \.npy file"),
+        ("label", _broken_link, r"label .*\.npy is a broken symbolic link \(to .*gone\.npy\); expected a \.npy file"),
+    ],
+    ids=["image-folder", "image-broken-link", "label-folder", "label-broken-link"],
+)
+def test_a_file_that_is_not_a_file_is_an_error(tree, role, make, message):
+    pair = _first(tree)
+    make(pair.image if role == "image" else pair.label)
+    with pytest.raises(raw.RawDataError, match=message) as info:
+        raw.list_pairs(_split(tree), on_missing_label="skip")  # not "a missing label", whatever the policy
+    assert pair.stem in str(info.value)
+
+
+def test_a_link_to_a_file_is_fine(tree):
+    pair = _first(tree)
+    moved = pair.image.with_name("elsewhere.bin")
+    pair.image.rename(moved)
+    pair.image.symlink_to(moved)
+    assert raw.list_pairs(_split(tree)).pairs[0] == pair
+
+
+def test_the_same_stem_in_two_splits_is_an_error(tree):
+    dirs = raw.find_split_dirs(tree)
+    raw.check_disjoint(dirs)
+    stem = sorted((dirs["train"] / "images").iterdir())[0].stem
+    for split in ("validation", "test"):
+        shutil.copy(dirs["train"] / "images" / f"{stem}.png", dirs[split] / "images")
+        shutil.copy(dirs["train"] / "labels" / f"{stem}.npy", dirs[split] / "labels")
+    expected = (
+        rf"stem {stem} is in both validation and test \(1 stems shared by the two splits\); expected each frame "
+        rf"in one split only, since a frame in two splits leaks training data into evaluation"
+    )
+    with pytest.raises(raw.RawDataError, match=rf"stem {stem} is in both train and validation \(1 stems"):
+        raw.check_disjoint(dirs)
+    with pytest.raises(raw.RawDataError, match=expected):
+        raw.check_disjoint({s: dirs[s] for s in ("validation", "test")})
