@@ -39,7 +39,16 @@ import pyarrow.parquet as pq
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, HfFileSystem, get_token
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
-from openeds.layout import CARD_PATH, CONFIG_DIRS, PREVIEW_PATH, SHARD_RE, complete_shard_set, split_prefix
+from openeds.layout import (
+    CARD_PATH,
+    CONFIG_DIRS,
+    LOCK_NAME,
+    LOCK_OWNER_NAME,
+    PREVIEW_PATH,
+    SHARD_RE,
+    complete_shard_set,
+    split_prefix,
+)
 from openeds.retry import RetryPolicy
 from openeds.schema import DEFAULT_CONFIG
 
@@ -119,7 +128,11 @@ def plan_operations(
 
 def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
     """Every file of `local_dir` by its path in the repo, after checking the card, the preview and the pushed shards."""
-    files = {p.relative_to(local_dir).as_posix(): p for p in sorted(local_dir.rglob("*")) if p.is_file()}
+    files = {
+        p.relative_to(local_dir).as_posix(): p
+        for p in sorted(local_dir.rglob("*"))
+        if p.is_file() and p.relative_to(local_dir).as_posix() not in (LOCK_NAME, LOCK_OWNER_NAME)  # push.py's lock
+    }
     for required in (CARD_PATH, PREVIEW_PATH):
         if required not in files:
             raise PublishError(

@@ -489,17 +489,7 @@ def world(hub: HubServer, small_sample: Path, tmp_path: Path) -> Iterator[World]
 _ERROR_LINE = re.compile(r"^(python push\.py: )?error: ")
 
 
-#: Cases that publish a folder push.py staged. That folder now holds its lock file
-#: (`openeds.layout.LOCK_NAME`), which `openeds.hub.collect_local_files` refuses as "not a file to
-#: publish" until it skips it; the lead wires that in when merging the Hub side. These then pass,
-#: the strict xfail turns that into a failure, and this set is to be deleted.
-AWAITING_HUB_LOCK_SKIP = {"publish", "read-only-token", "namespace-of-someone-else"}
-_AWAITING = pytest.mark.xfail(strict=True, reason="needs openeds.hub.collect_local_files to skip the lock file")
-
-
-@pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c.name, marks=_AWAITING if c.name in AWAITING_HUB_LOCK_SKIP else ()) for c in CASES]
-)
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_fault(case: Case, world: World):
     if case.arrange:
         case.arrange(world)

@@ -196,6 +196,8 @@ def test_plan_deletes_files_named_by_their_full_path():
 
 def test_collect_local_files_lists_the_folder(tmp_path):
     folder = build(tmp_path, {"data": {"train": 2}, "full": {"train": 1}})
+    (folder / ".lock").touch()  # push.py's lock on the staging folder is not published
+    (folder / ".lock.owner").write_text("{}")
     files = collect_local_files(folder, {"pupil": ["train"], "full": ["train"]})
     assert sorted(files) == [
         "README.md",

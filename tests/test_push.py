@@ -241,8 +241,6 @@ def _shard_paths(hub, oids: list[str], staging: Path) -> set[str]:
     return {by_oid.get(oid, oid) for oid in oids}
 
 
-@pytest.mark.xfail(strict=True, reason="needs openeds.hub.collect_local_files to skip the staging folder's lock "
-                   "file (openeds.layout.LOCK_NAME); wired in at the merge, then delete this mark")
 def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_path):
     hub.add_token(TOKEN, "conner", write={"Conner"})
     env = {"HF_TOKEN": TOKEN}
