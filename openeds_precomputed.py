@@ -82,7 +82,8 @@ class OpenEDSPrecomputed(datasets.GeneratorBasedBuilder):
         data_dir = self.config.data_dir or download.fetch_raw(self.config.kaggle_dataset, self.config.raw_cache_dir)
         generators = []
         split_dirs = raw.find_split_dirs(data_dir)
-        raw.check_disjoint(split_dirs)
+        for note in raw.check_disjoint(split_dirs):
+            datasets.logging.get_logger(__name__).warning(note)
         for split, folder in split_dirs.items():
             listing = raw.list_pairs(folder, self.config.on_missing_label)
             for note in listing.notes(split):

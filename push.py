@@ -120,7 +120,8 @@ def push(
             raise raw.RawDataError(
                 f"--splits {' '.join(missing)} not found under {raw_dir}; the data has {', '.join(split_dirs)}"
             )
-        raw.check_disjoint(split_dirs)
+        for note in raw.check_disjoint(split_dirs):
+            print(note, file=sys.stderr)
         pairs = {}
         for split in splits:
             listing = raw.list_pairs(split_dirs[split], on_missing_label)

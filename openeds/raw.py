@@ -144,23 +144,44 @@ def _require_file(path: Path, role: str, expected: str) -> None:
     raise RawDataError(f"{role} {path} is {kind}; expected {expected}. Fix: replace it with the file")
 
 
-def check_disjoint(split_dirs: Mapping[str, Path]) -> None:
-    """No image stem appears in two splits: a frame in two splits leaks training data into evaluation."""
+def check_disjoint(split_dirs: Mapping[str, Path]) -> list[str]:
+    """Refuse a frame that sits in two splits; return warnings for names two splits share.
+
+    The same image bytes in two splits leak training data into evaluation: an error. The
+    same stem with different images is only a naming clash (the ``filename`` column then
+    does not tell the splits' rows apart): a warning with a count, since some copies of a
+    dataset number their frames from 0 in every split. Only the shared stems are read.
+    """
     stems = {
-        split: {p.stem for p in (folder / "images").iterdir() if p.suffix.lower() == ".png"}
+        split: {p.stem: p for p in (folder / "images").iterdir() if p.suffix.lower() == ".png"}
         for split, folder in split_dirs.items()
     }
+    notes = []
     names = list(stems)
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
-            shared = stems[first] & stems[second]
-            if shared:
+            shared = sorted(stems[first].keys() & stems[second].keys())
+            same = [stem for stem in shared if _same_bytes(stems[first][stem], stems[second][stem])]
+            if same:
                 raise RawDataError(
-                    f"stem {min(shared)} is in both {first} and {second} ({len(shared)} stems shared by the two "
-                    f"splits); expected each frame in one split only, since a frame in two splits leaks training "
-                    f"data into evaluation. Fix: remove the duplicates from {split_dirs[first] / 'images'} or "
-                    f"{split_dirs[second] / 'images'}"
+                    f"image {same[0]}.png is in both {first} and {second} with the same content ({len(same)} "
+                    f"identical frames in the two splits); expected each frame in one split only, since a frame in "
+                    f"two splits leaks training data into evaluation. Fix: remove the duplicates from "
+                    f"{split_dirs[first] / 'images'} or {split_dirs[second] / 'images'}"
                 )
+            if shared:
+                notes.append(
+                    f"{first} and {second}: {len(shared)} image names appear in both, with different images "
+                    f"(e.g. {shared[0]}.png); their rows share a filename"
+                )
+    return notes
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False  # unreadable: list_pairs and read_image name it
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -174,6 +174,14 @@ def _same_stem_in_train_and_test(world: World) -> None:
     shutil.copy(label, world.split_dir / "test" / "labels")
 
 
+def _same_name_in_train_and_test(world: World) -> None:
+    """A test frame renamed to a train frame's name: a naming clash, not a leak."""
+    name = world.files("train", "images")[0].stem
+    image, label = world.files("test", "images")[0], world.files("test", "labels")[0]
+    image.rename(image.with_name(f"{name}.png"))
+    label.rename(label.with_name(f"{name}.npy"))
+
+
 def _no_decoder_noise(world: World, result: subprocess.CompletedProcess[str]) -> None:
     """OpenCV's `[ WARN ...]` and libpng's `libpng error: ...` lines do not reach the terminal."""
     noise = [line for line in result.stderr.splitlines() if "WARN" in line or line.startswith("libpng")]
@@ -220,8 +228,12 @@ RAW = [
          arrange=_edit(_first("test", "images"), lambda p: (p.unlink(), p.mkdir()))),
     Case("image-that-is-a-broken-symlink", LOCAL, exit=1, error="is a broken symbolic link (to ",
          arrange=_edit(_first("test", "images"), lambda p: (p.unlink(), p.symlink_to(p.with_name("gone.png"))))),
-    Case("same-stem-in-two-splits", LOCAL, exit=1, error="is in both train and test (1 stems shared by the two splits)",
+    Case("same-frame-in-two-splits", LOCAL, exit=1,
+         error="is in both train and test with the same content (1 identical frames in the two splits)",
          arrange=_same_stem_in_train_and_test),
+    Case("same-name-for-different-frames-warns", LOCAL,
+         says=("train and test: 1 image names appear in both, with different images",),
+         arrange=_same_name_in_train_and_test),
     Case("jpeg-data-in-a-png", LOCAL, exit=1, error="holds JPEG data, not PNG",
          arrange=_edit(_first("test", "images"),
                        lambda p: p.write_bytes(cv2.imencode(".jpg", cv2.imread(str(p), cv2.IMREAD_UNCHANGED))[1]))),

@@ -287,18 +287,31 @@ def test_a_link_to_a_file_is_fine(tree):
     assert raw.list_pairs(_split(tree)).pairs[0] == pair
 
 
-def test_the_same_stem_in_two_splits_is_an_error(tree):
+def test_the_same_frame_in_two_splits_is_an_error(tree):
     dirs = raw.find_split_dirs(tree)
-    raw.check_disjoint(dirs)
+    assert raw.check_disjoint(dirs) == []
     stem = sorted((dirs["train"] / "images").iterdir())[0].stem
     for split in ("validation", "test"):
         shutil.copy(dirs["train"] / "images" / f"{stem}.png", dirs[split] / "images")
         shutil.copy(dirs["train"] / "labels" / f"{stem}.npy", dirs[split] / "labels")
     expected = (
-        rf"stem {stem} is in both validation and test \(1 stems shared by the two splits\); expected each frame "
-        rf"in one split only, since a frame in two splits leaks training data into evaluation"
+        rf"image {stem}.png is in both validation and test with the same content \(1 identical frames in the two "
+        rf"splits\); expected each frame in one split only, since a frame in two splits leaks training data"
     )
-    with pytest.raises(raw.RawDataError, match=rf"stem {stem} is in both train and validation \(1 stems"):
+    with pytest.raises(raw.RawDataError, match=rf"image {stem}.png is in both train and validation with the same"):
         raw.check_disjoint(dirs)
     with pytest.raises(raw.RawDataError, match=expected):
         raw.check_disjoint({s: dirs[s] for s in ("validation", "test")})
+
+
+def test_the_same_name_for_different_frames_is_a_warning(tree):
+    """Some copies number frames from 0 in every split: equal names, different images."""
+    dirs = raw.find_split_dirs(tree)
+    train, test = sorted((dirs["train"] / "images").iterdir()), sorted((dirs["test"] / "images").iterdir())
+    for i, image in enumerate(test):
+        image.rename(image.with_name(train[i].name))
+        (dirs["test"] / "labels" / f"{image.stem}.npy").rename(dirs["test"] / "labels" / f"{train[i].stem}.npy")
+    assert raw.check_disjoint(dirs) == [
+        f"train and test: {len(test)} image names appear in both, with different images (e.g. {train[0].name}); "
+        "their rows share a filename"
+    ]
