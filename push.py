@@ -35,6 +35,7 @@ from huggingface_hub import HfApi
 from openeds import card, download, hub, layout, raw, schema
 from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
 from openeds.parquet import read_rows
+from openeds.retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import write_sample
 
 DEFAULT_REPO_ID = "Conner/openeds-precomputed"
@@ -63,14 +64,14 @@ class Summary:
 
 
 def _resolve_raw(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
-                 scratch: Path) -> tuple[Path, str]:
+                 scratch: Path, retry: RetryPolicy) -> tuple[Path, str]:
     """The raw data folder and a description of where it came from (for the card)."""
     if sample:
         return write_sample(scratch / "sample"), "synthetic sample (`openeds.synthetic`), not real OpenEDS data"
     if data_dir:
         return data_dir, "OpenEDS via the Kaggle dataset `soumicksarker/openeds-dataset` (local copy)"
     slug = kaggle_dataset or download.DEFAULT_SLUG
-    return download.fetch_raw(slug, cache_dir), f"OpenEDS via the Kaggle dataset `{slug}`"
+    return download.fetch_raw(slug, cache_dir, retry=retry), f"OpenEDS via the Kaggle dataset `{slug}`"
 
 
 def default_local_dir(repo_id: str) -> Path:
@@ -94,21 +95,25 @@ def push(
     max_shard_size: int = DEFAULT_MAX_SHARD_BYTES,
     on_missing_label: raw.MissingLabelPolicy = "error",
     command: str = "python push.py",
+    retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
     api: HfApi | None = None,
 ) -> Summary:
     """Materialise the asked configs and splits into `local_dir`, then publish them to `repo_id`.
 
     Raw data comes from `data_dir`, the synthetic sample (`sample`), or else the Kaggle dataset
     `kaggle_dataset` cached under `cache_dir`. `config` is `pupil`, `full` or `all`; `splits`
-    defaults to every split present. `command` is recorded in the card. `api` is the seam for the
-    Hub client (default `HfApi()`).
+    defaults to every split present. `command` is recorded in the card. `retry_timeout` bounds the
+    retries of transient server errors, Hub and Kaggle alike, in seconds (an unreachable network:
+    the smaller of it and 60 s). `api` is the seam for the Hub client (default `HfApi()`).
     """
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
+    retry = RetryPolicy(total=retry_timeout)
     local_dir = local_dir or default_local_dir(repo_id)
     with tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
         raw_dir, source = _resolve_raw(
-            sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset, cache_dir=cache_dir, scratch=Path(scratch)
+            sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset, cache_dir=cache_dir, scratch=Path(scratch),
+            retry=retry,
         )
         split_dirs = raw.find_split_dirs(raw_dir)
         splits = list(splits or split_dirs)
@@ -133,14 +138,16 @@ def push(
     if upload:
         api = api or HfApi()
         # Splits this run does not rebuild keep the sizes the published card gives them.
-        kept = card.sizes_from_card(hub.fetch_card(api, repo_id))
+        kept = card.sizes_from_card(hub.fetch_card(api, repo_id, retry=retry))
     else:
         # The folder is what a user loads: it lists every split it holds complete.
         kept = local_sizes(local_dir)
     sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
     card.render_card(sizes, repo_id=repo_id, source=source, command=command).save(local_dir / "README.md")
     if upload:
-        published = hub.publish(local_dir, repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=tag)
+        published = hub.publish(
+            local_dir, repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=tag, retry=retry
+        )
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 
 
@@ -182,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="upper bound of a shard, e.g. 500MB (default)")
     parser.add_argument("--skip-unlabeled", dest="on_missing_label", action="store_const", const="skip",
                         default="error", help="leave out images without a label (default: error)")
+    add_retry_argument(parser)
     return parser
 
 
@@ -223,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_shard_size=args.max_shard_size,
             on_missing_label=args.on_missing_label,
             command="python push.py " + shlex.join(argv),
+            retry_timeout=args.retry_timeout,
         )
     except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
         print(f"error: {e}", file=sys.stderr)

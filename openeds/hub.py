@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,28 @@ from typing import Final, NamedTuple, TypeVar
 
 import httpx2
 import pyarrow.parquet as pq
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, HfFileSystem, get_token
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    DatasetCard,
+    HfApi,
+    HfFileSystem,
+    constants,
+    get_token,
+)
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
 from openeds.layout import CARD_PATH, CONFIG_DIRS, PREVIEW_PATH, SHARD_RE, complete_shard_set, split_prefix
-from openeds.retry import RetryPolicy
+from openeds.retry import (
+    GaveUp,
+    RetryPolicy,
+    Transient,
+    call_with_retries,
+    endpoint_of,
+    error_chain,
+    is_unreachable,
+    parse_retry_after,
+)
 from openeds.schema import DEFAULT_CONFIG
 
 logger = logging.getLogger(__name__)
@@ -49,9 +65,17 @@ V1_TAG: Final = "v1"
 V2_TAG: Final = "v2"
 V2_COLUMN: Final = "preprocessed"  # the column v2 added; v1 data has none
 DEFAULT_COMMIT_MESSAGE: Final = "Publish OpenEDS precomputed v2"
+NOTHING_PUBLISHED: Final = "nothing was published"
 
 # A v1 shard as `push_to_hub` names them; older versions append a fingerprint: data/train-00000-of-00003-ab12.parquet
 _V1_SHARD = re.compile(r"(?:.*/)?(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
+#: What to do after the Hub refused a request (a status retrying cannot change).
+_REFUSAL_ADVICE: Final = {
+    400: "re-running will not help: the Hub found the request malformed; report it with the Hub's message",
+    413: "re-running will not help: the request is too large for the Hub; publish fewer splits per run (--splits)",
+    422: "re-running will not help until what the Hub's message names is fixed",
+}
+
 
 T = TypeVar("T")
 
@@ -186,7 +210,7 @@ def publish(
             f"expected a token with write access to {repo_id}; set HF_TOKEN or run `hf auth login`"
         )
     user = _check_token(api, token, retry)
-    try:
+    with _explain_access(api, repo_id, user):
         _retry(
             retry,
             f"create the dataset repo {repo_id}",
@@ -219,17 +243,8 @@ def publish(
         # completed by tagging that head now.
         if commit not in remote.tags.values():
             publication_tag = tag or next_publication_tag(remote.tags)
-            _create_tag(api, repo_id, publication_tag, commit, token, retry)
+            _create_tag(api, repo_id, publication_tag, commit, token, retry, published=commit)
             created.append(publication_tag)
-    except Exception as error:
-        if (status := _status(error)) not in (401, 403):
-            raise
-        namespace, name = repo_id.split("/")
-        raise PublishError(
-            f"user {user!r} may not write to {repo_id} ({status} from {api.endpoint}); "
-            f"expected a token with write access to the namespace {namespace!r}; "
-            f"use the token of a member of {namespace!r} with write rights, or publish to {user}/{name}"
-        ) from error
     logger.info("Published %s %s as commit %s", repo_id, dict(splits_by_config), commit)
     return PublishResult(repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created))
 
@@ -309,7 +324,7 @@ def _refuse_mixing(repo_id: str, v1_files: frozenset[str], pushed_splits: Sequen
 def _check_token(api: HfApi, token: str, retry: RetryPolicy) -> str:
     """The user name of `token`, once the Hub has accepted it and it is not read-only."""
     try:
-        me = _retry(retry, "check the Hugging Face token", lambda: api.whoami(token=token))
+        me = _retry(retry, "check the Hugging Face token", lambda: api.whoami(token=token), passthrough=(401,))
     except HfHubHTTPError as error:
         if _status(error) != 401:
             raise
@@ -330,6 +345,26 @@ def _token_rejected(api: HfApi) -> PublishError:
     )
 
 
+class _explain_access:
+    """Turn a 401 or 403 from the Hub inside the block into one PublishError naming the user and the namespace."""
+
+    def __init__(self, api: HfApi, repo_id: str, user: str) -> None:
+        self.api, self.repo_id, self.user = api, repo_id, user
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        if not isinstance(error, HfHubHTTPError) or (status := _status(error)) not in (401, 403):
+            return
+        namespace, name = self.repo_id.split("/")
+        raise PublishError(
+            f"user {self.user!r} may not write to {self.repo_id} ({status} from {self.api.endpoint}); "
+            f"expected a token with write access to the namespace {namespace!r}; "
+            f"use the token of a member of {namespace!r} with write rights, or publish to {self.user}/{name}"
+        ) from error
+
+
 def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str) -> None:
     """Upload the LFS files the Hub does not hold yet (the client shows progress bars and retries each request)."""
     size = sum(operation.upload_info.size for operation in additions)
@@ -337,12 +372,18 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
     try:
         api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
     except Exception as error:
-        if not _is_transient(error):
-            raise  # a 401/403 is explained by publish
-        raise PublishError(
-            f"uploading to {repo_id} failed after the client's retries ({_describe(error)}); "
-            "expected the Hub to accept the files; re-run the same command: files already uploaded are not sent again"
-        ) from error
+        status = _status(error)
+        if status in (401, 403):
+            raise  # explained by _explain_access
+        resume = "re-run the same command: files already uploaded are not sent again"
+        if _classify(error) is not None:
+            raise PublishError(
+                f"uploading to {repo_id} failed after the client's retries ({_describe(error)}); "
+                f"expected the Hub to accept the files; {NOTHING_PUBLISHED}; {resume}"
+            ) from error
+        if status is not None:
+            raise _refused(f"upload the files to {repo_id}", error, NOTHING_PUBLISHED) from error
+        raise
 
 
 def _commit(
@@ -356,9 +397,10 @@ def _commit(
 ) -> tuple[str, str]:
     """Make the publication commit on top of `head`; returns its sha and URL."""
     attempts = 0
+    answer_lost = False
 
     def attempt() -> tuple[str, str]:
-        nonlocal attempts
+        nonlocal attempts, answer_lost
         attempts += 1
         try:
             info = api.create_commit(
@@ -369,58 +411,87 @@ def _commit(
             if attempts > 1 and _status(error) in (409, 412) and (sha := _landed(api, repo_id, head, message, token)):
                 return sha, f"{api.endpoint}/datasets/{repo_id}/commit/{sha}"
             raise
+        except httpx2.TransportError:
+            answer_lost = True  # the Hub may have made the commit
+            raise
         return info.oid, info.commit_url
 
+    def outcome() -> str:
+        if answer_lost:
+            return (
+                "the commit may have landed (an answer was lost on the way); re-run the same command: "
+                "it finds a landed commit and only tags it"
+            )
+        return f"{NOTHING_PUBLISHED} (the commit is atomic)"
+
     try:
-        return _retry(retry, f"commit to {repo_id}", attempt)
+        return _retry(retry, f"commit to {repo_id}", attempt, passthrough=(401, 403, 409, 412), outcome=outcome)
     except HfHubHTTPError as error:
         if _status(error) not in (409, 412):
             raise
         raise PublishError(
             f"the head of {repo_id} moved from {head} during the upload (another commit landed); "
-            "expected it unchanged; re-run the same command: files already uploaded are not sent again"
+            f"expected it unchanged; {NOTHING_PUBLISHED}; "
+            "re-run the same command: files already uploaded are not sent again"
         ) from error
 
 
 def _landed(api: HfApi, repo_id: str, parent: str, message: str, token: str) -> str | None:
-    """The sha of the head of `main` if it is a commit titled `message` right on top of `parent`."""
-    commits = api.list_repo_commits(repo_id, repo_type="dataset", token=token)
+    """The sha of the head of `main` if it is a commit titled `message` right on top of `parent`.
+
+    Transient errors go to the retry of the commit (which then asks again); any other is one line.
+    """
+    try:
+        commits = api.list_repo_commits(repo_id, repo_type="dataset", token=token)
+    except HfHubHTTPError as error:
+        if _classify(error) is not None:
+            raise
+        raise _refused(
+            f"check whether the commit to {repo_id} landed after its answer was lost",
+            error,
+            "the commit may have landed",
+            advice="re-run the same command: it finds a landed commit and only tags it",
+        ) from error
     if len(commits) >= 2 and commits[0].title == message and commits[1].commit_id == parent:
         return commits[0].commit_id
     return None
 
 
-def _create_tag(api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy) -> None:
+def _create_tag(
+    api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy, *, published: str | None = None
+) -> None:
+    """Tag `revision`; `published` is the sha of this run's commit, for the message if tagging fails."""
+    outcome = (
+        f"the data is published as commit {published[:12]} but not tagged; re-run the same command to tag it"
+        if published
+        else NOTHING_PUBLISHED
+    )
     # exist_ok: a retry may find the tag made by an attempt whose answer was lost (existing tags were checked before).
     _retry(
         retry,
-        f"tag {repo_id}@{revision} as {tag!r}",
+        f"tag {repo_id}@{revision[:12]} as {tag!r}",
         lambda: api.create_tag(repo_id, tag=tag, revision=revision, repo_type="dataset", token=token, exist_ok=True),
+        outcome=outcome,
     )
     logger.info("Tagged %s@%s as %s", repo_id, revision, tag)
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    """`error` and its causes: the client wraps some errors (a failed LFS PUT, a failed download)."""
-    chain = [error]
-    while (cause := chain[-1].__cause__) is not None and cause not in chain:
-        chain.append(cause)
-    return chain
+# -- errors and retries --------------------------------------------------------------------------
 
 
 def _status(error: BaseException) -> int | None:
     """The HTTP status of the first response in the chain of `error`, if any."""
-    for link in _chain(error):
+    for link in error_chain(error):
         if isinstance(status := getattr(getattr(link, "response", None), "status_code", None), int):
             return status
     return None
 
 
-def _is_transient(error: BaseException) -> bool:
-    """A connection error, a 5xx or a 429: worth another try."""
-    status = _status(error)
-    network = any(isinstance(link, httpx2.TransportError) for link in _chain(error))
-    return network or status == 429 or (status is not None and status >= 500)
+def _server_message(error: BaseException) -> str:
+    for link in error_chain(error):
+        if isinstance(link, HfHubHTTPError) and link.server_message:
+            return " ".join(link.server_message.split())
+    return _describe(error)
 
 
 def _describe(error: BaseException) -> str:
@@ -428,26 +499,78 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
 
-def _retry(policy: RetryPolicy, what: str, call: Callable[[], T]) -> T:
-    """`call()`, retried on transient errors within `policy`; then a PublishError saying what failed."""
-    start = time.monotonic()
-    retries = 0
-    while True:
-        try:
-            return call()
-        except Exception as error:
-            if not _is_transient(error):
-                raise
-            delay = policy.delay(retries)
-            if isinstance(error, HfHubHTTPError) and _status(error) == 429:
-                retry_after = error.response.headers.get("Retry-After", "")
-                delay = float(retry_after) if retry_after.isdigit() else delay
-            elapsed = time.monotonic() - start
-            if elapsed + delay > policy.total:
-                raise PublishError(
-                    f"could not {what}: {_describe(error)} (after {retries + 1} attempts in {elapsed:.1f} s); "
-                    "expected the Hub to answer; check the network, then re-run: uploaded files are not sent again"
-                ) from error
-            retries += 1
-            logger.warning("Could not %s (%s); retry %d in %.1f s", what, _describe(error), retries, delay)
-            time.sleep(delay)
+def _classify(error: Exception) -> Transient | None:
+    """A 5xx, a 408 or 429, or a transport error is worth another try; anything else is not."""
+    if isinstance(error, PublishError):
+        return None
+    status = _status(error)
+    if status is not None:
+        if status in (408, 429) or status >= 500:
+            response = next(link.response for link in error_chain(error) if getattr(link, "response", None) is not None)
+            retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+            return Transient(f"HTTP {status}: {_server_message(error)}", retry_after)
+        return None
+    transport = next((link for link in error_chain(error) if isinstance(link, httpx2.TransportError)), None)
+    if transport is None:
+        return None
+    root = list(error_chain(error))[-1]
+    return Transient(_describe(root if root is not transport else transport), unreachable=is_unreachable(error))
+
+
+def _refused(what: str, error: BaseException, outcome: str, *, advice: str | None = None) -> PublishError:
+    """The one line for a request the Hub answered with a status that retrying cannot change."""
+    status = _status(error)
+    advice = advice or _REFUSAL_ADVICE.get(
+        status or 0, "re-running will not help until the cause the Hub names is fixed"
+    )
+    return PublishError(
+        f"could not {what}: the Hub answered HTTP {status}: {_server_message(error)}; "
+        f"expected it to accept the request; {outcome}; {advice}"
+    )
+
+
+def _retry(
+    policy: RetryPolicy,
+    what: str,
+    call: Callable[[], T],
+    *,
+    passthrough: Sequence[int] = (401, 403),
+    outcome: str | Callable[[], str] = NOTHING_PUBLISHED,
+) -> T:
+    """`call()`, retried on transient errors within `policy`; every failure becomes one PublishError line.
+
+    HTTP errors with a status in `passthrough` are re-raised for the caller to explain; `outcome`
+    says what the failure leaves on the Hub (the default: nothing was published).
+    """
+
+    def said() -> str:
+        return outcome() if callable(outcome) else outcome
+
+    try:
+        return call_with_retries(
+            call,
+            what=what,
+            classify=_classify,
+            policy=policy,
+            on_retry=lambda failure, n, wait: logger.warning(
+                "Could not %s (%s); retry %d in %.1f s", what, failure.description, n, wait
+            ),
+        )
+    except GaveUp as gave_up:
+        error = gave_up.__cause__ or gave_up
+        if gave_up.last.unreachable:
+            endpoint = endpoint_of(error) or constants.ENDPOINT
+            raise PublishError(
+                f"could not {what}: the network or the Hub endpoint {endpoint} is unreachable "
+                f"({gave_up.last.description}; {gave_up.tally}); expected a connection to {endpoint}; "
+                f"check the network connection, the proxy settings and HF_ENDPOINT, then re-run; {said()}"
+            ) from error
+        raise PublishError(
+            f"could not {what}: {gave_up.last.description} ({gave_up.tally}); expected the Hub to answer; "
+            f"{said()}; re-run later or with a longer --retry-timeout: files already uploaded are not sent again"
+        ) from error
+    except HfHubHTTPError as error:
+        if _status(error) in passthrough:
+            raise
+        raise _refused(what, error, said()) from error
+

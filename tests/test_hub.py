@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -456,3 +458,91 @@ def test_a_commit_whose_answer_was_lost_is_not_made_twice(hub, api, repo_id, tmp
     commits = api.list_repo_commits(repo_id, repo_type="dataset")
     assert [c.title for c in commits] == ["Publish OpenEDS precomputed v2", "initial commit"]
     assert result.commit == commits[0].commit_id
+
+
+# --- one line for every Hub failure --------------------------------------------------------------
+
+
+def _state(api: HfApi, repo_id: str) -> tuple[str, list[str], dict[str, str]]:
+    """What the Hub shows of `repo_id`: head, files, tags."""
+    info = api.dataset_info(repo_id)
+    tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
+    return info.sha, sorted(s.rfilename for s in info.siblings), tags
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        (400, "re-running will not help: the Hub found the request malformed"),
+        (413, "re-running will not help: the request is too large for the Hub; publish fewer splits"),
+        (422, "re-running will not help until what the Hub's message names is fixed"),
+    ],
+)
+def test_a_refused_commit_is_one_line_and_publishes_nothing(hub, api, repo_id, tmp_path, status, advice):
+    publish_train(tmp_path / "first", repo_id, api)
+    before = _state(api, repo_id)
+    hub.reset_faults_and_log()
+    hub.fail("POST", f"/api/datasets/{repo_id}/commit/main", status=status)
+    folder = build(tmp_path / "second", {"data": {"train": 1, "test": 1}})
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api, retry=FAST_RETRY)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"could not commit to {repo_id}: the Hub answered HTTP {status}: injected fault")
+    assert "nothing was published (the commit is atomic)" in message and advice in message
+    assert publication_commits(hub, repo_id) == 1  # not retried
+    assert _state(api, repo_id) == before
+
+
+def test_a_commit_failing_with_5xx_gives_up_after_the_retries(hub, api, repo_id, tmp_path):
+    publish_train(tmp_path / "first", repo_id, api)
+    before = _state(api, repo_id)
+    hub.reset_faults_and_log()
+    hub.fail("POST", f"/api/datasets/{repo_id}/commit/main", status=500, times=1000)
+    folder = build(tmp_path / "second", {"data": {"train": 1, "test": 1}})
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api, retry=FAST_RETRY)
+    assert re.match(
+        rf"could not commit to {repo_id}: HTTP 500: injected fault.* \(after \d+ attempts in .* the retry budget "
+        r"is 0.5 s\); .*nothing was published \(the commit is atomic\); re-run later",
+        str(error.value),
+    ), str(error.value)
+    assert publication_commits(hub, repo_id) > 2
+    assert _state(api, repo_id) == before
+
+
+def test_a_failed_check_of_a_lost_commit_is_one_line(hub, api, repo_id, tmp_path):
+    hub.fail("POST", f"/api/datasets/{repo_id}/commit/main", lose_response=True)
+    hub.fail("GET", f"/api/datasets/{repo_id}/commits/", status=400)
+    with pytest.raises(PublishError) as error:
+        publish_train(tmp_path, repo_id, api, retry=FAST_RETRY)
+    message = str(error.value)
+    assert message.startswith(
+        f"could not check whether the commit to {repo_id} landed after its answer was lost: the Hub answered HTTP 400"
+    )
+    assert "the commit may have landed; re-run the same command: it finds a landed commit and only tags it" in message
+
+
+@pytest.mark.parametrize("failure", ["refused", "dns"])
+def test_an_unreachable_endpoint_gives_up_on_the_network_budget(repo_id, tmp_path, failure):
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}" if failure == "refused" else "http://hub.openeds.invalid"
+        started = time.monotonic()
+        with pytest.raises(PublishError) as error:
+            publish_train(tmp_path, repo_id, HfApi(endpoint=endpoint, token=WRITE),
+                          retry=RetryPolicy(first_delay=0.05, total=30, network_total=0.5))
+    assert time.monotonic() - started < 3  # the network budget (0.5 s), not the retry budget (30 s)
+    message = str(error.value)
+    assert message.startswith(
+        f"could not check the Hugging Face token: the network or the Hub endpoint {endpoint} is unreachable ("
+    )
+    assert ("Connection refused" if failure == "refused" else "Name or service not known") in message
+    assert "the network budget is 0.5 s" in message and "HF_ENDPOINT" in message and "nothing was published" in message
+
+
+def test_retry_after_zero_still_waits_the_floor(hub, api, repo_id, tmp_path):
+    hub.fail("GET", "/api/whoami-v2", status=429, times=3, headers={"Retry-After": "0"})
+    publish_train(tmp_path, repo_id, api, retry=RetryPolicy(first_delay=0.2, total=10))
+    times = [r.time for r in hub.requests if r.path == "/api/whoami-v2"]
+    assert len(times) == 4 and min(b - a for a, b in zip(times, times[1:])) >= 0.1
