@@ -134,7 +134,8 @@ class GaveUp(Exception):
     def tally(self) -> str:
         """e.g. `after 4 attempts in 9.6 s; the retry budget is 10 s`."""
         kind = "network budget" if self.last.unreachable else "retry budget"
-        text = f"after {self.attempts} attempt{'s' * (self.attempts != 1)} in {self.elapsed:.1f} s; the {kind} is {self.budget:g} s"
+        attempts = f"{self.attempts} attempt{'s' * (self.attempts != 1)}"
+        text = f"after {attempts} in {self.elapsed:.1f} s; the {kind} is {self.budget:g} s"
         if self.last.retry_after is not None and self.next_wait > self.budget - self.elapsed:
             text += f", and the server asked to wait {self.last.retry_after:g} s more"
         return text

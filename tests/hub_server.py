@@ -288,7 +288,7 @@ class HubServer:
         lose_response: bool = False,
         headers: dict[str, str] | None = None,
     ) -> Fault:
-        """Answer the next `times` matching requests with `status` (and `headers`), or cut the connection (see `Fault`)."""
+        """Answer the next `times` matching requests with `status` and `headers`, or cut the connection (`Fault`)."""
         fault = Fault(method.upper(), re.compile(path_regex), status, times, drop, lose_response, dict(headers or {}))
         with self._lock:
             self._faults.append(fault)
