@@ -15,8 +15,8 @@ Examples::
     python push.py --data-dir RAW --splits test
 
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
-Re-running any command is safe: finished shards are reused, and an interrupted upload
-sends only what the Hub does not have yet.
+Re-running any command is safe: finished shards are reused, an interrupted upload sends
+only what the Hub does not have yet, and data the Hub already holds is not published again.
 """
 
 from __future__ import annotations
@@ -57,8 +57,7 @@ class Summary:
                 out.append(f"  {config:5s} {split:10s} {size.rows:7,d} rows  {per_row:5.2f} MB/row")
         out.append(f"  local folder: {self.local_dir}")
         if self.published:
-            tags = f" (tags: {', '.join(self.published.tags)})" if self.published.tags else ""
-            out.append(f"  published: {self.published.commit_url}{tags}")
+            out.append(f"  published: {self.published.line()}")
         out.append(f"  time: {self.seconds:.1f} s")
         return out
 
@@ -134,19 +133,26 @@ def push(
     shard = sorted(local_dir.glob(f"{layout.split_prefix(configs[0], first)}*.parquet"))[0]
     card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / layout.PREVIEW_PATH)
 
-    published = None
+    splits_by_config = {c: splits for c in configs}
+    remote = None
     if upload:
         api = api or HfApi()
-        # Splits this run does not rebuild keep the sizes the published card gives them.
-        kept = card.sizes_from_card(hub.fetch_card(api, repo_id, retry=retry))
+        token = hub.require_token(api, repo_id)
+        # The remote is read once: its listing sizes the splits this run keeps (every one it
+        # holds, listed in its card or not), and its card and file hashes tell whether
+        # anything changed.
+        remote = hub.connect(api, repo_id, token=token, retry=retry)
+        kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
     else:
         # The folder is what a user loads: it lists every split it holds complete.
         kept = local_sizes(local_dir)
     sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
     card.render_card(sizes, repo_id=repo_id, source=source, command=command).save(local_dir / "README.md")
-    if upload:
+    published = None
+    if remote is not None:
         published = hub.publish(
-            local_dir, repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=tag, retry=retry
+            local_dir, repo_id, splits_by_config=splits_by_config, api=api, token=token, tag=tag, retry=retry,
+            remote=remote,
         )
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 

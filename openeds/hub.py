@@ -3,29 +3,41 @@
 The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`.
 
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
-untouched, and always rewrites the card and the preview. The steps:
+untouched, and rewrites the card and the preview. The steps:
 
-1. check the token (`whoami`) and create the repo if needed;
-2. inspect the remote: head commit, files, tags, and whether it holds v1 data (flat list columns,
-   no `preprocessed` column);
+1. check the token locally (`require_token`: is there one at all), then with the Hub
+   (`whoami`: valid, not read-only);
+2. read the remote once (`inspect_remote`): head commit, every file with its size and hash, tags,
+   the card's text, and whether the data is v1 (flat list columns, no `preprocessed` column).
+   A repo that does not exist, or has no README.md in its listing, has no card; a card the
+   listing names but that cannot be downloaded is an error, never "no card";
 3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits;
-4. tag the v1 head `v1` if the repo is v1 and has no such tag;
-5. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
+4. if the remote already holds the same data files and a card that differs at most in its
+   provenance block (`openeds.card.without_provenance`), publish nothing: no commit, no tag;
+5. create the repo if needed, tag the v1 head `v1` if the repo is v1 and has no such tag;
+6. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
    so re-running a killed upload resumes it;
-6. make ONE commit with every addition, deletion and the card, pinned to the inspected head
+7. make ONE commit with every addition, deletion and the card, pinned to the inspected head
    (`parent_commit`), so the Hub never shows a card naming files it lacks;
-7. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
+8. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
+
+push.py calls `connect` (steps 1-2) before it renders the card, so that the card lists the
+splits it keeps with their real sizes (`kept_sizes`), then `publish(..., remote=...)`.
 
 Retries: huggingface_hub already retries each HTTP call of the LFS upload (preupload, LFS batch, PUT,
 verify: 5 retries, 1-8 s apart) and this module does not wrap those. The other calls (whoami, create
-repo, repo info, refs, card download, commit, tag) are sent once by the client; `RetryPolicy` retries
-them on connection errors, 5xx and 429 with exponential backoff, jitter and a bounded total time.
+repo, repo info, refs, card download, footers, commit, tag) are sent once by the client;
+`openeds.retry.call_with_retries` retries them on connection errors, 5xx and 429 within the budgets of
+a `RetryPolicy`. Every failure is a `PublishError` of one line naming the step, what the Hub said,
+whether anything was published, and whether re-running helps.
 
 The token is never printed or logged.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,14 +50,17 @@ import pyarrow.parquet as pq
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
-    DatasetCard,
     HfApi,
     HfFileSystem,
-    constants,
+    get_session,
     get_token,
+    hf_hub_url,
+    constants,
 )
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
+from openeds.card import SplitSize, card_data, rows_from_card, without_provenance
 from openeds.layout import CARD_PATH, CONFIG_DIRS, PREVIEW_PATH, SHARD_RE, complete_shard_set, split_prefix
 from openeds.retry import (
     GaveUp,
@@ -76,7 +91,6 @@ _REFUSAL_ADVICE: Final = {
     422: "re-running will not help until what the Hub's message names is fixed",
 }
 
-
 T = TypeVar("T")
 
 
@@ -102,14 +116,41 @@ class PublishResult:
     additions: tuple[str, ...]  # paths sent; the client leaves unchanged files out of the commit
     deletions: tuple[str, ...]
     tags: tuple[str, ...]  # tags this publication created, in order
+    changed: bool = True  # False: the repo already held this data; no commit was made
+    at: str = ""  # what names the publication: its tag(s), else its commit sha
+
+    def line(self) -> str:
+        """What push.py prints after `published: `."""
+        if self.changed:
+            return self.commit_url + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
+        if self.tags:
+            return (
+                f"nothing to commit: {self.repo_id} already holds this data at {self.commit[:12]}; "
+                f"tagged it {', '.join(self.tags)} (an earlier run stopped before tagging it)"
+            )
+        return f"nothing to publish: {self.repo_id} already holds this data at {self.at}"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    size: int
+    sha256: str | None  # LFS files: the sha256 of the content
+    blob_id: str | None  # the git blob id (of the LFS pointer for LFS files)
 
 
 @dataclass(frozen=True)
 class RemoteState:
-    head: str  # sha of `main` when inspected
-    files: frozenset[str]
+    head: str  # sha of `main` when inspected; "" if the repo does not exist
+    files: Mapping[str, RemoteFile]  # path -> size and hashes
     tags: Mapping[str, str]  # tag name -> the commit it points at
     v1_files: frozenset[str]  # the parquet files if they hold v1 data; empty for v2 data or no data
+    card: str | None = None  # the text of README.md at `head`; None if the listing has none
+    exists: bool = True
+    user: str | None = None  # who the token belongs to, when `connect` checked it
+
+    @property
+    def head_tags(self) -> list[str]:
+        return sorted(name for name, sha in self.tags.items() if sha == self.head)
 
 
 def next_publication_tag(tags: Iterable[str]) -> str:
@@ -139,6 +180,41 @@ def plan_operations(
     }
     deletions = sorted(path for path in remote_files if path.startswith(prefixes) and path not in additions)
     return Plan(additions, deletions)
+
+
+def git_blob_id(content: bytes) -> str:
+    """The git object id of a file with `content`, as the Hub lists it for a regular (non-LFS) file."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def holds(remote: RemoteState, plan: Plan) -> bool:
+    """Whether publishing `plan` would change nothing that matters: the remote has every data file
+    byte for byte, a card equal but for its provenance block, a preview, and nothing to delete.
+
+    The preview is drawn from whichever split was built first, so a split push redraws it from
+    other rows of the same data; an existing remote preview counts as the same.
+    """
+    if plan.deletions or remote.card is None:
+        return False
+    for path, local in plan.additions.items():
+        remote_file = remote.files.get(path)
+        if remote_file is None:
+            return False
+        if path == CARD_PATH:
+            if without_provenance(local.read_bytes().decode("utf-8")) != without_provenance(remote.card):
+                return False
+        elif path != PREVIEW_PATH and not _same_content(local, remote_file):
+            return False
+    return True
+
+
+def _same_content(local: Path, remote: RemoteFile) -> bool:
+    if local.stat().st_size != remote.size:
+        return False
+    content = local.read_bytes()
+    if remote.sha256 is not None:
+        return hashlib.sha256(content).hexdigest() == remote.sha256
+    return remote.blob_id is not None and git_blob_id(content) == remote.blob_id
 
 
 def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
@@ -179,6 +255,30 @@ def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:
         )
 
 
+def require_token(api: HfApi, repo_id: str, token: str | None = None) -> str:
+    """The token to publish with, found without a network call; else a PublishError at once.
+
+    `token`, else the api's token, else `HF_TOKEN` or the `hf auth login` token file.
+    """
+    token = token or (api.token if isinstance(api.token, str) else None) or get_token()
+    if not token:
+        raise PublishError(
+            "no Hugging Face token found (HF_TOKEN is unset and `hf auth login` was not run); "
+            f"expected a token with write access to {repo_id}; set HF_TOKEN or run `hf auth login`, "
+            "or pass --no-upload to materialise only"
+        )
+    return token
+
+
+def connect(api: HfApi, repo_id: str, *, token: str, retry: RetryPolicy = DEFAULT_RETRY) -> RemoteState:
+    """Check the token with the Hub (valid, not read-only), then read the remote once (`inspect_remote`)."""
+    _check_repo_id(repo_id)
+    user = _check_token(api, token, retry)
+    with _explain_access(api, repo_id, user):
+        state = inspect_remote(api, repo_id, token=token, retry=retry)
+    return dataclasses.replace(state, user=user)
+
+
 def publish(
     local_dir: Path,
     repo_id: str,
@@ -189,45 +289,53 @@ def publish(
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
     tag: str | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
+    remote: RemoteState | None = None,
 ) -> PublishResult:
     """Publish the splits `splits_by_config` (e.g. `{"pupil": ["test"]}`) of `local_dir` to the dataset repo `repo_id`.
 
     `api` is the one seam for the Hub client (default: `HfApi()`, so `HF_ENDPOINT` applies); `token`
-    defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `tag` names the
-    publication; by default each publication that changes the repo gets the next of `v2`, `v2.1`, `v2.2`, ...
-    (see `next_publication_tag`); a re-run that changes nothing makes no commit and no tag.
+    defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `remote` is the
+    state `connect` read (read here when not given). `tag` names the publication; by default each
+    publication that changes the repo gets the next of `v2`, `v2.1`, `v2.2`, ... (see
+    `next_publication_tag`). A run that would change nothing (`holds`) makes no commit and no tag,
+    unless the head is untagged (an earlier run stopped between its commit and its tag): it is tagged.
     """
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
-        raise PublishError(
-            f"repo id {repo_id!r} is not of the form namespace/name; expected e.g. Conner/openeds-precomputed"
-        )
+    _check_repo_id(repo_id)
     files = collect_local_files(local_dir, splits_by_config)
     api = api or HfApi()
-    token = token or (api.token if isinstance(api.token, str) else None) or get_token()
-    if not token:
-        raise PublishError(
-            "no Hugging Face token found (HF_TOKEN is unset and `hf auth login` was not run); "
-            f"expected a token with write access to {repo_id}; set HF_TOKEN or run `hf auth login`"
-        )
-    user = _check_token(api, token, retry)
-    with _explain_access(api, repo_id, user):
-        _retry(
-            retry,
-            f"create the dataset repo {repo_id}",
-            lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token),
-        )
-        remote = inspect_remote(api, repo_id, token=token, retry=retry)
+    token = require_token(api, repo_id, token)
+    remote = remote or connect(api, repo_id, token=token, retry=retry)
+    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+    if remote.v1_files:
+        _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get(DEFAULT_CONFIG, ()))
+        prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names
+    plan = plan_operations(files, remote.files, prefixes)
+    url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
+
+    with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
+        if holds(remote, plan):
+            if remote.head_tags:
+                at = ", ".join(remote.head_tags)
+                return PublishResult(repo_id, remote.head, url, (), (), (), changed=False, at=at)
+            # An earlier run committed this very data and stopped before tagging it: tag it now.
+            publication_tag = tag if tag and tag not in remote.tags else next_publication_tag(remote.tags)
+            _create_tag(api, repo_id, publication_tag, remote.head, token, retry)
+            return PublishResult(
+                repo_id, remote.head, url, (), (), (publication_tag,), changed=False, at=publication_tag
+            )
+
         if tag is not None and tag in remote.tags:
             raise PublishError(
                 f"tag {tag!r} already exists on {repo_id}; expected a new tag for this publication; "
                 "pick another tag or delete the old one"
             )
-        prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
-        if remote.v1_files:
-            _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get(DEFAULT_CONFIG, ()))
-            prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names
-        plan = plan_operations(files, remote.files, prefixes)
-
+        if not remote.exists:
+            _retry(
+                retry,
+                f"create the dataset repo {repo_id}",
+                lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token),
+            )
+            remote = dataclasses.replace(inspect_remote(api, repo_id, token=token, retry=retry), user=remote.user)
         created: list[str] = []
         if remote.v1_files and V1_TAG not in remote.tags:
             _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
@@ -238,66 +346,140 @@ def publish(
         _upload(api, repo_id, additions, token)
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
-        # Tag the publication unless its commit already has a tag: a re-run that changed
-        # nothing keeps the head, and a run killed between the commit and the tag is
-        # completed by tagging that head now.
-        if commit not in remote.tags.values():
-            publication_tag = tag or next_publication_tag(remote.tags)
-            _create_tag(api, repo_id, publication_tag, commit, token, retry, published=commit)
-            created.append(publication_tag)
+        publication_tag = tag or next_publication_tag(remote.tags)
+        _create_tag(api, repo_id, publication_tag, commit, token, retry, published=commit)
+        created.append(publication_tag)
     logger.info("Published %s %s as commit %s", repo_id, dict(splits_by_config), commit)
-    return PublishResult(repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created))
+    return PublishResult(
+        repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created), at=publication_tag
+    )
 
 
 def inspect_remote(
     api: HfApi, repo_id: str, *, token: str | None = None, retry: RetryPolicy = DEFAULT_RETRY
 ) -> RemoteState:
-    """Head, files and tags of `main`, and its parquet files if they hold v1 data."""
-    info = _retry(retry, f"read the repo info of {repo_id}", lambda: api.dataset_info(repo_id, token=token))
+    """Head, files (sizes and hashes), tags and card of `main`, and its parquet files if they hold v1 data.
+
+    A repo that does not exist is returned empty (`exists=False`), and one whose listing has no
+    README.md has `card=None`. Every other failure is a PublishError: a card that cannot be read is
+    never taken for an absent one.
+    """
+    try:
+        info = _retry(
+            retry,
+            f"list the files of {repo_id}",
+            lambda: api.dataset_info(repo_id, files_metadata=True, token=token),
+            passthrough=(401, 403, 404),
+        )
+    except RepositoryNotFoundError:
+        return RemoteState("", {}, {}, frozenset(), exists=False)
     refs = _retry(
         retry, f"list the tags of {repo_id}", lambda: api.list_repo_refs(repo_id, repo_type="dataset", token=token)
     )
     head = info.sha or ""
-    files = frozenset(sibling.rfilename for sibling in info.siblings or ())
+    files = {
+        sibling.rfilename: RemoteFile(
+            size=sibling.size or 0, sha256=sibling.lfs.sha256 if sibling.lfs else None, blob_id=sibling.blob_id
+        )
+        for sibling in info.siblings or ()
+    }
+    card = _download_card(api, repo_id, head, token, retry) if CARD_PATH in files else None
     parquet = sorted(path for path in files if path.endswith(".parquet"))
-    with_card = CARD_PATH in files
-    v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, with_card, parquet[0], token, retry)
+    v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, card, parquet[0], token, retry)
     tags = {ref.name: ref.target_commit for ref in refs.tags}
-    return RemoteState(head, files, tags, frozenset(parquet if v1 else ()))
+    return RemoteState(head, files, tags, frozenset(parquet if v1 else ()), card)
 
 
-def fetch_card(
-    api: HfApi, repo_id: str, *, revision: str = "main", token: str | None = None, retry: RetryPolicy = DEFAULT_RETRY
-) -> DatasetCard | None:
-    """The dataset card of `repo_id` at `revision`, or None if the repo or its README.md does not exist.
+def remote_splits(remote: RemoteState) -> dict[str, dict[str, list[str]]]:
+    """`{config: {split: shard paths}}` of the v2 shards the remote holds (v1 files left out)."""
+    config_of = {folder: config for config, folder in CONFIG_DIRS.items()}
+    splits: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(remote.files):
+        shard = SHARD_RE.fullmatch(path)
+        if shard and shard["dir"] in config_of and path not in remote.v1_files:
+            splits.setdefault(config_of[shard["dir"]], {}).setdefault(shard["split"], []).append(path)
+    return splits
 
-    push.py reads its YAML (`card.data.dataset_info`, `card.data.configs`) to keep the split sizes of
-    the splits it does not rebuild.
+
+def kept_sizes(
+    api: HfApi,
+    repo_id: str,
+    remote: RemoteState,
+    *,
+    rebuilt: Mapping[str, Sequence[str]],
+    token: str | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> dict[str, dict[str, SplitSize]]:
+    """Sizes of the remote splits this run does not rebuild (`rebuilt`: `{config: splits}`), so the new card lists them.
+
+    Bytes are the sizes of the split's shards in the remote listing. Rows are the published card's
+    `num_examples` for a split it lists whole, else the sum of the shards' parquet footers (ranged
+    reads). Every remote split is kept, listed or not, so a new card never hides files the repo holds.
     """
+    card_rows = rows_from_card(remote.card)
+    sizes: dict[str, dict[str, SplitSize]] = {}
+    for config, splits in remote_splits(remote).items():
+        for split, paths in splits.items():
+            if split in rebuilt.get(config, ()):
+                continue
+            complete = paths == complete_shard_set(split_prefix(config, split), paths)
+            if not complete:
+                logger.warning(
+                    "%s holds %d of the %d shards of %s/%s; the card lists the %d there",
+                    repo_id, len(paths), len(complete_shard_set(split_prefix(config, split), paths)), config, split,
+                    len(paths),
+                )
+            rows = card_rows.get(config, {}).get(split) if complete else None
+            if rows is None:
+                rows = sum(_remote_rows(api, repo_id, remote.head, path, token, retry) for path in paths)
+            sizes.setdefault(config, {})[split] = SplitSize(rows, sum(remote.files[path].size for path in paths))
+    return sizes
 
-    def download() -> DatasetCard | None:
-        try:
-            path = api.hf_hub_download(repo_id, CARD_PATH, repo_type="dataset", revision=revision, token=token)
-        except (EntryNotFoundError, RepositoryNotFoundError):
-            return None
-        return DatasetCard.load(path, repo_type="dataset")
 
-    try:
-        return _retry(retry, f"download the card of {repo_id}", download)
-    except Exception as error:
-        if _status(error) == 401:  # the client wraps it in a LocalEntryNotFoundError
-            raise _token_rejected(api) from error
-        raise
+def _remote_rows(api: HfApi, repo_id: str, head: str, path: str, token: str | None, retry: RetryPolicy) -> int:
+    def read_footer() -> int:
+        fs = HfFileSystem(endpoint=api.endpoint, token=token)
+        with fs.open(f"datasets/{repo_id}@{head}/{path}", "rb") as file:  # ranged reads of the footer only
+            return pq.ParquetFile(file).metadata.num_rows
+
+    return _retry(retry, f"read the row count of {repo_id}/{path}", read_footer)
+
+
+def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, retry: RetryPolicy) -> str:
+    """The text of README.md at `revision`, which the listing says exists.
+
+    One plain GET per attempt, retried by `_retry`: `hf_hub_download` would turn a 5xx or a
+    connection error into a `LocalEntryNotFoundError`, which reads like "no such file", after
+    retries of its own that ignore the retry budget.
+    """
+    url = hf_hub_url(repo_id, CARD_PATH, repo_type="dataset", revision=revision, endpoint=api.endpoint)
+
+    def download() -> str:
+        response = get_session().get(url, headers=build_hf_headers(token=token), follow_redirects=True)
+        hf_raise_for_status(response)
+        return response.content.decode("utf-8")
+
+    return _retry(
+        retry,
+        f"download the card {CARD_PATH} of {repo_id}@{revision[:12]}, which its file listing names",
+        download,
+        outcome=f"{NOTHING_PUBLISHED}: the card says which splits to keep, and a card written without it "
+        "could hide them",
+    )
 
 
 def _remote_columns(
-    api: HfApi, repo_id: str, head: str, with_card: bool, data_file: str, token: str | None, retry: RetryPolicy
+    api: HfApi, repo_id: str, head: str, card: str | None, data_file: str, token: str | None, retry: RetryPolicy
 ) -> set[str]:
     """Columns of the remote data: from the card's `dataset_info.features`, else from the schema of `data_file`."""
-    card = fetch_card(api, repo_id, revision=head, token=token, retry=retry) if with_card else None
-    dataset_info = card.data.get("dataset_info") if card else None
-    infos = dataset_info if isinstance(dataset_info, list) else [dataset_info] if dataset_info else []
-    per_config = [{feature["name"] for feature in info.get("features") or () if "name" in feature} for info in infos]
+    data = card_data(card)
+    dataset_info = data.get("dataset_info") if data is not None else None
+    listed = dataset_info if isinstance(dataset_info, list) else [dataset_info]
+    infos = [info for info in listed if isinstance(info, dict)]
+    per_config = [
+        {feature["name"] for feature in info.get("features") or () if isinstance(feature, dict) and "name" in feature}
+        for info in infos
+    ]
     if any(per_config):
         return set.intersection(*filter(None, per_config))  # one config without the v2 column is v1 data
 
@@ -318,6 +500,13 @@ def _refuse_mixing(repo_id: str, v1_files: frozenset[str], pushed_splits: Sequen
             f"{repo_id} holds v1 data (no {V2_COLUMN!r} column) in splits {v1_splits} and this push converts "
             f"{sorted(pushed_splits)}, which would leave {left} as v1 beside v2 splits; "
             f"expected every v1 split converted at once; run push without --splits to convert every split"
+        )
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise PublishError(
+            f"repo id {repo_id!r} is not of the form namespace/name; expected e.g. Conner/openeds-precomputed"
         )
 
 

@@ -10,14 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
 
-from openeds import schema
+from openeds import card, schema
+from openeds.synthetic import write_sample
 from openeds_precomputed import OpenEDSPrecomputed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +84,18 @@ def test_card_names_configs_sizes_and_provenance(out_all):
                    "python push.py --data-dir"):
         assert needle in text, needle
     assert (out_all / "images/preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
+    sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000), "test": card.SplitSize(3, 3_000_000)}}
+    one = str(card.render_card(sizes, repo_id="a/b", source="OpenEDS (local copy)", command="push.py --local-dir /x/1"))
+    two = str(card.render_card(sizes, repo_id="a/b", source="OpenEDS via Kaggle", command="push.py --local-dir /x/2"))
+    assert one != two and card.without_provenance(one) == card.without_provenance(two)
+    assert "/x/1" in one and "/x/1" not in card.without_provenance(one)
+    assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
+    other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
+    changed = str(card.render_card(other, repo_id="a/b", source="OpenEDS (local copy)", command="push.py"))
+    assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
 
 
 def test_rerun_skips_finished_shards_and_is_byte_identical(out_all):
@@ -273,8 +288,12 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
     assert "data/test-00000-of-00001.parquet" in uploaded
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c2"))
     assert {s: loaded[s].num_rows for s in loaded} == {"train": 8, "validation": 3, "test": 3}
-    card = (second / "README.md").read_text()
-    assert "name: train" in card and "num_examples: 8" in card
+    card_text = (second / "README.md").read_text()
+    assert "name: train" in card_text and "num_examples: 8" in card_text
+    # The kept splits' bytes are their files' sizes in the repo listing, not estimates.
+    info = HfApi().dataset_info(REPO_ID, files_metadata=True)
+    listed = sum(s.size for s in info.siblings if s.rfilename.startswith("data/"))
+    assert DatasetCard(card_text).data["dataset_info"]["download_size"] == listed
 
 
 def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
@@ -283,3 +302,66 @@ def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
     assert "hf_not_a_token" not in result.stdout + result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "token" in error_lines[0]
+
+
+@pytest.fixture
+def small_sample(tmp_path) -> Path:
+    return write_sample(tmp_path / "raw", {"train": 2, "validation": 1, "test": 1})
+
+
+@pytest.fixture
+def publisher(hub):
+    hub.add_token(TOKEN, "pusher", write={"pusher"})
+    return {"HF_TOKEN": TOKEN}
+
+
+def _tags(repo_id: str) -> dict[str, str]:
+    return {t.name: t.target_commit for t in HfApi().list_repo_refs(repo_id, repo_type="dataset").tags}
+
+
+def test_the_same_data_from_another_folder_is_not_published_again(hub, publisher, small_sample, tmp_path):
+    repo_id = "pusher/openeds-unchanged"
+    publish = ("--data-dir", str(small_sample), "--repo-id", repo_id)
+    first = run_push(*publish, "--local-dir", str(tmp_path / "one"), env=publisher)
+    assert first.returncode == 0, first.stderr[-3000:]
+    head = HfApi().dataset_info(repo_id).sha
+
+    hub.reset_faults_and_log()
+    again = run_push(*publish, "--local-dir", str(tmp_path / "two"), env=publisher)  # the card's command differs
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"published: nothing to publish: {repo_id} already holds this data at v2" in again.stdout
+    assert HfApi().dataset_info(repo_id).sha == head and _tags(repo_id) == {"v2": head}
+    assert not [r for r in hub.requests if r.method == "POST" and "/commit/" in r.path]
+
+    # One changed test image: only the test split is rebuilt, and it is a new publication.
+    image = sorted((small_sample / "openEDS/openEDS/test/images").iterdir())[0]
+    frame = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(image), 255 - frame)
+    changed = run_push(*publish, "--local-dir", str(tmp_path / "two"), "--splits", "test", env=publisher)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert "(tags: v2.1)" in changed.stdout
+    tags = _tags(repo_id)
+    assert tags["v2"] == head and tags["v2.1"] == HfApi().dataset_info(repo_id).sha != head
+    loaded = datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "c"))
+    assert {s: loaded[s].num_rows for s in loaded} == {"train": 2, "validation": 1, "test": 1}
+
+
+def test_a_split_push_lists_every_split_the_repo_holds(hub, publisher, small_sample, tmp_path):
+    repo_id = "pusher/openeds-hidden"
+    first = run_push("--data-dir", str(small_sample), "--repo-id", repo_id, "--local-dir", str(tmp_path / "one"),
+                     "--splits", "train", "validation", env=publisher)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Someone's card lists train only: validation's shards are there but hidden.
+    api = HfApi(token=TOKEN)
+    hiding = DatasetCard((tmp_path / "one" / "README.md").read_text())
+    hiding.data.configs[0]["data_files"] = [f for f in hiding.data.configs[0]["data_files"] if f["split"] == "train"]
+    hiding.data.dataset_info["splits"] = [s for s in hiding.data.dataset_info["splits"] if s["name"] == "train"]
+    api.create_commit(repo_id, [CommitOperationAdd("README.md", str(hiding).encode())], commit_message="hide",
+                      repo_type="dataset")
+    assert list(datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "hidden"))) == ["train"]
+
+    result = run_push("--data-dir", str(small_sample), "--repo-id", repo_id, "--local-dir", str(tmp_path / "two"),
+                      "--splits", "test", env=publisher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "c"))
+    assert {s: loaded[s].num_rows for s in loaded} == {"train": 2, "validation": 1, "test": 1}
