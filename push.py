@@ -14,6 +14,9 @@ Examples::
     # Add or replace only the test split; the other splits are neither rebuilt nor re-uploaded:
     python push.py --data-dir RAW --splits test
 
+    # Publish the synthetic sample to a repo of your own (never to the default repo):
+    python push.py --sample --repo-id me/openeds-sample
+
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
 Re-running any command is safe: finished shards are reused, an interrupted upload sends
 only what the Hub does not have yet, and data the Hub already holds is not published again.
@@ -40,6 +43,11 @@ from openeds.synthetic import write_sample
 
 DEFAULT_REPO_ID = "Conner/openeds-precomputed"
 PREVIEW_ROWS = 4
+#: Why `--sample` without `--repo-id` does not publish (printed when it happens).
+SAMPLE_NOT_PUBLISHED = (
+    f"not publishing: --sample without --repo-id materialises only, as with --no-upload; synthetic frames are "
+    f"never published to {DEFAULT_REPO_ID}; pass --repo-id YOU/NAME to publish the sample to a repo of your own"
+)
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,22 @@ def push(
     defaults to every split present. `command` is recorded in the card. `retry_timeout` bounds the
     retries of transient server errors, Hub and Kaggle alike, in seconds (an unreachable network:
     the smaller of it and 60 s). `api` is the seam for the Hub client (default `HfApi()`).
+
+    When uploading, the token is looked for first, before any build or request; the sample is
+    never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
+    (`summary.published.changed` is False).
     """
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
     retry = RetryPolicy(total=retry_timeout)
+    if upload:
+        if sample and repo_id == DEFAULT_REPO_ID:
+            raise hub.PublishError(
+                f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset; "
+                "expected a repo of your own for a sample; pass another repo_id, or upload=False"
+            )
+        api = api or HfApi()
+        token = hub.require_token(api, repo_id)  # no network: a missing token is said before hours of building
     local_dir = local_dir or default_local_dir(repo_id)
     with tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
         raw_dir, source = _resolve_raw(
@@ -136,8 +156,6 @@ def push(
     splits_by_config = {c: splits for c in configs}
     remote = None
     if upload:
-        api = api or HfApi()
-        token = hub.require_token(api, repo_id)
         # The remote is read once: its listing sizes the splits this run keeps (every one it
         # holds, listed in its card or not), and its card and file hashes tell whether
         # anything changed.
@@ -182,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: a staging folder under the cache)")
     parser.add_argument("--no-upload", dest="upload", action="store_false",
                         help="materialise only; no credentials needed")
-    parser.add_argument("--repo-id", default=None, metavar="ID", help=f"Hub dataset repo (default: {DEFAULT_REPO_ID})")
+    parser.add_argument("--repo-id", default=None, metavar="ID",
+                        help=f"Hub dataset repo (default: {DEFAULT_REPO_ID}; with --sample it is needed to publish, "
+                             "and may not be the default)")
     parser.add_argument("--tag",
                         help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...)")
     parser.add_argument("--config", choices=[*schema.CONFIG_NAMES, "all"], default=schema.DEFAULT_CONFIG,
@@ -214,6 +234,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"{first} conflicts with {second}; pass only one of them")
     if args.num_proc < 1:
         parser.error(f"--num-proc {args.num_proc}: expected 1 or more")
+    args.sample_not_published = False
+    if args.sample and args.upload:
+        if args.repo_id == DEFAULT_REPO_ID:
+            parser.error(
+                f"--sample conflicts with --repo-id {DEFAULT_REPO_ID}: synthetic frames must never replace the real "
+                "dataset; pass --repo-id YOU/NAME to publish the sample elsewhere, or --no-upload"
+            )
+        if args.repo_id is None:
+            if args.tag:
+                parser.error("--tag conflicts with --sample without --repo-id, which does not publish; "
+                             "pass --repo-id YOU/NAME to publish the sample, or drop --tag")
+            args.upload, args.sample_not_published = False, True
     args.repo_id = args.repo_id or DEFAULT_REPO_ID
     return args
 
@@ -221,6 +253,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.sample_not_published:
+        print(SAMPLE_NOT_PUBLISHED, file=sys.stderr)
     try:
         summary = push(
             data_dir=args.data_dir,

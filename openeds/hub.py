@@ -5,7 +5,7 @@ The local folder holds exactly what goes to the Hub, in the layout of `openeds.l
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
 untouched, and rewrites the card and the preview. The steps:
 
-1. check the token locally (`require_token`: is there one at all), then with the Hub
+1. check the token locally (`require_token`: offline mode, a token at all), then with the Hub
    (`whoami`: valid, not read-only);
 2. read the remote once (`inspect_remote`): head commit, every file with its size and hash, tags,
    the card's text, and whether the data is v1 (flat list columns, no `preprocessed` column).
@@ -52,10 +52,11 @@ from huggingface_hub import (
     CommitOperationDelete,
     HfApi,
     HfFileSystem,
+    constants,
     get_session,
     get_token,
     hf_hub_url,
-    constants,
+    is_offline_mode,
 )
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
@@ -258,8 +259,14 @@ def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:
 def require_token(api: HfApi, repo_id: str, token: str | None = None) -> str:
     """The token to publish with, found without a network call; else a PublishError at once.
 
-    `token`, else the api's token, else `HF_TOKEN` or the `hf auth login` token file.
+    `token`, else the api's token, else `HF_TOKEN` or the `hf auth login` token file. Offline mode
+    (`HF_HUB_OFFLINE`), which blocks every upload, is refused here too.
     """
+    if is_offline_mode():
+        raise PublishError(
+            f"HF_HUB_OFFLINE is set, so nothing can be published to {repo_id}; expected it unset to publish; "
+            "unset HF_HUB_OFFLINE, or pass --no-upload to materialise only"
+        )
     token = token or (api.token if isinstance(api.token, str) else None) or get_token()
     if not token:
         raise PublishError(

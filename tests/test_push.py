@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -20,8 +21,10 @@ from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 import preprocessing
 
 from openeds import card, schema
+from openeds.hub import PublishError
 from openeds.synthetic import write_sample
 from openeds_precomputed import OpenEDSPrecomputed
+from push import DEFAULT_REPO_ID, push
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,6 +200,8 @@ def test_num_proc_2_writes_the_same_bytes(sample_dir, tmp_path):
         (["--sample", "--no-upload", "--tag", "v9"], "--tag conflicts with --no-upload"),
         (["--sample", "--no-upload", "--num-proc", "0"], "--num-proc 0: expected 1 or more"),
         (["--sample", "--no-upload", "--config", "iris"], "invalid choice: 'iris'"),
+        (["--sample", "--tag", "v9"], "--tag conflicts with --sample without --repo-id, which does not publish"),
+        (["--sample", "--retry-timeout", "-1"], "argument --retry-timeout: '-1' is not a number of seconds"),
     ],
 )
 def test_conflicting_or_bad_flags_are_refused(args, message):
@@ -297,7 +302,8 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
 
 
 def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
-    result = run_push("--sample", "--local-dir", str(tmp_path / "s"), env={"HF_TOKEN": "hf_not_a_token"})
+    result = run_push("--sample", "--local-dir", str(tmp_path / "s"), "--repo-id", "someone/sample",
+                      env={"HF_TOKEN": "hf_not_a_token"})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "hf_not_a_token" not in result.stdout + result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -365,3 +371,19 @@ def test_a_split_push_lists_every_split_the_repo_holds(hub, publisher, small_sam
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "c"))
     assert {s: loaded[s].num_rows for s in loaded} == {"train": 2, "validation": 1, "test": 1}
+
+
+def test_a_missing_token_is_reported_at_once_before_anything_is_built(hub, sample_dir, tmp_path):
+    out = tmp_path / "out"
+    started = time.monotonic()
+    with pytest.raises(PublishError, match="no Hugging Face token found") as error:
+        push(data_dir=sample_dir, local_dir=out, repo_id="someone/openeds", api=HfApi())
+    assert time.monotonic() - started < 0.5
+    assert "\n" not in str(error.value) and "--no-upload" in str(error.value)
+    assert not out.exists() and hub.requests == []
+
+
+def test_push_refuses_to_publish_the_sample_to_the_default_repo(hub, tmp_path):
+    with pytest.raises(PublishError, match=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}"):
+        push(sample=True, local_dir=tmp_path / "out", api=HfApi(token=TOKEN))
+    assert not (tmp_path / "out").exists() and hub.requests == []
