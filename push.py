@@ -113,8 +113,10 @@ def push(
     retries of transient server errors, Hub and Kaggle alike, in seconds (an unreachable network:
     the smaller of it and 60 s). `api` is the seam for the Hub client (default `HfApi()`).
 
-    When uploading, the token is looked for first, before any build or request; the sample is
-    never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
+    When uploading, the token is looked for first, before any build or request, and the Hub is
+    read (`hub.connect`: the token's rights, the repo's files and card) before the raw data is
+    fetched or built, so a bad token or an unreachable Hub costs seconds, not a build. The sample
+    is never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
     (`summary.published.changed` is False).
     """
     start = time.monotonic()
@@ -127,7 +129,11 @@ def push(
                 "expected a repo of your own for a sample; pass another repo_id, or upload=False"
             )
         api = api or HfApi()
-        token = hub.require_token(api, repo_id)  # no network: a missing token is said before hours of building
+        token = hub.require_token(api, repo_id)  # no network: a missing token is said before anything else
+        # The remote is read once, here: its listing sizes the splits this run keeps (every one it
+        # holds, listed in its card or not), its card and file hashes tell whether anything
+        # changed, and the commit is pinned to its head (a head moved during the build is refused).
+        remote = hub.connect(api, repo_id, token=token, retry=retry)
     local_dir = local_dir or default_local_dir(repo_id)
     with tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
         raw_dir, source = _resolve_raw(
@@ -154,12 +160,7 @@ def push(
     card.render_preview(read_rows(shard, PREVIEW_ROWS), local_dir / layout.PREVIEW_PATH)
 
     splits_by_config = {c: splits for c in configs}
-    remote = None
     if upload:
-        # The remote is read once: its listing sizes the splits this run keeps (every one it
-        # holds, listed in its card or not), and its card and file hashes tell whether
-        # anything changed.
-        remote = hub.connect(api, repo_id, token=token, retry=retry)
         kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
     else:
         # The folder is what a user loads: it lists every split it holds complete.
@@ -167,7 +168,7 @@ def push(
     sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
     card.render_card(sizes, repo_id=repo_id, source=source, command=command).save(local_dir / "README.md")
     published = None
-    if remote is not None:
+    if upload:
         published = hub.publish(
             local_dir, repo_id, splits_by_config=splits_by_config, api=api, token=token, tag=tag, retry=retry,
             remote=remote,

@@ -308,6 +308,7 @@ def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
     assert "hf_not_a_token" not in result.stdout + result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "token" in error_lines[0]
+    assert not (tmp_path / "s").exists()  # the Hub is asked before anything is built
 
 
 @pytest.fixture
