@@ -618,7 +618,7 @@ def _commit(
                 "the commit may have landed (an answer was lost on the way); re-run the same command: "
                 "it finds a landed commit and only tags it"
             )
-        return f"{NOTHING_PUBLISHED} (the commit is atomic)"
+        return f"{NOTHING_PUBLISHED} (the commit is atomic; the files already uploaded are not sent again)"
 
     try:
         return _retry(retry, f"commit to {repo_id}", attempt, passthrough=(401, 403, 409, 412), outcome=outcome)
@@ -658,7 +658,8 @@ def _create_tag(
 ) -> None:
     """Tag `revision`; `published` is the sha of this run's commit, for the message if tagging fails."""
     outcome = (
-        f"the data is published as commit {published[:12]} but not tagged; re-run the same command to tag it"
+        f"the data is published as commit {published[:12]} but not tagged; re-run the same command to tag it "
+        "(it commits nothing again)"
         if published
         else NOTHING_PUBLISHED
     )
@@ -763,7 +764,7 @@ def _retry(
             ) from error
         raise PublishError(
             f"could not {what}: {gave_up.last.description} ({gave_up.tally}); expected the Hub to answer; "
-            f"{said()}; re-run later or with a longer --retry-timeout: files already uploaded are not sent again"
+            f"{said()}; re-run later, or with a longer --retry-timeout"
         ) from error
     except HfHubHTTPError as error:
         if _status(error) in passthrough:

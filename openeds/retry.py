@@ -136,7 +136,7 @@ class GaveUp(Exception):
         kind = "network budget" if self.last.unreachable else "retry budget"
         attempts = f"{self.attempts} attempt{'s' * (self.attempts != 1)}"
         text = f"after {attempts} in {self.elapsed:.1f} s; the {kind} is {self.budget:g} s"
-        if self.last.retry_after is not None and self.next_wait > self.budget - self.elapsed:
+        if self.last.retry_after is not None and self.last.retry_after > self.budget - self.elapsed:
             text += f", and the server asked to wait {self.last.retry_after:g} s more"
         return text
 

@@ -510,7 +510,7 @@ def test_a_refused_commit_is_one_line_and_publishes_nothing(hub, api, repo_id, t
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(f"could not commit to {repo_id}: the Hub answered HTTP {status}: injected fault")
-    assert "nothing was published (the commit is atomic)" in message and advice in message
+    assert "nothing was published (the commit is atomic;" in message and advice in message
     assert publication_commits(hub, repo_id) == 1  # not retried
     assert _state(api, repo_id) == before
 
@@ -525,7 +525,7 @@ def test_a_commit_failing_with_5xx_gives_up_after_the_retries(hub, api, repo_id,
         publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api, retry=FAST_RETRY)
     assert re.match(
         rf"could not commit to {repo_id}: HTTP 500: injected fault.* \(after \d+ attempts in .* the retry budget "
-        r"is 0.5 s\); .*nothing was published \(the commit is atomic\); re-run later",
+        r"is 0.5 s\); .*nothing was published \(the commit is atomic; .*\); re-run later",
         str(error.value),
     ), str(error.value)
     assert publication_commits(hub, repo_id) > 2
