@@ -188,10 +188,11 @@ def git_blob_id(content: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
 
 
-def holds(remote: RemoteState, plan: Plan) -> bool:
+def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
     """Whether publishing `plan` would change nothing that matters: the remote has every data file
     byte for byte, a card equal but for its provenance block, a preview, and nothing to delete.
 
+    `sha256s` maps each addition to the sha256 of its content (the upload computes them anyway).
     The preview is drawn from whichever split was built first, so a split push redraws it from
     other rows of the same data; an existing remote preview counts as the same.
     """
@@ -204,18 +205,18 @@ def holds(remote: RemoteState, plan: Plan) -> bool:
         if path == CARD_PATH:
             if without_provenance(local.read_bytes().decode("utf-8")) != without_provenance(remote.card):
                 return False
-        elif path != PREVIEW_PATH and not _same_content(local, remote_file):
+        elif path != PREVIEW_PATH and not _same_content(local, sha256s[path], remote_file):
             return False
     return True
 
 
-def _same_content(local: Path, remote: RemoteFile) -> bool:
+def _same_content(local: Path, sha256: str, remote: RemoteFile) -> bool:
+    """LFS files compare by sha256, regular ones (small: the Hub stores large files in LFS) by git blob id."""
     if local.stat().st_size != remote.size:
         return False
-    content = local.read_bytes()
     if remote.sha256 is not None:
-        return hashlib.sha256(content).hexdigest() == remote.sha256
-    return remote.blob_id is not None and git_blob_id(content) == remote.blob_id
+        return sha256 == remote.sha256
+    return remote.blob_id is not None and git_blob_id(local.read_bytes()) == remote.blob_id
 
 
 def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
@@ -318,9 +319,12 @@ def publish(
         prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names
     plan = plan_operations(files, remote.files, prefixes)
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
+    # Hashes each file once (streaming), for the comparison and the upload alike.
+    additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
+    sha256s = {operation.path_in_repo: operation.upload_info.sha256.hex() for operation in additions}
 
     with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
-        if holds(remote, plan):
+        if holds(remote, plan, sha256s):
             if remote.head_tags:
                 at = ", ".join(remote.head_tags)
                 return PublishResult(repo_id, remote.head, url, (), (), (), changed=False, at=at)
@@ -347,9 +351,6 @@ def publish(
         if remote.v1_files and V1_TAG not in remote.tags:
             _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
             created.append(V1_TAG)
-        additions = [
-            CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()
-        ]
         _upload(api, repo_id, additions, token)
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
