@@ -542,6 +542,11 @@ def test_a_failed_check_of_a_lost_commit_is_one_line(hub, api, repo_id, tmp_path
         f"could not check whether the commit to {repo_id} landed after its answer was lost: the Hub answered HTTP 400"
     )
     assert "the commit may have landed; re-run the same command: it finds a landed commit and only tags it" in message
+    landed = api.dataset_info(repo_id).sha  # it had
+    hub.reset_faults_and_log()
+    again = publish_train(tmp_path, repo_id, api)
+    assert (again.changed, again.commit, again.tags) == (False, landed, ("v2",))
+    assert publication_commits(hub, repo_id) == 0
 
 
 @pytest.mark.parametrize("failure", ["refused", "dns"])
