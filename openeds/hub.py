@@ -21,8 +21,8 @@ untouched, and rewrites the card and the preview. The steps:
    (`parent_commit`), so the Hub never shows a card naming files it lacks;
 8. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
 
-push.py calls `connect` (steps 1-2) before it renders the card, so that the card lists the
-splits it keeps with their real sizes (`kept_sizes`), then `publish(..., remote=...)`.
+push.py calls `connect` (steps 1-2) before it fetches or builds anything, `kept_sizes` so that its
+card lists every split the repo keeps with their real sizes, then `publish(..., remote=...)`.
 
 Retries: huggingface_hub already retries each HTTP call of the LFS upload (preupload, LFS batch, PUT,
 verify: 5 retries, 1-8 s apart) and this module does not wrap those. The other calls (whoami, create
@@ -432,10 +432,10 @@ def kept_sizes(
                 continue
             complete = paths == complete_shard_set(split_prefix(config, split), paths)
             if not complete:
+                expected = len(complete_shard_set(split_prefix(config, split), paths))
                 logger.warning(
-                    "%s holds %d of the %d shards of %s/%s; the card lists the %d there",
-                    repo_id, len(paths), len(complete_shard_set(split_prefix(config, split), paths)), config, split,
-                    len(paths),
+                    "%s holds %d of the %d shards of %s/%s; the card lists those", repo_id, len(paths), expected,
+                    config, split,
                 )
             rows = card_rows.get(config, {}).get(split) if complete else None
             if rows is None:
