@@ -14,9 +14,12 @@ Examples::
     # Add or replace only the test split; the other splits are neither rebuilt nor re-uploaded:
     python push.py --data-dir RAW --splits test
 
+    # Publish the synthetic sample to a repo of your own (never to the default repo):
+    python push.py --sample --repo-id me/openeds-sample
+
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
-Re-running any command is safe: finished shards are reused, and an interrupted upload
-sends only what the Hub does not have yet.
+Re-running any command is safe: finished shards are reused, an interrupted upload sends
+only what the Hub does not have yet, and data the Hub already holds is not published again.
 """
 
 from __future__ import annotations
@@ -36,10 +39,16 @@ from huggingface_hub import HfApi
 from openeds import card, disk, download, hub, layout, lock, raw, schema
 from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
 from openeds.parquet import read_rows
+from openeds.retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import write_sample
 
 DEFAULT_REPO_ID = "Conner/openeds-precomputed"
 PREVIEW_ROWS = 4
+#: Why `--sample` without `--repo-id` does not publish (printed when it happens).
+SAMPLE_NOT_PUBLISHED = (
+    f"not publishing: --sample without --repo-id materialises only, as with --no-upload; synthetic frames are "
+    f"never published to {DEFAULT_REPO_ID}; pass --repo-id YOU/NAME to publish the sample to a repo of your own"
+)
 
 
 @dataclass(frozen=True)
@@ -57,21 +66,20 @@ class Summary:
                 out.append(f"  {config:5s} {split:10s} {size.rows:7,d} rows  {per_row:5.2f} MB/row")
         out.append(f"  local folder: {self.local_dir}")
         if self.published:
-            tags = f" (tags: {', '.join(self.published.tags)})" if self.published.tags else ""
-            out.append(f"  published: {self.published.commit_url}{tags}")
+            out.append(f"  published: {self.published.line()}")
         out.append(f"  time: {self.seconds:.1f} s")
         return out
 
 
 def _resolve_raw(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
-                 scratch: Path) -> tuple[Path, str]:
+                 scratch: Path, retry: RetryPolicy) -> tuple[Path, str]:
     """The raw data folder and a description of where it came from (for the card)."""
     if sample:
         return write_sample(scratch / "sample"), "synthetic sample (`openeds.synthetic`), not real OpenEDS data"
     if data_dir:
         return data_dir, "OpenEDS via the Kaggle dataset `soumicksarker/openeds-dataset` (local copy)"
     slug = kaggle_dataset or download.DEFAULT_SLUG
-    return download.fetch_raw(slug, cache_dir), f"OpenEDS via the Kaggle dataset `{slug}`"
+    return download.fetch_raw(slug, cache_dir, retry=retry), f"OpenEDS via the Kaggle dataset `{slug}`"
 
 
 def default_local_dir(repo_id: str) -> Path:
@@ -95,23 +103,45 @@ def push(
     max_shard_size: int = DEFAULT_MAX_SHARD_BYTES,
     on_missing_label: raw.MissingLabelPolicy = "error",
     command: str = "python push.py",
+    retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
     api: HfApi | None = None,
 ) -> Summary:
     """Materialise the asked configs and splits into `local_dir`, then publish them to `repo_id`.
 
     Raw data comes from `data_dir`, the synthetic sample (`sample`), or else the Kaggle dataset
     `kaggle_dataset` cached under `cache_dir`. `config` is `pupil`, `full` or `all`; `splits`
-    defaults to every split present. `command` is recorded in the card. `api` is the seam for the
-    Hub client (default `HfApi()`).
+    defaults to every split present. `command` is recorded in the card. `retry_timeout` bounds the
+    retries of transient server errors, Hub and Kaggle alike, in seconds (an unreachable network:
+    the smaller of it and 60 s). `api` is the seam for the Hub client (default `HfApi()`).
+
+    When uploading, the token is looked for first, before any build or request, and the Hub is
+    read (`hub.connect`: the token's rights, the repo's files and card) before the raw data is
+    fetched or built, so a bad token or an unreachable Hub costs seconds, not a build. The sample
+    is never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
+    (`summary.published.changed` is False).
     """
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
+    retry = RetryPolicy(total=retry_timeout)
+    if upload:
+        if sample and repo_id == DEFAULT_REPO_ID:
+            raise hub.PublishError(
+                f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset; "
+                "expected a repo of your own for a sample; pass another repo_id, or upload=False"
+            )
+        api = api or HfApi()
+        token = hub.require_token(api, repo_id)  # no network: a missing token is said before anything else
+        # The remote is read once, here: its listing sizes the splits this run keeps (every one it
+        # holds, listed in its card or not), its card and file hashes tell whether anything
+        # changed, and the commit is pinned to its head (a head moved during the build is refused).
+        remote = hub.connect(api, repo_id, token=token, retry=retry)
     local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
-    # Checked before anything else: a folder that is a file, cannot be written or is in use by
-    # another run ends the run here, before any download or build work.
+    # A folder that is a file, cannot be written or is in use by another run ends the run here,
+    # before any download or build work.
     with _staging(local_dir), tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
         raw_dir, source = _resolve_raw(
-            sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset, cache_dir=cache_dir, scratch=Path(scratch)
+            sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset, cache_dir=cache_dir, scratch=Path(scratch),
+            retry=retry,
         )
         split_dirs = raw.find_split_dirs(raw_dir)
         splits = list(splits or split_dirs)
@@ -140,17 +170,19 @@ def push(
         with _writing(local_dir / layout.PREVIEW_PATH) as preview:
             card.render_preview(rows, preview)
 
-        published = None
+        splits_by_config = {c: splits for c in configs}
         if upload:
-            api = api or HfApi()
-            # Splits this run does not rebuild keep the sizes the published card gives them.
-            kept = card.sizes_from_card(hub.fetch_card(api, repo_id))
+            kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
         sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
         text = str(card.render_card(sizes, repo_id=repo_id, source=source, command=command))
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
+        published = None
         if upload:
-            published = hub.publish(local_dir, repo_id, splits_by_config={c: splits for c in configs}, api=api, tag=tag)
+            published = hub.publish(
+                local_dir, repo_id, splits_by_config=splits_by_config, api=api, token=token, tag=tag, retry=retry,
+                remote=remote,
+            )
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 
 
@@ -223,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: a staging folder under the cache)")
     parser.add_argument("--no-upload", dest="upload", action="store_false",
                         help="materialise only; no credentials needed")
-    parser.add_argument("--repo-id", default=None, metavar="ID", help=f"Hub dataset repo (default: {DEFAULT_REPO_ID})")
+    parser.add_argument("--repo-id", default=None, metavar="ID",
+                        help=f"Hub dataset repo (default: {DEFAULT_REPO_ID}; with --sample it is needed to publish, "
+                             "and may not be the default)")
     parser.add_argument("--tag",
                         help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...)")
     parser.add_argument("--config", choices=[*schema.CONFIG_NAMES, "all"], default=schema.DEFAULT_CONFIG,
@@ -236,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="upper bound of a shard, e.g. 500MB (default)")
     parser.add_argument("--skip-unlabeled", dest="on_missing_label", action="store_const", const="skip",
                         default="error", help="leave out images without a label (default: error)")
+    add_retry_argument(parser)
     return parser
 
 
@@ -254,6 +289,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"{first} conflicts with {second}; pass only one of them")
     if args.num_proc < 1:
         parser.error(f"--num-proc {args.num_proc}: expected 1 or more")
+    args.sample_not_published = False
+    if args.sample and args.upload:
+        if args.repo_id == DEFAULT_REPO_ID:
+            parser.error(
+                f"--sample conflicts with --repo-id {DEFAULT_REPO_ID}: synthetic frames must never replace the real "
+                "dataset; pass --repo-id YOU/NAME to publish the sample elsewhere, or --no-upload"
+            )
+        if args.repo_id is None:
+            if args.tag:
+                parser.error("--tag conflicts with --sample without --repo-id, which does not publish; "
+                             "pass --repo-id YOU/NAME to publish the sample, or drop --tag")
+            args.upload, args.sample_not_published = False, True
     args.repo_id = args.repo_id or DEFAULT_REPO_ID
     return args
 
@@ -261,6 +308,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.sample_not_published:
+        print(SAMPLE_NOT_PUBLISHED, file=sys.stderr)
     try:
         summary = push(
             data_dir=args.data_dir,
@@ -277,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_shard_size=args.max_shard_size,
             on_missing_label=args.on_missing_label,
             command="python push.py " + shlex.join(argv),
+            retry_timeout=args.retry_timeout,
         )
     except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,7 +7,9 @@ The card is ``card_template.md`` (shipped with the code) filled with
 
 from __future__ import annotations
 
+import logging
 import platform
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import cv2
 import datasets
 import numpy as np
+import yaml
 from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
@@ -22,7 +25,11 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from openeds import schema
 from openeds.layout import PREVIEW_PATH, split_prefix
 
+logger = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("card_template.md")
+#: The template's provenance lines (where and how this copy was built) sit between these markers.
+PROVENANCE_START = "<!-- provenance -->"
+PROVENANCE_END = "<!-- /provenance -->"
 HUB_CONFIG_NAMES = {"pupil": "default", "full": "full"}
 
 
@@ -47,7 +54,7 @@ def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
     """``{hub config name: DatasetInfo}`` from ``{config: {split: size}}``."""
     infos = {}
     for config, splits in sizes.items():
-        ordered = [s for s in schema.SPLITS if s in splits]
+        ordered = ordered_splits(splits)
         split_dict = datasets.SplitDict()
         for split in ordered:
             split_dict.add(
@@ -63,28 +70,61 @@ def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
     return DatasetInfosDict(infos)
 
 
-def sizes_from_card(card: DatasetCard | None) -> dict[str, dict[str, SplitSize]]:
-    """Split sizes a published card declares (for splits this run does not rebuild)."""
-    if card is None:
+def card_data(text: str | None) -> DatasetCardData | None:
+    """The YAML header of a published card, or None if there is no card or its header cannot be read."""
+    if not text:
+        return None
+    try:
+        return DatasetCard(text).data
+    except (ValueError, yaml.YAMLError) as error:
+        logger.warning("The published card's YAML header cannot be read (%s); not using it", error)
+        return None
+
+
+def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
+    """Rows per split that a published card's ``dataset_info`` declares: ``{config: {split: num_examples}}``.
+
+    The row source for the splits a run keeps; their bytes come from the repo's file listing.
+    An unreadable header declares nothing (the rows then come from the shards' footers).
+    """
+    data = card_data(text)
+    if data is None:
+        return {}
+    try:
+        infos = DatasetInfosDict.from_dataset_card_data(data)
+    except (AttributeError, TypeError, KeyError, ValueError) as error:
+        logger.warning("The published card's dataset_info cannot be read (%s); not using it", error)
         return {}
     by_hub_name = {v: k for k, v in HUB_CONFIG_NAMES.items()}
-    out: dict[str, dict[str, SplitSize]] = {}
-    for hub_name, info in DatasetInfosDict.from_dataset_card_data(card.data).items():
+    out: dict[str, dict[str, int]] = {}
+    for hub_name, info in infos.items():
         config = by_hub_name.get(hub_name)
-        if config is None or not info.splits:
-            continue
-        total = sum(s.num_examples for s in info.splits.values()) or 1
-        out[config] = {
-            name: SplitSize(s.num_examples, int((info.download_size or 0) * s.num_examples / total))
-            for name, s in info.splits.items()
-        }
+        if config is not None and info.splits:
+            out[config] = {name: split.num_examples for name, split in info.splits.items()}
     return out
+
+
+def without_provenance(text: str) -> str:
+    """The card without the lines between its provenance markers (versions, command, local paths).
+
+    Two cards equal after this describe the same publication. A card without both markers is returned whole.
+    """
+    start, end = text.find(PROVENANCE_START), text.find(PROVENANCE_END)
+    if start < 0 or end < start:
+        return text
+    return text[: start + len(PROVENANCE_START)] + text[end:]
+
+
+def ordered_splits(splits: Iterable[str]) -> list[str]:
+    """The v2 splits in their usual order, then any other split name a repo holds, sorted."""
+    names = set(splits)
+    return [s for s in schema.SPLITS if s in names] + sorted(names - set(schema.SPLITS))
 
 
 def _splits_table(sizes: dict[str, dict[str, SplitSize]]) -> str:
     lines = ["| config | split | rows | parquet size | bytes per row |", "|---|---|---:|---:|---:|"]
     for config, splits in sizes.items():
-        for split in (s for s in schema.SPLITS if s in splits):
+        for split in ordered_splits(splits):
             size = splits[split]
             per_row = size.parquet_bytes / size.rows if size.rows else 0
             lines.append(
@@ -114,7 +154,7 @@ def render_card(
             HUB_CONFIG_NAMES[config]: {
                 "data_files": [
                     {"split": split, "path": f"{split_prefix(config, split)}*"}
-                    for split in schema.SPLITS if split in splits
+                    for split in ordered_splits(splits)
                 ],
                 **({"default": True} if config == schema.DEFAULT_CONFIG else {}),
             }

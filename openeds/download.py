@@ -7,6 +7,7 @@
     python -m openeds.download                                   # default slug and cache
     python -m openeds.download --cache-dir /data/kaggle-cache
     python -m openeds.download --kaggle-dataset owner/name --quiet
+    python -m openeds.download --retry-timeout 60               # give up on a failing server sooner
 
 Credentials are whatever the ``kaggle`` client accepts: ``kaggle auth login``,
 ``KAGGLE_API_TOKEN``, ``~/.kaggle/access_token``, ``KAGGLE_USERNAME``/``KAGGLE_KEY`` or
@@ -34,8 +35,11 @@ is three steps, and this module calls the same three so that it can wrap only th
 1. ``DatasetApiClient.download_dataset``: ``POST .../datasets.DatasetApiService/DownloadDataset``,
    then requests follows the 302 to the archive and returns once its headers arrive.
    kaggle does NOT retry this step: one attempt, then ``raise_for_status``. It is
-   retried here (:class:`RetryPolicy`) on 429 (honouring ``Retry-After``), 5xx, and
-   connection errors or timeouts, up to a total time. 401, 403 and 404 are not retried.
+   retried here (:func:`openeds.retry.call_with_retries`) on 429 and 503 (honouring
+   ``Retry-After``), other 5xx, and connection errors or timeouts, for up to
+   ``--retry-timeout`` seconds (600 by default); when the network or the endpoint is
+   unreachable (DNS failure, connection refused), for at most 60 s. 401, 403 and 404 are
+   not retried.
 2. ``KaggleApi.download_needed``: skips the transfer when a complete archive is already
    on disk (for example after an extraction that stopped for lack of space).
 3. ``KaggleApi.download_file``: streams the body. kaggle retries dropped connections,
@@ -51,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import email.utils
 import io
 import json
 import os
@@ -60,7 +63,6 @@ import shutil
 import stat
 import sys
 import tempfile
-import time
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -73,7 +75,17 @@ from tqdm import tqdm
 from openeds.disk import require_free_space
 from openeds.lock import hold
 from openeds.raw import RawDataError, find_split_dirs
-from openeds.retry import RetryPolicy
+from openeds.retry import (
+    GaveUp,
+    RetryPolicy,
+    Transient,
+    add_retry_argument,
+    call_with_retries,
+    endpoint_of,
+    error_chain,
+    is_unreachable,
+    parse_retry_after,
+)
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -198,10 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="Prints the extracted folder on stdout; progress goes to stderr.",
     )
     add_download_arguments(parser)
+    add_retry_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     try:
-        data = fetch_raw(args.kaggle_dataset or DEFAULT_SLUG, args.cache_dir, quiet=args.quiet)
+        data = fetch_raw(
+            args.kaggle_dataset or DEFAULT_SLUG, args.cache_dir, quiet=args.quiet,
+            retry=RetryPolicy(total=args.retry_timeout),
+        )
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -310,32 +326,49 @@ def _open_download(client: KaggleClient, slug: str, retry: RetryPolicy, *, quiet
 
     request = ApiDownloadDatasetRequest()
     request.owner_slug, request.dataset_slug = slug.split("/")
-    start = time.monotonic()
-    attempt = 0
-    while True:
-        retry_after = None
-        try:
-            return client.datasets.dataset_api_client.download_dataset(request)
-        except requests.HTTPError as e:
-            status = e.response.status_code if e.response is not None else 0
-            if status != 429 and not 500 <= status < 600:
-                raise _refused(slug, status, e) from None
-            if status == 429:
-                retry_after = _retry_after(e.response)
-            failure = f"HTTP {status}"
-        except (requests.ConnectionError, requests.Timeout) as e:
-            failure = type(e).__name__
-        wait = retry.delay(attempt) if retry_after is None else retry_after
-        elapsed = time.monotonic() - start
-        if elapsed + wait > retry.total:
+
+    def say(failure: Transient, retries: int, wait: float) -> None:
+        _say(quiet, f"{slug}: {failure.description}; retrying in {wait:.1f} s (attempt {retries + 1})")
+
+    try:
+        return call_with_retries(
+            lambda: client.datasets.dataset_api_client.download_dataset(request),
+            what=f"download {slug}",
+            classify=_classify,
+            policy=retry,
+            on_retry=say,
+        )
+    except requests.HTTPError as e:
+        raise _refused(slug, e.response.status_code if e.response is not None else 0, e) from None
+    except GaveUp as gave_up:
+        if gave_up.last.unreachable:
+            endpoint = endpoint_of(gave_up.__cause__) if gave_up.__cause__ else None
+            endpoint = endpoint or "the Kaggle API"
             raise DownloadError(
-                f"Kaggle download of {slug} still fails after {attempt + 1} attempts in {elapsed:.1f} s "
-                f"(last: {failure}, next wait {wait:.1f} s would pass the {retry.total:g} s limit); "
-                f"expected a 2xx answer. Fix: try again later, {_NO_DATA_DIR_FIX}"
-            )
-        _say(quiet, f"{slug}: {failure}; retrying in {wait:.1f} s (attempt {attempt + 2})")
-        time.sleep(wait)
-        attempt += 1
+                f"Kaggle download of {slug}: the network or the endpoint {endpoint} is unreachable "
+                f"({gave_up.last.description}; {gave_up.tally}); expected a connection to Kaggle. "
+                f"Fix: check the network connection and the proxy settings, then run again, {_NO_DATA_DIR_FIX}"
+            ) from None
+        raise DownloadError(
+            f"Kaggle download of {slug} still fails after {gave_up.attempts} attempts in {gave_up.elapsed:.1f} s "
+            f"(last: {gave_up.last.description}; {gave_up.tally}); expected a 2xx answer. "
+            f"Fix: try again later or with a longer --retry-timeout, {_NO_DATA_DIR_FIX}"
+        ) from None
+
+
+def _classify(error: Exception) -> Transient | None:
+    """429 and 5xx answers, dropped connections and timeouts are worth another try; other answers are not."""
+    if isinstance(error, requests.HTTPError):
+        response = error.response
+        status = response.status_code if response is not None else 0
+        if status != 429 and not 500 <= status < 600:
+            return None
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+        return Transient(f"HTTP {status}", retry_after)
+    if isinstance(error, (requests.ConnectionError, requests.Timeout)):
+        root = list(error_chain(error))[-1]
+        return Transient(_one_line_typed(root), unreachable=is_unreachable(error))
+    return None
 
 
 def _refused(slug: str, status: int, error: requests.HTTPError) -> DownloadError:
@@ -363,21 +396,6 @@ def _refused(slug: str, status: int, error: requests.HTTPError) -> DownloadError
         f"Kaggle answered HTTP {status} ({said}) when downloading {slug}; expected 200. "
         f"Fix: check {page} and try again later, {_NO_DATA_DIR_FIX}"
     )
-
-
-def _retry_after(response: requests.Response | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
-    value = response.headers.get("Retry-After") if response is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 # -- extraction ----------------------------------------------------------------------------
@@ -449,6 +467,10 @@ def _say(quiet: bool, message: str) -> None:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _one_line_typed(error: BaseException) -> str:
+    return f"{type(error).__name__}: {_one_line(error)}"
 
 
 if __name__ == "__main__":

@@ -3,32 +3,43 @@
 The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`.
 
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
-untouched, and always rewrites the card and the preview. The steps:
+untouched, and rewrites the card and the preview. The steps:
 
-1. check the token (`whoami`) and create the repo if needed;
-2. inspect the remote: head commit, files, tags, and whether it holds v1 data (flat list columns,
-   no `preprocessed` column);
+1. check the token locally (`require_token`: offline mode, a token at all), then with the Hub
+   (`whoami`: valid, not read-only);
+2. read the remote once (`inspect_remote`): head commit, every file with its size and hash, tags,
+   the card's text, and whether the data is v1 (flat list columns, no `preprocessed` column).
+   A repo that does not exist, or has no README.md in its listing, has no card; a card the
+   listing names but that cannot be downloaded is an error, never "no card";
 3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits;
-4. tag the v1 head `v1` if the repo is v1 and has no such tag;
-5. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
+4. if the remote already holds the same data files and a card that differs at most in its
+   provenance block (`openeds.card.without_provenance`), publish nothing: no commit, no tag;
+5. create the repo if needed, tag the v1 head `v1` if the repo is v1 and has no such tag;
+6. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
    so re-running a killed upload resumes it;
-6. make ONE commit with every addition, deletion and the card, pinned to the inspected head
+7. make ONE commit with every addition, deletion and the card, pinned to the inspected head
    (`parent_commit`), so the Hub never shows a card naming files it lacks;
-7. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
+8. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
+
+push.py calls `connect` (steps 1-2) before it fetches or builds anything, `kept_sizes` so that its
+card lists every split the repo keeps with their real sizes, then `publish(..., remote=...)`.
 
 Retries: huggingface_hub already retries each HTTP call of the LFS upload (preupload, LFS batch, PUT,
 verify: 5 retries, 1-8 s apart) and this module does not wrap those. The other calls (whoami, create
-repo, repo info, refs, card download, commit, tag) are sent once by the client; `RetryPolicy` retries
-them on connection errors, 5xx and 429 with exponential backoff, jitter and a bounded total time.
+repo, repo info, refs, card download, footers, commit, tag) are sent once by the client;
+`openeds.retry.call_with_retries` retries them on connection errors, 5xx and 429 within the budgets of
+a `RetryPolicy`. Every failure is a `PublishError` of one line naming the step, what the Hub said,
+whether anything was published, and whether re-running helps.
 
 The token is never printed or logged.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +47,21 @@ from typing import Final, NamedTuple, TypeVar
 
 import httpx2
 import pyarrow.parquet as pq
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, HfFileSystem, get_token
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    HfFileSystem,
+    constants,
+    get_session,
+    get_token,
+    hf_hub_url,
+    is_offline_mode,
+)
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
+from openeds.card import SplitSize, card_data, rows_from_card, without_provenance
 from openeds.layout import (
     CARD_PATH,
     CONFIG_DIRS,
@@ -49,7 +72,16 @@ from openeds.layout import (
     complete_shard_set,
     split_prefix,
 )
-from openeds.retry import RetryPolicy
+from openeds.retry import (
+    GaveUp,
+    RetryPolicy,
+    Transient,
+    call_with_retries,
+    endpoint_of,
+    error_chain,
+    is_unreachable,
+    parse_retry_after,
+)
 from openeds.schema import DEFAULT_CONFIG
 
 logger = logging.getLogger(__name__)
@@ -58,9 +90,16 @@ V1_TAG: Final = "v1"
 V2_TAG: Final = "v2"
 V2_COLUMN: Final = "preprocessed"  # the column v2 added; v1 data has none
 DEFAULT_COMMIT_MESSAGE: Final = "Publish OpenEDS precomputed v2"
+NOTHING_PUBLISHED: Final = "nothing was published"
 
 # A v1 shard as `push_to_hub` names them; older versions append a fingerprint: data/train-00000-of-00003-ab12.parquet
 _V1_SHARD = re.compile(r"(?:.*/)?(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
+#: What to do after the Hub refused a request (a status retrying cannot change).
+_REFUSAL_ADVICE: Final = {
+    400: "re-running will not help: the Hub found the request malformed; report it with the Hub's message",
+    413: "re-running will not help: the request is too large for the Hub; publish fewer splits per run (--splits)",
+    422: "re-running will not help until what the Hub's message names is fixed",
+}
 
 T = TypeVar("T")
 
@@ -87,14 +126,41 @@ class PublishResult:
     additions: tuple[str, ...]  # paths sent; the client leaves unchanged files out of the commit
     deletions: tuple[str, ...]
     tags: tuple[str, ...]  # tags this publication created, in order
+    changed: bool = True  # False: the repo already held this data; no commit was made
+    at: str = ""  # what names the publication: its tag(s), else its commit sha
+
+    def line(self) -> str:
+        """What push.py prints after `published: `."""
+        if self.changed:
+            return self.commit_url + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
+        if self.tags:
+            return (
+                f"nothing to commit: {self.repo_id} already holds this data at {self.commit[:12]}; "
+                f"tagged it {', '.join(self.tags)} (an earlier run stopped before tagging it)"
+            )
+        return f"nothing to publish: {self.repo_id} already holds this data at {self.at}"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    size: int
+    sha256: str | None  # LFS files: the sha256 of the content
+    blob_id: str | None  # the git blob id (of the LFS pointer for LFS files)
 
 
 @dataclass(frozen=True)
 class RemoteState:
-    head: str  # sha of `main` when inspected
-    files: frozenset[str]
+    head: str  # sha of `main` when inspected; "" if the repo does not exist
+    files: Mapping[str, RemoteFile]  # path -> size and hashes
     tags: Mapping[str, str]  # tag name -> the commit it points at
     v1_files: frozenset[str]  # the parquet files if they hold v1 data; empty for v2 data or no data
+    card: str | None = None  # the text of README.md at `head`; None if the listing has none
+    exists: bool = True
+    user: str | None = None  # who the token belongs to, when `connect` checked it
+
+    @property
+    def head_tags(self) -> list[str]:
+        return sorted(name for name, sha in self.tags.items() if sha == self.head)
 
 
 def next_publication_tag(tags: Iterable[str]) -> str:
@@ -124,6 +190,42 @@ def plan_operations(
     }
     deletions = sorted(path for path in remote_files if path.startswith(prefixes) and path not in additions)
     return Plan(additions, deletions)
+
+
+def git_blob_id(content: bytes) -> str:
+    """The git object id of a file with `content`, as the Hub lists it for a regular (non-LFS) file."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
+    """Whether publishing `plan` would change nothing that matters: the remote has every data file
+    byte for byte, a card equal but for its provenance block, a preview, and nothing to delete.
+
+    `sha256s` maps each addition to the sha256 of its content (the upload computes them anyway).
+    The preview is drawn from whichever split was built first, so a split push redraws it from
+    other rows of the same data; an existing remote preview counts as the same.
+    """
+    if plan.deletions or remote.card is None:
+        return False
+    for path, local in plan.additions.items():
+        remote_file = remote.files.get(path)
+        if remote_file is None:
+            return False
+        if path == CARD_PATH:
+            if without_provenance(local.read_bytes().decode("utf-8")) != without_provenance(remote.card):
+                return False
+        elif path != PREVIEW_PATH and not _same_content(local, sha256s[path], remote_file):
+            return False
+    return True
+
+
+def _same_content(local: Path, sha256: str, remote: RemoteFile) -> bool:
+    """LFS files compare by sha256, regular ones (small: the Hub stores large files in LFS) by git blob id."""
+    if local.stat().st_size != remote.size:
+        return False
+    if remote.sha256 is not None:
+        return sha256 == remote.sha256
+    return remote.blob_id is not None and git_blob_id(local.read_bytes()) == remote.blob_id
 
 
 def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
@@ -168,6 +270,36 @@ def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:
         )
 
 
+def require_token(api: HfApi, repo_id: str, token: str | None = None) -> str:
+    """The token to publish with, found without a network call; else a PublishError at once.
+
+    `token`, else the api's token, else `HF_TOKEN` or the `hf auth login` token file. Offline mode
+    (`HF_HUB_OFFLINE`), which blocks every upload, is refused here too.
+    """
+    if is_offline_mode():
+        raise PublishError(
+            f"HF_HUB_OFFLINE is set, so nothing can be published to {repo_id}; expected it unset to publish; "
+            "unset HF_HUB_OFFLINE, or pass --no-upload to materialise only"
+        )
+    token = token or (api.token if isinstance(api.token, str) else None) or get_token()
+    if not token:
+        raise PublishError(
+            "no Hugging Face token found (HF_TOKEN is unset and `hf auth login` was not run); "
+            f"expected a token with write access to {repo_id}; set HF_TOKEN or run `hf auth login`, "
+            "or pass --no-upload to materialise only"
+        )
+    return token
+
+
+def connect(api: HfApi, repo_id: str, *, token: str, retry: RetryPolicy = DEFAULT_RETRY) -> RemoteState:
+    """Check the token with the Hub (valid, not read-only), then read the remote once (`inspect_remote`)."""
+    _check_repo_id(repo_id)
+    user = _check_token(api, token, retry)
+    with _explain_access(api, repo_id, user):
+        state = inspect_remote(api, repo_id, token=token, retry=retry)
+    return dataclasses.replace(state, user=user)
+
+
 def publish(
     local_dir: Path,
     repo_id: str,
@@ -178,124 +310,197 @@ def publish(
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
     tag: str | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
+    remote: RemoteState | None = None,
 ) -> PublishResult:
     """Publish the splits `splits_by_config` (e.g. `{"pupil": ["test"]}`) of `local_dir` to the dataset repo `repo_id`.
 
     `api` is the one seam for the Hub client (default: `HfApi()`, so `HF_ENDPOINT` applies); `token`
-    defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `tag` names the
-    publication; by default each publication that changes the repo gets the next of `v2`, `v2.1`, `v2.2`, ...
-    (see `next_publication_tag`); a re-run that changes nothing makes no commit and no tag.
+    defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `remote` is the
+    state `connect` read (read here when not given). `tag` names the publication; by default each
+    publication that changes the repo gets the next of `v2`, `v2.1`, `v2.2`, ... (see
+    `next_publication_tag`). A run that would change nothing (`holds`) makes no commit and no tag,
+    unless the head is untagged (an earlier run stopped between its commit and its tag): it is tagged.
     """
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
-        raise PublishError(
-            f"repo id {repo_id!r} is not of the form namespace/name; expected e.g. Conner/openeds-precomputed"
-        )
+    _check_repo_id(repo_id)
     files = collect_local_files(local_dir, splits_by_config)
     api = api or HfApi()
-    token = token or (api.token if isinstance(api.token, str) else None) or get_token()
-    if not token:
-        raise PublishError(
-            "no Hugging Face token found (HF_TOKEN is unset and `hf auth login` was not run); "
-            f"expected a token with write access to {repo_id}; set HF_TOKEN or run `hf auth login`"
-        )
-    user = _check_token(api, token, retry)
-    try:
-        _retry(
-            retry,
-            f"create the dataset repo {repo_id}",
-            lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token),
-        )
-        remote = inspect_remote(api, repo_id, token=token, retry=retry)
+    token = require_token(api, repo_id, token)
+    remote = remote or connect(api, repo_id, token=token, retry=retry)
+    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+    if remote.v1_files:
+        _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get(DEFAULT_CONFIG, ()))
+        prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names
+    plan = plan_operations(files, remote.files, prefixes)
+    url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
+    # Hashes each file once (streaming), for the comparison and the upload alike.
+    additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
+    sha256s = {operation.path_in_repo: operation.upload_info.sha256.hex() for operation in additions}
+
+    with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
+        if holds(remote, plan, sha256s):
+            if remote.head_tags:
+                at = ", ".join(remote.head_tags)
+                return PublishResult(repo_id, remote.head, url, (), (), (), changed=False, at=at)
+            # An earlier run committed this very data and stopped before tagging it: tag it now.
+            publication_tag = tag if tag and tag not in remote.tags else next_publication_tag(remote.tags)
+            _create_tag(api, repo_id, publication_tag, remote.head, token, retry)
+            return PublishResult(
+                repo_id, remote.head, url, (), (), (publication_tag,), changed=False, at=publication_tag
+            )
+
         if tag is not None and tag in remote.tags:
             raise PublishError(
                 f"tag {tag!r} already exists on {repo_id}; expected a new tag for this publication; "
                 "pick another tag or delete the old one"
             )
-        prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
-        if remote.v1_files:
-            _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get(DEFAULT_CONFIG, ()))
-            prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names
-        plan = plan_operations(files, remote.files, prefixes)
-
+        if not remote.exists:
+            _retry(
+                retry,
+                f"create the dataset repo {repo_id}",
+                lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token),
+            )
+            remote = dataclasses.replace(inspect_remote(api, repo_id, token=token, retry=retry), user=remote.user)
         created: list[str] = []
         if remote.v1_files and V1_TAG not in remote.tags:
             _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
             created.append(V1_TAG)
-        additions = [
-            CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()
-        ]
         _upload(api, repo_id, additions, token)
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
-        # Tag the publication unless its commit already has a tag: a re-run that changed
-        # nothing keeps the head, and a run killed between the commit and the tag is
-        # completed by tagging that head now.
-        if commit not in remote.tags.values():
-            publication_tag = tag or next_publication_tag(remote.tags)
-            _create_tag(api, repo_id, publication_tag, commit, token, retry)
-            created.append(publication_tag)
-    except Exception as error:
-        if (status := _status(error)) not in (401, 403):
-            raise
-        namespace, name = repo_id.split("/")
-        raise PublishError(
-            f"user {user!r} may not write to {repo_id} ({status} from {api.endpoint}); "
-            f"expected a token with write access to the namespace {namespace!r}; "
-            f"use the token of a member of {namespace!r} with write rights, or publish to {user}/{name}"
-        ) from error
+        publication_tag = tag or next_publication_tag(remote.tags)
+        _create_tag(api, repo_id, publication_tag, commit, token, retry, published=commit)
+        created.append(publication_tag)
     logger.info("Published %s %s as commit %s", repo_id, dict(splits_by_config), commit)
-    return PublishResult(repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created))
+    return PublishResult(
+        repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created), at=publication_tag
+    )
 
 
 def inspect_remote(
     api: HfApi, repo_id: str, *, token: str | None = None, retry: RetryPolicy = DEFAULT_RETRY
 ) -> RemoteState:
-    """Head, files and tags of `main`, and its parquet files if they hold v1 data."""
-    info = _retry(retry, f"read the repo info of {repo_id}", lambda: api.dataset_info(repo_id, token=token))
+    """Head, files (sizes and hashes), tags and card of `main`, and its parquet files if they hold v1 data.
+
+    A repo that does not exist is returned empty (`exists=False`), and one whose listing has no
+    README.md has `card=None`. Every other failure is a PublishError: a card that cannot be read is
+    never taken for an absent one.
+    """
+    try:
+        info = _retry(
+            retry,
+            f"list the files of {repo_id}",
+            lambda: api.dataset_info(repo_id, files_metadata=True, token=token),
+            passthrough=(401, 403, 404),
+        )
+    except RepositoryNotFoundError:
+        return RemoteState("", {}, {}, frozenset(), exists=False)
     refs = _retry(
         retry, f"list the tags of {repo_id}", lambda: api.list_repo_refs(repo_id, repo_type="dataset", token=token)
     )
     head = info.sha or ""
-    files = frozenset(sibling.rfilename for sibling in info.siblings or ())
+    files = {
+        sibling.rfilename: RemoteFile(
+            size=sibling.size or 0, sha256=sibling.lfs.sha256 if sibling.lfs else None, blob_id=sibling.blob_id
+        )
+        for sibling in info.siblings or ()
+    }
+    card = _download_card(api, repo_id, head, token, retry) if CARD_PATH in files else None
     parquet = sorted(path for path in files if path.endswith(".parquet"))
-    with_card = CARD_PATH in files
-    v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, with_card, parquet[0], token, retry)
+    v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, card, parquet[0], token, retry)
     tags = {ref.name: ref.target_commit for ref in refs.tags}
-    return RemoteState(head, files, tags, frozenset(parquet if v1 else ()))
+    return RemoteState(head, files, tags, frozenset(parquet if v1 else ()), card)
 
 
-def fetch_card(
-    api: HfApi, repo_id: str, *, revision: str = "main", token: str | None = None, retry: RetryPolicy = DEFAULT_RETRY
-) -> DatasetCard | None:
-    """The dataset card of `repo_id` at `revision`, or None if the repo or its README.md does not exist.
+def remote_splits(remote: RemoteState) -> dict[str, dict[str, list[str]]]:
+    """`{config: {split: shard paths}}` of the v2 shards the remote holds (v1 files left out)."""
+    config_of = {folder: config for config, folder in CONFIG_DIRS.items()}
+    splits: dict[str, dict[str, list[str]]] = {}
+    for path in sorted(remote.files):
+        shard = SHARD_RE.fullmatch(path)
+        if shard and shard["dir"] in config_of and path not in remote.v1_files:
+            splits.setdefault(config_of[shard["dir"]], {}).setdefault(shard["split"], []).append(path)
+    return splits
 
-    push.py reads its YAML (`card.data.dataset_info`, `card.data.configs`) to keep the split sizes of
-    the splits it does not rebuild.
+
+def kept_sizes(
+    api: HfApi,
+    repo_id: str,
+    remote: RemoteState,
+    *,
+    rebuilt: Mapping[str, Sequence[str]],
+    token: str | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> dict[str, dict[str, SplitSize]]:
+    """Sizes of the remote splits this run does not rebuild (`rebuilt`: `{config: splits}`), so the new card lists them.
+
+    Bytes are the sizes of the split's shards in the remote listing. Rows are the published card's
+    `num_examples` for a split it lists whole, else the sum of the shards' parquet footers (ranged
+    reads). Every remote split is kept, listed or not, so a new card never hides files the repo holds.
     """
+    card_rows = rows_from_card(remote.card)
+    sizes: dict[str, dict[str, SplitSize]] = {}
+    for config, splits in remote_splits(remote).items():
+        for split, paths in splits.items():
+            if split in rebuilt.get(config, ()):
+                continue
+            complete = paths == complete_shard_set(split_prefix(config, split), paths)
+            if not complete:
+                expected = len(complete_shard_set(split_prefix(config, split), paths))
+                logger.warning(
+                    "%s holds %d of the %d shards of %s/%s; the card lists those", repo_id, len(paths), expected,
+                    config, split,
+                )
+            rows = card_rows.get(config, {}).get(split) if complete else None
+            if rows is None:
+                rows = sum(_remote_rows(api, repo_id, remote.head, path, token, retry) for path in paths)
+            sizes.setdefault(config, {})[split] = SplitSize(rows, sum(remote.files[path].size for path in paths))
+    return sizes
 
-    def download() -> DatasetCard | None:
-        try:
-            path = api.hf_hub_download(repo_id, CARD_PATH, repo_type="dataset", revision=revision, token=token)
-        except (EntryNotFoundError, RepositoryNotFoundError):
-            return None
-        return DatasetCard.load(path, repo_type="dataset")
 
-    try:
-        return _retry(retry, f"download the card of {repo_id}", download)
-    except Exception as error:
-        if _status(error) == 401:  # the client wraps it in a LocalEntryNotFoundError
-            raise _token_rejected(api) from error
-        raise
+def _remote_rows(api: HfApi, repo_id: str, head: str, path: str, token: str | None, retry: RetryPolicy) -> int:
+    def read_footer() -> int:
+        fs = HfFileSystem(endpoint=api.endpoint, token=token)
+        with fs.open(f"datasets/{repo_id}@{head}/{path}", "rb") as file:  # ranged reads of the footer only
+            return pq.ParquetFile(file).metadata.num_rows
+
+    return _retry(retry, f"read the row count of {repo_id}/{path}", read_footer)
+
+
+def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, retry: RetryPolicy) -> str:
+    """The text of README.md at `revision`, which the listing says exists.
+
+    One plain GET per attempt, retried by `_retry`: `hf_hub_download` would turn a 5xx or a
+    connection error into a `LocalEntryNotFoundError`, which reads like "no such file", after
+    retries of its own that ignore the retry budget.
+    """
+    url = hf_hub_url(repo_id, CARD_PATH, repo_type="dataset", revision=revision, endpoint=api.endpoint)
+
+    def download() -> str:
+        response = get_session().get(url, headers=build_hf_headers(token=token), follow_redirects=True)
+        hf_raise_for_status(response)
+        return response.content.decode("utf-8")
+
+    return _retry(
+        retry,
+        f"download the card {CARD_PATH} of {repo_id}@{revision[:12]}, which its file listing names",
+        download,
+        outcome=f"{NOTHING_PUBLISHED}: the card says which splits to keep, and a card written without it "
+        "could hide them",
+    )
 
 
 def _remote_columns(
-    api: HfApi, repo_id: str, head: str, with_card: bool, data_file: str, token: str | None, retry: RetryPolicy
+    api: HfApi, repo_id: str, head: str, card: str | None, data_file: str, token: str | None, retry: RetryPolicy
 ) -> set[str]:
     """Columns of the remote data: from the card's `dataset_info.features`, else from the schema of `data_file`."""
-    card = fetch_card(api, repo_id, revision=head, token=token, retry=retry) if with_card else None
-    dataset_info = card.data.get("dataset_info") if card else None
-    infos = dataset_info if isinstance(dataset_info, list) else [dataset_info] if dataset_info else []
-    per_config = [{feature["name"] for feature in info.get("features") or () if "name" in feature} for info in infos]
+    data = card_data(card)
+    dataset_info = data.get("dataset_info") if data is not None else None
+    listed = dataset_info if isinstance(dataset_info, list) else [dataset_info]
+    infos = [info for info in listed if isinstance(info, dict)]
+    per_config = [
+        {feature["name"] for feature in info.get("features") or () if isinstance(feature, dict) and "name" in feature}
+        for info in infos
+    ]
     if any(per_config):
         return set.intersection(*filter(None, per_config))  # one config without the v2 column is v1 data
 
@@ -319,10 +524,17 @@ def _refuse_mixing(repo_id: str, v1_files: frozenset[str], pushed_splits: Sequen
         )
 
 
+def _check_repo_id(repo_id: str) -> None:
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+        raise PublishError(
+            f"repo id {repo_id!r} is not of the form namespace/name; expected e.g. Conner/openeds-precomputed"
+        )
+
+
 def _check_token(api: HfApi, token: str, retry: RetryPolicy) -> str:
     """The user name of `token`, once the Hub has accepted it and it is not read-only."""
     try:
-        me = _retry(retry, "check the Hugging Face token", lambda: api.whoami(token=token))
+        me = _retry(retry, "check the Hugging Face token", lambda: api.whoami(token=token), passthrough=(401,))
     except HfHubHTTPError as error:
         if _status(error) != 401:
             raise
@@ -343,6 +555,26 @@ def _token_rejected(api: HfApi) -> PublishError:
     )
 
 
+class _explain_access:
+    """Turn a 401 or 403 from the Hub inside the block into one PublishError naming the user and the namespace."""
+
+    def __init__(self, api: HfApi, repo_id: str, user: str) -> None:
+        self.api, self.repo_id, self.user = api, repo_id, user
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        if not isinstance(error, HfHubHTTPError) or (status := _status(error)) not in (401, 403):
+            return
+        namespace, name = self.repo_id.split("/")
+        raise PublishError(
+            f"user {self.user!r} may not write to {self.repo_id} ({status} from {self.api.endpoint}); "
+            f"expected a token with write access to the namespace {namespace!r}; "
+            f"use the token of a member of {namespace!r} with write rights, or publish to {self.user}/{name}"
+        ) from error
+
+
 def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str) -> None:
     """Upload the LFS files the Hub does not hold yet (the client shows progress bars and retries each request)."""
     size = sum(operation.upload_info.size for operation in additions)
@@ -350,12 +582,18 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
     try:
         api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
     except Exception as error:
-        if not _is_transient(error):
-            raise  # a 401/403 is explained by publish
-        raise PublishError(
-            f"uploading to {repo_id} failed after the client's retries ({_describe(error)}); "
-            "expected the Hub to accept the files; re-run the same command: files already uploaded are not sent again"
-        ) from error
+        status = _status(error)
+        if status in (401, 403):
+            raise  # explained by _explain_access
+        resume = "re-run the same command: files already uploaded are not sent again"
+        if _classify(error) is not None:
+            raise PublishError(
+                f"uploading to {repo_id} failed after the client's retries ({_describe(error)}); "
+                f"expected the Hub to accept the files; {NOTHING_PUBLISHED}; {resume}"
+            ) from error
+        if status is not None:
+            raise _refused(f"upload the files to {repo_id}", error, NOTHING_PUBLISHED) from error
+        raise
 
 
 def _commit(
@@ -369,9 +607,10 @@ def _commit(
 ) -> tuple[str, str]:
     """Make the publication commit on top of `head`; returns its sha and URL."""
     attempts = 0
+    answer_lost = False
 
     def attempt() -> tuple[str, str]:
-        nonlocal attempts
+        nonlocal attempts, answer_lost
         attempts += 1
         try:
             info = api.create_commit(
@@ -382,58 +621,88 @@ def _commit(
             if attempts > 1 and _status(error) in (409, 412) and (sha := _landed(api, repo_id, head, message, token)):
                 return sha, f"{api.endpoint}/datasets/{repo_id}/commit/{sha}"
             raise
+        except httpx2.TransportError:
+            answer_lost = True  # the Hub may have made the commit
+            raise
         return info.oid, info.commit_url
 
+    def outcome() -> str:
+        if answer_lost:
+            return (
+                "the commit may have landed (an answer was lost on the way); re-run the same command: "
+                "it finds a landed commit and only tags it"
+            )
+        return f"{NOTHING_PUBLISHED} (the commit is atomic; the files already uploaded are not sent again)"
+
     try:
-        return _retry(retry, f"commit to {repo_id}", attempt)
+        return _retry(retry, f"commit to {repo_id}", attempt, passthrough=(401, 403, 409, 412), outcome=outcome)
     except HfHubHTTPError as error:
         if _status(error) not in (409, 412):
             raise
         raise PublishError(
             f"the head of {repo_id} moved from {head} during the upload (another commit landed); "
-            "expected it unchanged; re-run the same command: files already uploaded are not sent again"
+            f"expected it unchanged; {NOTHING_PUBLISHED}; "
+            "re-run the same command: files already uploaded are not sent again"
         ) from error
 
 
 def _landed(api: HfApi, repo_id: str, parent: str, message: str, token: str) -> str | None:
-    """The sha of the head of `main` if it is a commit titled `message` right on top of `parent`."""
-    commits = api.list_repo_commits(repo_id, repo_type="dataset", token=token)
+    """The sha of the head of `main` if it is a commit titled `message` right on top of `parent`.
+
+    Transient errors go to the retry of the commit (which then asks again); any other is one line.
+    """
+    try:
+        commits = api.list_repo_commits(repo_id, repo_type="dataset", token=token)
+    except HfHubHTTPError as error:
+        if _classify(error) is not None:
+            raise
+        raise _refused(
+            f"check whether the commit to {repo_id} landed after its answer was lost",
+            error,
+            "the commit may have landed",
+            advice="re-run the same command: it finds a landed commit and only tags it",
+        ) from error
     if len(commits) >= 2 and commits[0].title == message and commits[1].commit_id == parent:
         return commits[0].commit_id
     return None
 
 
-def _create_tag(api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy) -> None:
+def _create_tag(
+    api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy, *, published: str | None = None
+) -> None:
+    """Tag `revision`; `published` is the sha of this run's commit, for the message if tagging fails."""
+    outcome = (
+        f"the data is published as commit {published[:12]} but not tagged; re-run the same command to tag it "
+        "(it commits nothing again)"
+        if published
+        else NOTHING_PUBLISHED
+    )
     # exist_ok: a retry may find the tag made by an attempt whose answer was lost (existing tags were checked before).
     _retry(
         retry,
-        f"tag {repo_id}@{revision} as {tag!r}",
+        f"tag {repo_id}@{revision[:12]} as {tag!r}",
         lambda: api.create_tag(repo_id, tag=tag, revision=revision, repo_type="dataset", token=token, exist_ok=True),
+        outcome=outcome,
     )
     logger.info("Tagged %s@%s as %s", repo_id, revision, tag)
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    """`error` and its causes: the client wraps some errors (a failed LFS PUT, a failed download)."""
-    chain = [error]
-    while (cause := chain[-1].__cause__) is not None and cause not in chain:
-        chain.append(cause)
-    return chain
+# -- errors and retries --------------------------------------------------------------------------
 
 
 def _status(error: BaseException) -> int | None:
     """The HTTP status of the first response in the chain of `error`, if any."""
-    for link in _chain(error):
+    for link in error_chain(error):
         if isinstance(status := getattr(getattr(link, "response", None), "status_code", None), int):
             return status
     return None
 
 
-def _is_transient(error: BaseException) -> bool:
-    """A connection error, a 5xx or a 429: worth another try."""
-    status = _status(error)
-    network = any(isinstance(link, httpx2.TransportError) for link in _chain(error))
-    return network or status == 429 or (status is not None and status >= 500)
+def _server_message(error: BaseException) -> str:
+    for link in error_chain(error):
+        if isinstance(link, HfHubHTTPError) and link.server_message:
+            return " ".join(link.server_message.split())
+    return _describe(error)
 
 
 def _describe(error: BaseException) -> str:
@@ -441,26 +710,78 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
 
-def _retry(policy: RetryPolicy, what: str, call: Callable[[], T]) -> T:
-    """`call()`, retried on transient errors within `policy`; then a PublishError saying what failed."""
-    start = time.monotonic()
-    retries = 0
-    while True:
-        try:
-            return call()
-        except Exception as error:
-            if not _is_transient(error):
-                raise
-            delay = policy.delay(retries)
-            if isinstance(error, HfHubHTTPError) and _status(error) == 429:
-                retry_after = error.response.headers.get("Retry-After", "")
-                delay = float(retry_after) if retry_after.isdigit() else delay
-            elapsed = time.monotonic() - start
-            if elapsed + delay > policy.total:
-                raise PublishError(
-                    f"could not {what}: {_describe(error)} (after {retries + 1} attempts in {elapsed:.1f} s); "
-                    "expected the Hub to answer; check the network, then re-run: uploaded files are not sent again"
-                ) from error
-            retries += 1
-            logger.warning("Could not %s (%s); retry %d in %.1f s", what, _describe(error), retries, delay)
-            time.sleep(delay)
+def _classify(error: Exception) -> Transient | None:
+    """A 5xx, a 408 or 429, or a transport error is worth another try; anything else is not."""
+    if isinstance(error, PublishError):
+        return None
+    status = _status(error)
+    if status is not None:
+        if status in (408, 429) or status >= 500:
+            response = next(link.response for link in error_chain(error) if getattr(link, "response", None) is not None)
+            retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+            return Transient(f"HTTP {status}: {_server_message(error)}", retry_after)
+        return None
+    transport = next((link for link in error_chain(error) if isinstance(link, httpx2.TransportError)), None)
+    if transport is None:
+        return None
+    root = list(error_chain(error))[-1]
+    return Transient(_describe(root if root is not transport else transport), unreachable=is_unreachable(error))
+
+
+def _refused(what: str, error: BaseException, outcome: str, *, advice: str | None = None) -> PublishError:
+    """The one line for a request the Hub answered with a status that retrying cannot change."""
+    status = _status(error)
+    advice = advice or _REFUSAL_ADVICE.get(
+        status or 0, "re-running will not help until the cause the Hub names is fixed"
+    )
+    return PublishError(
+        f"could not {what}: the Hub answered HTTP {status}: {_server_message(error)}; "
+        f"expected it to accept the request; {outcome}; {advice}"
+    )
+
+
+def _retry(
+    policy: RetryPolicy,
+    what: str,
+    call: Callable[[], T],
+    *,
+    passthrough: Sequence[int] = (401, 403),
+    outcome: str | Callable[[], str] = NOTHING_PUBLISHED,
+) -> T:
+    """`call()`, retried on transient errors within `policy`; every failure becomes one PublishError line.
+
+    HTTP errors with a status in `passthrough` are re-raised for the caller to explain; `outcome`
+    says what the failure leaves on the Hub (the default: nothing was published).
+    """
+
+    def said() -> str:
+        return outcome() if callable(outcome) else outcome
+
+    try:
+        return call_with_retries(
+            call,
+            what=what,
+            classify=_classify,
+            policy=policy,
+            on_retry=lambda failure, n, wait: logger.warning(
+                "Could not %s (%s); retry %d in %.1f s", what, failure.description, n, wait
+            ),
+        )
+    except GaveUp as gave_up:
+        error = gave_up.__cause__ or gave_up
+        if gave_up.last.unreachable:
+            endpoint = endpoint_of(error) or constants.ENDPOINT
+            raise PublishError(
+                f"could not {what}: the network or the Hub endpoint {endpoint} is unreachable "
+                f"({gave_up.last.description}; {gave_up.tally}); expected a connection to {endpoint}; "
+                f"check the network connection, the proxy settings and HF_ENDPOINT, then re-run; {said()}"
+            ) from error
+        raise PublishError(
+            f"could not {what}: {gave_up.last.description} ({gave_up.tally}); expected the Hub to answer; "
+            f"{said()}; re-run later, or with a longer --retry-timeout"
+        ) from error
+    except HfHubHTTPError as error:
+        if _status(error) in passthrough:
+            raise
+        raise _refused(what, error, said()) from error
+

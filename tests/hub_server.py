@@ -37,9 +37,9 @@ request log for each test.
 
 Tokens: reads are anonymous; a request carrying an unknown token gets 401. Writes need a token
 with write access to the repo's namespace (401 without a token, 403 without the right).
-Fault injection: `server.fail(method, path_regex, status=..., times=...)`; `drop=True` cuts the
+Fault injection: `server.fail(method, path_regex, status=..., times=..., headers=...)`; `drop=True` cuts the
 connection halfway through the request body, `lose_response=True` after handling the request.
-`server.requests` logs every request (method, path, status, and the oid of LFS uploads).
+`server.requests` logs every request (method, path, status, the oid of LFS uploads, and when).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -212,6 +213,7 @@ class Fault:
     times: int
     drop: bool
     lose_response: bool
+    headers: dict[str, str] = field(default_factory=dict)  # sent with the status, e.g. Retry-After
     hits: int = 0
 
 
@@ -221,6 +223,7 @@ class LoggedRequest:
     path: str  # URL path, percent-decoded, without the query string
     status: int | None  # None: the server dropped the connection
     lfs_oid: str | None = None  # set for LFS object uploads (PUT)
+    time: float = field(default_factory=time.monotonic)  # when the request was answered
 
 
 class HubError(Exception):
@@ -283,9 +286,10 @@ class HubServer:
         times: int = 1,
         drop: bool = False,
         lose_response: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> Fault:
-        """Answer the next `times` matching requests with `status`, or cut the connection (see `Fault`)."""
-        fault = Fault(method.upper(), re.compile(path_regex), status, times, drop, lose_response)
+        """Answer the next `times` matching requests with `status` and `headers`, or cut the connection (`Fault`)."""
+        fault = Fault(method.upper(), re.compile(path_regex), status, times, drop, lose_response, dict(headers or {}))
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -654,7 +658,9 @@ class _Handler(BaseHTTPRequestHandler):
             fault = self.hub.take_fault(self.command, path)
             body = self._read_body(drop=fault is not None and fault.drop)
             if fault is not None and not fault.lose_response:
-                raise HubError(fault.status, f"injected fault: {fault.status} for {self.command} {path}")
+                raise HubError(
+                    fault.status, f"injected fault: {fault.status} for {self.command} {path}", headers=fault.headers
+                )
             if route is None:
                 raise HubError(404, f"no route for {self.command} {raw_path} on this test Hub")
             status, payload, headers = self._dispatch(*route, parse_qs(query), body)

@@ -98,7 +98,7 @@ def test_labels_without_an_image_are_a_warning(sample_dir, tmp_path, caplog):
     assert f"test: ignored 1 labels without an image (e.g. labels/{image.stem}.npy)" in warnings
 
 
-def test_the_same_stem_in_two_splits_is_refused(sample_dir, tmp_path):
+def test_the_same_frame_in_two_splits_is_refused(sample_dir, tmp_path):
     import shutil
 
     tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
@@ -106,7 +106,7 @@ def test_the_same_stem_in_two_splits_is_refused(sample_dir, tmp_path):
     image = sorted((splits / "train/images").iterdir())[0]
     shutil.copy(image, splits / "validation/images")
     builder = OpenEDSPrecomputed(config_name="pupil", data_dir=str(tree), cache_dir=str(tmp_path / "c"))
-    with pytest.raises(raw.RawDataError, match=f"stem {image.stem} is in both train and validation"):
+    with pytest.raises(raw.RawDataError, match=f"image {image.name} is in both train and validation with the same"):
         builder.download_and_prepare()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -26,12 +28,13 @@ from tests.kaggle_server import REPO_ROOT, Credentials, KaggleStub, Target
 SLUG = DEFAULT_SLUG
 SLUG_DIR = SLUG.replace("/", "--")
 
-#: fetch_raw in a client process; argv: slug, cache dir, total retry time in seconds
+#: fetch_raw in a client process; argv: slug, cache dir, retry budget and network budget in seconds
 FETCH = """\
 import sys
 from openeds.download import DownloadError, RetryPolicy, fetch_raw
+policy = RetryPolicy(first_delay=0.05, total=float(sys.argv[3]), network_total=float(sys.argv[4]))
 try:
-    print(fetch_raw(sys.argv[1], sys.argv[2], retry=RetryPolicy(first_delay=0.05, total=float(sys.argv[3]))))
+    print(fetch_raw(sys.argv[1], sys.argv[2], retry=policy))
 except DownloadError as e:
     sys.exit(f"error: {e}")
 """
@@ -87,9 +90,11 @@ def fetch(
     credentials: Credentials | None = "key",
     slug: str = SLUG,
     total: float = 5.0,
+    network: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = stub.client_env(tmp_path / "home", credentials)
-    argv = [sys.executable, "-c", FETCH, slug, str(tmp_path / "cache"), str(total)]
+    env = stub.client_env(tmp_path / "home", credentials) | (env or {})
+    argv = [sys.executable, "-c", FETCH, slug, str(tmp_path / "cache"), str(total), str(network)]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     _check_output(result)
     return result
@@ -159,6 +164,40 @@ def test_server_errors_are_retried_until_the_time_limit(stub: KaggleStub, tmp_pa
     assert len(attempts) >= 2 and {r.status for r in attempts} == {503}
     assert attempts[-1].time - attempts[0].time < 2.0  # the limit is 0.5 s; slack for a loaded machine
     assert not (tmp_path / "cache" / SLUG_DIR / MARKER_NAME).exists()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A local port bound but not listening: a connection to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("failure", ["refused", "dns"])
+def test_an_unreachable_network_gives_up_on_the_short_budget(
+    stub: KaggleStub, tmp_path: Path, closed_port: int, failure: str
+) -> None:
+    # The proxy every request goes through is a closed port, or a host that does not resolve.
+    proxy = f"127.0.0.1:{closed_port}" if failure == "refused" else "proxy.openeds.invalid:3128"
+    started = time.monotonic()
+    error = _error(fetch(stub, tmp_path, total=30, network=0.5, env={"HTTP_PROXY": f"http://{proxy}"}))
+    assert time.monotonic() - started < 15  # the 30 s retry budget is not used: 0.5 s, plus the start of Python
+    assert error.startswith(f"error: Kaggle download of {SLUG}: the network or the endpoint {proxy} is unreachable")
+    assert "Connection refused" in error if failure == "refused" else "gaierror" in error
+    assert "the network budget is 0.5 s" in error and "--data-dir" in error
+    assert stub.log == []
+
+
+def test_retry_after_zero_still_waits(stub: KaggleStub, tmp_path: Path) -> None:
+    stub.fail(429, times=1000, headers={"Retry-After": "0"})
+    argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(tmp_path / "cache"), "--retry-timeout", "2"]
+    result = subprocess.run(argv, env=stub.client_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+    _check_output(result)
+    assert "still fails after" in _error(result) and "HTTP 429" in _error(result)
+    attempts = [r.time for r in stub.requests_to("api")]
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:])]
+    assert 2 <= len(attempts) <= 5 and min(gaps) >= 0.45, gaps  # the 0.5 s floor, not a hammering loop
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -32,6 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi
 
 from openeds.synthetic import write_sample
 from tests.hub_server import HubServer
@@ -126,7 +129,7 @@ def _write_image(array: np.ndarray) -> Callable[[Path], None]:
 
 def _published_first(world: World) -> None:
     """An earlier publication of the whole sample to the case's repo."""
-    result = world.push(*PUBLISH, "--local-dir", str(world.tmp / "earlier"))
+    result = world.push(*PUBLISH, "--local-dir", str(world.tmp / "earlier"), env={"HF_TOKEN": TOKEN})
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -139,6 +142,80 @@ def _skips_every_shard(world: World, result: subprocess.CompletedProcess[str]) -
     assert result.stdout.count("already complete") == 3, result.stdout
 
 
+# -- the Hub: arranging and checking ---------------------------------------------------------------
+
+#: a local port bound for the whole session but never listening: every connection to it is refused
+_CLOSED = socket.socket()
+_CLOSED.bind(("127.0.0.1", 0))
+CLOSED_ENDPOINT = f"http://127.0.0.1:{_CLOSED.getsockname()[1]}"
+FAST = ("--retry-timeout", "2")  # failing-network cases give up within seconds
+
+
+def _arrange(*steps: Callable[[World], None]) -> Callable[[World], None]:
+    def arrange(world: World) -> None:
+        for step in steps:
+            step(world)
+
+    return arrange
+
+
+def _earlier_commit(world: World) -> None:
+    """An earlier state of the case's repo, made with the real client: a card and a tag."""
+    api = HfApi(token=TOKEN)
+    api.create_repo(world.repo_id, repo_type="dataset")
+    api.create_commit(world.repo_id, [CommitOperationAdd("README.md", b"# earlier\n")], commit_message="earlier",
+                      repo_type="dataset")
+    api.create_tag(world.repo_id, tag="v2", repo_type="dataset")
+
+
+def _fail(method: str, path: str, **fault: object) -> Callable[[World], None]:
+    """From now on the test Hub fails requests to `path` (`{repo}` is the case's repo id), see HubServer.fail."""
+    return lambda world: world.hub.fail(method, path.format(repo=re.escape(world.repo_id)), **fault)
+
+
+def _repo(world: World):
+    return world.hub._repos[world.repo_id]
+
+
+def _card_at_head(world: World) -> dict:
+    repo = _repo(world)
+    text = repo.read(repo.commits[repo.branches["main"]].files["README.md"]).decode()
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def _lists_every_split(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    header = _card_at_head(world)
+    [config] = header["configs"]
+    assert [f["split"] for f in config["data_files"]] == ["train", "validation", "test"], config
+
+
+def _not_republished(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    repo = _repo(world)
+    head = repo.branches["main"]
+    assert f"published: nothing to publish: {world.repo_id} already holds this data at v2" in result.stdout
+    assert len(list(repo.history(repo.commits[head]))) == 2 and repo.tags == {"v2": head}  # created, published
+    assert len([r for r in world.hub.requests if r.method == "POST" and "/commit/" in r.path]) == 1  # the earlier
+
+
+def _nothing_built_or_sent(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert not world.out.exists(), "the data was built before the failure was found"
+    assert world.hub.requests == [], [r.path for r in world.hub.requests]
+
+
+def _no_hub_request(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert world.hub.requests == [], [r.path for r in world.hub.requests]
+    assert (world.out / "README.md").is_file()
+
+
+def _not_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert not world.out.exists(), "the data was built before the failure was found"
+
+
+def _at_most_five_whoami(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    attempts = [r for r in world.hub.requests if r.path == "/api/whoami-v2"]
+    assert 2 <= len(attempts) <= 5, len(attempts)  # 2 s at no less than 0.5 s a wait, not a hammering loop
+
+
 # -- cases that end well, or with a warning ------------------------------------------------------
 
 SUCCESSES = [
@@ -149,6 +226,11 @@ SUCCESSES = [
          says=("train: skipped 1 images without a label",),
          arrange=_edit(_first("train", "labels"), Path.unlink)),
     Case("publish", PUBLISH, env={"HF_TOKEN": TOKEN}),
+    Case("sample-without-repo-id-does-not-publish", ("--sample", "--local-dir", "{out}"),
+         says=("not publishing: --sample without --repo-id materialises only",),
+         check=_no_hub_request, env={"HF_TOKEN": TOKEN}),
+    Case("unchanged-data-is-not-republished", PUBLISH, arrange=_published_first, check=_not_republished,
+         env={"HF_TOKEN": TOKEN}),
 ]
 
 # -- flags a user can get wrong (argparse's usage errors, exit 2) --------------------------------
@@ -160,6 +242,10 @@ USAGE = [
     Case("num-proc-0", ("--sample", "--no-upload", "--num-proc", "0"), exit=2, error="--num-proc 0: expected 1 or more"),
     Case("unknown-config", ("--sample", "--no-upload", "--config", "iris"), exit=2, error="invalid choice: 'iris'"),
     Case("unknown-split", ("--sample", "--no-upload", "--splits", "dev"), exit=2, error="invalid choice: 'dev'"),
+    Case("sample-to-the-default-repo", ("--sample", "--repo-id", "Conner/openeds-precomputed"), exit=2,
+         error="--sample conflicts with --repo-id Conner/openeds-precomputed", env={"HF_TOKEN": TOKEN}),
+    Case("negative-retry-timeout", ("--sample", "--no-upload", "--retry-timeout", "-5"), exit=2,
+         error="argument --retry-timeout: '-5' is not a number of seconds; expected 0 or more"),
 ]
 
 
@@ -469,6 +555,42 @@ HUB = [
          exit=1, error="may not write to someone/else", env={"HF_TOKEN": TOKEN}),
     Case("repo-id-without-namespace", ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", "openeds"), exit=1,
          error="is not of the form namespace/name", env={"HF_TOKEN": TOKEN}),
+    Case("no-token", PUBLISH, exit=1, error="no Hugging Face token found", check=_nothing_built_or_sent),
+    Case("offline-mode", PUBLISH, exit=1, error="HF_HUB_OFFLINE is set, so nothing can be published",
+         check=_nothing_built_or_sent, env={"HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"}),
+    Case("card-download-500-with-splits-test", (*PUBLISH, "--splits", "test", *FAST), exit=1,
+         error="could not download the card README.md of",
+         arrange=_arrange(_published_first, _fail("GET", "/datasets/{repo}/resolve/.*/README.md", times=1000)),
+         check=_lists_every_split, env={"HF_TOKEN": TOKEN}),
+    *(
+        Case(f"commit-refused-{status}", (*PUBLISH, "--splits", "test"), exit=1,
+             error=f"the Hub answered HTTP {status}: injected fault",
+             says=("nothing was published (the commit is atomic; the files already uploaded are not sent again); "
+                   "re-running will not help",),
+             arrange=_arrange(_earlier_commit, _fail("POST", "/api/datasets/{repo}/commit/main", status=status)),
+             env={"HF_TOKEN": TOKEN})
+        for status in (400, 413, 422)
+    ),
+    Case("commit-500-after-retries", (*PUBLISH, "--splits", "test", *FAST), exit=1,
+         error="could not commit to faults/", says=("HTTP 500", "nothing was published (the commit is atomic;"),
+         arrange=_arrange(_earlier_commit, _fail("POST", "/api/datasets/{repo}/commit/main", times=1000)),
+         env={"HF_TOKEN": TOKEN}),
+    Case("lfs-upload-refused-413", (*PUBLISH, "--splits", "test"), exit=1,
+         error="could not upload the files to faults/", says=("HTTP 413", "nothing was published"),
+         arrange=_arrange(_earlier_commit, _fail("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch", status=413)),
+         env={"HF_TOKEN": TOKEN}),
+    Case("endpoint-refuses-connections", (*PUBLISH, *FAST), exit=1,
+         error=f"the network or the Hub endpoint {CLOSED_ENDPOINT} is unreachable",
+         says=("Connection refused", "the network budget is 2 s"), check=_not_built,
+         env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": CLOSED_ENDPOINT}),
+    Case("endpoint-does-not-resolve", (*PUBLISH, *FAST), exit=1,
+         error="the network or the Hub endpoint http://hub.openeds.invalid is unreachable",
+         says=("Name or service not known",), check=_not_built,
+         env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": "http://hub.openeds.invalid"}),
+    Case("rate-limited-with-retry-after-0", (*PUBLISH, *FAST), exit=1,
+         error="could not check the Hugging Face token: HTTP 429",
+         arrange=_fail("GET", "/api/whoami-v2", status=429, times=1000, headers={"Retry-After": "0"}),
+         check=_at_most_five_whoami, env={"HF_TOKEN": TOKEN}),
 ]
 
 CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB]

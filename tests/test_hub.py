@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -16,15 +18,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi, HfFileSystem
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, HfFileSystem
 from huggingface_hub.errors import RepositoryNotFoundError
 
+from openeds.card import SplitSize
 from openeds.hub import (
     PublishError,
     PublishResult,
     RetryPolicy,
     collect_local_files,
-    fetch_card,
+    connect,
+    git_blob_id,
+    inspect_remote,
+    kept_sizes,
     next_publication_tag,
     plan_operations,
     publish,
@@ -263,7 +269,7 @@ def test_publish_then_load_dataset(hub, api, repo_id, tmp_path):
     assert pupil["train"].to_dict() == rows("train", 4)  # two shards of two rows, in order
     assert pupil["test"].to_dict() == rows("test", 2)
     assert datasets.load_dataset(repo_id, "full", split="test").to_dict() == rows("test", 2)
-    assert fetch_card(api, repo_id).data.configs[1]["config_name"] == "full"
+    assert DatasetCard(inspect_remote(api, repo_id).card).data.configs[1]["config_name"] == "full"
 
 
 def test_next_publication_tag():
@@ -410,12 +416,29 @@ def test_no_token(hub, repo_id, tmp_path):
         publish_train(tmp_path, repo_id, HfApi())
 
 
-def test_fetch_card_without_a_card_or_with_a_bad_token(hub, api, repo_id):
+def test_the_listing_decides_whether_there_is_a_card(hub, api, repo_id):
+    assert inspect_remote(api, "alice/no-such-repo").exists is False
     api.create_repo(repo_id, repo_type="dataset")
-    assert fetch_card(api, repo_id) is None  # no README.md yet
-    assert fetch_card(api, "alice/no-such-repo") is None
+    empty = inspect_remote(api, repo_id)
+    assert empty.exists and empty.card is None and list(empty.files) == [".gitattributes"]
     with pytest.raises(PublishError, match=r"was rejected .*401"):
-        fetch_card(HfApi(token="hf_not_a_token"), repo_id)
+        connect(HfApi(token="hf_not_a_token"), repo_id, token="hf_not_a_token")
+
+
+@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 404}, {"drop": True}], ids=["500", "404", "dropped"])
+def test_a_card_that_cannot_be_read_is_an_error_never_absent(hub, api, repo_id, tmp_path, fault):
+    publish_train(tmp_path, repo_id, api)
+    hub.fail("GET", f"/datasets/{repo_id}/resolve/.*/README.md", times=1000, **fault)
+    with pytest.raises(PublishError) as error:
+        inspect_remote(api, repo_id, retry=FAST_RETRY)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"could not download the card README.md of {repo_id}@")
+    assert "which its file listing names" in message and "nothing was published" in message
+    if fault.get("status") == 404:
+        assert "the Hub answered HTTP 404" in message  # the listing has it: a 404 is not "no card" either
+    else:
+        assert "(after " in message  # retried first
 
 
 @pytest.mark.parametrize(("token", "expected"), [("hf_not_a_token", r"was rejected .*401"), (READ_ONLY, "read-only")])
@@ -458,3 +481,186 @@ def test_a_commit_whose_answer_was_lost_is_not_made_twice(hub, api, repo_id, tmp
     commits = api.list_repo_commits(repo_id, repo_type="dataset")
     assert [c.title for c in commits] == ["Publish OpenEDS precomputed v2", "initial commit"]
     assert result.commit == commits[0].commit_id
+
+
+# --- one line for every Hub failure --------------------------------------------------------------
+
+
+def _state(api: HfApi, repo_id: str) -> tuple[str, list[str], dict[str, str]]:
+    """What the Hub shows of `repo_id`: head, files, tags."""
+    info = api.dataset_info(repo_id)
+    tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
+    return info.sha, sorted(s.rfilename for s in info.siblings), tags
+
+
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        (400, "re-running will not help: the Hub found the request malformed"),
+        (413, "re-running will not help: the request is too large for the Hub; publish fewer splits"),
+        (422, "re-running will not help until what the Hub's message names is fixed"),
+    ],
+)
+def test_a_refused_commit_is_one_line_and_publishes_nothing(hub, api, repo_id, tmp_path, status, advice):
+    publish_train(tmp_path / "first", repo_id, api)
+    before = _state(api, repo_id)
+    hub.reset_faults_and_log()
+    hub.fail("POST", f"/api/datasets/{repo_id}/commit/main", status=status)
+    folder = build(tmp_path / "second", {"data": {"train": 1, "test": 1}})
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api, retry=FAST_RETRY)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"could not commit to {repo_id}: the Hub answered HTTP {status}: injected fault")
+    assert "nothing was published (the commit is atomic;" in message and advice in message
+    assert publication_commits(hub, repo_id) == 1  # not retried
+    assert _state(api, repo_id) == before
+
+
+def test_a_commit_failing_with_5xx_gives_up_after_the_retries(hub, api, repo_id, tmp_path):
+    publish_train(tmp_path / "first", repo_id, api)
+    before = _state(api, repo_id)
+    hub.reset_faults_and_log()
+    hub.fail("POST", f"/api/datasets/{repo_id}/commit/main", status=500, times=1000)
+    folder = build(tmp_path / "second", {"data": {"train": 1, "test": 1}})
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api, retry=FAST_RETRY)
+    assert re.match(
+        rf"could not commit to {repo_id}: HTTP 500: injected fault.* \(after \d+ attempts in .* the retry budget "
+        r"is 0.5 s\); .*nothing was published \(the commit is atomic; .*\); re-run later",
+        str(error.value),
+    ), str(error.value)
+    assert publication_commits(hub, repo_id) > 2
+    assert _state(api, repo_id) == before
+
+
+def test_a_failed_check_of_a_lost_commit_is_one_line(hub, api, repo_id, tmp_path):
+    hub.fail("POST", f"/api/datasets/{repo_id}/commit/main", lose_response=True)
+    hub.fail("GET", f"/api/datasets/{repo_id}/commits/", status=400)
+    with pytest.raises(PublishError) as error:
+        publish_train(tmp_path, repo_id, api, retry=FAST_RETRY)
+    message = str(error.value)
+    assert message.startswith(
+        f"could not check whether the commit to {repo_id} landed after its answer was lost: the Hub answered HTTP 400"
+    )
+    assert "the commit may have landed; re-run the same command: it finds a landed commit and only tags it" in message
+    landed = api.dataset_info(repo_id).sha  # it had
+    hub.reset_faults_and_log()
+    again = publish_train(tmp_path, repo_id, api)
+    assert (again.changed, again.commit, again.tags) == (False, landed, ("v2",))
+    assert publication_commits(hub, repo_id) == 0
+
+
+@pytest.mark.parametrize("failure", ["refused", "dns"])
+def test_an_unreachable_endpoint_gives_up_on_the_network_budget(repo_id, tmp_path, failure):
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        endpoint = f"http://127.0.0.1:{port}" if failure == "refused" else "http://hub.openeds.invalid"
+        started = time.monotonic()
+        with pytest.raises(PublishError) as error:
+            publish_train(tmp_path, repo_id, HfApi(endpoint=endpoint, token=WRITE),
+                          retry=RetryPolicy(first_delay=0.05, total=30, network_total=0.5))
+    assert time.monotonic() - started < 3  # the network budget (0.5 s), not the retry budget (30 s)
+    message = str(error.value)
+    assert message.startswith(
+        f"could not check the Hugging Face token: the network or the Hub endpoint {endpoint} is unreachable ("
+    )
+    assert ("Connection refused" if failure == "refused" else "Name or service not known") in message
+    assert "the network budget is 0.5 s" in message and "HF_ENDPOINT" in message and "nothing was published" in message
+
+
+def test_retry_after_zero_still_waits_the_floor(hub, api, repo_id, tmp_path):
+    hub.fail("GET", "/api/whoami-v2", status=429, times=3, headers={"Retry-After": "0"})
+    publish_train(tmp_path, repo_id, api, retry=RetryPolicy(first_delay=0.2, total=10))
+    times = [r.time for r in hub.requests if r.path == "/api/whoami-v2"]
+    assert len(times) == 4 and min(b - a for a, b in zip(times, times[1:])) >= 0.1
+
+
+# --- what the remote holds: kept splits, unchanged data ---------------------------------------------
+
+
+def test_kept_splits_take_bytes_from_the_listing_and_rows_from_the_card_or_the_footers(hub, api, repo_id, tmp_path):
+    # The card lists train (claiming 4 rows, not the 2 the shard holds: the card is the row source) but not test.
+    folder = build(tmp_path, {"data": {"train": 1, "test": 2}}, configs={"default": ["train"]})
+    text = (folder / "README.md").read_text()
+    info = "  splits:\n  - name: train\n    num_examples: 4\n"
+    (folder / "README.md").write_text(text.replace("    dtype: bool\n", "    dtype: bool\n" + info, 1))
+    publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
+    remote = inspect_remote(api, repo_id)
+    listed = {path: remote.files[path].size for path in remote.files if path.endswith(".parquet")}
+
+    sizes = kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["validation"]})
+    test_bytes = listed["data/test-00000-of-00002.parquet"] + listed["data/test-00001-of-00002.parquet"]
+    assert sizes == {
+        "pupil": {
+            "train": SplitSize(4, listed["data/train-00000-of-00001.parquet"]),
+            "test": SplitSize(4, test_bytes),  # not in the card: 2 + 2 rows from the footers, still listed
+        }
+    }
+    assert kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["train", "test"]}) == {}
+
+
+def test_the_listing_hashes_match_the_local_files(hub, api, repo_id, tmp_path):
+    folder = build(tmp_path, {"data": {"train": 1}})
+    publish(folder, repo_id, splits_by_config={"pupil": ["train"]}, api=api)
+    remote = inspect_remote(api, repo_id)
+    shard = folder / "data" / "train-00000-of-00001.parquet"
+    assert remote.files["data/train-00000-of-00001.parquet"].sha256 == sha256(shard)  # LFS: sha256 of the content
+    card_file = remote.files["README.md"]
+    assert card_file.sha256 is None and card_file.blob_id == git_blob_id((folder / "README.md").read_bytes())
+    assert remote.card == (folder / "README.md").read_text()
+
+
+def _with_provenance(folder: Path, command: str) -> None:
+    card_path = folder / "README.md"
+    block = f"<!-- provenance -->\n- Command: `{command}`\n<!-- /provenance -->\n"
+    card_path.write_text(card_path.read_text() + f"\n## Provenance\n\n{block}")
+
+
+def test_unchanged_data_is_not_published_again(hub, api, repo_id, tmp_path):
+    first_folder = build(tmp_path / "a", {"data": {"train": 1, "test": 1}})
+    _with_provenance(first_folder, f"python push.py --local-dir {tmp_path / 'a'}")
+    first = publish(first_folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
+    assert first.changed and first.tags == ("v2",)
+
+    # The same data from another folder: only the provenance block of the card differs.
+    hub.reset_faults_and_log()
+    other = build(tmp_path / "b", {"data": {"train": 1, "test": 1}})
+    _with_provenance(other, f"python push.py --local-dir {tmp_path / 'b'}")
+    again = publish(other, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
+    assert not again.changed and again.tags == () and again.commit == first.commit and again.at == "v2"
+    assert again.line() == f"nothing to publish: {repo_id} already holds this data at v2"
+    assert publication_commits(hub, repo_id) == 0 and hub.lfs_uploads(repo_id) == []
+    assert not any(r.path.startswith(f"/api/datasets/{repo_id}/tag/") for r in hub.requests)
+
+    # A changed card text outside the provenance block is a change.
+    edited = build(tmp_path / "c", {"data": {"train": 1, "test": 1}})
+    (edited / "README.md").write_text((edited / "README.md").read_text().replace("(test)", "(test, edited)"))
+    assert publish(edited, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api).tags == ("v2.1",)
+
+    # So is one changed split.
+    changed = build(tmp_path / "d", {"data": {"train": 1, "test": 1}})
+    pq.write_table(pa.table(rows("test", 3)), changed / "data" / "test-00000-of-00001.parquet")
+    result = publish(changed, repo_id, splits_by_config={"pupil": ["test"]}, api=api)
+    assert result.changed and result.tags == ("v2.2",)
+    assert datasets.load_dataset(repo_id, split="test").num_rows == 3
+
+
+def test_a_repo_without_a_card_is_not_taken_as_unchanged(hub, api, repo_id, tmp_path):
+    folder = build(tmp_path, {"data": {"train": 1}})
+    publish(folder, repo_id, splits_by_config={"pupil": ["train"]}, api=api)
+    api.delete_file("README.md", repo_id, repo_type="dataset")
+    result = publish(folder, repo_id, splits_by_config={"pupil": ["train"]}, api=api)
+    assert result.changed and "README.md" in [s.rfilename for s in api.dataset_info(repo_id).siblings]
+
+
+@pytest.mark.parametrize("header", ["- a list", "dataset_info: 7"])
+def test_a_card_with_a_header_of_another_shape_is_not_used(hub, api, repo_id, tmp_path, header):
+    publish(build(tmp_path / "a", {"data": {"train": 1, "test": 1}}), repo_id,
+            splits_by_config={"pupil": ["train", "test"]}, api=api)
+    api.create_commit(repo_id, [CommitOperationAdd("README.md", f"---\n{header}\n---\n".encode())],
+                      commit_message="a card of another shape", repo_type="dataset")
+    remote = inspect_remote(api, repo_id)
+    assert remote.v1_files == frozenset()  # told from the parquet schema instead
+    assert kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]})["pupil"]["train"].rows == 2  # from the footer

@@ -8,17 +8,23 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import cv2
 import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
 
-from openeds import schema
+from openeds import card, schema
+from openeds.hub import PublishError
+from openeds.synthetic import write_sample
 from openeds_precomputed import OpenEDSPrecomputed
+from push import DEFAULT_REPO_ID, push
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +89,18 @@ def test_card_names_configs_sizes_and_provenance(out_all):
                    "python push.py --data-dir"):
         assert needle in text, needle
     assert (out_all / "images/preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
+    sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000), "test": card.SplitSize(3, 3_000_000)}}
+    one = str(card.render_card(sizes, repo_id="a/b", source="OpenEDS (local copy)", command="push.py --local-dir /x/1"))
+    two = str(card.render_card(sizes, repo_id="a/b", source="OpenEDS via Kaggle", command="push.py --local-dir /x/2"))
+    assert one != two and card.without_provenance(one) == card.without_provenance(two)
+    assert "/x/1" in one and "/x/1" not in card.without_provenance(one)
+    assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
+    other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
+    changed = str(card.render_card(other, repo_id="a/b", source="OpenEDS (local copy)", command="push.py"))
+    assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
 
 
 def test_rerun_skips_finished_shards_and_is_byte_identical(out_all):
@@ -184,6 +202,8 @@ def test_num_proc_2_writes_the_same_bytes(sample_dir, tmp_path):
         (["--sample", "--no-upload", "--tag", "v9"], "--tag conflicts with --no-upload"),
         (["--sample", "--no-upload", "--num-proc", "0"], "--num-proc 0: expected 1 or more"),
         (["--sample", "--no-upload", "--config", "iris"], "invalid choice: 'iris'"),
+        (["--sample", "--tag", "v9"], "--tag conflicts with --sample without --repo-id, which does not publish"),
+        (["--sample", "--retry-timeout", "-1"], "argument --retry-timeout: '-1' is not a number of seconds"),
     ],
 )
 def test_conflicting_or_bad_flags_are_refused(args, message):
@@ -275,13 +295,98 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
     assert "data/test-00000-of-00001.parquet" in uploaded
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c2"))
     assert {s: loaded[s].num_rows for s in loaded} == {"train": 8, "validation": 3, "test": 3}
-    card = (second / "README.md").read_text()
-    assert "name: train" in card and "num_examples: 8" in card
+    card_text = (second / "README.md").read_text()
+    assert "name: train" in card_text and "num_examples: 8" in card_text
+    # The kept splits' bytes are their files' sizes in the repo listing, not estimates.
+    info = HfApi().dataset_info(REPO_ID, files_metadata=True)
+    listed = sum(s.size for s in info.siblings if s.rfilename.startswith("data/"))
+    assert DatasetCard(card_text).data["dataset_info"]["download_size"] == listed
 
 
 def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
-    result = run_push("--sample", "--local-dir", str(tmp_path / "s"), env={"HF_TOKEN": "hf_not_a_token"})
+    result = run_push("--sample", "--local-dir", str(tmp_path / "s"), "--repo-id", "someone/sample",
+                      env={"HF_TOKEN": "hf_not_a_token"})
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "hf_not_a_token" not in result.stdout + result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "token" in error_lines[0]
+    assert not (tmp_path / "s").exists()  # the Hub is asked before anything is built
+
+
+@pytest.fixture
+def small_sample(tmp_path) -> Path:
+    return write_sample(tmp_path / "raw", {"train": 2, "validation": 1, "test": 1})
+
+
+@pytest.fixture
+def publisher(hub):
+    hub.add_token(TOKEN, "pusher", write={"pusher"})
+    return {"HF_TOKEN": TOKEN}
+
+
+def _tags(repo_id: str) -> dict[str, str]:
+    return {t.name: t.target_commit for t in HfApi().list_repo_refs(repo_id, repo_type="dataset").tags}
+
+
+def test_the_same_data_from_another_folder_is_not_published_again(hub, publisher, small_sample, tmp_path):
+    repo_id = "pusher/openeds-unchanged"
+    publish = ("--data-dir", str(small_sample), "--repo-id", repo_id)
+    first = run_push(*publish, "--local-dir", str(tmp_path / "one"), env=publisher)
+    assert first.returncode == 0, first.stderr[-3000:]
+    head = HfApi().dataset_info(repo_id).sha
+
+    hub.reset_faults_and_log()
+    again = run_push(*publish, "--local-dir", str(tmp_path / "two"), env=publisher)  # the card's command differs
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"published: nothing to publish: {repo_id} already holds this data at v2" in again.stdout
+    assert HfApi().dataset_info(repo_id).sha == head and _tags(repo_id) == {"v2": head}
+    assert not [r for r in hub.requests if r.method == "POST" and "/commit/" in r.path]
+
+    # One changed test image: only the test split is rebuilt, and it is a new publication.
+    image = sorted((small_sample / "openEDS/openEDS/test/images").iterdir())[0]
+    frame = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(image), 255 - frame)
+    changed = run_push(*publish, "--local-dir", str(tmp_path / "two"), "--splits", "test", env=publisher)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert "(tags: v2.1)" in changed.stdout
+    tags = _tags(repo_id)
+    assert tags["v2"] == head and tags["v2.1"] == HfApi().dataset_info(repo_id).sha != head
+    loaded = datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "c"))
+    assert {s: loaded[s].num_rows for s in loaded} == {"train": 2, "validation": 1, "test": 1}
+
+
+def test_a_split_push_lists_every_split_the_repo_holds(hub, publisher, small_sample, tmp_path):
+    repo_id = "pusher/openeds-hidden"
+    first = run_push("--data-dir", str(small_sample), "--repo-id", repo_id, "--local-dir", str(tmp_path / "one"),
+                     "--splits", "train", "validation", env=publisher)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Someone's card lists train only: validation's shards are there but hidden.
+    api = HfApi(token=TOKEN)
+    hiding = DatasetCard((tmp_path / "one" / "README.md").read_text())
+    hiding.data.configs[0]["data_files"] = [f for f in hiding.data.configs[0]["data_files"] if f["split"] == "train"]
+    hiding.data.dataset_info["splits"] = [s for s in hiding.data.dataset_info["splits"] if s["name"] == "train"]
+    api.create_commit(repo_id, [CommitOperationAdd("README.md", str(hiding).encode())], commit_message="hide",
+                      repo_type="dataset")
+    assert list(datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "hidden"))) == ["train"]
+
+    result = run_push("--data-dir", str(small_sample), "--repo-id", repo_id, "--local-dir", str(tmp_path / "two"),
+                      "--splits", "test", env=publisher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "c"))
+    assert {s: loaded[s].num_rows for s in loaded} == {"train": 2, "validation": 1, "test": 1}
+
+
+def test_a_missing_token_is_reported_at_once_before_anything_is_built(hub, sample_dir, tmp_path):
+    out = tmp_path / "out"
+    started = time.monotonic()
+    with pytest.raises(PublishError, match="no Hugging Face token found") as error:
+        push(data_dir=sample_dir, local_dir=out, repo_id="someone/openeds", api=HfApi())
+    assert time.monotonic() - started < 0.5
+    assert "\n" not in str(error.value) and "--no-upload" in str(error.value)
+    assert not out.exists() and hub.requests == []
+
+
+def test_push_refuses_to_publish_the_sample_to_the_default_repo(hub, tmp_path):
+    with pytest.raises(PublishError, match=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}"):
+        push(sample=True, local_dir=tmp_path / "out", api=HfApi(token=TOKEN))
+    assert not (tmp_path / "out").exists() and hub.requests == []
