@@ -98,7 +98,12 @@ def to_normalized_tensor(image: np.ndarray) -> torch.Tensor:
     Same float32 operations in the same order (``/ 255``, ``- 0.5``, ``/ 0.5``), so
     the values are identical.
     """
-    return torch.tensor(image).unsqueeze(0).float().div_(255).sub_(0.5).div_(0.5)
+    return torch.tensor(np.ascontiguousarray(image)).unsqueeze(0).float().div_(255).sub_(0.5).div_(0.5)
+
+
+def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
+    """A tensor that owns a C-ordered copy of ``array``: one pass, also from a mirrored view."""
+    return torch.from_numpy(np.array(array, dtype=dtype, order="C"))
 
 
 class IrisDataset(torch.utils.data.Dataset):
@@ -166,6 +171,32 @@ class IrisDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Item:
+        return self.item(index)
+
+    def item(self, index: int, rng: np.random.Generator | None = None) -> Item:
+        """The item of row ``index``, its augmentation drawing from ``rng``.
+
+        ``rng=None`` draws from the dataset's own generator, as ``dataset[index]``
+        does. Passing a generator makes an item reproducible on its own: the batches
+        of :class:`IrisLoader` equal ``torch.stack`` of ``item(row, rng)`` with the
+        loader's per-sample generators.
+        """
+        sample, filename = self.sample(index, rng)
+        return (
+            to_normalized_tensor(sample.image),
+            _tensor(sample.label, np.int64),
+            filename,
+            _tensor(sample.spatial_weights, np.float32),
+            _tensor(sample.dist_map, np.float32),
+        )
+
+    def sample(self, index: int, rng: np.random.Generator | None = None) -> tuple[Sample, str]:
+        """Row ``index`` as NumPy arrays, preprocessed and, on the train split, augmented.
+
+        The arrays may be read-only views of the Arrow data, or mirrored views after a
+        flip: copy them before writing or handing them to torch. ``rng`` as in :meth:`item`.
+        Safe to call from several threads with a generator each.
+        """
         rows = len(self)
         if not -rows <= index < rows:
             raise IndexError(f"index {index} is out of range for an IrisDataset of {rows} rows")
@@ -173,14 +204,8 @@ class IrisDataset(torch.utils.data.Dataset):
         if not self.preprocessed:
             sample = sample._replace(image=preprocess_image(sample.image))
         if self.transform is not None and self.split == "train":
-            sample = self.transform(sample, self._generator())
-        return (
-            to_normalized_tensor(sample.image),
-            torch.tensor(sample.label, dtype=torch.int64),
-            filename,
-            torch.tensor(sample.spatial_weights),
-            torch.tensor(sample.dist_map),
-        )
+            sample = self.transform(sample, self._generator() if rng is None else rng)
+        return sample, filename
 
     def _reader(self) -> ArrowRows:
         if self._rows is None:

@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from openeds import raw, schema  # noqa: E402
+from openeds.synthetic import render_eye  # noqa: E402
 from openeds_precomputed import OpenEDSPrecomputed  # noqa: E402
 from preprocessing.augment import (  # noqa: E402
     TRAIN_AUGMENT,
@@ -27,6 +28,7 @@ from preprocessing.augment import (  # noqa: E402
     Sample,
     Transform,
 )
+from preprocessing.targets import spatial_weights  # noqa: E402
 from preprocessing.training import (  # noqa: E402
     DatasetFormatError,
     IrisDataset,
@@ -111,13 +113,58 @@ def test_transforms_keep_dtypes_shapes_and_inputs(transform, channels):
             np.testing.assert_array_equal(a, original, err_msg=f"{transform} modified its input {name}")
 
 
-def test_flip_flips_all_four_arrays_together():
+def test_flip_mirrors_image_label_and_distance_maps_and_recomputes_the_weights():
     sample = full_size_sample(channels=4)
     flipped = HorizontalFlip(p=1.0)(sample, np.random.default_rng(0))
-    for name, a, b in zip(Sample._fields, sample, flipped):
-        np.testing.assert_array_equal(b, a[..., ::-1], err_msg=f"{name} not mirrored with the image")
-        assert b.flags.c_contiguous, name
+    for name in ("image", "label", "dist_map"):
+        np.testing.assert_array_equal(getattr(flipped, name), getattr(sample, name)[..., ::-1], err_msg=name)
+    assert flipped.image.flags.c_contiguous and flipped.label.flags.c_contiguous
+    np.testing.assert_array_equal(flipped.spatial_weights, spatial_weights(flipped.label, binary=False))
+    pupil = full_size_sample(channels=2)
+    np.testing.assert_array_equal(
+        HorizontalFlip(p=1.0).apply(pupil).spatial_weights, spatial_weights(pupil.label[:, ::-1], binary=True)
+    )
     assert HorizontalFlip(p=0.0)(sample, np.random.default_rng(0)) is sample
+
+
+def test_flip_needs_a_known_channel_count():
+    sample = full_size_sample(channels=3)
+    with pytest.raises(ValueError, match="dist_map has 3 channels; expected 2 \\(config pupil\\) or 4"):
+        HorizontalFlip(p=1.0).apply(sample)
+
+
+def vertical_edge_label() -> np.ndarray:
+    """A raw 0..3 label whose pupil is a rectangle: its left and right edges are vertical steps."""
+    label = np.zeros((schema.HEIGHT, schema.WIDTH), np.uint8)
+    label[100:300, 150:500] = 1
+    label[120:280, 250:400] = 2
+    label[150:250, 300:341] = 3
+    return label
+
+
+FLIP_CASES = {
+    # case: (raw label, what mirroring the stored targets gets wrong)
+    "closed": (render_eye(np.random.default_rng(0), "closed")[1], "dist_map"),
+    "border": (render_eye(np.random.default_rng(1), "border")[1], "spatial_weights"),
+    "vertical_edge": (vertical_edge_label(), "spatial_weights"),
+}
+
+
+@pytest.mark.parametrize("config", schema.CONFIG_NAMES)
+@pytest.mark.parametrize("case", FLIP_CASES)
+def test_flip_equals_the_reference_on_the_mirrored_raw_label(config, case):
+    raw_label, naive_error = FLIP_CASES[case]
+    label, weights, dist = reference.targets(raw_label, config)
+    stored = Sample(np.zeros_like(label), label, weights, dist.astype(np.float32))  # as v1 and v2 store them
+    flipped = HorizontalFlip(p=1.0).apply(stored)
+    expected = dict(zip(("label", "spatial_weights", "dist_map"), reference.targets(raw_label[:, ::-1], config)))
+    where = f"{config}/{case}"
+    np.testing.assert_array_equal(flipped.label, expected["label"], err_msg=f"{where}: label")
+    np.testing.assert_array_equal(flipped.spatial_weights, expected["spatial_weights"], err_msg=f"{where}: weights")
+    np.testing.assert_allclose(flipped.dist_map, expected["dist_map"], rtol=0, atol=DIST_ATOL, err_msg=where)
+    # the case is one where mirroring the stored targets is wrong
+    mirrored = getattr(stored, naive_error)[..., ::-1]
+    assert not np.allclose(mirrored, expected[naive_error], rtol=0, atol=DIST_ATOL), f"{where}: {naive_error}"
 
 
 def test_line_and_blur_change_only_the_image():
@@ -248,13 +295,18 @@ def test_item_dtypes_and_shapes(config, version, v1, v2):
         assert int(label.max()) < channels
 
 
-def test_flip_in_the_dataset_keeps_all_four_arrays_aligned(v2):
+def test_flip_in_the_dataset_equals_the_precompute_of_the_mirrored_frame(v2, sample_dir):
     data = v2["full"]["train"]
     plain, flipped = IrisDataset(data), IrisDataset(data, transform=HorizontalFlip(p=1.0))
+    raw_labels = {pair.stem: raw.read_pair(pair)[1] for pair in raw.list_pairs(raw.find_split_dirs(sample_dir)["train"]).pairs}
     for i in range(len(data)):  # includes a pupil cut by the left border, and a closed eye
-        a, b = plain[i], flipped[i]
-        for name, x, y in zip(("image", "label", "spatial_weights", "dist_map"), a[:2] + a[3:], b[:2] + b[3:]):
-            assert torch.equal(y, x.flip(-1)), f"{a[2]}: {name} not flipped with the image"
+        (image, *_), (mirrored, label, name, weights, dist) = plain[i], flipped[i]
+        ref_label, ref_weights, ref_dist = reference.targets(raw_labels[name][:, ::-1], "full")
+        # the image went through CLAHE before the flip (CLAHE is not exactly mirror-symmetric)
+        assert torch.equal(mirrored, image.flip(-1)), name
+        assert torch.equal(label, torch.from_numpy(ref_label).long()), name
+        assert torch.equal(weights, torch.from_numpy(ref_weights)), name
+        torch.testing.assert_close(dist, torch.from_numpy(ref_dist).float(), rtol=0, atol=DIST_ATOL, msg=name)
 
 
 def test_transform_runs_on_the_train_split_only(v2):
