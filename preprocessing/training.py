@@ -233,3 +233,13 @@ class IrisDataset(torch.utils.data.Dataset):
         state = self.__dict__.copy()
         state["_rows"] = None
         return state
+
+
+def __getattr__(name: str) -> Any:
+    # ``from preprocessing.training import IrisLoader``: the loader lives in
+    # preprocessing.loader, which imports this module, so it is looked up on first use.
+    if name in ("IrisLoader", "Batch"):
+        from preprocessing import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
