@@ -507,6 +507,11 @@ def test_example_on_v1_data_and_the_yes_error(v1, tmp_path, capsys):
     cache = ["--cache-dir", str(tmp_path / "cache")]
     assert main([str(folder), "--max-steps", "1", "--batch-size", "2", *cache]) == 0
     assert "raw images: gamma + CLAHE on the CPU\nstep 1: loss" in capsys.readouterr().out
+    assert main([str(folder), "--max-steps", "2", "--batch-size", "2", "--dataloader", *cache]) == 0
+    assert "step 2: loss" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(folder), "--dataloader", "--num-threads", "2", *cache])
+    assert "--num-threads is IrisLoader's; with --dataloader use --num-workers" in capsys.readouterr().err
     assert main([str(folder), "--preprocessed", "yes", *cache]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: preprocessed=True (--preprocessed yes), but the dataset has no 'preprocessed' column")
