@@ -96,10 +96,10 @@ class Slot:
 
 
 class Pool:
-    """Slots reused across batches; it allocates only when every slot is in use."""
+    """Slots reused across batches; it allocates only when every slot is in use, and keeps ``keep`` free ones."""
 
-    def __init__(self, make: Callable[[], Slot]) -> None:
-        self._make = make
+    def __init__(self, make: Callable[[], Slot], keep: int = POOL_DEPTH) -> None:
+        self._make, self._keep = make, keep
         self._free: list[Slot] = []
         self._copying: deque[Slot] = deque()  # CUDA: handed to the device, copy maybe not finished
         self._lock = threading.RLock()  # a finalizer may give a slot back from any thread
@@ -130,7 +130,7 @@ class Pool:
 
     def give_back(self, slot: Slot) -> None:
         with self._lock:
-            if len(self._free) < POOL_DEPTH:
+            if len(self._free) < self._keep:
                 self._free.append(slot)
             else:  # the caller let go of batches it had kept: shrink back
                 self.allocated -= 1
@@ -190,7 +190,7 @@ class DeviceBatches:
         )
         if self.pinned:
             slot.copy_done = torch.cuda.Event()
-            slot.copy_done.record()  # on the current stream, after the copies
+            slot.copy_done.record(torch.cuda.current_stream(self.device))  # the copies' stream, after them
             pool.give_back_after_copy(slot)
         else:  # the copy has finished
             pool.give_back(slot)

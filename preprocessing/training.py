@@ -50,7 +50,7 @@ import torch
 
 from preprocessing.augment import Sample, Transform
 from preprocessing.image import preprocess_image
-from preprocessing.rows import (  # noqa: F401 (DatasetFormatError, detect_preprocessed: public here)
+from preprocessing.arrow_rows import (  # noqa: F401 (DatasetFormatError, detect_preprocessed: public here)
     COLUMN_TYPES,
     ArrowRows,
     DatasetFormatError,
