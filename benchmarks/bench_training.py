@@ -314,7 +314,8 @@ def report(results: dict, rows: int, args: argparse.Namespace) -> None:
         memory = f", peak RSS {r['peak_rss_mb']:,} MB" if "peak_rss_mb" in r else ""
         memory += f" (+ worker {r['largest_worker_peak_rss_mb']:,} MB)" if "largest_worker_peak_rss_mb" in r else ""
         load = "/".join(f"{x:.2f}" for x in r["load_average"][:3])
-        spread = f" (rounds {', '.join(f'{x:.0f}' for x in r['rounds_samples_per_s'])})" if "rounds_samples_per_s" in r else ""
+        rounds = r.get("rounds_samples_per_s")
+        spread = f" (rounds {', '.join(f'{x:.0f}' for x in rounds)})" if rounds else ""
         print(f"{name:38s} {r['samples_per_s']:8.1f} samples/s{spread}{cpu}{memory}, load {load}")
     for goal, g in goals.items():
         print(f"goal {goal}: {g['measured']:.2f} (goal {g['goal']:g}) {'met' if g['met'] else 'NOT met'}")

@@ -52,7 +52,9 @@ def _host_array(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """An uninitialised host array, in transparent huge pages where the OS offers them.
 
     A growing pool writes into fresh pages; measured here: 0.32 GB/s into fresh
-    4 KiB pages, 6 GB/s into huge pages, so a new slot costs 65 ms instead of 1.2 s.
+    4 KiB pages, 4.6-6 GB/s into huge pages, so a new 393 MB slot costs 65-85 ms
+    instead of 1.2 s (the first in a process can take a second while the kernel
+    compacts memory).
     """
     if not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.empty(shape, dtype)
@@ -175,7 +177,7 @@ class HostBatches:
 
 
 class DeviceBatches:
-    """Wire-format slots copied to ``device`` and widened there: the image through the float table, the label to int64."""
+    """Wire-format slots copied to ``device`` and widened there: the image through the table, the label to int64."""
 
     layout = WIRE
 
