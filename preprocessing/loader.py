@@ -36,6 +36,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from functools import partial
 
 import datasets
 import numpy as np
@@ -72,6 +73,7 @@ class _Feed:
         self._ready: queue.Queue = queue.Queue()
         self._room = threading.Semaphore(1)
         self._stop = threading.Event()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="IrisLoader-feed", daemon=True)
         self._thread.start()
 
@@ -126,6 +128,10 @@ class _Feed:
 
     def next(self) -> tuple[Slot, int, list[str]] | None:
         """The next gathered batch, or None at the end. Re-raises a gather error as it is."""
+        if self._closed:
+            raise RuntimeError(
+                "this loop over the IrisLoader was ended by close() or by a newer loop over it; start a new loop"
+            )
         while True:
             try:
                 item = self._ready.get(timeout=1.0)
@@ -141,6 +147,7 @@ class _Feed:
 
     def close(self) -> None:
         """Stop gathering, and put back the slots of batches gathered but not handed out."""
+        self._closed = True
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=60)
@@ -226,6 +233,8 @@ class IrisLoader:
         self._executor: ThreadPoolExecutor | None = None
         self._feed: _Feed | None = None
         self.dataset._reader()  # build the row views here, not racing in the threads
+        # Nothing the threads hold refers back to the loader, so dropping it frees the
+        # buffers at once, without waiting for the cyclic garbage collector.
 
     @property
     def num_classes(self) -> int:
@@ -260,16 +269,10 @@ class IrisLoader:
         batches = [rows[i : min(i + self.batch_size, stop)] for i in range(0, stop, self.batch_size)]
         self._end_feed()
         if self._pool is None:
-            layout, pinned = self._batches.layout, self._batches.pinned
-            self._pool = Pool(lambda: Slot(self.batch_size, self.num_classes, layout, pinned))
+            make = partial(Slot, self.batch_size, self.num_classes, self._batches.layout, self._batches.pinned)
+            self._pool = Pool(make)
             self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="IrisLoader-gather")
-
-        def gather_row(slot: Slot, j: int, row: int) -> str:
-            rng = np.random.default_rng([self.seed, epoch, row]) if self._augments else None
-            sample, filename = self.dataset.sample(row, rng)
-            slot.write(j, sample)
-            return filename
-
+        gather_row = partial(_gather_row, self.dataset, self.seed if self._augments else None, epoch)
         feed = self._feed = _Feed(batches, gather_row, self._pool, self._executor, self.num_threads)
         pool = self._pool
         try:
@@ -297,6 +300,17 @@ class IrisLoader:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _gather_row(dataset: IrisDataset, seed: int | None, epoch: int, slot: Slot, j: int, row: int) -> str:
+    """Write dataset row ``row`` into row ``j`` of the slot, drawing from ``(seed, epoch, row)``; its filename.
+
+    ``seed=None``: no augmentation, no draws.
+    """
+    rng = None if seed is None else np.random.default_rng([seed, epoch, row])
+    sample, filename = dataset.sample(row, rng)
+    slot.write(j, sample)
+    return filename
 
 
 def _positive_int(value: object, name: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -209,7 +210,15 @@ def test_close_and_context_manager_stop_a_loop_left_mid_epoch(v2):
     assert len(threads) == 3 and not [t.name for t in threads if t.is_alive()], "threads left running"
     assert batch[0].shape == (2, 1, 400, 640) and torch.isfinite(batch[4]).all(), "a held batch stays valid"
     assert len(list(loader)) == 4, "a closed loader can loop again"
-    loader.close()
+    first = iter(loader)
+    next(first)
+    next(iter(loader))  # a newer loop ends the first one
+    with pytest.raises(RuntimeError, match=r"ended by close\(\) or by a newer loop over it; start a new loop"):
+        next(first)
+    del first, batch
+    pool = weakref.ref(loader._pool)
+    del loader
+    assert pool() is None, "a dropped loader lets go of its buffers at once"
 
 
 def test_wire_format_widened_on_the_device_gives_the_same_values(v2):
