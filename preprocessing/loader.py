@@ -233,8 +233,6 @@ class IrisLoader:
         self._executor: ThreadPoolExecutor | None = None
         self._feed: _Feed | None = None
         self.dataset._reader()  # build the row views here, not racing in the threads
-        # Nothing the threads hold refers back to the loader, so dropping it frees the
-        # buffers at once, without waiting for the cyclic garbage collector.
 
     @property
     def num_classes(self) -> int:
@@ -263,11 +261,14 @@ class IrisLoader:
         return order[: n // self.world_size * self.world_size][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[Batch]:
+        """The batches of the next epoch (see :meth:`set_epoch`), ending any previous loop."""
         epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
         rows = self.rows(epoch)
         stop = len(self) * self.batch_size
         batches = [rows[i : min(i + self.batch_size, stop)] for i in range(0, stop, self.batch_size)]
         self._end_feed()
+        # Nothing the pool and the threads hold refers back to the loader, so dropping
+        # the loader frees the buffers at once, not at the next cyclic garbage collection.
         if self._pool is None:
             make = partial(Slot, self.batch_size, self.num_classes, self._batches.layout, self._batches.pinned)
             self._pool = Pool(make)
