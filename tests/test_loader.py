@@ -17,7 +17,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from openeds import schema  # noqa: E402
-from preprocessing.augment import TRAIN_AUGMENT, Compose, HorizontalFlip, Sample, Transform  # noqa: E402
+from preprocessing.augment import (  # noqa: E402
+    Compose,
+    GaussianBlur,
+    HorizontalFlip,
+    LineAugment,
+    Sample,
+    Transform,
+)
 from preprocessing.buffers import (  # noqa: E402
     IMAGE_TABLE,
     POOL_DEPTH,
@@ -29,8 +36,8 @@ from preprocessing.buffers import (  # noqa: E402
 )
 from preprocessing.training import IrisDataset, IrisLoader, to_normalized_tensor  # noqa: E402
 
-#: flips in every epoch, and lines and blur now and then
-AUGMENT = Compose((*TRAIN_AUGMENT.transforms[:2], HorizontalFlip(p=0.5)))
+#: TRAIN_AUGMENT's steps, each with p=0.5, so that every small epoch has some of each
+AUGMENT = Compose((LineAugment(p=0.5), GaussianBlur(p=0.5), HorizontalFlip(p=0.5)))
 NAMES = ("image", "label", "filenames", "spatial_weights", "dist_map")
 
 
@@ -46,6 +53,18 @@ def expected_batches(loader: IrisLoader, epoch: int) -> list[tuple]:
         ]
         batches.append(tuple(name if k == 2 else torch.stack(name) for k, name in enumerate(zip(*items))))
     return batches
+
+
+def augmentations_drawn(loader: IrisLoader, epoch: int) -> set[str]:
+    """The augmentations that hit some row of the epoch, replaying the draws as ``Augmentation`` makes them."""
+    hits = set()
+    for row in loader.rows(epoch):
+        rng = np.random.default_rng([loader.seed, epoch, int(row)])
+        for augmentation in AUGMENT.transforms:
+            if rng.random() < augmentation.p:
+                hits.add(type(augmentation).__name__)
+                augmentation.get_params(rng, (schema.HEIGHT, schema.WIDTH))
+    return hits
 
 
 def assert_batches_equal(got: list, expected: list, where: str) -> None:
@@ -67,6 +86,7 @@ def test_batches_equal_stacked_dataset_items(version, config, v1, v2):
         assert loader.preprocessed == (version == "v2")
         for epoch in range(2):
             assert_batches_equal(list(loader), expected_batches(loader, epoch), f"{version}/{config} epoch {epoch}")
+            assert augmentations_drawn(loader, epoch) == {"LineAugment", "GaussianBlur", "HorizontalFlip"}
 
 
 def test_image_table_is_to_normalized_tensor():
