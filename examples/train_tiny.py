@@ -1,14 +1,16 @@
 """Train a tiny segmentation net on OpenEDS v1 or v2 data, on the CPU.
 
-Shows the training side end to end: ``load_dataset`` -> ``IrisDataset`` ->
-``DataLoader`` -> a weighted cross-entropy plus surface loss that uses every array of
-the item. The model is deliberately tiny; swap in your own.
+Shows the training side end to end: ``load_dataset`` -> ``IrisLoader`` (or, with
+``--dataloader``, ``IrisDataset`` in a ``DataLoader``) -> a weighted cross-entropy plus
+surface loss that uses every array of the batch. The model is deliberately tiny; swap
+in your own.
 
 Usage::
 
     python examples/train_tiny.py Conner/openeds-precomputed --max-steps 100
     python examples/train_tiny.py Conner/openeds-precomputed --config full --preprocessed yes
     python examples/train_tiny.py ./parquet_folder   # any local copy, v1 or v2 (v1: gamma + CLAHE on the CPU)
+    python examples/train_tiny.py ./parquet_folder --dataloader --num-workers 2   # the DataLoader feed
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from preprocessing.augment import TRAIN_AUGMENT
 from preprocessing.training import (
     DatasetFormatError,
     IrisDataset,
+    IrisLoader,
     add_preprocessed_argument,
     preprocessed_from_flag,
 )
@@ -63,15 +66,33 @@ def main(argv: list[str] | None = None) -> int:
     add_preprocessed_argument(parser)
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument(
+        "--dataloader", action="store_true", help="feed through torch's DataLoader(IrisDataset) instead of IrisLoader"
+    )
+    parser.add_argument("--num-workers", type=int, help="DataLoader worker processes (with --dataloader; default 0)")
+    parser.add_argument("--num-threads", type=int, help="IrisLoader gather threads (default: the cores, at most 4)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.dataloader and args.num_threads is not None:
+        parser.error("--num-threads is IrisLoader's; with --dataloader use --num-workers")
+    if not args.dataloader and args.num_workers is not None:
+        parser.error("--num-workers is for --dataloader; IrisLoader takes --num-threads")
 
-    torch.manual_seed(args.seed)  # model init and the DataLoader's per-epoch worker seeds
+    torch.manual_seed(args.seed)  # model init (and the DataLoader's per-epoch worker seeds)
     try:
         split = datasets.load_dataset(args.source, args.config, split=args.split, cache_dir=args.cache_dir)
-        preprocessed = preprocessed_from_flag(args.preprocessed)
-        train = IrisDataset(split, split=args.split, transform=TRAIN_AUGMENT, preprocessed=preprocessed, seed=args.seed)
+        options = {
+            "split": args.split,
+            "transform": TRAIN_AUGMENT,
+            "preprocessed": preprocessed_from_flag(args.preprocessed),
+            "seed": args.seed,
+        }
+        if args.dataloader:
+            train = IrisDataset(split, **options)
+            loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers or 0)
+        else:
+            loader = IrisLoader(split, args.batch_size, num_threads=args.num_threads, **options)
+            train = loader.dataset
     except DatasetFormatError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -81,12 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     images = "preprocessed" if train.preprocessed else "raw images: gamma + CLAHE on the CPU"
     print(f"{len(train)} rows, {train.num_classes} classes, {images}")
 
-    loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers)
     model = tiny_net(train.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     step = 0
     while step < args.max_steps:
-        for image, label, _filename, weights, dist in loader:
+        for image, label, _filenames, weights, dist in loader:
             loss = loss_fn(model(image), label, weights, dist)
             optimizer.zero_grad()
             loss.backward()
@@ -95,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {step}: loss {loss.item():.4f}")
             if step == args.max_steps:
                 break
+    if isinstance(loader, IrisLoader):
+        loader.close()  # the last loop may have stopped mid-epoch
     return 0
 
 

@@ -1,8 +1,9 @@
 """Pure NumPy preprocessing shared by the v2 precompute and the training side.
 
-No file, Hub or torch I/O happens here (``preprocessing.training`` is the one
-torch-facing module, and it only calls into these functions), so the precompute
-and the training-time fallback can never drift apart.
+No file, Hub or torch I/O happens here (the training side, ``preprocessing.training``
+with ``arrow_rows``, ``loader`` and ``buffers``, reads the data and only calls into
+these functions), so the precompute and the training-time fallback can never drift
+apart.
 """
 
 from preprocessing.image import GAMMA_LUT, clahe, gamma_correct, preprocess_image

@@ -12,6 +12,8 @@ that
   together. The old code decided whether the image had been flipped by comparing
   the label's top-left pixel, which is almost always 0, so its weights and distance
   maps were not flipped with the image;
+* a flip gives the targets the precompute gives for the mirrored raw frame, which
+  mirroring the stored targets does not (see :class:`HorizontalFlip`);
 * inputs are never modified; outputs keep every array's dtype and shape.
 
 Lines and blur change the image only: they imitate occlusions and defocus, and the
@@ -29,6 +31,8 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from preprocessing.targets import NUM_CLASSES, spatial_weights
+
 
 class Sample(NamedTuple):
     """One frame and its targets, as the training code sees them."""
@@ -36,7 +40,7 @@ class Sample(NamedTuple):
     image: np.ndarray  # uint8 [H, W], already gamma + CLAHE
     label: np.ndarray  # uint8 [H, W]
     spatial_weights: np.ndarray  # float32 [H, W]
-    dist_map: np.ndarray  # float32 [C, H, W]
+    dist_map: np.ndarray  # float32 [C, H, W]; after a flip, a mirrored view (negative strides)
 
 
 class Transform(ABC):
@@ -149,7 +153,31 @@ class GaussianBlur(Augmentation):
 
 @dataclass(frozen=True)
 class HorizontalFlip(Augmentation):
-    """Mirror left to right: the image, the label, the spatial weights and every distance channel."""
+    """Mirror left to right, with the targets the precompute gives for the mirrored raw frame.
+
+    The image and the label are mirrored. Mirroring the stored targets is not the
+    same as computing them on the mirrored frame, so:
+
+    * the spatial weights are recomputed from the mirrored label with
+      :func:`preprocessing.targets.spatial_weights` (``binary`` for the 2-channel
+      ``pupil`` config, the raw classes for the 4-channel ``full`` one). OpenCV's
+      Canny breaks ties of a vertical step toward the left pixel, so mirrored weights
+      sit one pixel off on vertical edges (64-888 pixels a frame on ordinary eyes
+      against upstream RITnet; 62-276 on the synthetic eyes of the tests). Canny runs
+      on the label's bounding box only, and only for the flipped half of the samples;
+    * the distance maps are mirrored (a Euclidean distance transform is mirror
+      symmetric), except when one class covers the whole frame, a closed eye's "not
+      pupil" for example. SciPy then measures from a phantom point above the top-left
+      corner, and a mirror would move it to the top-right (a difference of up to
+      0.85). Such a map depends on the frame's shape only, so it stays as it is, and so
+      do the all-zero maps of the absent classes.
+
+    The distance maps come back as a mirrored view (negative strides), so that a
+    consumer writes them where they go in one pass. Copy them (``np.ascontiguousarray``)
+    before handing them to torch. The image itself went through CLAHE before the flip:
+    CLAHE is not exactly mirror-symmetric (measured: 7% of the pixels of a synthetic eye
+    differ by 1 grey level from CLAHE on the mirrored raw frame), and that is kept.
+    """
 
     p: float = 0.5
 
@@ -160,8 +188,20 @@ class HorizontalFlip(Augmentation):
         return None  # the coin drawn in __call__ is the only parameter
 
     def apply(self, sample: Sample, params: None = None) -> Sample:
-        # Contiguous copies: later OpenCV or torch steps need positive strides.
-        return Sample(*(np.ascontiguousarray(array[..., ::-1]) for array in sample))
+        channels = sample.dist_map.shape[0]
+        if channels not in (2, NUM_CLASSES):
+            raise ValueError(
+                f"dist_map has {channels} channels; expected 2 (config pupil) or {NUM_CLASSES} (config full), "
+                "which say how to recompute the spatial weights of the mirrored label"
+            )
+        label = cv2.flip(sample.label, 1)
+        low, high, _, _ = cv2.minMaxLoc(label)
+        return Sample(
+            image=cv2.flip(sample.image, 1),
+            label=label,
+            spatial_weights=spatial_weights(label, binary=channels == 2),
+            dist_map=sample.dist_map if low == high else sample.dist_map[..., ::-1],
+        )
 
 
 @dataclass(frozen=True)

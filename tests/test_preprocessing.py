@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import pytest
@@ -202,3 +204,16 @@ def test_rows_are_bit_identical_across_processes_and_thread_counts(sample_dir):
         for threads in ("1", "0", "1", "2")
     ]
     assert len(set(runs)) == 1, runs
+
+
+def test_image_is_bit_exact_from_two_threads():
+    # OpenCV's CLAHE object keeps its buffers between calls: one shared by two threads
+    # gave wrong frames. IrisLoader preprocesses v1 images in its gather threads.
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (400, 640), dtype=np.uint8) for _ in range(4)] + [f[1] for f in FRAMES]
+    expected = [reference.image(image) for image in images]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(8):
+            got = list(pool.map(preprocessing.preprocess_image, images))
+            for i, (a, b) in enumerate(zip(got, expected)):
+                np.testing.assert_array_equal(a, b, err_msg=f"image {i} preprocessed in a thread")

@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from openeds import raw, schema  # noqa: E402
-from openeds_precomputed import OpenEDSPrecomputed  # noqa: E402
+from openeds.synthetic import render_eye  # noqa: E402
 from preprocessing.augment import (  # noqa: E402
     TRAIN_AUGMENT,
     Compose,
@@ -27,6 +27,7 @@ from preprocessing.augment import (  # noqa: E402
     Sample,
     Transform,
 )
+from preprocessing.targets import spatial_weights  # noqa: E402
 from preprocessing.training import (  # noqa: E402
     DatasetFormatError,
     IrisDataset,
@@ -35,36 +36,10 @@ from preprocessing.training import (  # noqa: E402
     to_normalized_tensor,
 )
 from tests import reference  # noqa: E402
-from tests.v1data import v1_split  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-@pytest.fixture(scope="session")
-def v2(sample_dir, tmp_path_factory) -> dict[str, datasets.DatasetDict]:
-    """The sample built by the v2 builder, per config (memory-mapped Arrow files)."""
-    built = {}
-    for config in schema.CONFIG_NAMES:
-        builder = OpenEDSPrecomputed(
-            config_name=config, data_dir=str(sample_dir), cache_dir=str(tmp_path_factory.mktemp(f"v2-{config}"))
-        )
-        builder.download_and_prepare()
-        built[config] = builder.as_dataset()
-    return built
-
-
-@pytest.fixture(scope="session")
-def v1(sample_dir) -> dict[str, datasets.DatasetDict]:
-    """The same sample in the v1 layout, per config (in-memory Arrow tables)."""
-    return {
-        config: datasets.DatasetDict(
-            {
-                split: v1_split(raw.list_pairs(folder).pairs, config)
-                for split, folder in raw.find_split_dirs(sample_dir).items()
-            }
-        )
-        for config in schema.CONFIG_NAMES
-    }
-
+#: dist_map against tests/reference.py (float64 SciPy); exact once targets.dist_map is bit-exact
+DIST_ATOL = 1e-6
 
 def full_size_sample(seed: int = 0, channels: int = 2) -> Sample:
     """A random, left-right asymmetric sample with read-only arrays (so any in-place write fails)."""
@@ -109,13 +84,58 @@ def test_transforms_keep_dtypes_shapes_and_inputs(transform, channels):
             np.testing.assert_array_equal(a, original, err_msg=f"{transform} modified its input {name}")
 
 
-def test_flip_flips_all_four_arrays_together():
+def test_flip_mirrors_image_label_and_distance_maps_and_recomputes_the_weights():
     sample = full_size_sample(channels=4)
     flipped = HorizontalFlip(p=1.0)(sample, np.random.default_rng(0))
-    for name, a, b in zip(Sample._fields, sample, flipped):
-        np.testing.assert_array_equal(b, a[..., ::-1], err_msg=f"{name} not mirrored with the image")
-        assert b.flags.c_contiguous, name
+    for name in ("image", "label", "dist_map"):
+        np.testing.assert_array_equal(getattr(flipped, name), getattr(sample, name)[..., ::-1], err_msg=name)
+    assert flipped.image.flags.c_contiguous and flipped.label.flags.c_contiguous
+    np.testing.assert_array_equal(flipped.spatial_weights, spatial_weights(flipped.label, binary=False))
+    pupil = full_size_sample(channels=2)
+    np.testing.assert_array_equal(
+        HorizontalFlip(p=1.0).apply(pupil).spatial_weights, spatial_weights(pupil.label[:, ::-1], binary=True)
+    )
     assert HorizontalFlip(p=0.0)(sample, np.random.default_rng(0)) is sample
+
+
+def test_flip_needs_a_known_channel_count():
+    sample = full_size_sample(channels=3)
+    with pytest.raises(ValueError, match="dist_map has 3 channels; expected 2 \\(config pupil\\) or 4"):
+        HorizontalFlip(p=1.0).apply(sample)
+
+
+def vertical_edge_label() -> np.ndarray:
+    """A raw 0..3 label whose pupil is a rectangle: its left and right edges are vertical steps."""
+    label = np.zeros((schema.HEIGHT, schema.WIDTH), np.uint8)
+    label[100:300, 150:500] = 1
+    label[120:280, 250:400] = 2
+    label[150:250, 300:341] = 3
+    return label
+
+
+FLIP_CASES = {
+    # case: (raw label, what mirroring the stored targets gets wrong)
+    "closed": (render_eye(np.random.default_rng(0), "closed")[1], "dist_map"),
+    "border": (render_eye(np.random.default_rng(1), "border")[1], "spatial_weights"),
+    "vertical_edge": (vertical_edge_label(), "spatial_weights"),
+}
+
+
+@pytest.mark.parametrize("config", schema.CONFIG_NAMES)
+@pytest.mark.parametrize("case", FLIP_CASES)
+def test_flip_equals_the_reference_on_the_mirrored_raw_label(config, case):
+    raw_label, naive_error = FLIP_CASES[case]
+    label, weights, dist = reference.targets(raw_label, config)
+    stored = Sample(np.zeros_like(label), label, weights, dist.astype(np.float32))  # as v1 and v2 store them
+    flipped = HorizontalFlip(p=1.0).apply(stored)
+    expected = dict(zip(("label", "spatial_weights", "dist_map"), reference.targets(raw_label[:, ::-1], config)))
+    where = f"{config}/{case}"
+    np.testing.assert_array_equal(flipped.label, expected["label"], err_msg=f"{where}: label")
+    np.testing.assert_array_equal(flipped.spatial_weights, expected["spatial_weights"], err_msg=f"{where}: weights")
+    np.testing.assert_allclose(flipped.dist_map, expected["dist_map"], rtol=0, atol=DIST_ATOL, err_msg=where)
+    # the case is one where mirroring the stored targets is wrong
+    mirrored = getattr(stored, naive_error)[..., ::-1]
+    assert not np.allclose(mirrored, expected[naive_error], rtol=0, atol=DIST_ATOL), f"{where}: {naive_error}"
 
 
 def test_line_and_blur_change_only_the_image():
@@ -182,7 +202,7 @@ def test_vertical_line_is_clipped_instead_of_overflowing():
 @pytest.mark.parametrize("p", [0.2, 0.5])
 def test_probability_p(p):
     rng = np.random.default_rng(0)
-    sample = full_size_sample()
+    sample = Sample(*(array[..., :8, :8] for array in full_size_sample()))  # small: the flip recomputes weights
     hits = sum(HorizontalFlip(p=p)(sample, rng) is not sample for _ in range(2000))
     assert abs(hits / 2000 - p) < 0.04
 
@@ -218,8 +238,10 @@ def test_v1_and_v2_yield_the_same_items(config, v1, v2, sample_dir):
             a, b = old[i], new[i]
             case = f"{config}/{split}/{b[2]}"
             assert a[2] == b[2], case
-            for name, x, y in zip(("image", "label", "spatial_weights", "dist_map"), a[:2] + a[3:], b[:2] + b[3:]):
+            for name, x, y in zip(("image", "label", "spatial_weights"), a[:2] + a[3:4], b[:2] + b[3:4]):
                 assert torch.equal(x, y), f"{case}: {name} differs between v1 and v2"
+            # v1 rows come from tests/reference.py (SciPy, float64 cast to float32)
+            torch.testing.assert_close(a[4], b[4], rtol=0, atol=DIST_ATOL, msg=f"{case}: dist_map")
     # and the image is the reference gamma + CLAHE, normalised
     pair = raw.list_pairs(raw.find_split_dirs(sample_dir)["test"]).pairs[0]
     image, _ = raw.read_pair(pair)
@@ -244,13 +266,18 @@ def test_item_dtypes_and_shapes(config, version, v1, v2):
         assert int(label.max()) < channels
 
 
-def test_flip_in_the_dataset_keeps_all_four_arrays_aligned(v2):
+def test_flip_in_the_dataset_equals_the_precompute_of_the_mirrored_frame(v2, sample_dir):
     data = v2["full"]["train"]
     plain, flipped = IrisDataset(data), IrisDataset(data, transform=HorizontalFlip(p=1.0))
+    raw_labels = {pair.stem: raw.read_pair(pair)[1] for pair in raw.list_pairs(raw.find_split_dirs(sample_dir)["train"]).pairs}
     for i in range(len(data)):  # includes a pupil cut by the left border, and a closed eye
-        a, b = plain[i], flipped[i]
-        for name, x, y in zip(("image", "label", "spatial_weights", "dist_map"), a[:2] + a[3:], b[:2] + b[3:]):
-            assert torch.equal(y, x.flip(-1)), f"{a[2]}: {name} not flipped with the image"
+        (image, *_), (mirrored, label, name, weights, dist) = plain[i], flipped[i]
+        ref_label, ref_weights, ref_dist = reference.targets(raw_labels[name][:, ::-1], "full")
+        # the image went through CLAHE before the flip (CLAHE is not exactly mirror-symmetric)
+        assert torch.equal(mirrored, image.flip(-1)), name
+        assert torch.equal(label, torch.from_numpy(ref_label).long()), name
+        assert torch.equal(weights, torch.from_numpy(ref_weights)), name
+        torch.testing.assert_close(dist, torch.from_numpy(ref_dist).float(), rtol=0, atol=DIST_ATOL, msg=name)
 
 
 def test_transform_runs_on_the_train_split_only(v2):
@@ -480,6 +507,11 @@ def test_example_on_v1_data_and_the_yes_error(v1, tmp_path, capsys):
     cache = ["--cache-dir", str(tmp_path / "cache")]
     assert main([str(folder), "--max-steps", "1", "--batch-size", "2", *cache]) == 0
     assert "raw images: gamma + CLAHE on the CPU\nstep 1: loss" in capsys.readouterr().out
+    assert main([str(folder), "--max-steps", "2", "--batch-size", "2", "--dataloader", *cache]) == 0
+    assert "step 2: loss" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(folder), "--dataloader", "--num-threads", "2", *cache])
+    assert "--num-threads is IrisLoader's; with --dataloader use --num-workers" in capsys.readouterr().err
     assert main([str(folder), "--preprocessed", "yes", *cache]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: preprocessed=True (--preprocessed yes), but the dataset has no 'preprocessed' column")

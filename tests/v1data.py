@@ -1,4 +1,9 @@
-"""v1 rows as ``Conner/openeds-precomputed`` stored them, built in code for tests and benchmarks."""
+"""v1 rows as ``Conner/openeds-precomputed`` stored them, built in code for tests and benchmarks.
+
+The targets come from :mod:`tests.reference` (SciPy, written plainly from FACTS.md),
+not from ``preprocessing``: a v1-vs-v2 test then compares the fast code with an
+independent implementation, not with itself.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from openeds import raw
-from preprocessing import compute_targets
+from tests import reference
 
 #: How v1 stored its columns: flat lists, the raw image, no ``preprocessed`` column.
 V1_FEATURES = datasets.Features(
@@ -31,12 +36,13 @@ def v1_split(pairs: list[raw.Pair], config: str) -> datasets.Dataset:
     """v1 rows: the raw image and the targets as flat lists (built through Arrow: encoding
     NumPy arrays row by row takes datasets about 0.3 s a frame)."""
     frames = [raw.read_pair(pair) for pair in pairs]
-    targets = [compute_targets(raw_label, config) for _, raw_label in frames]
+    # (label, spatial_weights, dist_map): v1 stored the float64 distance formula cast to float32
+    targets = [reference.targets(raw_label, config) for _, raw_label in frames]
     columns = {
         "image": flat_lists([image for image, _ in frames]),
-        "label": flat_lists([t.label for t in targets]),
-        "spatial_weights": flat_lists([t.spatial_weights for t in targets]),
-        "dist_map": flat_lists([t.dist_map for t in targets]),
+        "label": flat_lists([label for label, _, _ in targets]),
+        "spatial_weights": flat_lists([weights for _, weights, _ in targets]),
+        "dist_map": flat_lists([dist.astype(np.float32) for _, _, dist in targets]),
         "filename": [pair.stem for pair in pairs],
     }
     return datasets.Dataset.from_dict(columns, features=V1_FEATURES)
