@@ -38,8 +38,15 @@ from preprocessing.training import (  # noqa: E402
 from tests import reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-#: dist_map against tests/reference.py (float64 SciPy); exact once targets.dist_map is bit-exact
-DIST_ATOL = 1e-6
+
+
+def assert_same_bits(got, want, msg: str) -> None:
+    """float32 arrays or tensors equal bit for bit (v1 stored np.float32 of SciPy's float64 result)."""
+    got, want = (np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float32) for x in (got, want))
+    assert got.shape == want.shape, f"{msg}: shape {got.shape} != {want.shape}"
+    differ = got.view(np.uint32) != want.view(np.uint32)
+    assert not differ.any(), f"{msg}: {int(differ.sum())} values differ, max {np.abs(got - want).max():.3g}"
+
 
 def full_size_sample(seed: int = 0, channels: int = 2) -> Sample:
     """A random, left-right asymmetric sample with read-only arrays (so any in-place write fails)."""
@@ -132,10 +139,10 @@ def test_flip_equals_the_reference_on_the_mirrored_raw_label(config, case):
     where = f"{config}/{case}"
     np.testing.assert_array_equal(flipped.label, expected["label"], err_msg=f"{where}: label")
     np.testing.assert_array_equal(flipped.spatial_weights, expected["spatial_weights"], err_msg=f"{where}: weights")
-    np.testing.assert_allclose(flipped.dist_map, expected["dist_map"], rtol=0, atol=DIST_ATOL, err_msg=where)
+    assert_same_bits(flipped.dist_map, expected["dist_map"].astype(np.float32), where)
     # the case is one where mirroring the stored targets is wrong
     mirrored = getattr(stored, naive_error)[..., ::-1]
-    assert not np.allclose(mirrored, expected[naive_error], rtol=0, atol=DIST_ATOL), f"{where}: {naive_error}"
+    assert not np.allclose(mirrored, expected[naive_error], rtol=0, atol=1e-6), f"{where}: {naive_error}"
 
 
 def test_line_and_blur_change_only_the_image():
@@ -241,7 +248,7 @@ def test_v1_and_v2_yield_the_same_items(config, v1, v2, sample_dir):
             for name, x, y in zip(("image", "label", "spatial_weights"), a[:2] + a[3:4], b[:2] + b[3:4]):
                 assert torch.equal(x, y), f"{case}: {name} differs between v1 and v2"
             # v1 rows come from tests/reference.py (SciPy, float64 cast to float32)
-            torch.testing.assert_close(a[4], b[4], rtol=0, atol=DIST_ATOL, msg=f"{case}: dist_map")
+            assert_same_bits(a[4], b[4], f"{case}: dist_map")
     # and the image is the reference gamma + CLAHE, normalised
     pair = raw.list_pairs(raw.find_split_dirs(sample_dir)["test"]).pairs[0]
     image, _ = raw.read_pair(pair)
@@ -277,7 +284,7 @@ def test_flip_in_the_dataset_equals_the_precompute_of_the_mirrored_frame(v2, sam
         assert torch.equal(mirrored, image.flip(-1)), name
         assert torch.equal(label, torch.from_numpy(ref_label).long()), name
         assert torch.equal(weights, torch.from_numpy(ref_weights)), name
-        torch.testing.assert_close(dist, torch.from_numpy(ref_dist).float(), rtol=0, atol=DIST_ATOL, msg=name)
+        assert_same_bits(dist, ref_dist.astype(np.float32), name)
 
 
 def test_transform_runs_on_the_train_split_only(v2):
