@@ -51,6 +51,23 @@ def loss_fn(logits: torch.Tensor, label: torch.Tensor, weights: torch.Tensor, di
     return ((1 + weights) * cross_entropy).mean() + surface
 
 
+class UsageError(ValueError):
+    """A source, config or split that does not exist. One line, naming the choices."""
+
+
+def check_source(source: str, config: str | None, split: str) -> None:
+    """Refuse an unknown config or split before ``load_dataset`` downloads or prepares anything."""
+    try:
+        configs = datasets.get_dataset_config_names(source)
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
+        raise UsageError(f"cannot read {source}: {' '.join(str(error).split())}") from None
+    if config is not None and config not in configs:
+        raise UsageError(f"{source} has no config {config!r}; expected one of {', '.join(configs)} (--config)")
+    splits = datasets.get_dataset_split_names(source, config)
+    if split not in splits:
+        raise UsageError(f"{source} has no split {split!r}; expected one of {', '.join(splits)} (--split)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -80,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)  # model init (and the DataLoader's per-epoch worker seeds)
     try:
+        check_source(args.source, args.config, args.split)
         split = datasets.load_dataset(args.source, args.config, split=args.split, cache_dir=args.cache_dir)
         options = {
             "split": args.split,
@@ -93,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             loader = IrisLoader(split, args.batch_size, num_threads=args.num_threads, **options)
             train = loader.dataset
-    except DatasetFormatError as err:
+    except (DatasetFormatError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not len(train):

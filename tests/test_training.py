@@ -523,3 +523,20 @@ def test_example_on_v1_data_and_the_yes_error(v1, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: preprocessed=True (--preprocessed yes), but the dataset has no 'preprocessed' column")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--config", "iris"], "has no config 'iris'; expected one of default (--config)"),
+        (["--split", "nosuch"], "has no split 'nosuch'; expected one of train (--split)"),
+    ],
+)
+def test_example_names_the_choices_of_a_bad_config_or_split(v1, tmp_path, capsys, flags, message):
+    folder = tmp_path / "v1"
+    v1["pupil"]["train"].to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    capsys.readouterr()  # to_parquet's progress bar
+    assert load_example().main([str(folder), *flags, "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "cache").exists(), "the dataset was prepared before the bad name was found"
