@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tag",
                         help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...)")
     parser.add_argument("--config", choices=[*schema.CONFIG_NAMES, "all"], default=schema.DEFAULT_CONFIG,
-                        help="which config to build (default: pupil, the Hub's default config)")
+                        help="which config to build (default: pupil, the config load_dataset(repo) loads)")
     parser.add_argument("--splits", nargs="+", choices=schema.SPLITS, metavar="SPLIT",
                         help="splits to build and push, of train validation test (default: all present); "
                              "the others stay as they are on the Hub")

@@ -30,7 +30,14 @@ TEMPLATE = Path(__file__).with_name("card_template.md")
 #: The template's provenance lines (where and how this copy was built) sit between these markers.
 PROVENANCE_START = "<!-- provenance -->"
 PROVENANCE_END = "<!-- /provenance -->"
-HUB_CONFIG_NAMES = {"pupil": "default", "full": "full"}
+#: Config names that earlier cards used for a config, read back as that config. v1 and the first v2
+#: cards named `pupil` `default`; a card naming both says `pupil` for it.
+LEGACY_CONFIG_NAMES = {"default": "pupil"}
+#: What the card's config table says of each config: its label, its `dist_map`.
+CONFIG_DOCS = {
+    "pupil": ("binary pupil mask", "2 channels: not pupil, pupil"),
+    "full": ("raw classes 0 bg, 1 sclera, 2 iris, 3 pupil", "4 channels, one per class"),
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ def _versions() -> str:
 
 
 def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
-    """``{hub config name: DatasetInfo}`` from ``{config: {split: size}}``."""
+    """``{config: DatasetInfo}`` from ``{config: {split: size}}`` (the Hub config name is the config name)."""
     infos = {}
     for config, splits in sizes.items():
         ordered = ordered_splits(splits)
@@ -61,7 +68,7 @@ def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
                 datasets.SplitInfo(split, num_bytes=splits[split].rows * schema.raw_row_bytes(config),
                                    num_examples=splits[split].rows)
             )
-        infos[HUB_CONFIG_NAMES[config]] = datasets.DatasetInfo(
+        infos[config] = datasets.DatasetInfo(
             features=schema.features_for(config),
             splits=split_dict,
             download_size=sum(s.parquet_bytes for s in splits.values()),
@@ -85,7 +92,8 @@ def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
     """Rows per split that a published card's ``dataset_info`` declares: ``{config: {split: num_examples}}``.
 
     The row source for the splits a run keeps; their bytes come from the repo's file listing.
-    An unreadable header declares nothing (the rows then come from the shards' footers).
+    An unreadable header declares nothing (the rows then come from the shards' footers). A config
+    named `default` (v1 and the first v2 cards) is read as `pupil`, unless the card also names `pupil`.
     """
     data = card_data(text)
     if data is None:
@@ -95,12 +103,11 @@ def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
     except (AttributeError, TypeError, KeyError, ValueError) as error:
         logger.warning("The published card's dataset_info cannot be read (%s); not using it", error)
         return {}
-    by_hub_name = {v: k for k, v in HUB_CONFIG_NAMES.items()}
     out: dict[str, dict[str, int]] = {}
-    for hub_name, info in infos.items():
-        config = by_hub_name.get(hub_name)
+    for name, info in sorted(infos.items(), key=lambda item: item[0] in schema.CONFIG_NAMES):  # current names last
+        config = name if name in schema.CONFIG_NAMES else LEGACY_CONFIG_NAMES.get(name)
         if config is not None and info.splits:
-            out[config] = {name: split.num_examples for name, split in info.splits.items()}
+            out[config] = {split_name: split.num_examples for split_name, split in info.splits.items()}
     return out
 
 
@@ -128,7 +135,7 @@ def _splits_table(sizes: dict[str, dict[str, SplitSize]]) -> str:
             size = splits[split]
             per_row = size.parquet_bytes / size.rows if size.rows else 0
             lines.append(
-                f"| `{HUB_CONFIG_NAMES[config]}` | {split} | {size.rows:,} | "
+                f"| `{config}` | {split} | {size.rows:,} | "
                 f"{size.parquet_bytes / 1e6:,.1f} MB | {per_row / 1e6:.2f} MB |"
             )
     return "\n".join(lines)
@@ -151,7 +158,7 @@ def render_card(
     dataset_infos(sizes).to_dataset_card_data(card_data)
     MetadataConfigs(
         {
-            HUB_CONFIG_NAMES[config]: {
+            config: {
                 "data_files": [
                     {"split": split, "path": f"{split_prefix(config, split)}*"}
                     for split in ordered_splits(splits)
@@ -167,6 +174,9 @@ def render_card(
         repo_id=repo_id,
         format_version=schema.FORMAT_VERSION,
         preview_path=PREVIEW_PATH,
+        configs=[config for config in schema.CONFIG_NAMES if config in sizes],
+        default_config=schema.DEFAULT_CONFIG,
+        config_docs=CONFIG_DOCS,
         splits_table=_splits_table(sizes),
         columns=list(schema.COLUMN_DOCS.items()),
         source=source,

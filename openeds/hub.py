@@ -13,7 +13,9 @@ untouched, and rewrites the card and the preview. The steps:
    listing names but that cannot be downloaded is an error, never "no card";
 3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits;
 4. if the remote already holds the same data files and a card that differs at most in its
-   provenance block (`openeds.card.without_provenance`), publish nothing: no commit, no tag;
+   provenance block (`openeds.card.without_provenance`), publish nothing: no commit, no tag.
+   A card that still names `pupil` `default` (v1, and v2 cards before the rename) differs, so the
+   push renames it in its one commit; the data files stay where they are;
 5. create the repo if needed, tag the v1 head `v1` if the repo is v1 and has no such tag;
 6. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
    so re-running a killed upload resumes it;

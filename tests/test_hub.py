@@ -77,12 +77,20 @@ def rows(split: str, count: int, *, offset: int = 0) -> dict[str, list]:
 def card(
     configs: Mapping[str, Sequence[str]], features: Sequence[str] = ("filename", "pixel_sum", "preprocessed")
 ) -> str:
-    """A card naming `configs` (Hub config name -> splits) and the features (v2 unless told otherwise)."""
-    dtypes = {"filename": "string", "pixel_sum": "int64", "preprocessed": "bool"}
-    folders = {"default": "data", "full": "full"}
+    """A card naming `configs` (Hub config name -> splits) and the features (v2 unless told otherwise).
+
+    `pupil` is marked the default, as push.py writes it; `default` is the name earlier cards gave it.
+    """
+    dtypes = {"filename": "string", "pixel_sum": "int64", "preprocessed": "bool", "image": {"sequence": "int64"},
+              "label": {"sequence": "int64"}}  # v1's flat list columns, as datasets 2.x/3.x wrote them
+    folders = {"pupil": "data", "default": "data", "full": "full"}
     metadata = {
         "configs": [
-            {"config_name": name, "data_files": [{"split": s, "path": f"{folders[name]}/{s}-*"} for s in splits]}
+            {
+                "config_name": name,
+                "data_files": [{"split": s, "path": f"{folders[name]}/{s}-*"} for s in splits],
+                **({"default": True} if name == "pupil" else {}),
+            }
             for name, splits in configs.items()
         ],
         "dataset_info": [
@@ -102,7 +110,7 @@ def build(
                 path = folder / subdir / f"{split}-{i:05d}-of-{count:05d}.parquet"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(pa.table(rows(split, 2, offset=2 * i)), path)
-    default = {"default": sorted(shards.get("data", {})), "full": sorted(shards.get("full", {}))}
+    default = {"pupil": sorted(shards.get("data", {})), "full": sorted(shards.get("full", {}))}
     (folder / "README.md").write_text(card(configs or {k: v for k, v in default.items() if v}))
     (folder / "images").mkdir(exist_ok=True)
     (folder / "images" / "preview.png").write_bytes(PNG)
@@ -345,7 +353,7 @@ def test_adding_a_split_keeps_the_other_splits_byte_identical(hub, api, repo_id,
     before = remote_blobs(api, repo_id)
 
     # Later: add `validation`, and rebuild `test` with fewer shards; the card names every split.
-    configs = {"default": ["train", "validation", "test"], "full": ["train"]}
+    configs = {"pupil": ["train", "validation", "test"], "full": ["train"]}
     folder = build(tmp_path / "more", {"data": {"validation": 1, "test": 1}}, configs=configs)
     result = publish(folder, repo_id, splits_by_config={"pupil": ["validation", "test"]}, api=api, tag="v2.1")
 
@@ -368,7 +376,8 @@ def push_v1(api: HfApi, repo_id: str, *, with_card: bool) -> dict[str, bytes]:
         pq.write_table(table, sink)
         files[f"data/{split}-00000-of-00001.parquet"] = sink.getvalue().to_pybytes()
     if with_card:
-        files["README.md"] = card({"default": ["train", "validation", "test"]}, features=("filename",)).encode()
+        v1_card = card({"default": ["train", "validation", "test"]}, features=("image", "label", "filename"))
+        files["README.md"] = v1_card.encode()
     api.create_commit(
         repo_id, [CommitOperationAdd(p, c) for p, c in files.items()], commit_message="v1", repo_type="dataset"
     )
@@ -390,6 +399,10 @@ def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path):
     assert Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision="v1")).read_bytes() == v1_files[path]
     assert "preprocessed" in pq.read_schema(api.hf_hub_download(repo_id, path, repo_type="dataset")).names
     assert datasets.load_dataset(repo_id, split="validation").to_dict() == rows("validation", 2)
+    # Revision v1 keeps its own card, and with it its config `default`.
+    old = datasets.load_dataset(repo_id, revision="v1", split="validation")
+    assert old.to_dict() == {"image": [[1, 2, 3, 4]], "label": [[0, 1, 1, 0]], "filename": ["validation_0000"]}
+    assert datasets.load_dataset(repo_id, "default", revision="v1", split="validation").num_rows == 1
 
 
 def test_a_push_that_would_mix_v1_and_v2_is_refused(hub, api, repo_id, tmp_path):
@@ -580,9 +593,12 @@ def test_retry_after_zero_still_waits_the_floor(hub, api, repo_id, tmp_path):
 # --- what the remote holds: kept splits, unchanged data ---------------------------------------------
 
 
-def test_kept_splits_take_bytes_from_the_listing_and_rows_from_the_card_or_the_footers(hub, api, repo_id, tmp_path):
+@pytest.mark.parametrize("name", ["pupil", "default"])  # `default`: the name earlier cards gave `pupil`
+def test_kept_splits_take_bytes_from_the_listing_and_rows_from_the_card_or_the_footers(
+    hub, api, repo_id, tmp_path, name
+):
     # The card lists train (claiming 4 rows, not the 2 the shard holds: the card is the row source) but not test.
-    folder = build(tmp_path, {"data": {"train": 1, "test": 2}}, configs={"default": ["train"]})
+    folder = build(tmp_path, {"data": {"train": 1, "test": 2}}, configs={name: ["train"]})
     text = (folder / "README.md").read_text()
     info = "  splits:\n  - name: train\n    num_examples: 4\n"
     (folder / "README.md").write_text(text.replace("    dtype: bool\n", "    dtype: bool\n" + info, 1))

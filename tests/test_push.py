@@ -65,8 +65,7 @@ def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
 
 @pytest.mark.parametrize("config", schema.CONFIG_NAMES)
 def test_load_dataset_reads_the_folder_typed_and_equal_to_the_builder(out_all, sample_dir, tmp_path, config):
-    name = "default" if config == "pupil" else config
-    loaded = datasets.load_dataset(str(out_all), name, cache_dir=str(tmp_path / "c"))
+    loaded = datasets.load_dataset(str(out_all), config, cache_dir=str(tmp_path / "c"))
     builder = OpenEDSPrecomputed(config_name=config, data_dir=str(sample_dir), cache_dir=str(tmp_path / "b"))
     builder.download_and_prepare()
     expected = builder.as_dataset()
@@ -81,9 +80,21 @@ def test_load_dataset_reads_the_folder_typed_and_equal_to_the_builder(out_all, s
                 np.testing.assert_array_equal(got[i][column], want[i][column], err_msg=f"{split}[{i}].{column}")
 
 
+def test_the_folder_loads_pupil_by_default(out_all, tmp_path):
+    """`load_dataset(folder)` is `pupil` (the card marks it `default: true`), as `load_dataset(repo)` is."""
+    loaded = datasets.load_dataset(str(out_all), split="test", cache_dir=str(tmp_path / "c"))
+    assert loaded.features == schema.features_for("pupil")
+    with pytest.raises(ValueError, match="BuilderConfig 'default' not found"):
+        datasets.load_dataset(str(out_all), "default", cache_dir=str(tmp_path / "c"))
+
+
 def test_card_names_configs_sizes_and_provenance(out_all):
     text = (out_all / "README.md").read_text()
-    for needle in ("config_name: default", "path: data/train-*", "config_name: full", "path: full/test-*",
+    header = DatasetCard(text).data
+    # datasets writes the configs sorted by name; `default: true` is what makes `pupil` the default.
+    assert {c["config_name"]: c.get("default", False) for c in header.configs} == {"pupil": True, "full": False}
+    assert sorted(info["config_name"] for info in header.dataset_info) == ["full", "pupil"]
+    for needle in ("config_name: pupil", "path: data/train-*", "config_name: full", "path: full/test-*",
                    "num_examples: 8", "license: other", "image-segmentation", "arXiv:1905.03702",
                    "images/preview.png", "(3, 3)", "revision=\"v1\"", 'with_format("numpy", dtype=None)',
                    "python push.py --data-dir"):
@@ -98,6 +109,8 @@ def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     assert one != two and card.without_provenance(one) == card.without_provenance(two)
     assert "/x/1" in one and "/x/1" not in card.without_provenance(one)
     assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
+    # Earlier cards named `pupil` `default`: read as `pupil`, so a push onto such a repo keeps its rows.
+    assert card.rows_from_card(one.replace("config_name: pupil", "config_name: default")) == card.rows_from_card(one)
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
     changed = str(card.render_card(other, repo_id="a/b", source="OpenEDS (local copy)", command="push.py"))
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
@@ -390,3 +403,47 @@ def test_push_refuses_to_publish_the_sample_to_the_default_repo(hub, tmp_path):
     with pytest.raises(PublishError, match=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}"):
         push(sample=True, local_dir=tmp_path / "out", api=HfApi(token=TOKEN))
     assert not (tmp_path / "out").exists() and hub.requests == []
+
+
+def _lfs_files(repo_id: str) -> dict[str, str]:
+    """The parquet files of the repo's head by path, with their LFS sha256."""
+    info = HfApi().dataset_info(repo_id, files_metadata=True)
+    return {s.rfilename: s.lfs.sha256 for s in info.siblings if s.rfilename.endswith(".parquet")}
+
+
+def _publication_commits(hub, repo_id: str) -> int:
+    return sum(1 for r in hub.requests if r.method == "POST" and r.path == f"/api/datasets/{repo_id}/commit/main")
+
+
+def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publisher, small_sample, tmp_path):
+    """A v2 repo whose card names `pupil` `default` (as earlier versions wrote it), pushed `--splits test`."""
+    repo_id = "pusher/openeds-renamed"
+    api = HfApi(token=TOKEN)
+    push(data_dir=small_sample, local_dir=tmp_path / "one", repo_id=repo_id, config="all", api=api)
+    old = DatasetCard((tmp_path / "one" / "README.md").read_text())
+    for entry in [*old.data.configs, *old.data.dataset_info]:
+        entry["config_name"] = "default" if entry["config_name"] == "pupil" else entry["config_name"]
+    api.create_commit(repo_id, [CommitOperationAdd("README.md", str(old).encode())], commit_message="old names",
+                      repo_type="dataset")
+    files = _lfs_files(repo_id)
+    hub.reset_faults_and_log()
+
+    summary = push(data_dir=small_sample, local_dir=tmp_path / "two", repo_id=repo_id, splits=["test"], api=api)
+
+    assert summary.published.changed and summary.published.tags == ("v2.1",)
+    assert _publication_commits(hub, repo_id) == 1  # the rename and the test split: one atomic commit
+    header = DatasetCard(Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()).data
+    every_split = ["train", "validation", "test"]
+    assert {c["config_name"]: (c.get("default", False), [f["split"] for f in c["data_files"]])
+            for c in header.configs} == {"pupil": (True, every_split), "full": (False, every_split)}
+    assert _lfs_files(repo_id) == files  # the same paths and bytes: the data stays where it was
+    # The kept splits' rows came from the old card (read as `pupil`), not from the shards' footers.
+    assert not [r.path for r in hub.requests if "/resolve/" in r.path and r.path.endswith(".parquet")]
+    cache = str(tmp_path / "c")
+    counts = {"train": 2, "validation": 1, "test": 1}
+    for name in (None, "pupil", "full"):
+        loaded = datasets.load_dataset(repo_id, name, cache_dir=cache)
+        assert {s: loaded[s].num_rows for s in loaded} == counts, name
+        assert loaded["test"].features == schema.features_for(name or "pupil"), name
+    with pytest.raises(ValueError, match="BuilderConfig 'default' not found"):
+        datasets.load_dataset(repo_id, "default", cache_dir=cache)
