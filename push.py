@@ -164,17 +164,21 @@ def push(
             kept = local_sizes(local_dir, skip=set(pairs))
         built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size)
 
-        first = min(built[configs[0]], key=schema.SPLITS.index)
-        shard = sorted(local_dir.glob(f"{layout.split_prefix(configs[0], first)}*.parquet"))[0]
-        rows = read_rows(shard, PREVIEW_ROWS)
-        with _writing(local_dir / layout.PREVIEW_PATH) as preview:
-            card.render_preview(rows, preview)
+        for config in configs:  # each config built draws its preview from the first of its splits
+            first = min(built[config], key=schema.SPLITS.index)
+            shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
+            rows = read_rows(shard, PREVIEW_ROWS)
+            with _writing(local_dir / layout.PREVIEW_PATHS[config]) as preview:
+                card.render_preview(rows, preview)
 
         splits_by_config = {c: splits for c in configs}
         if upload:
             kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
         sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
-        text = str(card.render_card(sizes, repo_id=repo_id, source=source, command=command))
+        # The card shows the previews the repo (or the folder) holds once this run is done.
+        held = set(remote.files) if upload else {p for p in layout.PREVIEW_PATHS.values() if (local_dir / p).is_file()}
+        previews = {c: layout.PREVIEW_PATHS[c] for c in sizes if c in configs or layout.PREVIEW_PATHS[c] in held}
+        text = str(card.render_card(sizes, repo_id=repo_id, source=source, command=command, previews=previews))
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
         published = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -23,7 +23,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from openeds import schema
-from openeds.layout import PREVIEW_PATH, split_prefix
+from openeds.layout import PREVIEW_PATHS, split_prefix
 
 logger = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("card_template.md")
@@ -142,9 +142,19 @@ def _splits_table(sizes: dict[str, dict[str, SplitSize]]) -> str:
 
 
 def render_card(
-    sizes: dict[str, dict[str, SplitSize]], *, repo_id: str, source: str, command: str
+    sizes: dict[str, dict[str, SplitSize]],
+    *,
+    repo_id: str,
+    source: str,
+    command: str,
+    previews: Mapping[str, str] | None = None,
 ) -> DatasetCard:
-    """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``)."""
+    """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``).
+
+    ``previews`` maps configs to the preview pictures the repo holds (default: every config's in ``sizes``).
+    """
+    if previews is None:
+        previews = {config: PREVIEW_PATHS[config] for config in sizes}
     rows = sum(s.rows for splits in sizes.values() for s in splits.values())
     card_data = DatasetCardData(
         pretty_name="OpenEDS precomputed (v2)",
@@ -173,7 +183,8 @@ def render_card(
         template_path=str(TEMPLATE),
         repo_id=repo_id,
         format_version=schema.FORMAT_VERSION,
-        preview_path=PREVIEW_PATH,
+        previews=[(config, previews[config]) for config in schema.CONFIG_NAMES if config in previews],
+        dist_channels=schema.DIST_CHANNELS,
         configs=[config for config in schema.CONFIG_NAMES if config in sizes],
         default_config=schema.DEFAULT_CONFIG,
         config_docs=CONFIG_DOCS,

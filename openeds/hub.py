@@ -3,7 +3,7 @@
 The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`.
 
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
-untouched, and rewrites the card and the preview. The steps:
+untouched, and rewrites the card and the preview picture of each config it is given. The steps:
 
 1. check the token locally (`require_token`: offline mode, a token at all), then with the Hub
    (`whoami`: valid, not read-only);
@@ -69,7 +69,7 @@ from openeds.layout import (
     CONFIG_DIRS,
     LOCK_NAME,
     LOCK_OWNER_NAME,
-    PREVIEW_PATH,
+    PREVIEW_PATHS,
     SHARD_RE,
     complete_shard_set,
     split_prefix,
@@ -179,16 +179,14 @@ def plan_operations(
 ) -> Plan:
     """The additions and deletions of one publication.
 
-    The card, the preview and the local files under a replaced prefix are added (overwriting the
-    remote ones); the remote files under a replaced prefix that are not added are deleted; every
-    other remote file stays. A prefix is a split's shard prefix such as `data/test-` (split names
-    hold no `-`, so it never matches another split) or the full path of one file.
+    The card and the local files under a replaced prefix are added (overwriting the remote ones);
+    the remote files under a replaced prefix that are not added are deleted; every other remote
+    file stays. A prefix is a split's shard prefix such as `data/test-` (split names hold no `-`,
+    so it never matches another split) or the full path of one file, such as a config's preview.
     """
     prefixes = tuple(replaced_prefixes)
     additions = {
-        path: local_files[path]
-        for path in sorted(local_files)
-        if path in (CARD_PATH, PREVIEW_PATH) or path.startswith(prefixes)
+        path: local_files[path] for path in sorted(local_files) if path == CARD_PATH or path.startswith(prefixes)
     }
     deletions = sorted(path for path in remote_files if path.startswith(prefixes) and path not in additions)
     return Plan(additions, deletions)
@@ -201,11 +199,11 @@ def git_blob_id(content: bytes) -> str:
 
 def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
     """Whether publishing `plan` would change nothing that matters: the remote has every data file
-    byte for byte, a card equal but for its provenance block, a preview, and nothing to delete.
+    byte for byte, a card equal but for its provenance block, the previews, and nothing to delete.
 
     `sha256s` maps each addition to the sha256 of its content (the upload computes them anyway).
-    The preview is drawn from whichever split was built first, so a split push redraws it from
-    other rows of the same data; an existing remote preview counts as the same.
+    A config's preview is drawn from whichever of its splits was built first, so a split push
+    redraws it from other rows of the same data; an existing remote preview counts as the same.
     """
     if plan.deletions or remote.card is None:
         return False
@@ -216,7 +214,7 @@ def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
         if path == CARD_PATH:
             if without_provenance(local.read_bytes().decode("utf-8")) != without_provenance(remote.card):
                 return False
-        elif path != PREVIEW_PATH and not _same_content(local, sha256s[path], remote_file):
+        elif path not in PREVIEW_PATHS.values() and not _same_content(local, sha256s[path], remote_file):
             return False
     return True
 
@@ -231,24 +229,26 @@ def _same_content(local: Path, sha256: str, remote: RemoteFile) -> bool:
 
 
 def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
-    """Every file of `local_dir` by its path in the repo, after checking the card, the preview and the pushed shards."""
+    """Every file of `local_dir` by its path in the repo, after checking the card, the previews of the
+    pushed configs and the pushed shards."""
     files = {
         p.relative_to(local_dir).as_posix(): p
         for p in sorted(local_dir.rglob("*"))
         if p.is_file() and p.relative_to(local_dir).as_posix() not in (LOCK_NAME, LOCK_OWNER_NAME)  # push.py's lock
     }
-    for required in (CARD_PATH, PREVIEW_PATH):
+    for required in (CARD_PATH, *(PREVIEW_PATHS[config] for config in splits_by_config)):  # type: ignore[index]
         if required not in files:
             raise PublishError(
-                f"{local_dir / required} is missing; expected the card and the preview in the folder to publish; "
-                "build the folder again"
+                f"{local_dir / required} is missing; expected the card and the preview of each config pushed "
+                f"({', '.join(splits_by_config)}) in the folder to publish; build the folder again"
             )
     folders = sorted(CONFIG_DIRS.values())
+    named = (CARD_PATH, *PREVIEW_PATHS.values())
     for path in files:
         shard = SHARD_RE.fullmatch(path)
-        if path not in (CARD_PATH, PREVIEW_PATH) and not (shard and shard["dir"] in folders):
+        if path not in named and not (shard and shard["dir"] in folders):
             raise PublishError(
-                f"{local_dir / path} is not a file to publish; expected only {CARD_PATH}, {PREVIEW_PATH} and "
+                f"{local_dir / path} is not a file to publish; expected only {', '.join(named)} and "
                 f"{{{','.join(folders)}}}/{{split}}-{{i:05d}}-of-{{n:05d}}.parquet; remove it from {local_dir}"
             )
     for config, splits in splits_by_config.items():
@@ -329,6 +329,7 @@ def publish(
     token = require_token(api, repo_id, token)
     remote = remote or connect(api, repo_id, token=token, retry=retry)
     prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+    prefixes += [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
         _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get(DEFAULT_CONFIG, ()))
         prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names

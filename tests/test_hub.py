@@ -114,6 +114,8 @@ def build(
     (folder / "README.md").write_text(card(configs or {k: v for k, v in default.items() if v}))
     (folder / "images").mkdir(exist_ok=True)
     (folder / "images" / "preview.png").write_bytes(PNG)
+    if "full" in shards:
+        (folder / "images" / "preview-full.png").write_bytes(PNG[::-1])
     return folder
 
 
@@ -156,7 +158,7 @@ LOCAL = {
 
 
 def test_plan_first_push_adds_everything_and_deletes_nothing():
-    plan = plan_operations(LOCAL, {".gitattributes"}, ["data/train-", "data/test-"])
+    plan = plan_operations(LOCAL, {".gitattributes"}, ["data/train-", "data/test-", "images/preview.png"])
     assert sorted(plan.additions) == sorted(LOCAL)
     assert plan.additions["data/train-00000-of-00001.parquet"] == Path("/out/data/train-00000-of-00001.parquet")
     assert plan.deletions == []
@@ -174,7 +176,7 @@ def test_plan_replaces_only_the_pushed_split():
         "data/test_hard-00000-of-00001.parquet",
         "full/test-00000-of-00001.parquet",
     }
-    plan = plan_operations(LOCAL, remote, ["data/test-"])
+    plan = plan_operations(LOCAL, remote, ["data/test-", "images/preview.png"])
     assert sorted(plan.additions) == [
         "README.md",
         "data/test-00000-of-00002.parquet",
@@ -187,6 +189,15 @@ def test_plan_replaces_only_the_pushed_split():
         "data/test-00001-of-00003.parquet",
         "data/test-00002-of-00003.parquet",
     ]
+
+
+def test_plan_adds_the_previews_of_the_pushed_configs_only():
+    """A stale preview of a config this run did not build stays local; the remote one is kept."""
+    local = {**LOCAL, "images/preview-full.png": Path("/out/images/preview-full.png")}
+    remote = {"images/preview.png", "images/preview-full.png", "full/test-00000-of-00001.parquet"}
+    plan = plan_operations(local, remote, ["data/test-", "images/preview.png"])
+    assert "images/preview-full.png" not in plan.additions and "images/preview.png" in plan.additions
+    assert plan.deletions == []
 
 
 def test_plan_keeps_a_remote_file_that_is_overwritten():
@@ -218,6 +229,7 @@ def test_collect_local_files_lists_the_folder(tmp_path):
         "data/train-00000-of-00002.parquet",
         "data/train-00001-of-00002.parquet",
         "full/train-00000-of-00001.parquet",
+        "images/preview-full.png",
         "images/preview.png",
     ]
 
@@ -226,15 +238,16 @@ def test_collect_local_files_lists_the_folder(tmp_path):
     ("damage", "expected"),
     [
         (lambda f: (f / "images" / "preview.png").unlink(), "preview.png is missing"),
+        (lambda f: (f / "images" / "preview-full.png").unlink(), "preview-full.png is missing"),
         (lambda f: (f / "data" / "train-00001-of-00002.parquet").unlink(), "expected the 2 shards"),
         (lambda f: (f / "data" / "notes.txt").write_text("x"), "notes.txt is not a file to publish"),
         (lambda f: None, "no shard"),  # the `test` split is asked for but was never built
     ],
 )
 def test_collect_local_files_refuses_a_bad_folder(tmp_path, damage, expected):
-    folder = build(tmp_path, {"data": {"train": 2}})
+    folder = build(tmp_path, {"data": {"train": 2}, "full": {"train": 1}})
     damage(folder)
-    splits = {"pupil": ["train", "test"]} if expected == "no shard" else {"pupil": ["train"]}
+    splits = {"pupil": ["train", "test"]} if expected == "no shard" else {"pupil": ["train"], "full": ["train"]}
     with pytest.raises(PublishError, match=expected):
         collect_local_files(folder, splits)
 

@@ -59,6 +59,7 @@ def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
         "README.md",
         *[f"data/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
         *[f"full/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
+        "images/preview-full.png",
         "images/preview.png",
     ]
 
@@ -99,7 +100,9 @@ def test_card_names_configs_sizes_and_provenance(out_all):
                    "images/preview.png", "(3, 3)", "revision=\"v1\"", 'with_format("numpy", dtype=None)',
                    "python push.py --data-dir"):
         assert needle in text, needle
-    assert (out_all / "images/preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for config, path in (("pupil", "images/preview.png"), ("full", "images/preview-full.png")):
+        assert f"![preview of `{config}`" in text and f"]({path})" in text, path
+        assert (out_all / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
@@ -406,9 +409,9 @@ def test_push_refuses_to_publish_the_sample_to_the_default_repo(hub, tmp_path):
 
 
 def _lfs_files(repo_id: str) -> dict[str, str]:
-    """The parquet files of the repo's head by path, with their LFS sha256."""
+    """The LFS files of the repo's head (shards and previews) by path, with their sha256."""
     info = HfApi().dataset_info(repo_id, files_metadata=True)
-    return {s.rfilename: s.lfs.sha256 for s in info.siblings if s.rfilename.endswith(".parquet")}
+    return {s.rfilename: s.lfs.sha256 for s in info.siblings if s.lfs}
 
 
 def _publication_commits(hub, repo_id: str) -> int:
@@ -426,17 +429,22 @@ def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publ
     api.create_commit(repo_id, [CommitOperationAdd("README.md", str(old).encode())], commit_message="old names",
                       repo_type="dataset")
     files = _lfs_files(repo_id)
+    assert sorted(p for p in files if p.startswith("images/")) == ["images/preview-full.png", "images/preview.png"]
     hub.reset_faults_and_log()
 
     summary = push(data_dir=small_sample, local_dir=tmp_path / "two", repo_id=repo_id, splits=["test"], api=api)
 
     assert summary.published.changed and summary.published.tags == ("v2.1",)
     assert _publication_commits(hub, repo_id) == 1  # the rename and the test split: one atomic commit
-    header = DatasetCard(Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()).data
+    text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
+    header = DatasetCard(text).data
     every_split = ["train", "validation", "test"]
     assert {c["config_name"]: (c.get("default", False), [f["split"] for f in c["data_files"]])
             for c in header.configs} == {"pupil": (True, every_split), "full": (False, every_split)}
-    assert _lfs_files(repo_id) == files  # the same paths and bytes: the data stays where it was
+    now = _lfs_files(repo_id)
+    now.pop("images/preview.png")  # redrawn from the test split, which this push built
+    assert now == {p: sha for p, sha in files.items() if p != "images/preview.png"}  # the data stays where it was
+    assert "](images/preview.png)" in text and "](images/preview-full.png)" in text  # full's is kept, and shown
     # The kept splits' rows came from the old card (read as `pupil`), not from the shards' footers.
     assert not [r.path for r in hub.requests if "/resolve/" in r.path and r.path.endswith(".parquet")]
     cache = str(tmp_path / "c")
