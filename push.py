@@ -72,14 +72,14 @@ class Summary:
 
 
 def _resolve_raw(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
-                 scratch: Path, retry: RetryPolicy) -> tuple[Path, str]:
-    """The raw data folder and a description of where it came from (for the card)."""
+                 scratch: Path, retry: RetryPolicy) -> tuple[Path, card.Source]:
+    """The raw data folder and where it came from (for the card)."""
     if sample:
-        return write_sample(scratch / "sample"), "synthetic sample (`openeds.synthetic`), not real OpenEDS data"
+        return write_sample(scratch / "sample"), card.Source("sample")
     if data_dir:
-        return data_dir, "OpenEDS via the Kaggle dataset `soumicksarker/openeds-dataset` (local copy)"
+        return data_dir, card.Source("local")
     slug = kaggle_dataset or download.DEFAULT_SLUG
-    return download.fetch_raw(slug, cache_dir, retry=retry), f"OpenEDS via the Kaggle dataset `{slug}`"
+    return download.fetch_raw(slug, cache_dir, retry=retry), card.Source("kaggle", slug)
 
 
 def default_local_dir(repo_id: str) -> Path:
@@ -178,7 +178,10 @@ def push(
         # The card shows the previews the repo (or the folder) holds once this run is done.
         held = set(remote.files) if upload else {p for p in layout.PREVIEW_PATHS.values() if (local_dir / p).is_file()}
         previews = {c: layout.PREVIEW_PATHS[c] for c in sizes if c in configs or layout.PREVIEW_PATHS[c] in held}
-        text = str(card.render_card(sizes, repo_id=repo_id, source=source, command=command, previews=previews))
+        text = str(card.render_card(
+            sizes, repo_id=repo_id, source=source, command=command, previews=previews,
+            v1_revision=upload and hub.has_v1_revision(remote),  # a folder's card names no revision
+        ))
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
         published = None

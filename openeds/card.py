@@ -11,6 +11,7 @@ import logging
 import platform
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 from importlib import metadata
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from openeds.layout import PREVIEW_PATHS, split_prefix
 
 logger = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("card_template.md")
-#: The template's provenance lines (where and how this copy was built) sit between these markers.
+#: The template's provenance lines (where and how this copy was built) sit between these markers;
+#: the card may hold several such blocks.
 PROVENANCE_START = "<!-- provenance -->"
 PROVENANCE_END = "<!-- /provenance -->"
 #: Config names that earlier cards used for a config, read back as that config. v1 and the first v2
@@ -44,6 +46,36 @@ CONFIG_DOCS = {
 class SplitSize:
     rows: int
     parquet_bytes: int
+
+
+SourceKind = Literal["sample", "local", "kaggle"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a build's raw frames came from; the card says what this tells, and no more.
+
+    ``sample``: the synthetic sample (``openeds.synthetic``); ``local``: a folder given with
+    ``--data-dir``, which holds the Kaggle layout but may have come from anywhere; ``kaggle``: the
+    Kaggle dataset ``slug``, downloaded by this run or an earlier one.
+    """
+
+    kind: SourceKind
+    slug: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(SourceKind):
+            raise ValueError(f"source kind {self.kind!r}; expected one of {', '.join(get_args(SourceKind))}")
+        if (self.kind == "kaggle") != (self.slug is not None):
+            raise ValueError(f"source {self.kind!r} with slug {self.slug!r}; expected a slug for 'kaggle' only")
+
+    @property
+    def description(self) -> str:
+        if self.kind == "sample":
+            return "the synthetic sample of `openeds.synthetic`, not real OpenEDS data"
+        if self.kind == "local":
+            return "a local copy of OpenEDS in the Kaggle layout (`--data-dir`)"
+        return f"OpenEDS as downloaded from the Kaggle dataset [`{self.slug}`](https://www.kaggle.com/datasets/{self.slug})"
 
 
 def _versions() -> str:
@@ -112,14 +144,19 @@ def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
 
 
 def without_provenance(text: str) -> str:
-    """The card without the lines between its provenance markers (versions, command, local paths).
+    """The card without the text between each pair of its provenance markers (source, versions, command,
+    local paths).
 
-    Two cards equal after this describe the same publication. A card without both markers is returned whole.
+    Two cards equal after this describe the same publication. Text after a marker left unclosed is kept.
     """
-    start, end = text.find(PROVENANCE_START), text.find(PROVENANCE_END)
-    if start < 0 or end < start:
-        return text
-    return text[: start + len(PROVENANCE_START)] + text[end:]
+    out, at = [], 0
+    while (start := text.find(PROVENANCE_START, at)) >= 0:
+        end = text.find(PROVENANCE_END, start + len(PROVENANCE_START))
+        if end < 0:
+            break
+        out.append(text[at : start + len(PROVENANCE_START)])
+        at = end
+    return "".join(out) + text[at:]
 
 
 def ordered_splits(splits: Iterable[str]) -> list[str]:
@@ -145,22 +182,24 @@ def render_card(
     sizes: dict[str, dict[str, SplitSize]],
     *,
     repo_id: str,
-    source: str,
+    source: Source,
     command: str,
     previews: Mapping[str, str] | None = None,
+    v1_revision: bool = False,
 ) -> DatasetCard:
     """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``).
 
-    ``previews`` maps configs to the preview pictures the repo holds (default: every config's in ``sizes``).
+    ``previews`` maps configs to the preview pictures the repo holds (default: every config's in
+    ``sizes``). ``v1_revision``: the repo has a revision ``v1`` (its v1 data), which the card then names.
     """
     if previews is None:
         previews = {config: PREVIEW_PATHS[config] for config in sizes}
     rows = sum(s.rows for splits in sizes.values() for s in splits.values())
     card_data = DatasetCardData(
-        pretty_name="OpenEDS precomputed (v2)",
+        pretty_name="OpenEDS precomputed (v2)" + (", synthetic sample" if source.kind == "sample" else ""),
+        # No license_link: the OpenEDS licence agreement has no public URL we could check; the card names it.
         license="other",
         license_name="openeds-dataset-license",
-        license_link="https://arxiv.org/abs/1905.03702",
         task_categories=["image-segmentation"],
         tags=["eye-tracking", "openeds", "pupil-segmentation", "semantic-segmentation"],
         size_categories=["10K<n<100K" if rows > 10_000 else "n<1K" if rows < 1_000 else "1K<n<10K"],
@@ -191,6 +230,7 @@ def render_card(
         splits_table=_splits_table(sizes),
         columns=list(schema.COLUMN_DOCS.items()),
         source=source,
+        v1_revision=v1_revision,
         versions=_versions(),
         command=command,
         citation=schema.CITATION,

@@ -165,6 +165,12 @@ class RemoteState:
         return sorted(name for name, sha in self.tags.items() if sha == self.head)
 
 
+def has_v1_revision(remote: RemoteState) -> bool:
+    """Whether the repo has revision `v1` once `publish` is done: the tag exists, or the repo holds v1 data,
+    which `publish` tags `v1` before its commit."""
+    return V1_TAG in remote.tags or bool(remote.v1_files)
+
+
 def next_publication_tag(tags: Iterable[str]) -> str:
     """`v2` for the first v2 publication, then `v2.1`, `v2.2`, ... (one past the highest seen)."""
     tags = set(tags)

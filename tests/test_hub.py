@@ -29,6 +29,7 @@ from openeds.hub import (
     collect_local_files,
     connect,
     git_blob_id,
+    has_v1_revision,
     inspect_remote,
     kept_sizes,
     next_publication_tag,
@@ -293,6 +294,14 @@ def test_publish_then_load_dataset(hub, api, repo_id, tmp_path):
     assert DatasetCard(inspect_remote(api, repo_id).card).data.configs[1]["config_name"] == "full"
 
 
+def test_only_a_v1_tag_or_v1_data_make_a_v1_revision(hub, api, repo_id, tmp_path):
+    assert not has_v1_revision(inspect_remote(api, repo_id))  # no repo
+    publish_train(tmp_path, repo_id, api)
+    assert not has_v1_revision(inspect_remote(api, repo_id))  # v2 data, tags v2 only
+    api.create_tag(repo_id, tag="v1", repo_type="dataset")
+    assert has_v1_revision(inspect_remote(api, repo_id))
+
+
 def test_next_publication_tag():
     assert next_publication_tag([]) == "v2"
     assert next_publication_tag(["v1"]) == "v2"
@@ -400,11 +409,13 @@ def push_v1(api: HfApi, repo_id: str, *, with_card: bool) -> dict[str, bytes]:
 def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path):
     v1_files = push_v1(api, repo_id, with_card=True)
     v1_head = api.repo_info(repo_id, repo_type="dataset").sha
+    assert has_v1_revision(inspect_remote(api, repo_id))  # not tagged yet: the publication will tag it
     hub.reset_faults_and_log()
     folder = build(tmp_path, {"data": {"train": 1, "validation": 1, "test": 1}})
     result = publish(folder, repo_id, splits_by_config={"pupil": ["train", "validation", "test"]}, api=api)
 
     assert result.tags == ("v1", "v2")
+    assert has_v1_revision(inspect_remote(api, repo_id))  # now by its tag
     tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
     assert tags == {"v1": v1_head, "v2": result.commit}
     assert publication_commits(hub, repo_id) == 1

@@ -25,6 +25,7 @@ from openeds.hub import PublishError
 from openeds.synthetic import write_sample
 from openeds_precomputed import OpenEDSPrecomputed
 from push import DEFAULT_REPO_ID, push
+from tests.test_hub import push_v1
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,27 +97,71 @@ def test_card_names_configs_sizes_and_provenance(out_all):
     assert {c["config_name"]: c.get("default", False) for c in header.configs} == {"pupil": True, "full": False}
     assert sorted(info["config_name"] for info in header.dataset_info) == ["full", "pupil"]
     for needle in ("config_name: pupil", "path: data/train-*", "config_name: full", "path: full/test-*",
-                   "num_examples: 8", "license: other", "image-segmentation", "arXiv:1905.03702",
-                   "images/preview.png", "(3, 3)", "revision=\"v1\"", 'with_format("numpy", dtype=None)',
-                   "python push.py --data-dir"):
+                   "num_examples: 8", "license: other", "license_name: openeds-dataset-license",
+                   "image-segmentation", "arXiv:1905.03702", "OpenEDS dataset license agreement",
+                   "images/preview.png", "(3, 3)", 'with_format("numpy", dtype=None)', "python push.py --data-dir",
+                   "Built from <!-- provenance -->a local copy of OpenEDS in the Kaggle layout (`--data-dir`)"):
         assert needle in text, needle
+    # Only what is known of this build: no Kaggle slug (a --data-dir copy may come from anywhere), no
+    # revision v1 (a folder has no revisions), no link that is not the licence's.
+    for absent in ("soumicksarker", 'revision="v1"', "license_link", "synthetic"):
+        assert absent not in text, absent
     for config, path in (("pupil", "images/preview.png"), ("full", "images/preview-full.png")):
         assert f"![preview of `{config}`" in text and f"]({path})" in text, path
         assert (out_all / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+LOCAL_COPY = card.Source("local")
+KAGGLE = card.Source("kaggle", "soumicksarker/openeds-dataset")
+
+
 def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000), "test": card.SplitSize(3, 3_000_000)}}
-    one = str(card.render_card(sizes, repo_id="a/b", source="OpenEDS (local copy)", command="push.py --local-dir /x/1"))
-    two = str(card.render_card(sizes, repo_id="a/b", source="OpenEDS via Kaggle", command="push.py --local-dir /x/2"))
+    one = str(card.render_card(sizes, repo_id="a/b", source=LOCAL_COPY, command="push.py --local-dir /x/1"))
+    two = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py --local-dir /x/2"))
     assert one != two and card.without_provenance(one) == card.without_provenance(two)
     assert "/x/1" in one and "/x/1" not in card.without_provenance(one)
+    # The source is named twice (provenance and licence), each inside its own provenance block.
+    assert two.count("soumicksarker/openeds-dataset`](https://www.kaggle.com/datasets/soumicksarker/") == 2
+    assert "soumicksarker" not in card.without_provenance(two)
     assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
     # Earlier cards named `pupil` `default`: read as `pupil`, so a push onto such a repo keeps its rows.
     assert card.rows_from_card(one.replace("config_name: pupil", "config_name: default")) == card.rows_from_card(one)
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
-    changed = str(card.render_card(other, repo_id="a/b", source="OpenEDS (local copy)", command="push.py"))
+    changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, command="push.py"))
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
+
+
+def test_without_provenance_drops_every_block_and_keeps_an_unclosed_one():
+    text = "a<!-- provenance -->x<!-- /provenance -->b<!-- provenance -->y<!-- /provenance -->c<!-- provenance -->z"
+    assert card.without_provenance(text) == (
+        "a<!-- provenance --><!-- /provenance -->b<!-- provenance --><!-- /provenance -->c<!-- provenance -->z"
+    )
+    assert card.without_provenance("no markers") == "no markers"
+
+
+def test_a_sample_card_says_synthetic_and_nothing_of_kaggle():
+    sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
+    text = str(card.render_card(sizes, repo_id="me/sample", source=card.Source("sample"), command="push.py --sample"))
+    assert "**Synthetic sample, not real OpenEDS data.**" in text and "holds no OpenEDS images or labels" in text
+    assert "pretty_name: OpenEDS precomputed (v2), synthetic sample" in text
+    for absent in ("Kaggle dataset", "soumicksarker", "Built from", "come from OpenEDS"):
+        assert absent not in text, absent
+
+
+@pytest.mark.parametrize("v1_revision", [False, True])
+def test_the_card_names_revision_v1_only_when_the_repo_has_it(v1_revision):
+    sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
+    text = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py", v1_revision=v1_revision))
+    assert ('load_dataset("a/b", revision="v1")' in text) is v1_revision
+    assert ("Revision `v1` (the v1 data, see below) keeps its own card" in text) is v1_revision
+    assert 'load_dataset("a/b", "default")` fails with `BuilderConfig \'default\' not found`' in text
+
+
+@pytest.mark.parametrize(("kind", "slug"), [("kaggle", None), ("local", "a/b"), ("mirror", None)])
+def test_a_source_that_says_too_little_or_too_much_is_refused(kind, slug):
+    with pytest.raises(ValueError, match="source"):
+        card.Source(kind, slug)
 
 
 def test_rerun_skips_finished_shards_and_is_byte_identical(out_all):
@@ -445,6 +490,7 @@ def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publ
     now.pop("images/preview.png")  # redrawn from the test split, which this push built
     assert now == {p: sha for p, sha in files.items() if p != "images/preview.png"}  # the data stays where it was
     assert "](images/preview.png)" in text and "](images/preview-full.png)" in text  # full's is kept, and shown
+    assert 'revision="v1"' not in text  # this repo has no revision v1
     # The kept splits' rows came from the old card (read as `pupil`), not from the shards' footers.
     assert not [r.path for r in hub.requests if "/resolve/" in r.path and r.path.endswith(".parquet")]
     cache = str(tmp_path / "c")
@@ -455,3 +501,14 @@ def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publ
         assert loaded["test"].features == schema.features_for(name or "pupil"), name
     with pytest.raises(ValueError, match="BuilderConfig 'default' not found"):
         datasets.load_dataset(repo_id, "default", cache_dir=cache)
+
+
+def test_converting_a_v1_repo_names_its_revision_v1_in_the_card(hub, publisher, small_sample, tmp_path):
+    repo_id = "pusher/openeds-was-v1"
+    api = HfApi(token=TOKEN)
+    push_v1(api, repo_id, with_card=True)
+    summary = push(data_dir=small_sample, local_dir=tmp_path / "out", repo_id=repo_id, api=api)
+    assert summary.published.tags == ("v1", "v2")
+    text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
+    assert f'load_dataset("{repo_id}", revision="v1")' in text and "config is still named\n`default`" in text
+    assert datasets.load_dataset(repo_id, "default", revision="v1", split="test").num_rows == 1
