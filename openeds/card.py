@@ -24,6 +24,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from openeds import schema
+from openeds.disk import human_bytes
 from openeds.layout import PREVIEW_PATHS, split_prefix
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,17 @@ def _splits_table(sizes: dict[str, dict[str, SplitSize]]) -> str:
     return "\n".join(lines)
 
 
+def _disk_table(sizes: dict[str, dict[str, SplitSize]]) -> str:
+    """Per config: rows, the parquet bytes a download fetches, and the Arrow cache `load_dataset` writes."""
+    lines = ["| config | rows | download (parquet) | Arrow cache written by `load_dataset` |", "|---|---:|---:|---:|"]
+    for config, splits in sizes.items():
+        rows = sum(size.rows for size in splits.values())
+        download = sum(size.parquet_bytes for size in splits.values())
+        arrow = rows * schema.raw_row_bytes(config)  # the arrays uncompressed; list offsets add a fraction of 1 %
+        lines.append(f"| `{config}` | {rows:,} | {human_bytes(download)} | about {human_bytes(arrow)} |")
+    return "\n".join(lines)
+
+
 def render_card(
     sizes: dict[str, dict[str, SplitSize]],
     *,
@@ -228,6 +240,8 @@ def render_card(
         default_config=schema.DEFAULT_CONFIG,
         config_docs=CONFIG_DOCS,
         splits_table=_splits_table(sizes),
+        disk_table=_disk_table(sizes),
+        row_bytes={config: human_bytes(schema.raw_row_bytes(config)) for config in schema.CONFIG_NAMES},
         columns=list(schema.COLUMN_DOCS.items()),
         source=source,
         v1_revision=v1_revision,
