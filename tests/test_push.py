@@ -129,6 +129,9 @@ def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
     # Earlier cards named `pupil` `default`: read as `pupil`, so a push onto such a repo keeps its rows.
     assert card.rows_from_card(one.replace("config_name: pupil", "config_name: default")) == card.rows_from_card(one)
+    both = "".join(f"- config_name: {name}\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: {rows}\n"
+                   for name, rows in (("pupil", 8), ("default", 5), ("other", 1)))
+    assert card.rows_from_card(f"---\ndataset_info:\n{both}---\n") == {"pupil": {"train": 8}}  # the current name wins
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
     changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, command="push.py"))
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
