@@ -7,6 +7,9 @@ A HuggingFace ``datasets`` builder over the raw Kaggle copy of OpenEDS
   label and two distance channels [not pupil, pupil];
 * ``full``: the raw 0..3 label (RITnet semantics) and four distance channels.
 
+The Hub repo has the same two configs under the same names: ``load_dataset(repo)`` and
+``load_dataset(repo, "pupil")`` load ``pupil``, ``load_dataset(repo, "full")`` loads ``full``.
+
 Run it (datasets < 4, which still runs loading scripts)::
 
     datasets-cli test openeds_precomputed.py --data_dir RAW --trust_remote_code --all_configs

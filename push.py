@@ -72,14 +72,14 @@ class Summary:
 
 
 def _resolve_raw(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
-                 scratch: Path, retry: RetryPolicy) -> tuple[Path, str]:
-    """The raw data folder and a description of where it came from (for the card)."""
+                 scratch: Path, retry: RetryPolicy) -> tuple[Path, card.Source]:
+    """The raw data folder and where it came from (for the card)."""
     if sample:
-        return write_sample(scratch / "sample"), "synthetic sample (`openeds.synthetic`), not real OpenEDS data"
+        return write_sample(scratch / "sample"), card.Source("sample")
     if data_dir:
-        return data_dir, "OpenEDS via the Kaggle dataset `soumicksarker/openeds-dataset` (local copy)"
+        return data_dir, card.Source("local")
     slug = kaggle_dataset or download.DEFAULT_SLUG
-    return download.fetch_raw(slug, cache_dir, retry=retry), f"OpenEDS via the Kaggle dataset `{slug}`"
+    return download.fetch_raw(slug, cache_dir, retry=retry), card.Source("kaggle", slug)
 
 
 def default_local_dir(repo_id: str) -> Path:
@@ -164,17 +164,24 @@ def push(
             kept = local_sizes(local_dir, skip=set(pairs))
         built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size)
 
-        first = min(built[configs[0]], key=schema.SPLITS.index)
-        shard = sorted(local_dir.glob(f"{layout.split_prefix(configs[0], first)}*.parquet"))[0]
-        rows = read_rows(shard, PREVIEW_ROWS)
-        with _writing(local_dir / layout.PREVIEW_PATH) as preview:
-            card.render_preview(rows, preview)
+        for config in configs:  # each config built draws its preview from the first of its splits
+            first = min(built[config], key=schema.SPLITS.index)
+            shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
+            rows = read_rows(shard, PREVIEW_ROWS)
+            with _writing(local_dir / layout.PREVIEW_PATHS[config]) as preview:
+                card.render_preview(rows, preview)
 
         splits_by_config = {c: splits for c in configs}
         if upload:
             kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
         sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
-        text = str(card.render_card(sizes, repo_id=repo_id, source=source, command=command))
+        # The card shows the previews the repo (or the folder) holds once this run is done.
+        held = set(remote.files) if upload else {p for p in layout.PREVIEW_PATHS.values() if (local_dir / p).is_file()}
+        previews = {c: layout.PREVIEW_PATHS[c] for c in sizes if c in configs or layout.PREVIEW_PATHS[c] in held}
+        text = str(card.render_card(
+            sizes, repo_id=repo_id, source=source, command=command, previews=previews,
+            v1_revision=upload and hub.has_v1_revision(remote),  # a folder's card names no revision
+        ))
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
         published = None
@@ -261,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tag",
                         help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...)")
     parser.add_argument("--config", choices=[*schema.CONFIG_NAMES, "all"], default=schema.DEFAULT_CONFIG,
-                        help="which config to build (default: pupil, the Hub's default config)")
+                        help="which config to build (default: pupil, the config load_dataset(repo) loads)")
     parser.add_argument("--splits", nargs="+", choices=schema.SPLITS, metavar="SPLIT",
                         help="splits to build and push, of train validation test (default: all present); "
                              "the others stay as they are on the Hub")

@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "source", help="Hub dataset id, or a local folder of parquet files (anything load_dataset reads)"
     )
-    parser.add_argument("--config", help="dataset config; on the Hub repo: default (pupil mask) or full (4 classes)")
+    parser.add_argument(
+        "--config",
+        help="dataset config: pupil (binary pupil mask; loaded when omitted) or full (4 classes); "
+        "the same names on the Hub and in a local folder",
+    )
     parser.add_argument("--split", default="train")
     parser.add_argument("--cache-dir", help="datasets cache folder (default: HF_DATASETS_CACHE)")
     add_preprocessed_argument(parser)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 from importlib import metadata
 from pathlib import Path
 
@@ -23,20 +24,59 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from openeds import schema
-from openeds.layout import PREVIEW_PATH, split_prefix
+from openeds.disk import human_bytes
+from openeds.layout import PREVIEW_PATHS, split_prefix
 
 logger = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("card_template.md")
-#: The template's provenance lines (where and how this copy was built) sit between these markers.
+#: The template's provenance lines (where and how this copy was built) sit between these markers;
+#: the card may hold several such blocks.
 PROVENANCE_START = "<!-- provenance -->"
 PROVENANCE_END = "<!-- /provenance -->"
-HUB_CONFIG_NAMES = {"pupil": "default", "full": "full"}
+#: Config names that earlier cards used for a config, read back as that config. v1 and the first v2
+#: cards named `pupil` `default`; a card naming both says `pupil` for it.
+LEGACY_CONFIG_NAMES = {"default": "pupil"}
+#: What the card's config table says of each config: its label, its `dist_map`.
+CONFIG_DOCS = {
+    "pupil": ("binary pupil mask", "2 channels: not pupil, pupil"),
+    "full": ("raw classes 0 bg, 1 sclera, 2 iris, 3 pupil", "4 channels, one per class"),
+}
 
 
 @dataclass(frozen=True)
 class SplitSize:
     rows: int
     parquet_bytes: int
+
+
+SourceKind = Literal["sample", "local", "kaggle"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a build's raw frames came from; the card says what this tells, and no more.
+
+    ``sample``: the synthetic sample (``openeds.synthetic``); ``local``: a folder given with
+    ``--data-dir``, which holds the Kaggle layout but may have come from anywhere; ``kaggle``: the
+    Kaggle dataset ``slug``, downloaded by this run or an earlier one.
+    """
+
+    kind: SourceKind
+    slug: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(SourceKind):
+            raise ValueError(f"source kind {self.kind!r}; expected one of {', '.join(get_args(SourceKind))}")
+        if (self.kind == "kaggle") != (self.slug is not None):
+            raise ValueError(f"source {self.kind!r} with slug {self.slug!r}; expected a slug for 'kaggle' only")
+
+    @property
+    def description(self) -> str:
+        if self.kind == "sample":
+            return "the synthetic sample of `openeds.synthetic`, not real OpenEDS data"
+        if self.kind == "local":
+            return "a local copy of OpenEDS in the Kaggle layout (`--data-dir`)"
+        return f"OpenEDS as downloaded from the Kaggle dataset [`{self.slug}`](https://www.kaggle.com/datasets/{self.slug})"
 
 
 def _versions() -> str:
@@ -51,7 +91,7 @@ def _versions() -> str:
 
 
 def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
-    """``{hub config name: DatasetInfo}`` from ``{config: {split: size}}``."""
+    """``{config: DatasetInfo}`` from ``{config: {split: size}}`` (the Hub config name is the config name)."""
     infos = {}
     for config, splits in sizes.items():
         ordered = ordered_splits(splits)
@@ -61,7 +101,7 @@ def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
                 datasets.SplitInfo(split, num_bytes=splits[split].rows * schema.raw_row_bytes(config),
                                    num_examples=splits[split].rows)
             )
-        infos[HUB_CONFIG_NAMES[config]] = datasets.DatasetInfo(
+        infos[config] = datasets.DatasetInfo(
             features=schema.features_for(config),
             splits=split_dict,
             download_size=sum(s.parquet_bytes for s in splits.values()),
@@ -85,7 +125,8 @@ def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
     """Rows per split that a published card's ``dataset_info`` declares: ``{config: {split: num_examples}}``.
 
     The row source for the splits a run keeps; their bytes come from the repo's file listing.
-    An unreadable header declares nothing (the rows then come from the shards' footers).
+    An unreadable header declares nothing (the rows then come from the shards' footers). A config
+    named `default` (v1 and the first v2 cards) is read as `pupil`, unless the card also names `pupil`.
     """
     data = card_data(text)
     if data is None:
@@ -95,24 +136,28 @@ def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
     except (AttributeError, TypeError, KeyError, ValueError) as error:
         logger.warning("The published card's dataset_info cannot be read (%s); not using it", error)
         return {}
-    by_hub_name = {v: k for k, v in HUB_CONFIG_NAMES.items()}
     out: dict[str, dict[str, int]] = {}
-    for hub_name, info in infos.items():
-        config = by_hub_name.get(hub_name)
+    for name, info in sorted(infos.items(), key=lambda item: item[0] in schema.CONFIG_NAMES):  # current names last
+        config = name if name in schema.CONFIG_NAMES else LEGACY_CONFIG_NAMES.get(name)
         if config is not None and info.splits:
-            out[config] = {name: split.num_examples for name, split in info.splits.items()}
+            out[config] = {split_name: split.num_examples for split_name, split in info.splits.items()}
     return out
 
 
 def without_provenance(text: str) -> str:
-    """The card without the lines between its provenance markers (versions, command, local paths).
+    """The card without the text between each pair of its provenance markers (source, versions, command,
+    local paths).
 
-    Two cards equal after this describe the same publication. A card without both markers is returned whole.
+    Two cards equal after this describe the same publication. Text after a marker left unclosed is kept.
     """
-    start, end = text.find(PROVENANCE_START), text.find(PROVENANCE_END)
-    if start < 0 or end < start:
-        return text
-    return text[: start + len(PROVENANCE_START)] + text[end:]
+    out, at = [], 0
+    while (start := text.find(PROVENANCE_START, at)) >= 0:
+        end = text.find(PROVENANCE_END, start + len(PROVENANCE_START))
+        if end < 0:
+            break
+        out.append(text[at : start + len(PROVENANCE_START)])
+        at = end
+    return "".join(out) + text[at:]
 
 
 def ordered_splits(splits: Iterable[str]) -> list[str]:
@@ -128,22 +173,45 @@ def _splits_table(sizes: dict[str, dict[str, SplitSize]]) -> str:
             size = splits[split]
             per_row = size.parquet_bytes / size.rows if size.rows else 0
             lines.append(
-                f"| `{HUB_CONFIG_NAMES[config]}` | {split} | {size.rows:,} | "
+                f"| `{config}` | {split} | {size.rows:,} | "
                 f"{size.parquet_bytes / 1e6:,.1f} MB | {per_row / 1e6:.2f} MB |"
             )
     return "\n".join(lines)
 
 
+def _disk_table(sizes: dict[str, dict[str, SplitSize]]) -> str:
+    """Per config: rows, the parquet bytes a download fetches, and the Arrow cache `load_dataset` writes."""
+    lines = ["| config | rows | download (parquet) | Arrow cache written by `load_dataset` |", "|---|---:|---:|---:|"]
+    for config, splits in sizes.items():
+        rows = sum(size.rows for size in splits.values())
+        download = sum(size.parquet_bytes for size in splits.values())
+        arrow = rows * schema.raw_row_bytes(config)  # the arrays uncompressed; list offsets add a fraction of 1 %
+        lines.append(f"| `{config}` | {rows:,} | {human_bytes(download)} | about {human_bytes(arrow)} |")
+    return "\n".join(lines)
+
+
 def render_card(
-    sizes: dict[str, dict[str, SplitSize]], *, repo_id: str, source: str, command: str
+    sizes: dict[str, dict[str, SplitSize]],
+    *,
+    repo_id: str,
+    source: Source,
+    command: str,
+    previews: Mapping[str, str] | None = None,
+    v1_revision: bool = False,
 ) -> DatasetCard:
-    """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``)."""
+    """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``).
+
+    ``previews`` maps configs to the preview pictures the repo holds (default: every config's in
+    ``sizes``). ``v1_revision``: the repo has a revision ``v1`` (its v1 data), which the card then names.
+    """
+    if previews is None:
+        previews = {config: PREVIEW_PATHS[config] for config in sizes}
     rows = sum(s.rows for splits in sizes.values() for s in splits.values())
     card_data = DatasetCardData(
-        pretty_name="OpenEDS precomputed (v2)",
+        pretty_name="OpenEDS precomputed (v2)" + (", synthetic sample" if source.kind == "sample" else ""),
+        # No license_link: the OpenEDS licence agreement has no public URL we could check; the card names it.
         license="other",
         license_name="openeds-dataset-license",
-        license_link="https://arxiv.org/abs/1905.03702",
         task_categories=["image-segmentation"],
         tags=["eye-tracking", "openeds", "pupil-segmentation", "semantic-segmentation"],
         size_categories=["10K<n<100K" if rows > 10_000 else "n<1K" if rows < 1_000 else "1K<n<10K"],
@@ -151,7 +219,7 @@ def render_card(
     dataset_infos(sizes).to_dataset_card_data(card_data)
     MetadataConfigs(
         {
-            HUB_CONFIG_NAMES[config]: {
+            config: {
                 "data_files": [
                     {"split": split, "path": f"{split_prefix(config, split)}*"}
                     for split in ordered_splits(splits)
@@ -166,10 +234,17 @@ def render_card(
         template_path=str(TEMPLATE),
         repo_id=repo_id,
         format_version=schema.FORMAT_VERSION,
-        preview_path=PREVIEW_PATH,
+        previews=[(config, previews[config]) for config in schema.CONFIG_NAMES if config in previews],
+        dist_channels=schema.DIST_CHANNELS,
+        configs=[config for config in schema.CONFIG_NAMES if config in sizes],
+        default_config=schema.DEFAULT_CONFIG,
+        config_docs=CONFIG_DOCS,
         splits_table=_splits_table(sizes),
+        disk_table=_disk_table(sizes),
+        row_bytes={config: human_bytes(schema.raw_row_bytes(config)) for config in schema.CONFIG_NAMES},
         columns=list(schema.COLUMN_DOCS.items()),
         source=source,
+        v1_revision=v1_revision,
         versions=_versions(),
         command=command,
         citation=schema.CITATION,

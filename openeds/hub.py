@@ -3,7 +3,7 @@
 The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`.
 
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
-untouched, and rewrites the card and the preview. The steps:
+untouched, and rewrites the card and the preview picture of each config it is given. The steps:
 
 1. check the token locally (`require_token`: offline mode, a token at all), then with the Hub
    (`whoami`: valid, not read-only);
@@ -13,7 +13,9 @@ untouched, and rewrites the card and the preview. The steps:
    listing names but that cannot be downloaded is an error, never "no card";
 3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits;
 4. if the remote already holds the same data files and a card that differs at most in its
-   provenance block (`openeds.card.without_provenance`), publish nothing: no commit, no tag;
+   provenance block (`openeds.card.without_provenance`), publish nothing: no commit, no tag.
+   A card that still names `pupil` `default` (v1, and v2 cards before the rename) differs, so the
+   push renames it in its one commit; the data files stay where they are;
 5. create the repo if needed, tag the v1 head `v1` if the repo is v1 and has no such tag;
 6. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
    so re-running a killed upload resumes it;
@@ -67,7 +69,7 @@ from openeds.layout import (
     CONFIG_DIRS,
     LOCK_NAME,
     LOCK_OWNER_NAME,
-    PREVIEW_PATH,
+    PREVIEW_PATHS,
     SHARD_RE,
     complete_shard_set,
     split_prefix,
@@ -163,6 +165,12 @@ class RemoteState:
         return sorted(name for name, sha in self.tags.items() if sha == self.head)
 
 
+def has_v1_revision(remote: RemoteState) -> bool:
+    """Whether the repo has revision `v1` once `publish` is done: the tag exists, or the repo holds v1 data,
+    which `publish` tags `v1` before its commit."""
+    return V1_TAG in remote.tags or bool(remote.v1_files)
+
+
 def next_publication_tag(tags: Iterable[str]) -> str:
     """`v2` for the first v2 publication, then `v2.1`, `v2.2`, ... (one past the highest seen)."""
     tags = set(tags)
@@ -177,16 +185,14 @@ def plan_operations(
 ) -> Plan:
     """The additions and deletions of one publication.
 
-    The card, the preview and the local files under a replaced prefix are added (overwriting the
-    remote ones); the remote files under a replaced prefix that are not added are deleted; every
-    other remote file stays. A prefix is a split's shard prefix such as `data/test-` (split names
-    hold no `-`, so it never matches another split) or the full path of one file.
+    The card and the local files under a replaced prefix are added (overwriting the remote ones);
+    the remote files under a replaced prefix that are not added are deleted; every other remote
+    file stays. A prefix is a split's shard prefix such as `data/test-` (split names hold no `-`,
+    so it never matches another split) or the full path of one file, such as a config's preview.
     """
     prefixes = tuple(replaced_prefixes)
     additions = {
-        path: local_files[path]
-        for path in sorted(local_files)
-        if path in (CARD_PATH, PREVIEW_PATH) or path.startswith(prefixes)
+        path: local_files[path] for path in sorted(local_files) if path == CARD_PATH or path.startswith(prefixes)
     }
     deletions = sorted(path for path in remote_files if path.startswith(prefixes) and path not in additions)
     return Plan(additions, deletions)
@@ -199,11 +205,11 @@ def git_blob_id(content: bytes) -> str:
 
 def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
     """Whether publishing `plan` would change nothing that matters: the remote has every data file
-    byte for byte, a card equal but for its provenance block, a preview, and nothing to delete.
+    byte for byte, a card equal but for its provenance block, the previews, and nothing to delete.
 
     `sha256s` maps each addition to the sha256 of its content (the upload computes them anyway).
-    The preview is drawn from whichever split was built first, so a split push redraws it from
-    other rows of the same data; an existing remote preview counts as the same.
+    A config's preview is drawn from whichever of its splits was built first, so a split push
+    redraws it from other rows of the same data; an existing remote preview counts as the same.
     """
     if plan.deletions or remote.card is None:
         return False
@@ -214,7 +220,7 @@ def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
         if path == CARD_PATH:
             if without_provenance(local.read_bytes().decode("utf-8")) != without_provenance(remote.card):
                 return False
-        elif path != PREVIEW_PATH and not _same_content(local, sha256s[path], remote_file):
+        elif path not in PREVIEW_PATHS.values() and not _same_content(local, sha256s[path], remote_file):
             return False
     return True
 
@@ -229,24 +235,26 @@ def _same_content(local: Path, sha256: str, remote: RemoteFile) -> bool:
 
 
 def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
-    """Every file of `local_dir` by its path in the repo, after checking the card, the preview and the pushed shards."""
+    """Every file of `local_dir` by its path in the repo, after checking the card, the previews of the
+    pushed configs and the pushed shards."""
     files = {
         p.relative_to(local_dir).as_posix(): p
         for p in sorted(local_dir.rglob("*"))
         if p.is_file() and p.relative_to(local_dir).as_posix() not in (LOCK_NAME, LOCK_OWNER_NAME)  # push.py's lock
     }
-    for required in (CARD_PATH, PREVIEW_PATH):
+    for required in (CARD_PATH, *(PREVIEW_PATHS[config] for config in splits_by_config)):  # type: ignore[index]
         if required not in files:
             raise PublishError(
-                f"{local_dir / required} is missing; expected the card and the preview in the folder to publish; "
-                "build the folder again"
+                f"{local_dir / required} is missing; expected the card and the preview of each config pushed "
+                f"({', '.join(splits_by_config)}) in the folder to publish; build the folder again"
             )
     folders = sorted(CONFIG_DIRS.values())
+    named = (CARD_PATH, *PREVIEW_PATHS.values())
     for path in files:
         shard = SHARD_RE.fullmatch(path)
-        if path not in (CARD_PATH, PREVIEW_PATH) and not (shard and shard["dir"] in folders):
+        if path not in named and not (shard and shard["dir"] in folders):
             raise PublishError(
-                f"{local_dir / path} is not a file to publish; expected only {CARD_PATH}, {PREVIEW_PATH} and "
+                f"{local_dir / path} is not a file to publish; expected only {', '.join(named)} and "
                 f"{{{','.join(folders)}}}/{{split}}-{{i:05d}}-of-{{n:05d}}.parquet; remove it from {local_dir}"
             )
     for config, splits in splits_by_config.items():
@@ -327,6 +335,7 @@ def publish(
     token = require_token(api, repo_id, token)
     remote = remote or connect(api, repo_id, token=token, retry=retry)
     prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+    prefixes += [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
         _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get(DEFAULT_CONFIG, ()))
         prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names

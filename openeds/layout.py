@@ -3,7 +3,8 @@
     README.md                                       the dataset card (YAML `configs`, `dataset_info`)
     data/{split}-{i:05d}-of-{n:05d}.parquet         config `pupil`
     full/{split}-{i:05d}-of-{n:05d}.parquet         config `full`
-    images/preview.png                              the preview picture shown by the card
+    images/preview.png                              the preview picture of `pupil`, shown first by the card
+    images/preview-full.png                         the preview picture of `full`
 
 A local folder also holds, never published:
 
@@ -27,7 +28,9 @@ CARD_PATH: Final = "README.md"
 LOCK_NAME: Final = ".lock"
 #: Who holds the lock (JSON), written after taking it; not published.
 LOCK_OWNER_NAME: Final = ".lock.owner"
-PREVIEW_PATH: Final = "images/preview.png"
+#: The preview picture of each config: a few rows, every column drawn. A run draws those of the configs it builds.
+PREVIEW_PATHS: Final[Mapping[ConfigName, str]] = {"pupil": "images/preview.png", "full": "images/preview-full.png"}
+PREVIEW_PATH: Final = PREVIEW_PATHS["pupil"]
 #: Folder of each config's shards.
 CONFIG_DIRS: Final[Mapping[ConfigName, str]] = {"pupil": "data", "full": "full"}
 #: A shard path: `{dir}/{split}-{index:05d}-of-{count:05d}.parquet`.

@@ -1,7 +1,7 @@
 """Materialise v2 as parquet shards in a local folder: chunked, parallel and resumable.
 
 Each split of each config becomes ``{dir}/{split}-{i:05d}-of-{n:05d}.parquet`` with
-``dir`` ``data`` (config ``pupil``, the Hub's ``default``) or ``full``. A shard holds a
+``dir`` ``data`` (config ``pupil``) or ``full`` (config ``full``). A shard holds a
 fixed run of the split's frames in sorted stem order, so the layout depends only on the
 input. Every shard records in its footer what it was built from: a hash of the contents
 of its input files, the format version, the config, and what computed it (the

@@ -197,6 +197,31 @@ def _not_republished(world: World, result: subprocess.CompletedProcess[str]) -> 
     assert len([r for r in world.hub.requests if r.method == "POST" and "/commit/" in r.path]) == 1  # the earlier
 
 
+def _published_under_old_names(world: World) -> None:
+    """The sample published as earlier versions named it: the card calls `pupil` `default`."""
+    folder = _prebuilt(world)
+    text = (folder / "README.md").read_text().replace("config_name: pupil", "config_name: default")
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".lock") and p.name != "README.md"]
+    api = HfApi(token=TOKEN)
+    api.create_repo(world.repo_id, repo_type="dataset")
+    api.create_commit(world.repo_id, [CommitOperationAdd("README.md", text.encode()),
+                                      *(CommitOperationAdd(p.relative_to(folder).as_posix(), p) for p in files)],
+                      commit_message="v2 with the old config names", repo_type="dataset")
+
+
+def _renamed_in_one_commit(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    repo = _repo(world)
+    head = repo.commits[repo.branches["main"]]
+    assert f"published: {world.hub.url}/datasets/{world.repo_id}/commit/" in result.stdout, result.stdout
+    assert [c.title for c in repo.history(head)][:2] == ["Publish OpenEDS precomputed v2", "v2 with the old config names"]
+    configs = {c["config_name"]: c.get("default", False) for c in _card_at_head(world)["configs"]}
+    assert configs == {"pupil": True}, configs
+    shards = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (_prebuilt(world) / "data").iterdir()}
+    assert {f"data/{p.name}": sha for p, sha in shards.items()} == {
+        path: entry.lfs_sha256 for path, entry in head.files.items() if path.endswith(".parquet")
+    }, "the data files moved or changed"
+
+
 def _nothing_built_or_sent(world: World, result: subprocess.CompletedProcess[str]) -> None:
     assert not world.out.exists(), "the data was built before the failure was found"
     assert world.hub.requests == [], [r.path for r in world.hub.requests]
@@ -231,6 +256,8 @@ SUCCESSES = [
          check=_no_hub_request, env={"HF_TOKEN": TOKEN}),
     Case("unchanged-data-is-not-republished", PUBLISH, arrange=_published_first, check=_not_republished,
          env={"HF_TOKEN": TOKEN}),
+    Case("card-naming-default-is-renamed-in-one-commit", PUBLISH, arrange=_published_under_old_names,
+         check=_renamed_in_one_commit, env={"HF_TOKEN": TOKEN}),
 ]
 
 # -- flags a user can get wrong (argparse's usage errors, exit 2) --------------------------------

@@ -29,6 +29,7 @@ from openeds.hub import (
     collect_local_files,
     connect,
     git_blob_id,
+    has_v1_revision,
     inspect_remote,
     kept_sizes,
     next_publication_tag,
@@ -77,12 +78,20 @@ def rows(split: str, count: int, *, offset: int = 0) -> dict[str, list]:
 def card(
     configs: Mapping[str, Sequence[str]], features: Sequence[str] = ("filename", "pixel_sum", "preprocessed")
 ) -> str:
-    """A card naming `configs` (Hub config name -> splits) and the features (v2 unless told otherwise)."""
-    dtypes = {"filename": "string", "pixel_sum": "int64", "preprocessed": "bool"}
-    folders = {"default": "data", "full": "full"}
+    """A card naming `configs` (Hub config name -> splits) and the features (v2 unless told otherwise).
+
+    `pupil` is marked the default, as push.py writes it; `default` is the name earlier cards gave it.
+    """
+    dtypes = {"filename": "string", "pixel_sum": "int64", "preprocessed": "bool", "image": {"sequence": "int64"},
+              "label": {"sequence": "int64"}}  # v1's flat list columns, as datasets 2.x/3.x wrote them
+    folders = {"pupil": "data", "default": "data", "full": "full"}
     metadata = {
         "configs": [
-            {"config_name": name, "data_files": [{"split": s, "path": f"{folders[name]}/{s}-*"} for s in splits]}
+            {
+                "config_name": name,
+                "data_files": [{"split": s, "path": f"{folders[name]}/{s}-*"} for s in splits],
+                **({"default": True} if name == "pupil" else {}),
+            }
             for name, splits in configs.items()
         ],
         "dataset_info": [
@@ -102,10 +111,12 @@ def build(
                 path = folder / subdir / f"{split}-{i:05d}-of-{count:05d}.parquet"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(pa.table(rows(split, 2, offset=2 * i)), path)
-    default = {"default": sorted(shards.get("data", {})), "full": sorted(shards.get("full", {}))}
+    default = {"pupil": sorted(shards.get("data", {})), "full": sorted(shards.get("full", {}))}
     (folder / "README.md").write_text(card(configs or {k: v for k, v in default.items() if v}))
     (folder / "images").mkdir(exist_ok=True)
     (folder / "images" / "preview.png").write_bytes(PNG)
+    if "full" in shards:
+        (folder / "images" / "preview-full.png").write_bytes(PNG[::-1])
     return folder
 
 
@@ -148,7 +159,7 @@ LOCAL = {
 
 
 def test_plan_first_push_adds_everything_and_deletes_nothing():
-    plan = plan_operations(LOCAL, {".gitattributes"}, ["data/train-", "data/test-"])
+    plan = plan_operations(LOCAL, {".gitattributes"}, ["data/train-", "data/test-", "images/preview.png"])
     assert sorted(plan.additions) == sorted(LOCAL)
     assert plan.additions["data/train-00000-of-00001.parquet"] == Path("/out/data/train-00000-of-00001.parquet")
     assert plan.deletions == []
@@ -166,7 +177,7 @@ def test_plan_replaces_only_the_pushed_split():
         "data/test_hard-00000-of-00001.parquet",
         "full/test-00000-of-00001.parquet",
     }
-    plan = plan_operations(LOCAL, remote, ["data/test-"])
+    plan = plan_operations(LOCAL, remote, ["data/test-", "images/preview.png"])
     assert sorted(plan.additions) == [
         "README.md",
         "data/test-00000-of-00002.parquet",
@@ -179,6 +190,15 @@ def test_plan_replaces_only_the_pushed_split():
         "data/test-00001-of-00003.parquet",
         "data/test-00002-of-00003.parquet",
     ]
+
+
+def test_plan_adds_the_previews_of_the_pushed_configs_only():
+    """A stale preview of a config this run did not build stays local; the remote one is kept."""
+    local = {**LOCAL, "images/preview-full.png": Path("/out/images/preview-full.png")}
+    remote = {"images/preview.png", "images/preview-full.png", "full/test-00000-of-00001.parquet"}
+    plan = plan_operations(local, remote, ["data/test-", "images/preview.png"])
+    assert "images/preview-full.png" not in plan.additions and "images/preview.png" in plan.additions
+    assert plan.deletions == []
 
 
 def test_plan_keeps_a_remote_file_that_is_overwritten():
@@ -210,6 +230,7 @@ def test_collect_local_files_lists_the_folder(tmp_path):
         "data/train-00000-of-00002.parquet",
         "data/train-00001-of-00002.parquet",
         "full/train-00000-of-00001.parquet",
+        "images/preview-full.png",
         "images/preview.png",
     ]
 
@@ -218,15 +239,16 @@ def test_collect_local_files_lists_the_folder(tmp_path):
     ("damage", "expected"),
     [
         (lambda f: (f / "images" / "preview.png").unlink(), "preview.png is missing"),
+        (lambda f: (f / "images" / "preview-full.png").unlink(), "preview-full.png is missing"),
         (lambda f: (f / "data" / "train-00001-of-00002.parquet").unlink(), "expected the 2 shards"),
         (lambda f: (f / "data" / "notes.txt").write_text("x"), "notes.txt is not a file to publish"),
         (lambda f: None, "no shard"),  # the `test` split is asked for but was never built
     ],
 )
 def test_collect_local_files_refuses_a_bad_folder(tmp_path, damage, expected):
-    folder = build(tmp_path, {"data": {"train": 2}})
+    folder = build(tmp_path, {"data": {"train": 2}, "full": {"train": 1}})
     damage(folder)
-    splits = {"pupil": ["train", "test"]} if expected == "no shard" else {"pupil": ["train"]}
+    splits = {"pupil": ["train", "test"]} if expected == "no shard" else {"pupil": ["train"], "full": ["train"]}
     with pytest.raises(PublishError, match=expected):
         collect_local_files(folder, splits)
 
@@ -270,6 +292,14 @@ def test_publish_then_load_dataset(hub, api, repo_id, tmp_path):
     assert pupil["test"].to_dict() == rows("test", 2)
     assert datasets.load_dataset(repo_id, "full", split="test").to_dict() == rows("test", 2)
     assert DatasetCard(inspect_remote(api, repo_id).card).data.configs[1]["config_name"] == "full"
+
+
+def test_only_a_v1_tag_or_v1_data_make_a_v1_revision(hub, api, repo_id, tmp_path):
+    assert not has_v1_revision(inspect_remote(api, repo_id))  # no repo
+    publish_train(tmp_path, repo_id, api)
+    assert not has_v1_revision(inspect_remote(api, repo_id))  # v2 data, tags v2 only
+    api.create_tag(repo_id, tag="v1", repo_type="dataset")
+    assert has_v1_revision(inspect_remote(api, repo_id))
 
 
 def test_next_publication_tag():
@@ -345,7 +375,7 @@ def test_adding_a_split_keeps_the_other_splits_byte_identical(hub, api, repo_id,
     before = remote_blobs(api, repo_id)
 
     # Later: add `validation`, and rebuild `test` with fewer shards; the card names every split.
-    configs = {"default": ["train", "validation", "test"], "full": ["train"]}
+    configs = {"pupil": ["train", "validation", "test"], "full": ["train"]}
     folder = build(tmp_path / "more", {"data": {"validation": 1, "test": 1}}, configs=configs)
     result = publish(folder, repo_id, splits_by_config={"pupil": ["validation", "test"]}, api=api, tag="v2.1")
 
@@ -368,7 +398,8 @@ def push_v1(api: HfApi, repo_id: str, *, with_card: bool) -> dict[str, bytes]:
         pq.write_table(table, sink)
         files[f"data/{split}-00000-of-00001.parquet"] = sink.getvalue().to_pybytes()
     if with_card:
-        files["README.md"] = card({"default": ["train", "validation", "test"]}, features=("filename",)).encode()
+        v1_card = card({"default": ["train", "validation", "test"]}, features=("image", "label", "filename"))
+        files["README.md"] = v1_card.encode()
     api.create_commit(
         repo_id, [CommitOperationAdd(p, c) for p, c in files.items()], commit_message="v1", repo_type="dataset"
     )
@@ -378,11 +409,13 @@ def push_v1(api: HfApi, repo_id: str, *, with_card: bool) -> dict[str, bytes]:
 def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path):
     v1_files = push_v1(api, repo_id, with_card=True)
     v1_head = api.repo_info(repo_id, repo_type="dataset").sha
+    assert has_v1_revision(inspect_remote(api, repo_id))  # not tagged yet: the publication will tag it
     hub.reset_faults_and_log()
     folder = build(tmp_path, {"data": {"train": 1, "validation": 1, "test": 1}})
     result = publish(folder, repo_id, splits_by_config={"pupil": ["train", "validation", "test"]}, api=api)
 
     assert result.tags == ("v1", "v2")
+    assert has_v1_revision(inspect_remote(api, repo_id))  # now by its tag
     tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
     assert tags == {"v1": v1_head, "v2": result.commit}
     assert publication_commits(hub, repo_id) == 1
@@ -390,6 +423,10 @@ def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path):
     assert Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision="v1")).read_bytes() == v1_files[path]
     assert "preprocessed" in pq.read_schema(api.hf_hub_download(repo_id, path, repo_type="dataset")).names
     assert datasets.load_dataset(repo_id, split="validation").to_dict() == rows("validation", 2)
+    # Revision v1 keeps its own card, and with it its config `default`.
+    old = datasets.load_dataset(repo_id, revision="v1", split="validation")
+    assert old.to_dict() == {"image": [[1, 2, 3, 4]], "label": [[0, 1, 1, 0]], "filename": ["validation_0000"]}
+    assert datasets.load_dataset(repo_id, "default", revision="v1", split="validation").num_rows == 1
 
 
 def test_a_push_that_would_mix_v1_and_v2_is_refused(hub, api, repo_id, tmp_path):
@@ -580,9 +617,12 @@ def test_retry_after_zero_still_waits_the_floor(hub, api, repo_id, tmp_path):
 # --- what the remote holds: kept splits, unchanged data ---------------------------------------------
 
 
-def test_kept_splits_take_bytes_from_the_listing_and_rows_from_the_card_or_the_footers(hub, api, repo_id, tmp_path):
+@pytest.mark.parametrize("name", ["pupil", "default"])  # `default`: the name earlier cards gave `pupil`
+def test_kept_splits_take_bytes_from_the_listing_and_rows_from_the_card_or_the_footers(
+    hub, api, repo_id, tmp_path, name
+):
     # The card lists train (claiming 4 rows, not the 2 the shard holds: the card is the row source) but not test.
-    folder = build(tmp_path, {"data": {"train": 1, "test": 2}}, configs={"default": ["train"]})
+    folder = build(tmp_path, {"data": {"train": 1, "test": 2}}, configs={name: ["train"]})
     text = (folder / "README.md").read_text()
     info = "  splits:\n  - name: train\n    num_examples: 4\n"
     (folder / "README.md").write_text(text.replace("    dtype: bool\n", "    dtype: bool\n" + info, 1))

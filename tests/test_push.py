@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,11 +22,12 @@ from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
 
-from openeds import card, schema
+from openeds import card, disk, schema
 from openeds.hub import PublishError
 from openeds.synthetic import write_sample
 from openeds_precomputed import OpenEDSPrecomputed
 from push import DEFAULT_REPO_ID, push
+from tests.test_hub import push_v1
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,14 +62,14 @@ def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
         "README.md",
         *[f"data/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
         *[f"full/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
+        "images/preview-full.png",
         "images/preview.png",
     ]
 
 
 @pytest.mark.parametrize("config", schema.CONFIG_NAMES)
 def test_load_dataset_reads_the_folder_typed_and_equal_to_the_builder(out_all, sample_dir, tmp_path, config):
-    name = "default" if config == "pupil" else config
-    loaded = datasets.load_dataset(str(out_all), name, cache_dir=str(tmp_path / "c"))
+    loaded = datasets.load_dataset(str(out_all), config, cache_dir=str(tmp_path / "c"))
     builder = OpenEDSPrecomputed(config_name=config, data_dir=str(sample_dir), cache_dir=str(tmp_path / "b"))
     builder.download_and_prepare()
     expected = builder.as_dataset()
@@ -81,26 +84,89 @@ def test_load_dataset_reads_the_folder_typed_and_equal_to_the_builder(out_all, s
                 np.testing.assert_array_equal(got[i][column], want[i][column], err_msg=f"{split}[{i}].{column}")
 
 
+def test_the_folder_loads_pupil_by_default(out_all, tmp_path):
+    """`load_dataset(folder)` is `pupil` (the card marks it `default: true`), as `load_dataset(repo)` is."""
+    loaded = datasets.load_dataset(str(out_all), split="test", cache_dir=str(tmp_path / "c"))
+    assert loaded.features == schema.features_for("pupil")
+    with pytest.raises(ValueError, match="BuilderConfig 'default' not found"):
+        datasets.load_dataset(str(out_all), "default", cache_dir=str(tmp_path / "c"))
+
+
 def test_card_names_configs_sizes_and_provenance(out_all):
     text = (out_all / "README.md").read_text()
-    for needle in ("config_name: default", "path: data/train-*", "config_name: full", "path: full/test-*",
-                   "num_examples: 8", "license: other", "image-segmentation", "arXiv:1905.03702",
-                   "images/preview.png", "(3, 3)", "revision=\"v1\"", 'with_format("numpy", dtype=None)',
-                   "python push.py --data-dir"):
+    header = DatasetCard(text).data
+    # datasets writes the configs sorted by name; `default: true` is what makes `pupil` the default.
+    assert {c["config_name"]: c.get("default", False) for c in header.configs} == {"pupil": True, "full": False}
+    assert sorted(info["config_name"] for info in header.dataset_info) == ["full", "pupil"]
+    for needle in ("config_name: pupil", "path: data/train-*", "config_name: full", "path: full/test-*",
+                   "num_examples: 8", "license: other", "license_name: openeds-dataset-license",
+                   "image-segmentation", "arXiv:1905.03702", "OpenEDS dataset license agreement",
+                   "images/preview.png", "(3, 3)", 'with_format("numpy", dtype=None)', "python push.py --data-dir",
+                   "Built from <!-- provenance -->a local copy of OpenEDS in the Kaggle layout (`--data-dir`)"):
         assert needle in text, needle
-    assert (out_all / "images/preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Only what is known of this build: no Kaggle slug (a --data-dir copy may come from anywhere), no
+    # revision v1 (a folder has no revisions), no link that is not the licence's.
+    for absent in ("soumicksarker", 'revision="v1"', "license_link", "synthetic"):
+        assert absent not in text, absent
+    for config, path in (("pupil", "images/preview.png"), ("full", "images/preview-full.png")):
+        assert f"![preview of `{config}`" in text and f"]({path})" in text, path
+        assert (out_all / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+LOCAL_COPY = card.Source("local")
+KAGGLE = card.Source("kaggle", "soumicksarker/openeds-dataset")
 
 
 def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000), "test": card.SplitSize(3, 3_000_000)}}
-    one = str(card.render_card(sizes, repo_id="a/b", source="OpenEDS (local copy)", command="push.py --local-dir /x/1"))
-    two = str(card.render_card(sizes, repo_id="a/b", source="OpenEDS via Kaggle", command="push.py --local-dir /x/2"))
+    one = str(card.render_card(sizes, repo_id="a/b", source=LOCAL_COPY, command="push.py --local-dir /x/1"))
+    two = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py --local-dir /x/2"))
     assert one != two and card.without_provenance(one) == card.without_provenance(two)
     assert "/x/1" in one and "/x/1" not in card.without_provenance(one)
+    # The source is named twice (provenance and licence), each inside its own provenance block.
+    assert two.count("soumicksarker/openeds-dataset`](https://www.kaggle.com/datasets/soumicksarker/") == 2
+    assert "soumicksarker" not in card.without_provenance(two)
     assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
+    # Earlier cards named `pupil` `default`: read as `pupil`, so a push onto such a repo keeps its rows.
+    assert card.rows_from_card(one.replace("config_name: pupil", "config_name: default")) == card.rows_from_card(one)
+    both = "".join(f"- config_name: {name}\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: {rows}\n"
+                   for name, rows in (("pupil", 8), ("default", 5), ("other", 1)))
+    assert card.rows_from_card(f"---\ndataset_info:\n{both}---\n") == {"pupil": {"train": 8}}  # the current name wins
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
-    changed = str(card.render_card(other, repo_id="a/b", source="OpenEDS (local copy)", command="push.py"))
+    changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, command="push.py"))
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
+
+
+def test_without_provenance_drops_every_block_and_keeps_an_unclosed_one():
+    text = "a<!-- provenance -->x<!-- /provenance -->b<!-- provenance -->y<!-- /provenance -->c<!-- provenance -->z"
+    assert card.without_provenance(text) == (
+        "a<!-- provenance --><!-- /provenance -->b<!-- provenance --><!-- /provenance -->c<!-- provenance -->z"
+    )
+    assert card.without_provenance("no markers") == "no markers"
+
+
+def test_a_sample_card_says_synthetic_and_nothing_of_kaggle():
+    sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
+    text = str(card.render_card(sizes, repo_id="me/sample", source=card.Source("sample"), command="push.py --sample"))
+    assert "**Synthetic sample, not real OpenEDS data.**" in text and "holds no OpenEDS images or labels" in text
+    assert "pretty_name: OpenEDS precomputed (v2), synthetic sample" in text
+    for absent in ("Kaggle dataset", "soumicksarker", "Built from", "come from OpenEDS"):
+        assert absent not in text, absent
+
+
+@pytest.mark.parametrize("v1_revision", [False, True])
+def test_the_card_names_revision_v1_only_when_the_repo_has_it(v1_revision):
+    sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
+    text = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py", v1_revision=v1_revision))
+    assert ('load_dataset("a/b", revision="v1")' in text) is v1_revision
+    assert ("Revision `v1` (the v1 data, see below) keeps its own card" in text) is v1_revision
+    assert 'load_dataset("a/b", "default")` fails with `BuilderConfig \'default\' not found`' in text
+
+
+@pytest.mark.parametrize(("kind", "slug"), [("kaggle", None), ("local", "a/b"), ("mirror", None)])
+def test_a_source_that_says_too_little_or_too_much_is_refused(kind, slug):
+    with pytest.raises(ValueError, match="source"):
+        card.Source(kind, slug)
 
 
 def test_rerun_skips_finished_shards_and_is_byte_identical(out_all):
@@ -390,3 +456,109 @@ def test_push_refuses_to_publish_the_sample_to_the_default_repo(hub, tmp_path):
     with pytest.raises(PublishError, match=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}"):
         push(sample=True, local_dir=tmp_path / "out", api=HfApi(token=TOKEN))
     assert not (tmp_path / "out").exists() and hub.requests == []
+
+
+def _lfs_files(repo_id: str) -> dict[str, str]:
+    """The LFS files of the repo's head (shards and previews) by path, with their sha256."""
+    info = HfApi().dataset_info(repo_id, files_metadata=True)
+    return {s.rfilename: s.lfs.sha256 for s in info.siblings if s.lfs}
+
+
+def _publication_commits(hub, repo_id: str) -> int:
+    return sum(1 for r in hub.requests if r.method == "POST" and r.path == f"/api/datasets/{repo_id}/commit/main")
+
+
+def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publisher, small_sample, tmp_path):
+    """A v2 repo whose card names `pupil` `default` (as earlier versions wrote it), pushed `--splits test`."""
+    repo_id = "pusher/openeds-renamed"
+    api = HfApi(token=TOKEN)
+    push(data_dir=small_sample, local_dir=tmp_path / "one", repo_id=repo_id, config="all", api=api)
+    old = DatasetCard((tmp_path / "one" / "README.md").read_text())
+    for entry in [*old.data.configs, *old.data.dataset_info]:
+        entry["config_name"] = "default" if entry["config_name"] == "pupil" else entry["config_name"]
+    api.create_commit(repo_id, [CommitOperationAdd("README.md", str(old).encode())], commit_message="old names",
+                      repo_type="dataset")
+    files = _lfs_files(repo_id)
+    assert sorted(p for p in files if p.startswith("images/")) == ["images/preview-full.png", "images/preview.png"]
+    hub.reset_faults_and_log()
+
+    summary = push(data_dir=small_sample, local_dir=tmp_path / "two", repo_id=repo_id, splits=["test"], api=api)
+
+    assert summary.published.changed and summary.published.tags == ("v2.1",)
+    assert _publication_commits(hub, repo_id) == 1  # the rename and the test split: one atomic commit
+    text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
+    header = DatasetCard(text).data
+    every_split = ["train", "validation", "test"]
+    assert {c["config_name"]: (c.get("default", False), [f["split"] for f in c["data_files"]])
+            for c in header.configs} == {"pupil": (True, every_split), "full": (False, every_split)}
+    now = _lfs_files(repo_id)
+    now.pop("images/preview.png")  # redrawn from the test split, which this push built
+    assert now == {p: sha for p, sha in files.items() if p != "images/preview.png"}  # the data stays where it was
+    assert "](images/preview.png)" in text and "](images/preview-full.png)" in text  # full's is kept, and shown
+    assert 'revision="v1"' not in text  # this repo has no revision v1
+    # The kept splits' rows came from the old card (read as `pupil`), not from the shards' footers.
+    assert not [r.path for r in hub.requests if "/resolve/" in r.path and r.path.endswith(".parquet")]
+    cache = str(tmp_path / "c")
+    counts = {"train": 2, "validation": 1, "test": 1}
+    for name in (None, "pupil", "full"):
+        loaded = datasets.load_dataset(repo_id, name, cache_dir=cache)
+        assert {s: loaded[s].num_rows for s in loaded} == counts, name
+        assert loaded["test"].features == schema.features_for(name or "pupil"), name
+    with pytest.raises(ValueError, match="BuilderConfig 'default' not found"):
+        datasets.load_dataset(repo_id, "default", cache_dir=cache)
+
+
+def test_converting_a_v1_repo_names_its_revision_v1_in_the_card(hub, publisher, small_sample, tmp_path):
+    repo_id = "pusher/openeds-was-v1"
+    api = HfApi(token=TOKEN)
+    push_v1(api, repo_id, with_card=True)
+    summary = push(data_dir=small_sample, local_dir=tmp_path / "out", repo_id=repo_id, api=api)
+    assert summary.published.tags == ("v1", "v2")
+    text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
+    assert f'load_dataset("{repo_id}", revision="v1")' in text and "config is still named\n`default`" in text
+    assert datasets.load_dataset(repo_id, "default", revision="v1", split="test").num_rows == 1
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_a_published_repo_loads_every_config_by_name_and_its_card_code_runs(hub, publisher, small_sample, tmp_path):
+    repo_id = "pusher/openeds-names"
+    api = HfApi(token=TOKEN)
+    push(data_dir=small_sample, local_dir=tmp_path / "out", repo_id=repo_id, config="all", api=api)
+
+    cache = str(tmp_path / "c")
+    counts = {"train": 2, "validation": 1, "test": 1}
+    loaded = {name: datasets.load_dataset(repo_id, name, cache_dir=cache) for name in (None, "pupil", "full")}
+    for name, splits in loaded.items():
+        assert {s: splits[s].num_rows for s in splits} == counts, name
+        assert splits["train"].features == schema.features_for(name or "pupil"), name
+    assert loaded[None]["train"]["filename"] == loaded["full"]["train"]["filename"]
+    with pytest.raises(ValueError, match="BuilderConfig 'default' not found"):
+        datasets.load_dataset(repo_id, "default", cache_dir=cache)
+
+    text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
+    for config in schema.CONFIG_NAMES:
+        download = sum(s.size for s in api.dataset_info(repo_id, files_metadata=True).siblings
+                       if s.rfilename.startswith(f"{'data' if config == 'pupil' else 'full'}/"))
+        arrow = disk.human_bytes(4 * schema.raw_row_bytes(config))
+        assert f"| `{config}` | 4 | {disk.human_bytes(download)} | about {arrow} |" in text, config
+    assert "about 3.58 MB a row for\n`pupil` and 5.63 MB for `full`" in text
+
+    # Every snippet of the card runs as written, against this repo (map-style, then streaming).
+    blocks = _python_blocks(text)
+    assert len(blocks) == 2 and "streaming=True" in blocks[1]
+    for i, code in enumerate(blocks):
+        namespace: dict = {}
+        exec(compile(code, f"<card python block {i}>", "exec"), namespace)
+        if i == 0:
+            row, batch = namespace["row"], namespace["batch"]
+            assert row["image"].dtype == np.uint8 and row["image"].shape == (400, 640)
+            assert batch["dist_map"].dtype == np.float32 and batch["dist_map"].shape == (2, 2, 400, 640)
+        else:
+            assert namespace["image"].dtype == np.uint8 and namespace["image"].shape == (2, 400, 640)
+            assert namespace["dist_map"].dtype == np.float32 and namespace["dist_map"].shape == (2, 2, 400, 640)
+            assert namespace["filenames"] == loaded["pupil"]["train"]["filename"]
+        namespace.clear()
+        gc.collect()  # no stream outlives the test (see the card: pyarrow aborts on one left at exit)
