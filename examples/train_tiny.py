@@ -11,6 +11,7 @@ Usage::
     python examples/train_tiny.py Conner/openeds-precomputed --config full --preprocessed yes
     python examples/train_tiny.py ./parquet_folder   # any local copy, v1 or v2 (v1: gamma + CLAHE on the CPU)
     python examples/train_tiny.py ./parquet_folder --dataloader --num-workers 2   # the DataLoader feed
+    python examples/train_tiny.py Conner/openeds-precomputed --streaming   # read as it goes, no local copy
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from preprocessing.augment import TRAIN_AUGMENT
 from preprocessing.training import (
     DatasetFormatError,
     IrisDataset,
+    IrisIterableDataset,
     IrisLoader,
     add_preprocessed_argument,
     preprocessed_from_flag,
@@ -84,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--split", default="train")
     parser.add_argument("--cache-dir", help="datasets cache folder (default: HF_DATASETS_CACHE)")
+    parser.add_argument(
+        "--streaming", action="store_true", help="stream the split (load_dataset(..., streaming=True)): no local copy"
+    )
     add_preprocessed_argument(parser)
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -102,14 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)  # model init (and the DataLoader's per-epoch worker seeds)
     try:
         check_source(args.source, args.config, args.split)
-        split = datasets.load_dataset(args.source, args.config, split=args.split, cache_dir=args.cache_dir)
+        split = datasets.load_dataset(
+            args.source, args.config, split=args.split, cache_dir=args.cache_dir, streaming=args.streaming
+        )
         options = {
             "split": args.split,
             "transform": TRAIN_AUGMENT,
             "preprocessed": preprocessed_from_flag(args.preprocessed),
             "seed": args.seed,
         }
-        if args.dataloader:
+        if args.dataloader and args.streaming:  # the dataset shuffles a stream itself; call set_epoch per epoch
+            train = IrisIterableDataset(split, **options)
+            loader = DataLoader(train, batch_size=args.batch_size, num_workers=args.num_workers or 0)
+        elif args.dataloader:
             train = IrisDataset(split, **options)
             loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers or 0)
         else:
@@ -118,16 +128,20 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetFormatError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not len(train):
+    rows = train.num_rows if args.streaming else len(train)  # a stream's row count comes from its card, if any
+    if rows == 0:
         print(f"error: split {args.split!r} of {args.source} has no rows", file=sys.stderr)
         return 2
     images = "preprocessed" if train.preprocessed else "raw images: gamma + CLAHE on the CPU"
-    print(f"{len(train)} rows, {train.num_classes} classes, {images}")
+    print(f"{'an unknown number of' if rows is None else rows} rows, {train.num_classes} classes, {images}")
 
     model = tiny_net(train.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    step = 0
+    step = epoch = 0
     while step < args.max_steps:
+        if args.dataloader and args.streaming:
+            train.set_epoch(epoch)  # the DataLoader does not tell it (IrisLoader counts its epochs itself)
+        epoch += 1
         for image, label, _filenames, weights, dist in loader:
             loss = loss_fn(model(image), label, weights, dist)
             optimizer.zero_grad()

@@ -1,17 +1,27 @@
-"""Zero-copy reads of OpenEDS v1 and v2 rows from a map-style ``datasets.Dataset``.
+"""Zero-copy reads of OpenEDS v1 and v2 rows from Arrow data: the row source of the training side.
 
 Rows are read as NumPy views of the Arrow columns (uint8 stays uint8, float32 stays
 float32), never through the default Python format, which turns every array into
 nested lists. v1 (flat ``list<uint8>``/``list<float>`` columns) and v2 (typed
-``Array2D``/``Array3D``) read alike. No torch here: :class:`ArrowRows` is the row
-source of :class:`preprocessing.training.IrisDataset` and, through it, of
-:class:`preprocessing.training.IrisLoader`.
+``Array2D``/``Array3D``) read alike. No torch here.
+
+Both row sources hand out :class:`Row` objects (a row's number, its arrays as views, its
+filename):
+
+* :class:`ArrowRows`, over a map-style ``datasets.Dataset`` (random access), is the
+  source of :class:`preprocessing.training.IrisDataset`, and so of a map-style
+  :class:`preprocessing.training.IrisLoader`;
+* :class:`preprocessing.stream_rows.StreamRows`, over the Arrow record batches of a
+  streamed split, builds an :class:`ArrowRows` per batch. It is the source of
+  :class:`preprocessing.streaming.IrisIterableDataset` and of a streaming ``IrisLoader``.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import datasets
 import numpy as np
@@ -34,6 +44,29 @@ class DatasetFormatError(ValueError):
     """The dataset does not fit :class:`IrisDataset`, or contradicts what was asked. One line."""
 
 
+class Row(NamedTuple):
+    """One stored row: its number (the key of its augmentation draws), its arrays, its filename.
+
+    The arrays are read-only views of the Arrow data (or of a shuffle buffer's copy),
+    not yet preprocessed or augmented.
+    """
+
+    index: int
+    sample: Sample
+    filename: str
+
+
+def require_columns(column_names: Iterable[str]) -> None:
+    """Raise a one-line :class:`DatasetFormatError` unless the OpenEDS v1/v2 columns are all there."""
+    names = list(column_names)
+    missing = [c for c in (*COLUMN_TYPES, "filename") if c not in names]
+    if missing:
+        raise DatasetFormatError(
+            f"the dataset lacks column(s) {', '.join(missing)}; it has {', '.join(names)}. "
+            "Expected OpenEDS v1 or v2 rows (image, label, spatial_weights, dist_map, filename)"
+        )
+
+
 def detect_preprocessed(dataset: datasets.Dataset) -> bool:
     """Whether the images already have gamma + CLAHE, from the ``preprocessed`` column.
 
@@ -52,13 +85,12 @@ def detect_preprocessed(dataset: datasets.Dataset) -> bool:
     )
 
 
-def resolve_preprocessed(dataset: datasets.Dataset, requested: bool | None) -> bool:
-    """``requested`` (None: detect) checked against the ``preprocessed`` column; raises if they disagree."""
-    found = detect_preprocessed(dataset)
+def check_requested(requested: bool | None, found: bool, has_column: bool) -> bool:
+    """``requested`` (None: take ``found``) checked against what the data says; raises if they disagree."""
     if requested is None or requested == found:
         return found
     flag = "yes" if requested else "no"
-    if requested and "preprocessed" not in dataset.column_names:
+    if requested and not has_column:
         raise DatasetFormatError(
             f"preprocessed=True (--preprocessed {flag}), but the dataset has no 'preprocessed' "
             "column: it is v1 data with raw images. Use --preprocessed auto to apply gamma + CLAHE "
@@ -69,6 +101,11 @@ def resolve_preprocessed(dataset: datasets.Dataset, requested: bool | None) -> b
         f"preprocessed={requested} (--preprocessed {flag}), but the dataset's 'preprocessed' column "
         f"is {found}: its images {state} gamma + CLAHE. Use --preprocessed auto"
     )
+
+
+def resolve_preprocessed(dataset: datasets.Dataset, requested: bool | None) -> bool:
+    """``requested`` (None: detect) checked against the ``preprocessed`` column; raises if they disagree."""
+    return check_requested(requested, detect_preprocessed(dataset), "preprocessed" in dataset.column_names)
 
 
 def _leaf_view(array: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -158,23 +195,29 @@ def dist_channels(column: pa.ChunkedArray) -> int:
 
 
 class ArrowRows:
-    """Zero-copy reads of whole rows, through any ``select``/``shuffle`` index mapping.
+    """Zero-copy reads of whole rows of a map-style dataset (through any ``select``/``shuffle``
+    index mapping) or of one Arrow table, such as a record batch of a stream.
 
     ``read`` may be called from several threads at once: it only builds views.
     """
 
-    def __init__(self, dataset: datasets.Dataset, dist_channels: int) -> None:
-        table = dataset.data  # the Arrow table, memory-mapped for on-disk datasets
+    def __init__(self, source: datasets.Dataset | pa.Table, dist_channels: int) -> None:
+        # the Arrow table, memory-mapped for on-disk datasets
+        table = source.data if isinstance(source, datasets.Dataset) else source
         shapes = {name: (HEIGHT, WIDTH) for name in COLUMN_TYPES}
         shapes["dist_map"] = (dist_channels, HEIGHT, WIDTH)
         self._columns = {name: _ArrayColumn(table.column(name), name, shape) for name, shape in shapes.items()}
         self._filenames = table.column("filename")
         # ``select``/``shuffle``/``train_test_split`` keep the table and add an index
         # mapping; datasets has no public accessor for it.
-        indices = dataset._indices
+        indices = source._indices if isinstance(source, datasets.Dataset) else None
         self._index = None if indices is None else indices.column(0).to_numpy()
 
     def read(self, index: int) -> tuple[Sample, str]:
         row = index if self._index is None else int(self._index[index])
         sample = Sample(*(self._columns[name][row] for name in Sample._fields))
         return sample, self._filenames[row].as_py()
+
+    def row(self, index: int, number: int | None = None) -> Row:
+        """Row ``index`` as a :class:`Row` numbered ``number`` (default: ``index``)."""
+        return Row(index if number is None else number, *self.read(index))

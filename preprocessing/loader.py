@@ -23,7 +23,12 @@ cost:
   event recorded after its copy has completed;
 * **reproducible.** Row ``r`` of epoch ``e`` draws its augmentation from
   ``np.random.default_rng([seed, e, r])``, whichever thread gathers it; the shuffled
-  order is ``np.random.default_rng([seed, e]).permutation(n)``, shared by all ranks.
+  order is ``np.random.default_rng([seed, e]).permutation(n)``, shared by all ranks;
+* **streams too.** Given a streamed split (``load_dataset(..., streaming=True)``), a
+  reader thread reads its Arrow record batches (:mod:`preprocessing.stream_rows`) a
+  few rows ahead of the gather threads, which take the rows in the order read. The
+  same buffers, draws, errors and epochs; the order is a shuffle buffer's instead of a
+  permutation, and with DDP every rank stops after the same number of batches.
 
 Nothing of ``torchdata.nodes`` is used; the README's "Training side" section gives
 the measurements behind that choice.
@@ -32,139 +37,34 @@ the measurements behind that choice.
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import datasets
 import numpy as np
 import torch
 
+from preprocessing.arrow_rows import Row
 from preprocessing.augment import Transform
 from preprocessing.buffers import DeviceBatches, HostBatches, Pool, Slot
-from preprocessing.training import IrisDataset
+from preprocessing.feed import Feed, MapBatch, stream_batches
+from preprocessing.stream_rows import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, RowReader
+from preprocessing.streaming import IrisIterableDataset
+from preprocessing.training import IrisDataset, check_seed, positive_int, prepare, ranks
 
 #: ``(image float32 [B, 1, H, W] in [-1, 1], label int64 [B, H, W], filenames,
 #: spatial_weights float32 [B, H, W], dist_map float32 [B, C, H, W])``
 Batch = tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor, torch.Tensor]
 
 
-class _Failed:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class _Feed:
-    """One pass over batches of rows: a coordinator thread gathers each batch with the
-    executor's threads into a pool slot, at most one batch ahead of the caller."""
-
-    def __init__(
-        self,
-        batches: Sequence[np.ndarray],
-        gather_row: Callable[[Slot, int, int], str],
-        pool: Pool,
-        executor: ThreadPoolExecutor,
-        num_threads: int,
-    ) -> None:
-        self._batches, self._gather_row, self._pool = batches, gather_row, pool
-        self._executor, self._num_threads = executor, num_threads
-        self._ready: queue.Queue = queue.Queue()
-        self._room = threading.Semaphore(1)
-        self._stop = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="IrisLoader-feed", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for rows in self._batches:
-                while not self._room.acquire(timeout=0.1):
-                    if self._stop.is_set():
-                        return
-                if self._stop.is_set():
-                    return
-                slot = self._pool.take()
-                try:
-                    names = self._gather_batch(slot, rows)
-                except BaseException:
-                    self._pool.give_back(slot)
-                    raise
-                if self._stop.is_set():  # closed mid-batch
-                    self._pool.give_back(slot)
-                    return
-                self._ready.put((slot, len(rows), names))
-            self._ready.put(None)
-        except BaseException as error:  # noqa: BLE001 (handed to the caller's thread)
-            self._ready.put(_Failed(error))
-
-    def _gather_batch(self, slot: Slot, rows: np.ndarray) -> list[str]:
-        names = [""] * len(rows)
-        positions: queue.SimpleQueue = queue.SimpleQueue()
-        for j in range(len(rows)):
-            positions.put(j)
-        tasks = [
-            self._executor.submit(self._gather, slot, rows, names, positions)
-            for _ in range(min(self._num_threads, len(rows)))
-        ]
-        done, running = wait(tasks, return_when=FIRST_EXCEPTION)
-        errors = [task.exception() for task in done if task.exception() is not None]
-        if errors:
-            self._stop.set()  # the other threads stop after their current row,
-            wait(running)  # and are done with the slot before it goes back
-            raise errors[0]
-        return names
-
-    def _gather(self, slot: Slot, rows: np.ndarray, names: list[str], positions: queue.SimpleQueue) -> None:
-        # Each thread takes the next free position until none is left, so a slow row
-        # (a flip, a blur) holds up only its own thread.
-        while not self._stop.is_set():
-            try:
-                j = positions.get_nowait()
-            except queue.Empty:
-                return
-            names[j] = self._gather_row(slot, j, int(rows[j]))
-
-    def next(self) -> tuple[Slot, int, list[str]] | None:
-        """The next gathered batch, or None at the end. Re-raises a gather error as it is."""
-        if self._closed:
-            raise RuntimeError(
-                "this loop over the IrisLoader was ended by close() or by a newer loop over it; start a new loop"
-            )
-        while True:
-            try:
-                item = self._ready.get(timeout=1.0)
-                break
-            except queue.Empty:
-                if not self._thread.is_alive() and self._ready.empty():
-                    raise RuntimeError("IrisLoader's feed thread ended without a batch or an error") from None
-        if isinstance(item, _Failed):
-            self.close()
-            raise item.error
-        self._room.release()
-        return item
-
-    def close(self) -> None:
-        """Stop gathering, and put back the slots of batches gathered but not handed out."""
-        self._closed = True
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=60)
-        while True:
-            try:
-                item = self._ready.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(item, tuple):
-                self._pool.give_back(item[0])
-
-
 class IrisLoader:
     """Batches of OpenEDS rows for a training loop, on ``device``: the feed training should use.
 
     Args:
-        hf_dataset, split, transform, preprocessed: as for :class:`IrisDataset`.
+        hf_dataset: one split: a map-style ``datasets.Dataset``, or a streamed
+            ``datasets.IterableDataset`` from ``load_dataset(..., streaming=True)``.
+        split, transform, preprocessed: as for :class:`IrisDataset`.
         batch_size: rows per batch.
         shuffle: reshuffle every epoch; ``None`` shuffles the train split only.
         drop_last: drop the last batch if it is short (by default it is kept).
@@ -176,6 +76,8 @@ class IrisLoader:
         num_threads: gather threads (default: the usable cores, at most 4).
         rank, world_size: this process's share for distributed data parallel;
             by default from ``torch.distributed`` when it is initialised.
+        shuffle_buffer: streams only: rows of the shuffle buffer (default 256: 917 MB
+            for ``pupil``, 1.44 GB for ``full``); see :class:`IrisIterableDataset`.
 
     Each batch is ``(image float32 [B, 1, 400, 640] in [-1, 1], label int64 [B, 400, 640],
     filenames list[str], spatial_weights float32 [B, 400, 640], dist_map float32
@@ -192,11 +94,21 @@ class IrisLoader:
     With ``world_size > 1`` all ranks share one permutation per epoch and each takes
     ``perm[rank::world_size]`` of its first ``n // world_size * world_size`` rows:
     equal, disjoint shares, the remainder dropped, as ``DistributedSampler(drop_last=True)``.
+
+    **A stream** is read as :class:`IrisIterableDataset` reads it (:attr:`dataset` is
+    one, with the same arguments): row number ``r`` of the stream draws from
+    ``(seed, epoch, r)``, and read unshuffled by one process an epoch is the map-style
+    epoch item for item. Shuffling reorders the shards (datasets 5.x) and passes the
+    rows through a buffer of ``shuffle_buffer`` copies. ``len`` comes from the split's
+    row count on the dataset card. With ``world_size > 1`` the ranks split the stream
+    (``split_dataset_by_node``), and every rank reads exactly ``n // world_size`` rows,
+    in ``len(loader)`` batches, so that collective operations never wait for a rank
+    that has stopped.
     """
 
     def __init__(
         self,
-        hf_dataset: datasets.Dataset,
+        hf_dataset: datasets.Dataset | datasets.IterableDataset,
         batch_size: int = 64,
         *,
         split: str = "train",
@@ -209,30 +121,39 @@ class IrisLoader:
         num_threads: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        shuffle_buffer: int | None = None,
     ) -> None:
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.rank, self.world_size = _ranks(rank, world_size)
-        if seed is None and self.world_size > 1:
-            raise ValueError(
-                f"world_size={self.world_size} needs a seed: every rank must draw the same permutation "
-                "to read a disjoint share. Pass the same seed=... on every rank"
-            )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed={seed!r}; expected a non-negative int or None")
-        self.dataset = IrisDataset(hf_dataset, split=split, transform=transform, preprocessed=preprocessed, seed=seed)
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.rank, self.world_size = ranks(rank, world_size)
+        check_seed(seed, self.world_size)
         #: the seed of the shuffle and of every sample's draws (drawn once when none is given)
         self.seed: int = int(np.random.SeedSequence().entropy) if seed is None else seed
         self.shuffle = split == "train" if shuffle is None else bool(shuffle)
+        self.streaming = isinstance(hf_dataset, datasets.IterableDataset)
+        self.dataset: IrisDataset | IrisIterableDataset
+        if self.streaming:
+            self.dataset = IrisIterableDataset(
+                hf_dataset, split, transform, preprocessed, self.seed, shuffle=self.shuffle,
+                shuffle_buffer=DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer,
+                rank=self.rank, world_size=self.world_size,
+            )  # fmt: skip
+        elif shuffle_buffer is not None:
+            raise ValueError(
+                f"shuffle_buffer={shuffle_buffer!r} is for streamed splits; a map-style split is shuffled with a "
+                "permutation of all its rows. Leave it out, or pass load_dataset(..., streaming=True)"
+            )
+        else:
+            self.dataset = IrisDataset(hf_dataset, split, transform, preprocessed, seed)
+            self.dataset._reader()  # build the row views here, not racing in the threads
         self.drop_last = bool(drop_last)
         self.device = _device(device)
-        self.num_threads = _default_threads() if num_threads is None else _positive_int(num_threads, "num_threads")
+        self.num_threads = _default_threads() if num_threads is None else positive_int(num_threads, "num_threads")
         self._batches = HostBatches() if self.device.type == "cpu" else DeviceBatches(self.device)
         self._augments = transform is not None and split == "train"
         self._next_epoch = 0
         self._pool: Pool | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._feed: _Feed | None = None
-        self.dataset._reader()  # build the row views here, not racing in the threads
+        self._feed: Feed | None = None
 
     @property
     def num_classes(self) -> int:
@@ -245,7 +166,8 @@ class IrisLoader:
         return self.dataset.preprocessed
 
     def __len__(self) -> int:
-        share = len(self.dataset) // self.world_size
+        # a stream's dataset is this rank's share already (from the dataset card's row count)
+        share = len(self.dataset) if self.streaming else len(self.dataset) // self.world_size
         return share // self.batch_size if self.drop_last else -(-share // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -256,6 +178,11 @@ class IrisLoader:
 
     def rows(self, epoch: int) -> np.ndarray:
         """The dataset rows this rank reads in ``epoch``, in order (the short last batch included)."""
+        if self.streaming:
+            raise TypeError(
+                "rows() lists the rows of a map-style epoch; a streamed epoch's rows are known only as they are "
+                "read: each batch's filenames say which"
+            )
         n = len(self.dataset)
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
         return order[: n // self.world_size * self.world_size][self.rank :: self.world_size]
@@ -263,9 +190,6 @@ class IrisLoader:
     def __iter__(self) -> Iterator[Batch]:
         """The batches of the next epoch (see :meth:`set_epoch`), ending any previous loop."""
         epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
-        rows = self.rows(epoch)
-        stop = len(self) * self.batch_size
-        batches = [rows[i : min(i + self.batch_size, stop)] for i in range(0, stop, self.batch_size)]
         self._end_feed()
         # Nothing the pool and the threads hold refers back to the loader, so dropping
         # the loader frees the buffers at once, not at the next cyclic garbage collection.
@@ -273,8 +197,21 @@ class IrisLoader:
             make = partial(Slot, self.batch_size, self.num_classes, self._batches.layout, self._batches.pinned)
             self._pool = Pool(make)
             self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="IrisLoader-gather")
-        gather_row = partial(_gather_row, self.dataset, self.seed if self._augments else None, epoch)
-        feed = self._feed = _Feed(batches, gather_row, self._pool, self._executor, self.num_threads)
+        reader = None
+        if self.streaming:
+            # the row count is known with DDP (IrisIterableDataset requires it), and read to the end without
+            rows = len(self) * self.batch_size if self.world_size > 1 else None
+            reader = RowReader(self.dataset.part_rows(epoch, self.rank, self.world_size), STREAM_BATCH_ROWS)
+            batches = stream_batches(reader, self.batch_size, rows)
+        else:
+            order, stop = self.rows(epoch), len(self) * self.batch_size
+            batches = [
+                MapBatch(order[i : min(i + self.batch_size, stop)], self.dataset) for i in range(0, stop, self.batch_size)
+            ]
+        augment = self.dataset.transform if self._augments else None
+        gather_row = partial(_gather_row, self.preprocessed, augment, self.seed, epoch)
+        drop_short = self.batch_size if self.drop_last else 0
+        feed = self._feed = Feed(batches, gather_row, self._pool, self._executor, self.num_threads, drop_short, reader)
         pool = self._pool
         try:
             while (gathered := feed.next()) is not None:
@@ -295,6 +232,8 @@ class IrisLoader:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._executor = self._pool = None
+        if self.streaming:
+            self.dataset.rows.drop_buffer()
 
     def __enter__(self) -> IrisLoader:
         return self
@@ -303,44 +242,21 @@ class IrisLoader:
         self.close()
 
 
-def _gather_row(dataset: IrisDataset, seed: int | None, epoch: int, slot: Slot, j: int, row: int) -> str:
-    """Write dataset row ``row`` into row ``j`` of the slot, drawing from ``(seed, epoch, row)``; its filename.
+def _gather_row(
+    preprocessed: bool, transform: Transform | None, seed: int, epoch: int, slot: Slot, j: int, row: Row
+) -> str:
+    """Write ``row`` into row ``j`` of the slot, augmented with draws from ``(seed, epoch, row.index)``; its filename.
 
-    ``seed=None``: no augmentation, no draws.
+    ``transform=None``: no augmentation, no draws.
     """
-    rng = None if seed is None else np.random.default_rng([seed, epoch, row])
-    sample, filename = dataset.sample(row, rng)
-    slot.write(j, sample)
-    return filename
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}; expected a positive int")
-    return value
+    rng = None if transform is None else np.random.default_rng([seed, epoch, row.index])
+    slot.write(j, prepare(row.sample, preprocessed, transform, rng))
+    return row.filename
 
 
 def _default_threads() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return min(cores, 4)
-
-
-def _ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """``(rank, world_size)`` from the arguments, else from an initialised ``torch.distributed``."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if distributed:
-        rank = torch.distributed.get_rank() if rank is None else rank
-        world_size = torch.distributed.get_world_size() if world_size is None else world_size
-    elif rank is None and world_size is None:
-        return 0, 1
-    elif rank is None or world_size is None:
-        raise ValueError(
-            f"rank={rank!r} and world_size={world_size!r}: pass both, or neither and initialise torch.distributed"
-        )
-    world_size = _positive_int(world_size, "world_size")
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank!r}; expected an int in 0..{world_size - 1} for world_size={world_size}")
-    return rank, world_size
 
 
 def _device(device: str | torch.device | None) -> torch.device:

@@ -1,8 +1,11 @@
-"""PyTorch adapter over OpenEDS v1 and v2 data: :class:`IrisDataset`, and :class:`IrisLoader`.
+"""PyTorch adapter over OpenEDS v1 and v2 data: :class:`IrisDataset`, :class:`IrisLoader`, :class:`IrisIterableDataset`.
 
 :class:`IrisLoader` (in :mod:`preprocessing.loader`, importable from here) is the feed
 training should use: batches of the same values, gathered in threads into reused
-buffers, about 10x what a ``DataLoader`` over :class:`IrisDataset` delivers.
+buffers, about 10x what a ``DataLoader`` over :class:`IrisDataset` delivers. It also
+reads a streamed split (``load_dataset(..., streaming=True)``), for which
+:class:`IrisIterableDataset` (in :mod:`preprocessing.streaming`, importable from here)
+gives the items.
 
 :class:`IrisDataset` is a drop-in for VisionAssist's ``IrisDataset``: the same
 ``(hf_dataset, split, transform)`` arguments (``transform`` is now the augmentation;
@@ -29,7 +32,8 @@ filename, spatial_weights, dist_map)``, but
 
 torch is an optional dependency of this package (the ``torch`` extra: ``pip install -e
 '.[torch]'`` after ``pip install torch==2.13.0`` for the CPU build); only this module,
-:mod:`preprocessing.loader` and :mod:`preprocessing.buffers` import it.
+:mod:`preprocessing.loader`, :mod:`preprocessing.buffers` and
+:mod:`preprocessing.streaming` import it.
 
 Example::
 
@@ -57,11 +61,11 @@ import torch
 from preprocessing.augment import Sample, Transform
 from preprocessing.image import preprocess_image
 from preprocessing.arrow_rows import (  # noqa: F401 (DatasetFormatError, detect_preprocessed: public here)
-    COLUMN_TYPES,
     ArrowRows,
     DatasetFormatError,
     detect_preprocessed,
     dist_channels,
+    require_columns,
     resolve_preprocessed,
 )
 
@@ -112,6 +116,72 @@ def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=dtype, order="C"))
 
 
+def to_item(sample: Sample, filename: str) -> Item:
+    """A prepared sample as the item tensors (copies: the sample's arrays may be views of stored data)."""
+    return (
+        to_normalized_tensor(sample.image),
+        _tensor(sample.label, np.int64),
+        filename,
+        _tensor(sample.spatial_weights, np.float32),
+        _tensor(sample.dist_map, np.float32),
+    )
+
+
+def prepare(
+    sample: Sample, preprocessed: bool, transform: Transform | None, rng: np.random.Generator | None
+) -> Sample:
+    """A stored sample as training sees it: gamma + CLAHE if the image is raw (v1), then ``transform``."""
+    if not preprocessed:
+        sample = sample._replace(image=preprocess_image(sample.image))
+    if transform is not None:
+        sample = transform(sample, rng)
+    return sample
+
+
+def positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}; expected a positive int")
+    return value
+
+
+def ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """``(rank, world_size)`` from the arguments, else from an initialised ``torch.distributed``."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        rank = torch.distributed.get_rank() if rank is None else rank
+        world_size = torch.distributed.get_world_size() if world_size is None else world_size
+    elif rank is None and world_size is None:
+        return 0, 1
+    elif rank is None or world_size is None:
+        raise ValueError(
+            f"rank={rank!r} and world_size={world_size!r}: pass both, or neither and initialise torch.distributed"
+        )
+    world_size = positive_int(world_size, "world_size")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank!r}; expected an int in 0..{world_size - 1} for world_size={world_size}")
+    return rank, world_size
+
+
+def check_seed(seed: object, world_size: int) -> None:
+    """A seed is a non-negative int or None, and every rank of a distributed run must pass the same one."""
+    if seed is None and world_size > 1:
+        raise ValueError(
+            f"world_size={world_size} needs a seed: every rank must draw the same permutation "
+            "to read a disjoint share. Pass the same seed=... on every rank"
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed={seed!r}; expected a non-negative int or None")
+
+
+def check_transform(transform: object) -> None:
+    if transform is not None and not isinstance(transform, Transform):
+        raise TypeError(
+            f"transform is a {type(transform).__module__}.{type(transform).__qualname__}; expected a "
+            "preprocessing.augment.Transform such as augment.TRAIN_AUGMENT. IrisDataset already "
+            "normalises like ToTensor + Normalize([0.5], [0.5]), so drop the torchvision pipeline"
+        )
+
+
 class IrisDataset(torch.utils.data.Dataset):
     """OpenEDS rows as ``(image, label, filename, spatial_weights, dist_map)`` tensors.
 
@@ -145,23 +215,19 @@ class IrisDataset(torch.utils.data.Dataset):
         preprocessed: bool | None = None,
         seed: int | None = None,
     ) -> None:
+        if isinstance(hf_dataset, datasets.IterableDataset):
+            raise TypeError(
+                "hf_dataset is a streamed datasets.IterableDataset (load_dataset(..., streaming=True)), which has "
+                "no random access; use IrisIterableDataset for its items or IrisLoader for batches, which both "
+                "read streams, or load the split without streaming=True"
+            )
         if not isinstance(hf_dataset, datasets.Dataset):
             raise TypeError(
                 f"hf_dataset is a {type(hf_dataset).__name__}; expected one split as a map-style "
-                "datasets.Dataset, e.g. load_dataset(...)['train'] (streaming is not supported)"
+                "datasets.Dataset, e.g. load_dataset(...)['train']"
             )
-        if transform is not None and not isinstance(transform, Transform):
-            raise TypeError(
-                f"transform is a {type(transform).__module__}.{type(transform).__qualname__}; expected a "
-                "preprocessing.augment.Transform such as augment.TRAIN_AUGMENT. IrisDataset already "
-                "normalises like ToTensor + Normalize([0.5], [0.5]), so drop the torchvision pipeline"
-            )
-        missing = [c for c in (*COLUMN_TYPES, "filename") if c not in hf_dataset.column_names]
-        if missing:
-            raise DatasetFormatError(
-                f"the dataset lacks column(s) {', '.join(missing)}; it has {', '.join(hf_dataset.column_names)}. "
-                "Expected OpenEDS v1 or v2 rows (image, label, spatial_weights, dist_map, filename)"
-            )
+        check_transform(transform)
+        require_columns(hf_dataset.column_names)
         self.dataset = hf_dataset
         self.split = split
         self.transform = transform
@@ -187,14 +253,7 @@ class IrisDataset(torch.utils.data.Dataset):
         of :class:`IrisLoader` equal ``torch.stack`` of ``item(row, rng)`` with the
         loader's per-sample generators.
         """
-        sample, filename = self.sample(index, rng)
-        return (
-            to_normalized_tensor(sample.image),
-            _tensor(sample.label, np.int64),
-            filename,
-            _tensor(sample.spatial_weights, np.float32),
-            _tensor(sample.dist_map, np.float32),
-        )
+        return to_item(*self.sample(index, rng))
 
     def sample(self, index: int, rng: np.random.Generator | None = None) -> tuple[Sample, str]:
         """Row ``index`` as NumPy arrays, preprocessed and, on the train split, augmented.
@@ -207,11 +266,14 @@ class IrisDataset(torch.utils.data.Dataset):
         if not -rows <= index < rows:
             raise IndexError(f"index {index} is out of range for an IrisDataset of {rows} rows")
         sample, filename = self._reader().read(index % rows)
-        if not self.preprocessed:
-            sample = sample._replace(image=preprocess_image(sample.image))
-        if self.transform is not None and self.split == "train":
-            sample = self.transform(sample, self._generator() if rng is None else rng)
-        return sample, filename
+        return self.prepare(sample, rng), filename
+
+    def prepare(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
+        """A stored sample preprocessed and, on the train split, augmented (``rng`` as in :meth:`item`)."""
+        augment = self.transform is not None and self.split == "train"
+        if augment and rng is None:
+            rng = self._generator()
+        return prepare(sample, self.preprocessed, self.transform if augment else None, rng)
 
     def _reader(self) -> ArrowRows:
         if self._rows is None:
@@ -242,10 +304,15 @@ class IrisDataset(torch.utils.data.Dataset):
 
 
 def __getattr__(name: str) -> Any:
-    # ``from preprocessing.training import IrisLoader``: the loader lives in
-    # preprocessing.loader, which imports this module, so it is looked up on first use.
+    # ``from preprocessing.training import IrisLoader, IrisIterableDataset``: they live in
+    # preprocessing.loader and preprocessing.streaming, which import this module, so they
+    # are looked up on first use.
     if name in ("IrisLoader", "Batch"):
         from preprocessing import loader
 
         return getattr(loader, name)
+    if name == "IrisIterableDataset":
+        from preprocessing import streaming
+
+        return streaming.IrisIterableDataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

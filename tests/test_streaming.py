@@ -1,0 +1,275 @@
+"""Streaming: IrisLoader and IrisIterableDataset over load_dataset(..., streaming=True), against the map-style feeds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from huggingface_hub import DatasetCard, HfApi
+
+torch = pytest.importorskip("torch")
+
+from openeds import schema  # noqa: E402
+from preprocessing.arrow_rows import DatasetFormatError  # noqa: E402
+from preprocessing.augment import Compose, GaussianBlur, HorizontalFlip, LineAugment  # noqa: E402
+from preprocessing.stream_rows import StreamRows  # noqa: E402
+from preprocessing.training import IrisDataset, IrisIterableDataset, IrisLoader  # noqa: E402
+from push import push  # noqa: E402
+from tests.test_loader import FailOn, assert_batches_equal  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+#: TRAIN_AUGMENT's steps, each with p=0.5, so that every small epoch has some of each
+AUGMENT = Compose((LineAugment(p=0.5), GaussianBlur(p=0.5), HorizontalFlip(p=0.5)))
+TOKEN = "hf_streaming_test_write_token"
+
+
+def write_folder(root: Path, shards: dict[str, list[datasets.Dataset]], card: bool = True) -> str:
+    """A local folder as load_dataset reads it: one parquet file per part, and a card with the row counts."""
+    for split, parts in shards.items():
+        for i, part in enumerate(parts):
+            part.to_parquet(str(root / "data" / f"{split}-{i:05d}-of-{len(parts):05d}.parquet"))
+    if card:
+        splits = "".join(
+            f"  - name: {split}\n    num_bytes: 0\n    num_examples: {sum(len(p) for p in parts)}\n"
+            for split, parts in shards.items()
+        )
+        files = "".join(f"  - split: {split}\n    path: data/{split}-*\n" for split in shards)
+        header = f"configs:\n- config_name: default\n  data_files:\n{files}dataset_info:\n  splits:\n{splits}"
+        (root / "README.md").write_text(f"---\n{header}---\n")
+    return str(root)
+
+
+def parts(data: datasets.Dataset, *sizes: int) -> list[datasets.Dataset]:
+    starts = np.cumsum((0, *sizes))
+    return [data.select(range(a, b)) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def stream_of(folder: str, split: str = "train") -> datasets.IterableDataset:
+    return datasets.load_dataset(folder, split=split, streaming=True)
+
+
+def items_by_name(dataset: IrisDataset) -> dict[str, tuple]:
+    return {item[2]: item for item in (dataset[i] for i in range(len(dataset)))}
+
+
+def assert_item_equal(got: tuple, want: tuple, where: str) -> None:
+    assert got[2] == want[2], f"{where}: filename"
+    for k, name in zip((0, 1, 3, 4), ("image", "label", "spatial_weights", "dist_map")):
+        assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), f"{where} {got[2]}: {name}"
+
+
+# --- against the local Hub ------------------------------------------------------------------
+
+
+def test_streamed_splits_give_the_map_style_samples_against_the_hub(hub, sample_dir, tmp_path):
+    hub.add_token(TOKEN, "streamer", write={"streamer"})
+    repo_id = "streamer/openeds-streamed"
+    push(data_dir=sample_dir, local_dir=tmp_path / "staging", repo_id=repo_id, config="all", splits=["train"],
+         max_shard_size=3 * schema.raw_row_bytes("full"), api=HfApi(token=TOKEN))  # fmt: skip
+    # The card's config names, whatever they are (the default config among them).
+    configs = [c["config_name"] for c in DatasetCard.load(repo_id, repo_type="dataset").data.configs]
+    assert len(configs) == 2
+    for config in configs:
+        mapped = datasets.load_dataset(repo_id, config, split="train", cache_dir=str(tmp_path / "cache"))
+        stream = datasets.load_dataset(repo_id, config, split="train", streaming=True)
+        assert stream.n_shards > 1, "several shards, so that reading crosses files"
+        # unshuffled, augmented: the map-style epoch item for item, values bit-identical
+        with (
+            IrisLoader(stream, 3, shuffle=False, transform=AUGMENT, seed=5, num_threads=2) as streamed,
+            IrisLoader(mapped, 3, shuffle=False, transform=AUGMENT, seed=5) as reference,
+        ):
+            assert (len(streamed), streamed.num_classes) == (len(reference), reference.num_classes)
+            for epoch in range(2):
+                assert_batches_equal(list(streamed), list(reference), f"{config}, epoch {epoch}")
+        dataset = IrisDataset(mapped, transform=AUGMENT)
+        items = list(IrisIterableDataset(stream, transform=AUGMENT, seed=5, shuffle=False))
+        assert [item[2] for item in items] == mapped["filename"]
+        for i, item in enumerate(items):
+            assert_item_equal(item, dataset.item(i, np.random.default_rng([5, 0, i])), config)
+        # shuffled: the same samples, compared as a set by filename
+        with IrisLoader(stream, 3, shuffle=True, shuffle_buffer=3, seed=5) as shuffled:
+            names, by_name = [], items_by_name(IrisDataset(mapped))
+            for image, label, filenames, weights, dist in shuffled:
+                for j, name in enumerate(filenames):
+                    assert_item_equal((image[j], label[j], name, weights[j], dist[j]), by_name[name], config)
+                names += filenames
+        assert sorted(names) == sorted(mapped["filename"]) and names != mapped["filename"]
+
+
+# --- local folders --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", schema.CONFIG_NAMES)
+def test_v1_streams_get_gamma_and_clahe_in_the_threads(config, v1, tmp_path):
+    data = v1[config]["train"]  # flat list columns, raw images, no 'preprocessed' column
+    stream = stream_of(write_folder(tmp_path, {"train": parts(data, 5, 3)}))
+    assert not isinstance(stream.features["dist_map"], datasets.Array3D)
+    with (
+        IrisLoader(stream, 3, shuffle=False, transform=AUGMENT, seed=1, num_threads=2) as streamed,
+        IrisLoader(data, 3, shuffle=False, transform=AUGMENT, seed=1) as reference,
+    ):
+        assert (streamed.preprocessed, streamed.num_classes) == (False, schema.DIST_CHANNELS[config])
+        assert_batches_equal(list(streamed), list(reference), f"v1 {config}")
+    with pytest.raises(DatasetFormatError, match=r"preprocessed=True \(--preprocessed yes\), but the dataset has no"):
+        IrisIterableDataset(stream, preprocessed=True)
+
+
+def test_a_preprocessed_column_that_mixes_values_is_found_per_batch(v2, tmp_path):
+    data = v2["pupil"]["test"]
+    mixed = data.map(lambda row, i: {"preprocessed": i != 1}, with_indices=True, features=data.features)
+    stream = stream_of(write_folder(tmp_path / "mixed", {"train": [data, mixed]}))
+    loader = IrisLoader(stream, 2, shuffle=False)
+    assert loader.preprocessed, "a 'preprocessed' column marks v2, without reading the stream"
+    with pytest.raises(DatasetFormatError) as info:
+        list(loader)
+    assert str(info.value).startswith("streamed rows 0..5: 'preprocessed' column mixes True and False")
+    assert "\n" not in str(info.value)
+    loader.close()
+    raw = data.map(lambda row: {"preprocessed": False}, features=data.features)
+    with pytest.raises(DatasetFormatError, match=r"streamed rows 0..2: 'preprocessed' is False, but a stream"):
+        list(IrisIterableDataset(stream_of(write_folder(tmp_path / "raw", {"train": [raw]}))))
+
+
+def test_shuffle_buffer_epochs_and_memory(v2, tmp_path):
+    data = v2["full"]["train"]
+    stream = stream_of(write_folder(tmp_path, {"train": parts(data, 3, 3, 2)}))
+    loader = IrisLoader(stream, 3, transform=AUGMENT, seed=4, shuffle_buffer=4, num_threads=2)
+    assert loader.shuffle and len(loader) == 3
+    epochs = [[name for batch in loader for name in batch[2]] for _ in range(3)]
+    for names in epochs:
+        assert sorted(names) == sorted(data["filename"]), "every row once per epoch"
+    assert len({tuple(names) for names in epochs}) == 3, "each epoch in another order"
+    loader.set_epoch(1)
+    replay = list(loader)
+    again = IrisLoader(stream, 3, transform=AUGMENT, seed=4, shuffle_buffer=4, num_threads=1)
+    again.set_epoch(1)
+    assert_batches_equal(list(again), replay, "the same seed and epoch, 1 thread against 2")
+    arena = loader.dataset.rows._arena
+    assert 4 <= arena.allocated <= 4 + 16 + 2, f"{arena.allocated} row copies for a buffer of 4"
+    assert loader._pool.peak <= 4, "the slots are reused as in map-style mode"
+    for each in (loader, again):
+        each.close()
+    unshuffled = IrisLoader(stream, 3, split="validation")
+    assert not unshuffled.shuffle and [n for b in unshuffled for n in b[2]] == data["filename"]
+    unshuffled.close()
+
+
+def test_iterable_dataset_in_a_dataloader_reads_disjoint_parts(v2, tmp_path):
+    data = v2["pupil"]["train"]
+    stream = stream_of(write_folder(tmp_path, {"train": parts(data, 3, 3, 2)}))  # 3 shards, 2 workers: row by row
+    dataset = IrisIterableDataset(stream, split="validation")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    items = list(loader)
+    names = [item[2] for item in items]
+    assert sorted(names) == sorted(data["filename"]) and len(set(names)) == len(names), "disjoint parts, all rows"
+    by_name = items_by_name(IrisDataset(data))
+    for item in items:
+        assert_item_equal(item, by_name[item[2]], "worker item")
+    assert len(dataset) == 8
+
+
+def test_errors_reach_the_caller_and_threads_end(v2, tmp_path):
+    data = v2["pupil"]["train"]
+    folder = write_folder(tmp_path / "folder", {"train": parts(data, 4, 4)})
+    stream = stream_of(folder)
+    with pytest.raises(TypeError) as info:
+        IrisDataset(stream)
+    assert "IrisIterableDataset" in str(info.value) and "IrisLoader" in str(info.value)
+    transform = FailOn(data.with_format("numpy", dtype=None)[5]["image"], data["filename"][5])
+    loader = IrisLoader(stream, 2, shuffle=False, transform=transform, num_threads=2)
+    with pytest.raises(ValueError) as failed:
+        list(loader)
+    assert failed.value is transform.raised[0], "the exception object itself"
+    assert not loader._feed._reader._thread.is_alive(), "the stream's reader thread ended"
+    for batch in loader:  # a loop left mid-epoch
+        break
+    threads = [loader._feed._thread, loader._feed._reader._thread]
+    loader.close()
+    assert not [t.name for t in threads if t.is_alive()], "close() stops the feed and the stream"
+    with pytest.raises(TypeError, match=r"rows\(\) lists the rows of a map-style epoch"):
+        loader.rows(0)
+    no_card = stream_of(write_folder(tmp_path / "no-card", {"train": [data]}, card=False))
+    with pytest.raises(TypeError, match=r"the stream of split train has no row count: its dataset card gives none"):
+        len(IrisLoader(no_card))
+    assert len([n for b in IrisLoader(no_card, 3, shuffle=False) for n in b[2]]) == 8, "read to the end"
+    with pytest.raises(TypeError, match=r"world_size=2 needs the split's row count, to stop every rank after the same"):
+        IrisLoader(no_card, seed=0, rank=0, world_size=2)
+    with pytest.raises(ValueError, match=r"shuffle_buffer=8 is for streamed splits"):
+        IrisLoader(data, shuffle_buffer=8)
+    with pytest.raises(ValueError, match=r"already split by node \(split_dataset_by_node\); pass the whole split"):
+        StreamRows(datasets.distributed.split_dataset_by_node(stream, rank=0, world_size=2))
+
+
+def test_a_loop_left_mid_stream_exits_cleanly(v2, tmp_path):
+    # With pyarrow 26 a stream left open at exit can abort the process ("terminate called
+    # without an active exception", 134) or hang it: without the atexit hook of
+    # preprocessing.stream_rows this script hung in 9 runs of 12, with it in none.
+    folder = write_folder(tmp_path, {"train": parts(v2["pupil"]["train"], 4, 4)})
+    code = textwrap.dedent(f"""
+        import datasets
+        from preprocessing.training import IrisIterableDataset, IrisLoader
+        stream = datasets.load_dataset({folder!r}, split="train", streaming=True)
+        batches = iter(IrisLoader(stream, 2, seed=0, shuffle_buffer=2))
+        items = iter(IrisIterableDataset(stream, shuffle=False))
+        print("left", next(batches)[2], next(items)[2])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "left" in done.stdout, done.stderr[-2000:]
+    assert "terminate called" not in done.stderr
+
+
+# --- distributed data parallel: 2 processes on gloo -----------------------------------------
+
+
+def ddp_rank(rank: int, world_size: int, folders: list[str], init_file: str, out_dir: str) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size, timeout=timedelta(seconds=30)
+    )
+    try:
+        record = []
+        for folder in folders:
+            stream = datasets.load_dataset(folder, split="train", streaming=True)
+            loader = IrisLoader(stream, 2, transform=AUGMENT, seed=11, shuffle_buffer=2)  # ranks from torch
+            epochs = []
+            for _ in range(2):
+                names, sums = [], []
+                for image, label, filenames, weights, dist in loader:
+                    total = torch.tensor([float(len(filenames))])
+                    torch.distributed.all_reduce(total)  # with unequal batch counts this would fail or time out
+                    sums.append(total.item())
+                    names += filenames
+                epochs.append({"filenames": names, "sums": sums})
+            loader.close()
+            record.append({"len": len(loader), "epochs": epochs})
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_ranks_stop_after_the_same_number_of_batches(v2, tmp_path):
+    data = v2["pupil"]["train"].select(range(7))  # 7 rows, 2 ranks: 3 each (7 // 2), in 2 batches
+    folders = [
+        write_folder(tmp_path / "by-shards", {"train": parts(data, 5, 2)}),  # 2 shards: whole shards, 5 and 2 rows
+        write_folder(tmp_path / "by-rows", {"train": parts(data, 3, 2, 2)}),  # 3 shards: every other row
+    ]
+    torch.multiprocessing.start_processes(
+        ddp_rank, args=(2, folders, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True, start_method="spawn"
+    )
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for k, layout in enumerate(("by shards", "by rows")):
+        assert [r[k]["len"] for r in records] == [2, 2], layout
+        for epoch in range(2):
+            shares = [r[k]["epochs"][epoch]["filenames"] for r in records]
+            assert [len(s) for s in shares] == [3, 3], f"{layout}, epoch {epoch}: equal shares"
+            assert records[0][k]["epochs"][epoch]["sums"] == [4.0, 2.0], f"{layout}, epoch {epoch}"
+            if layout == "by rows":  # every other row of the split, one row dropped
+                assert not set(shares[0]) & set(shares[1]) and len(set(shares[0] + shares[1])) == 6
+            else:  # one rank reads 3 of its shard's 5 rows, the other its 2 rows and 1 of them again
+                assert sorted(map(len, map(set, shares))) == [2, 3] and not set(shares[0]) & set(shares[1])
