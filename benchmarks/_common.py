@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
@@ -27,3 +30,13 @@ def write_results(name: str, results: dict) -> Path:
     payload = {"benchmark": name, "python": platform.python_version(), "machine": platform.machine(), **results}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def run_child(module: str, *args: str) -> dict:
+    """Run ``python -m module *args`` in a fresh process; the JSON object its last line prints.
+
+    Each feed runs in a process of its own, so that its peak RSS and its threads are its own.
+    """
+    argv = [sys.executable, "-m", module, *args]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -32,8 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -46,14 +44,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks._common import write_results
+from benchmarks._common import run_child, write_results
 from openeds.schema import raw_row_bytes
 from openeds.synthetic import write_sample
 from preprocessing.arrow_rows import _leaf_view
 from preprocessing.training import IrisLoader
 from push import push
 
-REPO = Path(__file__).resolve().parents[1]
 BATCH = 64
 GOAL = 0.67  # (s) / (l)
 SPLIT = "train"
@@ -166,10 +163,7 @@ def run_child(name: str, folder: str) -> None:
 
 
 def feed_in_child(name: str, folder: Path) -> dict:
-    argv = [sys.executable, "-m", "benchmarks.bench_streaming", "--child", name, "--folder", str(folder)]
-    argv += ["--seconds", str(ARGS.seconds)]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("benchmarks.bench_streaming", "--child", name, "--folder", str(folder), "--seconds", str(ARGS.seconds))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,8 +38,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -50,7 +48,7 @@ import datasets
 import numpy as np
 import torch
 
-from benchmarks._common import write_results
+from benchmarks._common import run_child, write_results
 from openeds import raw
 from openeds.schema import HEIGHT, WIDTH
 from openeds.synthetic import write_sample
@@ -61,7 +59,6 @@ from preprocessing.arrow_rows import ArrowRows
 from preprocessing.training import IrisDataset, IrisLoader
 from tests.v1data import v1_split
 
-REPO = Path(__file__).resolve().parents[1]
 GOAL_RATIO, GOAL_PER_CORE = 50.0, 1500.0
 #: (f) / (d), (g) / (d'), (f) / (h)
 FEED_GOALS = {"f_over_d": 8.0, "g_over_d_aug": 4.0, "f_over_h": 0.5}
@@ -235,10 +232,8 @@ def run_child(name: str, data: str, repeat: int, epochs: int) -> dict:
 
 
 def feed_in_child(name: str, data: Path, repeat: int, epochs: int) -> dict:
-    argv = [sys.executable, "-m", "benchmarks.bench_training", "--child", name, "--data", str(data)]
-    argv += ["--repeat", str(repeat), "--epochs", str(epochs)]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    args = ("--child", name, "--data", str(data), "--repeat", str(repeat), "--epochs", str(epochs))
+    return run_child("benchmarks.bench_training", *args)
 
 
 def main(argv: list[str] | None = None) -> None:
