@@ -12,6 +12,7 @@ The outputs are checked equal before anything is timed.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 
 import cv2
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
-    results = {"frames": args.frames, "opencv": cv2.__version__, "configs": {}}
+    results = {"frames": args.frames, "opencv": cv2.__version__, "load_average": os.getloadavg(), "configs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         write_sample(tmp, {"train": args.frames})
         pairs = raw.list_pairs(raw.find_split_dirs(tmp)["train"]).pairs
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
             }
             print(f"{config:5s}: reference {t_ref * 1e3:6.1f} ms/sample, fast {t_fast * 1e3:5.1f} ms/sample, "
                   f"speed-up {t_ref / t_fast:.1f}x per core (goal >= 5x)")
+    results["load_average_after"] = os.getloadavg()
+    print(f"load average {results['load_average'][0]:.2f} before, {results['load_average_after'][0]:.2f} after")
     print(f"wrote {write_results('preprocess', results)}")
     return results
 
