@@ -163,7 +163,8 @@ def run_child(name: str, folder: str) -> None:
 
 
 def feed_in_child(name: str, folder: Path) -> dict:
-    return run_child("benchmarks.bench_streaming", "--child", name, "--folder", str(folder), "--seconds", str(ARGS.seconds))
+    args = ("--child", name, "--folder", str(folder), "--seconds", str(ARGS.seconds))
+    return run_child("benchmarks.bench_streaming", *args)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -206,7 +206,8 @@ class IrisLoader:
         else:
             order, stop = self.rows(epoch), len(self) * self.batch_size
             batches = [
-                MapBatch(order[i : min(i + self.batch_size, stop)], self.dataset) for i in range(0, stop, self.batch_size)
+                MapBatch(order[i : min(i + self.batch_size, stop)], self.dataset)
+                for i in range(0, stop, self.batch_size)
             ]
         augment = self.dataset.transform if self._augments else None
         gather_row = partial(_gather_row, self.preprocessed, augment, self.seed, epoch)

@@ -31,7 +31,7 @@ import datasets
 import numpy as np
 import torch
 
-from preprocessing.arrow_rows import Row
+from preprocessing.arrow_rows import DatasetFormatError, Row
 from preprocessing.augment import Sample, Transform
 from preprocessing.stream_rows import DEFAULT_SHUFFLE_BUFFER, StreamRows, keep_closed_at_exit
 from preprocessing.training import Item, check_seed, check_transform, prepare, ranks, to_item
@@ -104,7 +104,7 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
         self.shuffle = split == "train" if shuffle is None else bool(shuffle)
         self.shuffle_buffer = shuffle_buffer
         if self.world_size > 1 and self.num_rows is None:
-            raise TypeError(
+            raise DatasetFormatError(
                 f"world_size={self.world_size} needs the split's row count, to stop every rank after the same number "
                 f"of batches, but the stream of split {stream.split} has none: its dataset card gives none. Load it "
                 "from a repo or folder with a card (push.py writes one)"

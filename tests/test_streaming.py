@@ -199,7 +199,7 @@ def test_errors_reach_the_caller_and_threads_end(v2, tmp_path):
     with pytest.raises(TypeError, match=r"the stream of split train has no row count: its dataset card gives none"):
         len(IrisLoader(no_card))
     assert len([n for b in IrisLoader(no_card, 3, shuffle=False) for n in b[2]]) == 8, "read to the end"
-    with pytest.raises(TypeError, match=r"world_size=2 needs the split's row count, to stop every rank after the same"):
+    with pytest.raises(DatasetFormatError, match=r"world_size=2 needs the split's row count, to stop every rank"):
         IrisLoader(no_card, seed=0, rank=0, world_size=2)
     with pytest.raises(ValueError, match=r"shuffle_buffer=8 is for streamed splits"):
         IrisLoader(data, shuffle_buffer=8)
