@@ -217,4 +217,16 @@ class Compose(Transform):
 
 
 #: VisionAssist's training augmentation, in its order: lines (p=0.2), blur (p=0.2), flip (p=0.5).
+def order_rng(seed: int, epoch: int, part: int = 0, *, shards: bool = False) -> np.random.Generator:
+    """The generator of an epoch's order: a map-style permutation or the shuffle buffer of
+    stream part ``part``; with ``shards=True``, a stream's shard order.
+
+    Row ``r`` of epoch ``e`` draws its augmentation from ``np.random.default_rng([seed, e, r])``.
+    NumPy's ``SeedSequence`` ignores trailing zeros, so ``default_rng([seed, e])`` or
+    ``default_rng([seed, e, p])`` would be the very stream of row 0 (or row ``p``): the order and
+    that row's draws would be correlated. A spawn key gives each kind of order a stream of its own.
+    """
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, part], spawn_key=(2 if shards else 1,)))
+
+
 TRAIN_AUGMENT = Compose((LineAugment(), GaussianBlur(), HorizontalFlip()))

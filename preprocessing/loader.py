@@ -23,7 +23,7 @@ cost:
   event recorded after its copy has completed;
 * **reproducible.** Row ``r`` of epoch ``e`` draws its augmentation from
   ``np.random.default_rng([seed, e, r])``, whichever thread gathers it; the shuffled
-  order is ``np.random.default_rng([seed, e]).permutation(n)``, shared by all ranks;
+  order is ``augment.order_rng(seed, e).permutation(n)``, shared by all ranks;
 * **streams too.** Given a streamed split (``load_dataset(..., streaming=True)``), a
   reader thread reads its Arrow record batches (:mod:`preprocessing.stream_rows`) a
   few rows ahead of the gather threads, which take the rows in the order read. The
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from preprocessing.arrow_rows import Row
-from preprocessing.augment import Transform
+from preprocessing.augment import Transform, order_rng
 from preprocessing.buffers import DeviceBatches, HostBatches, Pool, Slot
 from preprocessing.feed import Feed, MapBatch, stream_batches
 from preprocessing.stream_rows import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, RowReader
@@ -184,7 +184,7 @@ class IrisLoader:
                 "read: each batch's filenames say which"
             )
         n = len(self.dataset)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        order = order_rng(self.seed, epoch).permutation(n) if self.shuffle else np.arange(n)
         return order[: n // self.world_size * self.world_size][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[Batch]:

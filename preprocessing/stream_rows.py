@@ -57,7 +57,7 @@ from preprocessing.arrow_rows import (
     dist_channels,
     require_columns,
 )
-from preprocessing.augment import Sample
+from preprocessing.augment import Sample, order_rng
 
 #: Rows per Arrow table read from a stream: push.py's row group, so one table is one decoded row group.
 STREAM_BATCH_ROWS = 16
@@ -81,7 +81,7 @@ def split_rows(stream: datasets.IterableDataset) -> int | None:
 
 def shard_order_key(seed: int, epoch: int) -> int:
     """The ``set_epoch`` value that orders the shards of ``epoch`` (never 0: 0 keeps the file order)."""
-    return int(np.random.default_rng([seed, epoch]).integers(1, 2**31))
+    return int(order_rng(seed, epoch, shards=True).integers(1, 2**31))
 
 
 class StreamRows:
@@ -142,7 +142,7 @@ class StreamRows:
 
         ``order_seed``: reorder the shards (datasets 5.x) and, with ``buffer > 0``, pass the
         rows through a shuffle buffer of ``buffer`` rows drawing from
-        ``default_rng([order_seed, epoch, part])``. ``limit``: exactly this many rows; a part
+        ``order_rng(order_seed, epoch, part)``. ``limit``: exactly this many rows; a part
         whose stream ends before reads it again from its start (as ``DistributedSampler``
         pads), and the rows after the first ``limit`` it reads are not read in this epoch.
         """
@@ -153,7 +153,7 @@ class StreamRows:
         if order_seed is not None and buffer > 0:
             if self._arena is None:
                 self._arena = RowArena(self.num_classes)
-            rows = shuffled(rows, buffer, np.random.default_rng([order_seed, epoch, part]), self._arena)
+            rows = shuffled(rows, buffer, order_rng(order_seed, epoch, part), self._arena)
         return rows
 
     def _exactly(self, limit: int, epoch: int, part: int, parts: int, order_seed: int | None) -> Iterator[Row]:

@@ -24,6 +24,7 @@ from preprocessing.augment import (  # noqa: E402
     LineAugment,
     Sample,
     Transform,
+    order_rng,
 )
 from preprocessing.buffers import (  # noqa: E402
     IMAGE_TABLE,
@@ -343,6 +344,18 @@ def ddp_rank(rank: int, world_size: int, data_dir: str, init_file: str, out_dir:
         torch.distributed.destroy_process_group()
 
 
+def test_the_order_has_a_stream_of_its_own():
+    # SeedSequence ignores trailing zeros: default_rng([seed, e]) is default_rng([seed, e, 0]), row 0's draws.
+    def state(rng):
+        return rng.bit_generator.state["state"]["state"]
+
+    for seed, epoch in [(0, 0), (11, 3), (int(np.random.SeedSequence().entropy), 1)]:
+        rows = {state(np.random.default_rng([seed, epoch, r])) for r in range(8)}
+        orders = [state(order_rng(seed, epoch, part)) for part in range(8)]
+        orders.append(state(order_rng(seed, epoch, shards=True)))
+        assert len(set(orders)) == len(orders) and not set(orders) & rows, (seed, epoch)
+
+
 def test_ddp_ranks_read_equal_disjoint_shares_of_one_permutation(v2, tmp_path):
     data = v2["pupil"]["train"].select(range(7))  # 7 rows on 2 ranks: 3 each, 1 dropped
     data.save_to_disk(str(tmp_path / "data"))
@@ -359,7 +372,7 @@ def test_ddp_ranks_read_equal_disjoint_shares_of_one_permutation(v2, tmp_path):
     for epoch in range(2):
         shares = [r["epochs"][epoch]["filenames"] for r in records]
         assert len(shares[0]) == len(shares[1]) == 3 and not set(shares[0]) & set(shares[1]), f"epoch {epoch}"
-        order = np.random.default_rng([11, epoch]).permutation(7)[:6]
+        order = order_rng(11, epoch).permutation(7)[:6]
         assert shares[0] + shares[1] == [data["filename"][i] for i in [*order[0::2], *order[1::2]]]
         assert records[0]["epochs"][epoch]["sums"] == [4.0, 2.0]
         assert shares[0] == [data["filename"][int(i)] for i in reference.rows(epoch)]
