@@ -130,6 +130,7 @@ class PublishResult:
     tags: tuple[str, ...]  # tags this publication created, in order
     changed: bool = True  # False: the repo already held this data; no commit was made
     at: str = ""  # what names the publication: its tag(s), else its commit sha
+    tag_not_created: str | None = None  # the caller's tag, when the data was already published and tagged
 
     def line(self) -> str:
         """What push.py prints after `published: `."""
@@ -140,7 +141,10 @@ class PublishResult:
                 f"nothing to commit: {self.repo_id} already holds this data at {self.commit[:12]}; "
                 f"tagged it {', '.join(self.tags)} (an earlier run stopped before tagging it)"
             )
-        return f"nothing to publish: {self.repo_id} already holds this data at {self.at}"
+        line = f"nothing to publish: {self.repo_id} already holds this data at {self.at}"
+        if self.tag_not_created:
+            line += f"; tag {self.tag_not_created!r} not created: there is no new publication to name"
+        return line
 
 
 @dataclass(frozen=True)
@@ -349,7 +353,10 @@ def publish(
         if holds(remote, plan, sha256s):
             if remote.head_tags:
                 at = ", ".join(remote.head_tags)
-                return PublishResult(repo_id, remote.head, url, (), (), (), changed=False, at=at)
+                skipped = tag if tag is not None and tag not in remote.head_tags else None
+                return PublishResult(
+                    repo_id, remote.head, url, (), (), (), changed=False, at=at, tag_not_created=skipped
+                )
             # An earlier run committed this very data and stopped before tagging it: tag it now.
             publication_tag = tag if tag and tag not in remote.tags else next_publication_tag(remote.tags)
             _create_tag(api, repo_id, publication_tag, remote.head, token, retry)

@@ -197,6 +197,11 @@ def _not_republished(world: World, result: subprocess.CompletedProcess[str]) -> 
     assert len([r for r in world.hub.requests if r.method == "POST" and "/commit/" in r.path]) == 1  # the earlier
 
 
+def _tag_not_created(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    _not_republished(world, result)  # no commit, and only the earlier run's tag
+    assert "at v2; tag 'v2-final' not created: there is no new publication to name" in result.stdout
+
+
 def _published_under_old_names(world: World) -> None:
     """The sample published as earlier versions named it: the card calls `pupil` `default`."""
     folder = _prebuilt(world)
@@ -258,6 +263,8 @@ SUCCESSES = [
          env={"HF_TOKEN": TOKEN}),
     Case("card-naming-default-is-renamed-in-one-commit", PUBLISH, arrange=_published_under_old_names,
          check=_renamed_in_one_commit, env={"HF_TOKEN": TOKEN}),
+    Case("tag-on-unchanged-data-is-not-created", (*PUBLISH, "--tag", "v2-final"), arrange=_published_first,
+         check=_tag_not_created, env={"HF_TOKEN": TOKEN}),
 ]
 
 # -- flags a user can get wrong (argparse's usage errors, exit 2) --------------------------------

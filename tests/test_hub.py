@@ -673,6 +673,14 @@ def test_unchanged_data_is_not_published_again(hub, api, repo_id, tmp_path):
     assert again.line() == f"nothing to publish: {repo_id} already holds this data at v2"
     assert publication_commits(hub, repo_id) == 0 and hub.lfs_uploads(repo_id) == []
     assert not any(r.path.startswith(f"/api/datasets/{repo_id}/tag/") for r in hub.requests)
+    # A tag asked for on data already published and tagged: not created, and the line says so.
+    tagged = publish(other, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api, tag="v2-final")
+    assert not tagged.changed and tagged.tags == ()
+    assert tagged.line() == (
+        f"nothing to publish: {repo_id} already holds this data at v2; "
+        "tag 'v2-final' not created: there is no new publication to name"
+    )
+    assert not any(r.path.startswith(f"/api/datasets/{repo_id}/tag/") for r in hub.requests)
 
     # A changed card text outside the provenance block is a change.
     edited = build(tmp_path / "c", {"data": {"train": 1, "test": 1}})
