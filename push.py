@@ -135,6 +135,10 @@ def push(
         # holds, listed in its card or not), its card and file hashes tell whether anything
         # changed, and the commit is pinned to its head (a head moved during the build is refused).
         remote = hub.connect(api, repo_id, token=token, retry=retry)
+        if remote.v1_files and (splits or schema.DEFAULT_CONFIG not in configs):
+            # A push that would leave v1 splits beside v2 ones ends here, before any download or build
+            # (without --splits, the splits are those of the raw data: publish checks them).
+            hub.refuse_mixing(repo_id, remote, {c: list(splits or ()) for c in configs})
     local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
     # A folder that is a file, cannot be written or is in use by another run ends the run here,
     # before any download or build work.

@@ -341,7 +341,7 @@ def publish(
     prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
     prefixes += [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
-        _refuse_mixing(repo_id, remote.v1_files, splits_by_config.get(DEFAULT_CONFIG, ()))
+        refuse_mixing(repo_id, remote, splits_by_config)
         prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names
     plan = plan_operations(files, remote.files, prefixes)
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
@@ -528,9 +528,13 @@ def _remote_columns(
     return _retry(retry, f"read the schema of {repo_id}/{data_file}", read_schema)
 
 
-def _refuse_mixing(repo_id: str, v1_files: frozenset[str], pushed_splits: Sequence[str]) -> None:
-    """Refuse a push that converts some of the v1 splits (all in the default config) but not all of them."""
-    v1_splits = sorted({match["split"] for path in v1_files if (match := _V1_SHARD.fullmatch(path))})
+def refuse_mixing(repo_id: str, remote: RemoteState, splits_by_config: Mapping[str, Sequence[str]]) -> None:
+    """Refuse a push that converts some of a v1 repo's splits (all in the default config) but not all of them.
+
+    push.py calls it right after `connect` when it knows the splits already, before any download or build.
+    """
+    pushed_splits = splits_by_config.get(DEFAULT_CONFIG, ())
+    v1_splits = sorted({match["split"] for path in remote.v1_files if (match := _V1_SHARD.fullmatch(path))})
     left = sorted(set(v1_splits) - set(pushed_splits))
     if left:
         raise PublishError(

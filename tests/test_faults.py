@@ -38,6 +38,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 
 from openeds.synthetic import write_sample
 from tests.hub_server import HubServer
+from tests.test_hub import push_v1
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_faults_write_token"
@@ -200,6 +201,17 @@ def _not_republished(world: World, result: subprocess.CompletedProcess[str]) -> 
 def _tag_not_created(world: World, result: subprocess.CompletedProcess[str]) -> None:
     _not_republished(world, result)  # no commit, and only the earlier run's tag
     assert "at v2; tag 'v2-final' not created: there is no new publication to name" in result.stdout
+
+
+def _v1_published(world: World) -> None:
+    """The repo as the v1 script left it: flat list columns, no `preprocessed` column."""
+    push_v1(HfApi(token=TOKEN), world.repo_id, with_card=True)
+
+
+def _v1_untouched_and_not_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    repo = _repo(world)
+    assert [c.title for c in repo.history(repo.commits[repo.branches["main"]])][0] == "v1" and repo.tags == {}
+    assert not world.out.exists(), "the data was built before the refusal"
 
 
 def _published_under_old_names(world: World) -> None:
@@ -621,6 +633,10 @@ HUB = [
          error="the network or the Hub endpoint http://hub.openeds.invalid is unreachable",
          says=("Name or service not known",), check=_not_built,
          env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": "http://hub.openeds.invalid"}),
+    Case("splits-test-on-a-v1-repo", (*PUBLISH, "--splits", "test"), exit=1,
+         error="holds v1 data (no 'preprocessed' column) in splits ['test', 'train', 'validation']",
+         says=("which would leave ['train', 'validation'] as v1 beside v2 splits",),
+         arrange=_v1_published, check=_v1_untouched_and_not_built, env={"HF_TOKEN": TOKEN}),
     Case("rate-limited-with-retry-after-0", (*PUBLISH, *FAST), exit=1,
          error="could not check the Hugging Face token: HTTP 429",
          arrange=_fail("GET", "/api/whoami-v2", status=429, times=1000, headers={"Retry-After": "0"}),
