@@ -40,13 +40,14 @@ import gc
 import queue
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.distributed import split_dataset_by_node
+from datasets.iterable_dataset import ArrowExamplesIterable
 
 from openeds.schema import DIST_CHANNELS, HEIGHT, WIDTH
 from preprocessing.arrow_rows import (
@@ -95,11 +96,23 @@ class StreamRows:
 
     def __init__(self, stream: datasets.IterableDataset, preprocessed: bool | None = None) -> None:
         if not isinstance(stream, datasets.IterableDataset):
-            raise TypeError(f"stream is a {type(stream).__name__}; expected a datasets.IterableDataset")
+            raise TypeError(
+                f"stream is a {type(stream).__name__}; expected one split of a stream, a datasets.IterableDataset "
+                "such as load_dataset(..., streaming=True)['train']"
+            )
         if getattr(stream, "_distributed", None) is not None:  # no public accessor
             raise ValueError(
                 "the stream is already split by node (split_dataset_by_node); pass the whole split: the rows are "
                 "split by rank and world_size here, where the number of batches of every rank is known"
+            )
+        # No public accessor either: a stream that went through take, skip, filter, map or shuffle
+        # keeps the card's row count, which then no longer counts its rows (len, DDP shares).
+        source = getattr(stream, "_ex_iterable", None)
+        if not isinstance(source, ArrowExamplesIterable):
+            raise DatasetFormatError(
+                f"the stream is not a split as load_dataset(..., streaming=True) gives it (its rows come through "
+                f"{type(source).__name__}, e.g. from take, skip, filter, map or shuffle), so the dataset card's row "
+                "count does not count its rows; pass the split unmodified: the loader shuffles, splits and counts it"
             )
         features = stream.features
         first = None
@@ -144,23 +157,26 @@ class StreamRows:
         rows through a shuffle buffer of ``buffer`` rows drawing from
         ``order_rng(order_seed, epoch, part)``. ``limit``: exactly this many rows; a part
         whose stream ends before reads it again from its start (as ``DistributedSampler``
-        pads), and the rows after the first ``limit`` it reads are not read in this epoch.
+        pads), and the rows after the first ``limit`` that come out of the buffer are not
+        read in this epoch (other rows each epoch, as the shard order and the buffer change).
         """
-        if limit is None:
-            rows = self._part_rows(epoch, part, parts, order_seed)
-        else:
-            rows = self._exactly(limit, epoch, part, parts, order_seed)
+        rng = None
         if order_seed is not None and buffer > 0:
             if self._arena is None:
                 self._arena = RowArena(self.num_classes)
-            rows = shuffled(rows, buffer, order_rng(order_seed, epoch, part), self._arena)
-        return rows
+            rng = order_rng(order_seed, epoch, part)  # one stream for the epoch, through every pass
 
-    def _exactly(self, limit: int, epoch: int, part: int, parts: int, order_seed: int | None) -> Iterator[Row]:
+        def one_pass() -> Iterator[Row]:
+            rows = self._part_rows(epoch, part, parts, order_seed)
+            return rows if rng is None else shuffled(rows, buffer, rng, self._arena)
+
+        return one_pass() if limit is None else self._exactly(limit, one_pass, part, parts)
+
+    def _exactly(self, limit: int, one_pass: Callable[[], Iterator[Row]], part: int, parts: int) -> Iterator[Row]:
         produced = 0
         while produced < limit:
             before = produced
-            read = self._part_rows(epoch, part, parts, order_seed)
+            read = one_pass()
             try:
                 for row in read:
                     yield row
@@ -177,16 +193,18 @@ class StreamRows:
 
     def _part_rows(self, epoch: int, part: int, parts: int, order_seed: int | None) -> Iterator[Row]:
         stream = self.stream.with_format("arrow")  # a new stream at epoch 0: datasets 5.x reorders shards after
-        if order_seed is not None:
-            stream.set_epoch(shard_order_key(order_seed, epoch))
         by_shards = parts > 1 and stream.n_shards % parts == 0
         if by_shards:
             stream = split_dataset_by_node(stream, rank=part, world_size=parts)
+        if order_seed is not None:
+            # After the split, which starts a stream at epoch 0 again: every part then orders the
+            # whole shard list alike and takes its share of that order, a disjoint share each epoch.
+            stream.set_epoch(shard_order_key(order_seed, epoch))
         position, finished = 0, False
         tables = stream.iter(batch_size=STREAM_BATCH_ROWS)
         try:
             for table in tables:
-                self._check_batch(table, position)
+                self._check_batch(table)
                 reader = ArrowRows(table, self.num_classes)
                 for i in range(table.num_rows):
                     if parts == 1 or by_shards:
@@ -203,14 +221,15 @@ class StreamRows:
                 # finalization and abort the process (see close_open_streams).
                 gc.collect()
 
-    def _check_batch(self, table: pa.Table, position: int) -> None:
+    def _check_batch(self, table: pa.Table) -> None:
         """v2 rows only: the ``preprocessed`` column of every batch must be all True."""
         if not self.preprocessed:
             return
         column = table.column("preprocessed")
         if pc.all(column).as_py():
             return
-        where = f"streamed rows {position}..{position + table.num_rows - 1}:"
+        names = table.column("filename")
+        where = f"the streamed rows {names[0].as_py()} to {names[-1].as_py()} ({table.num_rows} rows):"
         if pc.any(column).as_py():
             raise DatasetFormatError(
                 f"{where} 'preprocessed' column mixes True and False; expected True on every row of a stream with "
@@ -374,7 +393,9 @@ class RowReader:
             except queue.Empty:
                 break
         if self._thread is not threading.current_thread():
-            self._thread.join(timeout=60)
+            # A thread stuck in a stalled read is left to end by itself (it is a daemon, and it
+            # closes the stream once the read returns), so that a loop's break never hangs.
+            self._thread.join(timeout=10)
 
 
 #: row readers and row iterators that may hold a stream open

@@ -71,6 +71,12 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
     ``n % (world_size * W)`` rows of an epoch, at most, are not read (more with
     shards of unequal sizes; a part whose shards hold fewer rows reads its first rows
     again).
+
+    **Batch counts.** ``len()`` is the rows this rank reads. A ``DataLoader`` batches
+    each worker's rows on their own, so with ``W > 1`` workers it can yield up to
+    ``W - 1`` batches more than ``len(loader)`` says, the last batch of each worker being
+    short; with DDP the count is still the same on every rank. ``IrisLoader`` batches
+    the rank's rows together and yields exactly ``len(loader)`` batches.
     """
 
     def __init__(

@@ -221,6 +221,11 @@ class IrisDataset(torch.utils.data.Dataset):
                 "no random access; use IrisIterableDataset for its items or IrisLoader for batches, which both "
                 "read streams, or load the split without streaming=True"
             )
+        if isinstance(hf_dataset, datasets.IterableDatasetDict):
+            raise TypeError(
+                "hf_dataset is a datasets.IterableDatasetDict, every split of a stream; expected one split, "
+                "e.g. load_dataset(..., streaming=True)['train'], for IrisLoader or IrisIterableDataset"
+            )
         if not isinstance(hf_dataset, datasets.Dataset):
             raise TypeError(
                 f"hf_dataset is a {type(hf_dataset).__name__}; expected one split as a map-style "
