@@ -32,7 +32,7 @@ def write_results(name: str, results: dict) -> Path:
     return path
 
 
-def run_child(module: str, *args: str) -> dict:
+def run_in_child(module: str, *args: str) -> dict:
     """Run ``python -m module *args`` in a fresh process; the JSON object its last line prints.
 
     Each feed runs in a process of its own, so that its peak RSS and its threads are its own.

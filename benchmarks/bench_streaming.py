@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks._common import run_child, write_results
+from benchmarks._common import run_in_child, write_results
 from openeds.schema import raw_row_bytes
 from openeds.synthetic import write_sample
 from preprocessing.arrow_rows import _leaf_view
@@ -164,7 +164,7 @@ def run_child(name: str, folder: str) -> None:
 
 def feed_in_child(name: str, folder: Path) -> dict:
     args = ("--child", name, "--folder", str(folder), "--seconds", str(ARGS.seconds))
-    return run_child("benchmarks.bench_streaming", *args)
+    return run_in_child("benchmarks.bench_streaming", *args)
 
 
 def main(argv: list[str] | None = None) -> None:

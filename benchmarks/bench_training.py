@@ -48,7 +48,7 @@ import datasets
 import numpy as np
 import torch
 
-from benchmarks._common import run_child, write_results
+from benchmarks._common import run_in_child, write_results
 from openeds import raw
 from openeds.schema import HEIGHT, WIDTH
 from openeds.synthetic import write_sample
@@ -233,7 +233,7 @@ def run_child(name: str, data: str, repeat: int, epochs: int) -> dict:
 
 def feed_in_child(name: str, data: Path, repeat: int, epochs: int) -> dict:
     args = ("--child", name, "--data", str(data), "--repeat", str(repeat), "--epochs", str(epochs))
-    return run_child("benchmarks.bench_training", *args)
+    return run_in_child("benchmarks.bench_training", *args)
 
 
 def main(argv: list[str] | None = None) -> None:
