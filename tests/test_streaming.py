@@ -209,6 +209,26 @@ def test_iterable_dataset_in_a_dataloader_reads_disjoint_parts(v2, tmp_path):
     assert len(dataset) == 8
 
 
+def test_set_epoch_reaches_persistent_dataloader_workers(v2, tmp_path):
+    data = v2["pupil"]["train"]
+    stream = stream_of(write_folder(tmp_path, {"train": parts(data, 2, 2, 2, 2)}))  # 4 shards, 2 workers: whole shards
+
+    def epoch_items(loader, dataset, epoch):
+        dataset.set_epoch(epoch)
+        return [(item[2], item[0]) for item in loader]
+
+    persistent_set = IrisIterableDataset(stream, transform=AUGMENT, seed=3, shuffle_buffer=2)
+    persistent = torch.utils.data.DataLoader(persistent_set, batch_size=None, num_workers=2, persistent_workers=True)
+    kept = [epoch_items(persistent, persistent_set, epoch) for epoch in range(2)]
+    for epoch in range(2):
+        fresh_set = IrisIterableDataset(stream, transform=AUGMENT, seed=3, shuffle_buffer=2)
+        fresh = epoch_items(torch.utils.data.DataLoader(fresh_set, batch_size=None, num_workers=2), fresh_set, epoch)
+        assert [name for name, _ in kept[epoch]] == [name for name, _ in fresh], f"epoch {epoch}: order"
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(kept[epoch], fresh)), f"epoch {epoch}: draws"
+        assert sorted(name for name, _ in fresh) == sorted(data["filename"]), f"epoch {epoch}: every row once"
+    assert [n for n, _ in kept[0]] != [n for n, _ in kept[1]], "the workers read epoch 1, not epoch 0 again"
+
+
 def test_errors_reach_the_caller_and_threads_end(v2, tmp_path):
     data = v2["pupil"]["train"]
     folder = write_folder(tmp_path / "folder", {"train": parts(data, 4, 4)})
