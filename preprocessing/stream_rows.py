@@ -25,7 +25,8 @@ instead of about 70, and int64 lists instead of the stored dtypes).
 
 **Shuffling.** ``order_seed`` reorders the shards every epoch where datasets can do so
 on the Arrow path: ``IterableDataset.set_epoch`` reorders a stream's shards in datasets
-5.x (before the split into parts, alike on every rank); datasets 3.6 keeps the file
+5.x (alike on every rank, before each takes its share; ``split_dataset_by_node`` starts a
+stream at epoch 0 again, so the epoch is set after it); datasets 3.6 keeps the file
 order, and only shuffles shards together with a row buffer that leaves the Arrow path.
 ``buffer`` rows then go through a shuffle buffer (:func:`shuffled`). The buffer holds
 copies (:class:`RowArena`): a view would keep its whole record batch (16 rows) in
