@@ -25,6 +25,15 @@ def best_of(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
+def status_mb(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident since exec) of this process, in MB.
+
+    ``VmHWM``, not ``ru_maxrss``: Linux carries ``ru_maxrss`` over from the parent through fork and exec.
+    """
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
+
+
 def write_results(name: str, results: dict) -> Path:
     """Write ``results/<name>.json`` (into ``$OPENEDS_BENCH_RESULTS`` instead when set: the smoke test)."""
     folder = Path(os.environ.get("OPENEDS_BENCH_RESULTS") or RESULTS)

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks._common import run_in_child, write_results
+from benchmarks._common import run_in_child, status_mb, write_results
 from openeds.schema import raw_row_bytes
 from openeds.synthetic import write_sample
 from preprocessing.arrow_rows import _leaf_view
@@ -157,8 +157,7 @@ def run_child(name: str, folder: str) -> None:
     load = os.getloadavg()
     result = FEEDS[name](folder)
     result["load_average"] = [round(x, 2) for x in (*load, *os.getloadavg())]
-    with open("/proc/self/status") as status:
-        result["peak_rss_mb"] = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) // 1024
+    result["peak_rss_mb"] = round(status_mb("VmHWM"))
     print(json.dumps(result), flush=True)
 
 

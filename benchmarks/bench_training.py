@@ -48,7 +48,7 @@ import datasets
 import numpy as np
 import torch
 
-from benchmarks._common import run_in_child, write_results
+from benchmarks._common import run_in_child, status_mb, write_results
 from openeds import raw
 from openeds.schema import HEIGHT, WIDTH
 from openeds.synthetic import write_sample
@@ -115,24 +115,18 @@ def time_items(get: Callable[[int], object], rows: int, samples: int) -> dict[st
 # --- the feeds, each in a child process ----------------------------------------------------
 
 
-def _status_mb(field: str) -> float:
-    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident since exec) of this process, in MB."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
-
-
 def time_epochs(batches: Callable[[], Iterable], epochs: int) -> dict:
     """Samples/s over ``epochs`` passes after two warm-up passes, and the RSS after each pass."""
     for _ in range(2):  # warm-up: threads or workers start, buffers are allocated and touched
         for _ in batches():
             pass
-    rss, samples = [round(_status_mb("VmRSS"))], 0
+    rss, samples = [round(status_mb("VmRSS"))], 0
     wall = time.perf_counter()
     for _ in range(epochs):
         for batch in batches():
             samples += len(batch[2])
         del batch
-        rss.append(round(_status_mb("VmRSS")))
+        rss.append(round(status_mb("VmRSS")))
     wall = time.perf_counter() - wall
     return {"samples": samples, "wall_s": wall, "samples_per_s": samples / wall, "rss_mb_after_each_epoch": rss}
 
@@ -222,8 +216,7 @@ def run_child(name: str, data: str, repeat: int, epochs: int) -> dict:
     load = os.getloadavg()
     result = FEEDS[name](v2, epochs)
     result["load_average"] = [round(x, 2) for x in (*load, *os.getloadavg())]
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
-    result["peak_rss_mb"] = round(_status_mb("VmHWM"))
+    result["peak_rss_mb"] = round(status_mb("VmHWM"))
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # DataLoader workers, once joined
     if workers:
         result["largest_worker_peak_rss_mb"] = round(workers)
