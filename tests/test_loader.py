@@ -322,6 +322,17 @@ def test_wrong_arguments_are_named(v2):
 # --- distributed data parallel: 2 processes on gloo ---------------------------------------
 
 
+def all_reduced_epoch(loader) -> dict:
+    """One epoch of a DDP rank: its filenames, and per batch the batch sizes summed over the ranks."""
+    names, sums = [], []
+    for _image, _label, filenames, _weights, _dist in loader:
+        total = torch.tensor([float(len(filenames))])
+        torch.distributed.all_reduce(total)  # with unequal batch counts this would fail or time out
+        sums.append(total.item())
+        names += filenames
+    return {"filenames": names, "sums": sums}
+
+
 def ddp_rank(rank: int, world_size: int, data_dir: str, init_file: str, out_dir: str) -> None:
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size, timeout=timedelta(seconds=30)
@@ -329,15 +340,8 @@ def ddp_rank(rank: int, world_size: int, data_dir: str, init_file: str, out_dir:
     try:
         data = datasets.load_from_disk(data_dir)
         loader = IrisLoader(data, batch_size=2, transform=AUGMENT, seed=11)  # rank, world_size from torch.distributed
-        record = {"rank": loader.rank, "world_size": loader.world_size, "len": len(loader), "epochs": []}
-        for epoch in range(2):
-            names, sums = [], []
-            for image, label, filenames, weights, dist in loader:
-                total = torch.tensor([float(len(filenames))])
-                torch.distributed.all_reduce(total)  # with unequal batch counts this would fail or time out
-                sums.append(total.item())
-                names += filenames
-            record["epochs"].append({"filenames": names, "sums": sums})
+        record = {"rank": loader.rank, "world_size": loader.world_size, "len": len(loader)}
+        record["epochs"] = [all_reduced_epoch(loader) for _ in range(2)]
         loader.close()
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
     finally:

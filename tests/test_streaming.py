@@ -22,7 +22,7 @@ from preprocessing.augment import Compose, GaussianBlur, HorizontalFlip, LineAug
 from preprocessing.stream_rows import StreamRows  # noqa: E402
 from preprocessing.training import IrisDataset, IrisIterableDataset, IrisLoader  # noqa: E402
 from push import push  # noqa: E402
-from tests.test_loader import FailOn, assert_batches_equal  # noqa: E402
+from tests.test_loader import FailOn, all_reduced_epoch, assert_batches_equal  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 #: TRAIN_AUGMENT's steps, each with p=0.5, so that every small epoch has some of each
@@ -291,15 +291,7 @@ def ddp_rank(rank: int, world_size: int, folders: list[str], init_file: str, out
         for folder in folders:
             stream = datasets.load_dataset(folder, split="train", streaming=True)
             loader = IrisLoader(stream, 2, transform=AUGMENT, seed=11, shuffle_buffer=2)  # ranks from torch
-            epochs = []
-            for _ in range(2):
-                names, sums = [], []
-                for image, label, filenames, weights, dist in loader:
-                    total = torch.tensor([float(len(filenames))])
-                    torch.distributed.all_reduce(total)  # with unequal batch counts this would fail or time out
-                    sums.append(total.item())
-                    names += filenames
-                epochs.append({"filenames": names, "sums": sums})
+            epochs = [all_reduced_epoch(loader) for _ in range(2)]
             loader.close()
             record.append({"len": len(loader), "epochs": epochs})
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(record))
