@@ -474,12 +474,16 @@ def kept_sizes(
 
 
 def _remote_rows(api: HfApi, repo_id: str, head: str, path: str, token: str | None, retry: RetryPolicy) -> int:
-    def read_footer() -> int:
-        fs = HfFileSystem(endpoint=api.endpoint, token=token)
-        with fs.open(f"datasets/{repo_id}@{head}/{path}", "rb") as file:  # ranged reads of the footer only
-            return pq.ParquetFile(file).metadata.num_rows
+    return _retry(
+        retry, f"read the row count of {repo_id}/{path}", lambda: _footer(api, repo_id, head, path, token).num_rows
+    )
 
-    return _retry(retry, f"read the row count of {repo_id}/{path}", read_footer)
+
+def _footer(api: HfApi, repo_id: str, head: str, path: str, token: str | None) -> pq.FileMetaData:
+    """The parquet footer of a remote file, by ranged reads of its end only."""
+    fs = HfFileSystem(endpoint=api.endpoint, token=token)
+    with fs.open(f"datasets/{repo_id}@{head}/{path}", "rb") as file:
+        return pq.ParquetFile(file).metadata
 
 
 def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, retry: RetryPolicy) -> str:
@@ -521,9 +525,7 @@ def _remote_columns(
         return set.intersection(*filter(None, per_config))  # one config without the v2 column is v1 data
 
     def read_schema() -> set[str]:
-        fs = HfFileSystem(endpoint=api.endpoint, token=token)
-        with fs.open(f"datasets/{repo_id}@{head}/{data_file}", "rb") as file:  # ranged reads of the footer only
-            return set(pq.read_schema(file).names)
+        return set(_footer(api, repo_id, head, data_file, token).schema.to_arrow_schema().names)
 
     return _retry(retry, f"read the schema of {repo_id}/{data_file}", read_schema)
 
