@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING
 import requests
 from tqdm import tqdm
 
-from openeds.disk import require_free_space
+from openeds.disk import require_free_space, write_atomically
 from openeds.lock import hold
 from openeds.raw import RawDataError, find_split_dirs
 from openeds.retry import (
@@ -177,7 +177,7 @@ def _download_and_extract(slug: str, folder: Path, *, quiet: bool, retry: RetryP
     shutil.rmtree(data, ignore_errors=True)
     extracted.rename(data)
     record = {"slug": slug, "archive_bytes": archive.stat().st_size, "extracted_bytes": unpacked_bytes, "files": counts}
-    _write_json_atomically(marker, record)
+    write_atomically(marker, (json.dumps(record, indent=2) + "\n").encode())
     shutil.rmtree(archive.parent)
     return counts
 
@@ -253,12 +253,6 @@ def _describe(counts: FileCounts) -> str:
     return "; ".join(
         f"{split}: " + ", ".join(f"{n} {sub}" for sub, n in subs.items()) for split, subs in counts.items()
     )
-
-
-def _write_json_atomically(path: Path, record: dict[str, object]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(partial, path)
 
 
 # -- kaggle --------------------------------------------------------------------------------
