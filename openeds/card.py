@@ -24,7 +24,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from openeds import schema
-from openeds.disk import human_bytes
+from openeds.disk import human_bytes, write_atomically
 from openeds.layout import PREVIEW_PATHS, split_prefix
 
 logger = logging.getLogger(__name__)
@@ -279,10 +279,7 @@ def render_preview(rows: list[dict], path: Path) -> None:
     header = np.full((24, 320 * len(titles), 3), 255, np.uint8)
     for i, title in enumerate(titles):
         cv2.putText(header, title, (320 * i + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, png = cv2.imencode(".png", np.vstack([header, *lines]))
     if not ok:
         raise OSError(f"could not encode the preview picture {path}")
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(png.tobytes())
-    tmp.replace(path)
+    write_atomically(path, png.tobytes())
