@@ -31,7 +31,7 @@ whose counts no longer match, a half-written ``data/``) is downloaded or extract
 To pick up a new version of the Kaggle dataset, delete the slug's folder.
 
 Timeouts and retries (kaggle 2.2.5, kagglesdk 0.1.38). Every request runs under
-``--timeout`` (60 s by default) per phase: connecting, and each read, which bounds a body
+``--timeout`` (30 s by default) per phase: connecting, and each read, which bounds a body
 that stops arriving as well as an answer that never comes (:mod:`openeds.timeouts` mounts it
 on every session kagglesdk opens, ``import kaggle``'s own token check included). A request
 that waits longer fails with requests' timeout error, a transient failure like a 503.

@@ -18,7 +18,7 @@ less than `policy.floor` (half the first delay), jitter and `Retry-After: 0` inc
 wait that would end past the budget is not started: the loop gives up at once instead.
 
 The budgets bound the retries, not the attempts: an attempt ends on its own, because every
-request runs under `policy.timeout` (`--timeout`, default 60 s), the longest a connect, or one
+request runs under `policy.timeout` (`--timeout`, default 30 s), the longest a connect, or one
 read or write of a request, may wait (`openeds.timeouts` gives it to both clients). It is not a
 deadline for the whole request: a long upload or download that keeps moving is never cut. A
 server that stops answering is therefore a transient failure like a 503, and a run whose server
@@ -61,7 +61,7 @@ _UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EH
 DEFAULT_RETRY_TIMEOUT = 600.0
 DEFAULT_NETWORK_TIMEOUT = 60.0
 #: seconds a connect, or one read or write of a request, may wait (`--timeout`)
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 30.0
 
 T = TypeVar("T")
 
@@ -356,7 +356,7 @@ def request_timeout(text: str) -> float:
 
 
 def add_retry_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--retry-timeout SECONDS`` (default 600) and ``--timeout SECONDS`` (default 60)."""
+    """Add ``--retry-timeout SECONDS`` (default 600) and ``--timeout SECONDS`` (default 30)."""
     parser.add_argument(
         "--retry-timeout", type=retry_timeout, default=DEFAULT_RETRY_TIMEOUT, metavar="SECONDS",
         help=f"how long to keep retrying transient server errors (5xx, 429, a server that stopped answering) "

@@ -19,7 +19,8 @@ is not cut; a transfer that stops moving fails with the client's timeout error, 
 * `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT`, the timeouts huggingface_hub passes
   itself to metadata calls and downloads (`HfFileSystem` reads of a parquet footer): the same
   value, in `huggingface_hub.constants`, where huggingface_hub reads them at each call (the
-  environment variables are read once, at import).
+  environment variables are read once, at import). `--timeout` thus replaces whatever those
+  variables say, so that one flag bounds every request.
 
 The async client factory is left alone: nothing push.py runs uses it.
 

@@ -305,6 +305,16 @@ def test_a_server_that_stops_answering_ends_within_the_budget(
     assert ended - posts[0].time < 1.5 + 0.5 + 1.0  # the last attempt's timeout, and slack for a loaded machine
 
 
+def test_the_cli_passes_its_timeout_to_kaggle(stub: KaggleStub, tmp_path: Path) -> None:
+    stub.hang(times=1000)
+    argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(tmp_path / "cache"), "--timeout", "0.5",
+            "--retry-timeout", "1"]
+    result = subprocess.run(argv, env=stub.client_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+    _check_output(result)
+    assert f"{DOWNLOAD_PATH} got no data for 0.5 s (read timeout" in _error(result)
+    assert "the retry budget is 1 s" in _error(result)
+
+
 def test_a_token_check_that_hangs_is_retried_then_said(stub: KaggleStub, tmp_path: Path) -> None:
     stub.hang(times=1000, on="auth")
     started = time.monotonic()

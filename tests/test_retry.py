@@ -243,7 +243,7 @@ def test_retry_timeout_argument():
 def test_timeout_argument():
     assert request_timeout("30") == 30.0 and request_timeout("0.5") == 0.5
     for bad in ("0", "-1", "soon", "inf", "nan"):
-        with pytest.raises(argparse.ArgumentTypeError, match="expected more than 0, e.g. 60"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected more than 0, e.g. 30"):
             request_timeout(bad)
 
 
