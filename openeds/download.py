@@ -373,7 +373,8 @@ def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: R
                 ) from None
             kept = f" ({progress.on_disk():,} bytes of it are kept in {archive.parent}, and the next run resumes)"
             raise DownloadError(
-                f"Kaggle download of {slug} still fails after {gave_up.attempts} attempts in {gave_up.elapsed:.1f} s "
+                f"Kaggle download of {slug} still fails after {gave_up.attempts} "
+                f"attempt{'s' * (gave_up.attempts != 1)} in {gave_up.elapsed:.1f} s "
                 f"(last: {gave_up.last.description}; {gave_up.tally}); expected a 2xx answer and the whole archive"
                 f"{kept if progress.on_disk() else ''}. "
                 f"Fix: try again later or with a longer --retry-timeout or --timeout, {_NO_DATA_DIR_FIX}"
