@@ -39,7 +39,7 @@ from huggingface_hub import HfApi
 from openeds import card, disk, download, hub, layout, lock, raw, schema
 from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
 from openeds.parquet import read_rows
-from openeds.retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, add_retry_argument
+from openeds.retry import DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import write_sample
 
 DEFAULT_REPO_ID = "Conner/openeds-precomputed"
@@ -104,6 +104,7 @@ def push(
     on_missing_label: raw.MissingLabelPolicy = "error",
     command: str = "python push.py",
     retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
+    timeout: float = DEFAULT_TIMEOUT,
     api: HfApi | None = None,
 ) -> Summary:
     """Materialise the asked configs and splits into `local_dir`, then publish them to `repo_id`.
@@ -112,7 +113,9 @@ def push(
     `kaggle_dataset` cached under `cache_dir`. `config` is `pupil`, `full` or `all`; `splits`
     defaults to every split present. `command` is recorded in the card. `retry_timeout` bounds the
     retries of transient server errors, Hub and Kaggle alike, in seconds (an unreachable network:
-    the smaller of it and 60 s). `api` is the seam for the Hub client (default `HfApi()`).
+    the smaller of it and 60 s); `timeout` bounds each wait of each request of both clients (to
+    connect, for the next data), so a server that stops answering is such an error too. `api` is
+    the seam for the Hub client (default `HfApi()`).
 
     When uploading, the token is looked for first, before any build or request, and the Hub is
     read (`hub.connect`: the token's rights, the repo's files and card) before the raw data is
@@ -122,7 +125,7 @@ def push(
     """
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
-    retry = RetryPolicy(total=retry_timeout)
+    retry = RetryPolicy(total=retry_timeout, timeout=timeout)
     if upload:
         if sample and repo_id == DEFAULT_REPO_ID:
             raise hub.PublishError(
@@ -338,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_missing_label=args.on_missing_label,
             command="python push.py " + shlex.join(argv),
             retry_timeout=args.retry_timeout,
+            timeout=args.timeout,
         )
     except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@
     python -m openeds.download --cache-dir /data/kaggle-cache
     python -m openeds.download --kaggle-dataset owner/name --quiet
     python -m openeds.download --retry-timeout 60               # give up on a failing server sooner
+    python -m openeds.download --timeout 20                     # a request silent for 20 s is retried
 
 Credentials are whatever the ``kaggle`` client accepts: ``kaggle auth login``,
 ``KAGGLE_API_TOKEN``, ``~/.kaggle/access_token``, ``KAGGLE_USERNAME``/``KAGGLE_KEY`` or
@@ -29,24 +30,36 @@ without importing ``kaggle`` or making a request. Anything else (no marker, a ma
 whose counts no longer match, a half-written ``data/``) is downloaded or extracted again.
 To pick up a new version of the Kaggle dataset, delete the slug's folder.
 
-Retries, by layer (kaggle 2.2.5, kagglesdk 0.1.38). ``KaggleApi.dataset_download_files``
-is three steps, and this module calls the same three so that it can wrap only the first:
+Timeouts and retries (kaggle 2.2.5, kagglesdk 0.1.38). Every request runs under
+``--timeout`` (30 s by default) per phase: connecting, and each read, which bounds a body
+that stops arriving as well as an answer that never comes (:mod:`openeds.timeouts` mounts it
+on every session kagglesdk opens, ``import kaggle``'s own token check included). A request
+that waits longer fails with requests' timeout error, a transient failure like a 503.
+``KaggleApi.authenticate()`` (a request only for an access token) is retried on those within
+the budget below. ``KaggleApi.dataset_download_files`` is three steps; this module calls the
+same three, as ONE attempt of :func:`openeds.retry.call_with_retries`:
 
 1. ``DatasetApiClient.download_dataset``: ``POST .../datasets.DatasetApiService/DownloadDataset``,
-   then requests follows the 302 to the archive and returns once its headers arrive.
-   kaggle does NOT retry this step: one attempt, then ``raise_for_status``. It is
-   retried here (:func:`openeds.retry.call_with_retries`) on 429 and 503 (honouring
-   ``Retry-After``), other 5xx, and connection errors or timeouts, for up to
-   ``--retry-timeout`` seconds (600 by default); when the network or the endpoint is
-   unreachable (DNS failure, connection refused), for at most 60 s. 401, 403 and 404 are
-   not retried.
+   then requests follows the 302 to the archive and returns once its headers arrive;
 2. ``KaggleApi.download_needed``: skips the transfer when a complete archive is already
-   on disk (for example after an extraction that stopped for lack of space).
-3. ``KaggleApi.download_file``: streams the body. kaggle retries dropped connections,
-   timeouts and HTTP errors itself, up to 5 times, with 2**n s backoff (``Retry-After``
-   on 429), resuming with ``Range``/``If-Range``; across runs it resumes from the
-   ``.kaggle-partial`` marker. This step is not wrapped again: when kaggle gives up,
-   :class:`DownloadError` says to run again, and the next run resumes.
+   on disk (for example after an extraction that stopped for lack of space);
+3. ``KaggleApi.download_file`` with ``max_retries=0``: it streams the body once. Its own
+   retry loop (5 tries, 2**n s apart) ignores any budget, so it is not used; the loop here
+   retries instead. When part of the archive is on disk with kaggle's ``.kaggle-partial``
+   marker, kaggle itself resumes it with ``Range``/``If-Range`` (its own request, with the
+   timeout passed in), within a run as across runs.
+
+Each retry is the three steps again, as a new run would take them: a fresh POST (and so a
+fresh link to the archive), then kaggle's own resume. The attempt is retried on 429 and 503
+(honouring ``Retry-After``), other 5xx, dropped or cut connections and timeouts, for up to
+``--retry-timeout`` seconds (600 by default) from the first attempt; when the network or the
+endpoint is unreachable (DNS failure, connection refused, connect timeout), for at most 60 s.
+401, 403 and 404 are not retried. So a server that stops answering or sending ends the run
+about ``--retry-timeout`` plus one timeout after the download began. One exception keeps
+long downloads whole: an attempt that ran longer than the budget plus one timeout and grew
+the archive before it failed starts the budget again (``fresh_start``), so an hour-long
+transfer cut once is resumed, not given up. When the budget is spent, :class:`DownloadError`
+says so and the part on disk is kept: the next run resumes it.
 
 Every failure is a :class:`DownloadError` with a one-line message.
 """
@@ -55,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -63,6 +77,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -81,11 +96,13 @@ from openeds.retry import (
     Transient,
     add_retry_argument,
     call_with_retries,
+    describe_timeout,
     endpoint_of,
     error_chain,
     is_unreachable,
     parse_retry_after,
 )
+from openeds.timeouts import use_kaggle_timeouts
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -127,7 +144,8 @@ def fetch_raw(
     The folder is ``<cache_dir>/<owner>--<name>/data`` (``cache_dir`` defaults to
     :func:`default_cache_dir`) and is accepted by :func:`openeds.raw.find_split_dirs`.
     Progress and the file counts per split go to stderr unless ``quiet``. Every failure
-    raises :class:`DownloadError`; ``retry`` bounds the retries of step 1 (module docstring).
+    raises :class:`DownloadError`; ``retry`` bounds each request (``retry.timeout``) and the
+    retries of the download (module docstring).
     """
     if not _SLUG_RE.fullmatch(slug):
         raise DownloadError(f"Kaggle dataset {slug!r} is not of the form owner/name; expected e.g. {DEFAULT_SLUG}")
@@ -158,7 +176,7 @@ def _download_and_extract(slug: str, folder: Path, *, quiet: bool, retry: RetryP
     for stale in folder.glob("extract-*.tmp"):
         shutil.rmtree(stale)
     archive = folder / "download" / f"{slug.split('/')[1]}.zip"
-    _download(_kaggle_api(), slug, archive, quiet=quiet, retry=retry)
+    _download(_kaggle_api(retry), slug, archive, quiet=quiet, retry=retry)
 
     extracted = Path(tempfile.mkdtemp(prefix="extract-", suffix=".tmp", dir=folder))
     try:
@@ -216,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         data = fetch_raw(
             args.kaggle_dataset or DEFAULT_SLUG, args.cache_dir, quiet=args.quiet,
-            retry=RetryPolicy(total=args.retry_timeout),
+            retry=RetryPolicy(total=args.retry_timeout, timeout=args.timeout),
         )
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -258,20 +276,24 @@ def _describe(counts: FileCounts) -> str:
 # -- kaggle --------------------------------------------------------------------------------
 
 
-def _kaggle_api() -> KaggleApi:
+def _kaggle_api(retry: RetryPolicy) -> KaggleApi:
     """Import kaggle lazily and authenticate, turning a missing login into a DownloadError.
 
-    ``import kaggle`` already authenticates once; 2.2.5 ignores a failure there (a release
-    that exits at import is caught the same way, the import being inside the ``try``).
-    ``KaggleApi.authenticate()`` then prints a help text and calls ``exit(1)`` when it
-    finds no credentials, or only a token its server rejects; one line replaces that text.
+    Every session kagglesdk opens gets ``retry.timeout`` first (``openeds.timeouts``): ``import
+    kaggle`` already authenticates once, and with an access token that is a request. 2.2.5 ignores
+    a failure there (a release that exits at import is caught the same way, the import being inside
+    the ``try``). ``KaggleApi.authenticate()`` then prints a help text and calls ``exit(1)`` when it
+    finds no credentials, or only a token its server rejects; one line replaces that text. A token
+    check that fails in transit is retried within ``retry``.
     """
+    use_kaggle_timeouts(retry.timeout)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             from kaggle.api.kaggle_api_extended import KaggleApi
 
             api = KaggleApi()
-            api.authenticate()
+            call_with_retries(api.authenticate, what="check the Kaggle access token",
+                              classify=functools.partial(_classify, timeout=retry.timeout), policy=retry)
     except ImportError as e:
         raise DownloadError(
             f"the kaggle client cannot be imported ({e}); expected kaggle>=2.2 and six. "
@@ -283,6 +305,12 @@ def _kaggle_api() -> KaggleApi:
             "KAGGLE_API_TOKEN, ~/.kaggle/access_token, KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json. "
             f"Fix: run `kaggle auth login` or create a token at https://www.kaggle.com/settings/api, {_NO_DATA_DIR_FIX}"
         ) from None
+    except GaveUp as gave_up:
+        raise DownloadError(
+            f"could not reach Kaggle to check the access token ({gave_up.last.description}; {gave_up.tally}); "
+            f"expected a working connection. Fix: check the network or proxy settings, or run again with a longer "
+            f"--retry-timeout, {_NO_DATA_DIR_FIX}"
+        ) from None
     except requests.RequestException as e:
         raise DownloadError(
             f"could not reach Kaggle to check the access token ({_one_line(e)}); expected a working connection. "
@@ -292,66 +320,105 @@ def _kaggle_api() -> KaggleApi:
 
 
 def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: RetryPolicy) -> None:
-    """Steps 1-3 of the module docstring: fetch ``slug``'s archive to ``archive``."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    # kaggle prints progress lines on stdout; keep stdout for results (main prints the folder).
-    with contextlib.redirect_stdout(sys.stderr), api.build_kaggle_client() as client:
-        _say(quiet, f"{slug}: downloading https://www.kaggle.com/datasets/{slug} to {archive}")
-        response = _open_download(client, slug, retry, quiet=quiet)
-        if not api.download_needed(response, str(archive), quiet):
-            response.close()
-            return
-        size = int(response.headers.get("Content-Length") or 0)
-        on_disk = archive.stat().st_size if archive.exists() else 0
-        require_free_space(archive.parent, size - on_disk, purpose=f"to download {slug}", fix=_CACHE_DISK_FIX,
-                           error=DownloadError)
-        try:
-            api.download_file(response, str(archive), client.http_client(), quiet=quiet, resume=True)
-        except (requests.RequestException, OSError, ValueError) as e:
-            raise DownloadError(
-                f"download of {slug} to {archive} stopped after kaggle's own retries ({_one_line(e)}); "
-                f"expected the complete archive. Fix: run again to resume it, {_NO_DATA_DIR_FIX}"
-            ) from None
-
-
-def _open_download(client: KaggleClient, slug: str, retry: RetryPolicy, *, quiet: bool) -> requests.Response:
-    """Step 1: ask for the archive and follow the redirect, retrying what kaggle does not."""
+    """Steps 1-3 of the module docstring: fetch ``slug``'s archive to ``archive``, one budget for all."""
     from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
 
     request = ApiDownloadDatasetRequest()
     request.owner_slug, request.dataset_slug = slug.split("/")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    progress = _Progress(archive, retry)
+
+    def attempt(client: KaggleClient) -> None:
+        progress.begin()
+        response = client.datasets.dataset_api_client.download_dataset(request)  # step 1: answered once headers arrive
+        progress.url = response.url
+        with contextlib.closing(response):  # kaggle resumes with a request of its own and leaves this one unread
+            if not api.download_needed(response, str(archive), quiet):  # step 2
+                return
+            size = int(response.headers.get("Content-Length") or 0)
+            require_free_space(archive.parent, size - progress.on_disk(), purpose=f"to download {slug}",
+                               fix=_CACHE_DISK_FIX, error=DownloadError)
+            # Step 3, one try: the retries are this loop's, within the budget. kaggle's own lines about
+            # them ("Download failed after 0 retries", ...) would mislead; its progress bar stays.
+            with contextlib.redirect_stdout(io.StringIO()):
+                api.download_file(response, str(archive), client.http_client(), quiet=quiet, resume=True,
+                                  max_retries=0, timeout=(retry.timeout, retry.timeout))
 
     def say(failure: Transient, retries: int, wait: float) -> None:
-        _say(quiet, f"{slug}: {failure.description}; retrying in {wait:.1f} s (attempt {retries + 1})")
+        kept = f"; {progress.on_disk():,} bytes kept, resuming" if progress.on_disk() else ""
+        _say(quiet, f"{slug}: {failure.description}{kept}; retrying in {wait:.1f} s (attempt {retries + 1})")
 
-    try:
-        return call_with_retries(
-            lambda: client.datasets.dataset_api_client.download_dataset(request),
-            what=f"download {slug}",
-            classify=_classify,
-            policy=retry,
-            on_retry=say,
-        )
-    except requests.HTTPError as e:
-        raise _refused(slug, e.response.status_code if e.response is not None else 0, e) from None
-    except GaveUp as gave_up:
-        if gave_up.last.unreachable:
-            endpoint = endpoint_of(gave_up.__cause__) if gave_up.__cause__ else None
-            endpoint = endpoint or "the Kaggle API"
+    # kaggle prints progress lines on stdout; keep stdout for results (main prints the folder).
+    with contextlib.redirect_stdout(sys.stderr), api.build_kaggle_client() as client:
+        _say(quiet, f"{slug}: downloading https://www.kaggle.com/datasets/{slug} to {archive}")
+        try:
+            call_with_retries(
+                functools.partial(attempt, client),
+                what=f"download {slug}",
+                classify=lambda error: _classify(error, timeout=retry.timeout, url=progress.url),
+                policy=retry,
+                on_retry=say,
+                fresh_start=progress.moved_on,
+            )
+        except requests.HTTPError as e:
+            raise _refused(slug, e.response.status_code if e.response is not None else 0, e) from None
+        except GaveUp as gave_up:
+            if gave_up.last.unreachable:
+                endpoint = endpoint_of(gave_up.__cause__) if gave_up.__cause__ else None
+                endpoint = endpoint or "the Kaggle API"
+                raise DownloadError(
+                    f"Kaggle download of {slug}: the network or the endpoint {endpoint} is unreachable "
+                    f"({gave_up.last.description}; {gave_up.tally}); expected a connection to Kaggle. "
+                    f"Fix: check the network connection and the proxy settings, then run again, {_NO_DATA_DIR_FIX}"
+                ) from None
+            kept = f" ({progress.on_disk():,} bytes of it are kept in {archive.parent}, and the next run resumes)"
             raise DownloadError(
-                f"Kaggle download of {slug}: the network or the endpoint {endpoint} is unreachable "
-                f"({gave_up.last.description}; {gave_up.tally}); expected a connection to Kaggle. "
-                f"Fix: check the network connection and the proxy settings, then run again, {_NO_DATA_DIR_FIX}"
+                f"Kaggle download of {slug} still fails after {gave_up.attempts} "
+                f"attempt{'s' * (gave_up.attempts != 1)} in {gave_up.elapsed:.1f} s "
+                f"(last: {gave_up.last.description}; {gave_up.tally}); expected a 2xx answer and the whole archive"
+                f"{kept if progress.on_disk() else ''}. "
+                f"Fix: try again later or with a longer --retry-timeout or --timeout, {_NO_DATA_DIR_FIX}"
             ) from None
-        raise DownloadError(
-            f"Kaggle download of {slug} still fails after {gave_up.attempts} attempts in {gave_up.elapsed:.1f} s "
-            f"(last: {gave_up.last.description}; {gave_up.tally}); expected a 2xx answer. "
-            f"Fix: try again later or with a longer --retry-timeout, {_NO_DATA_DIR_FIX}"
-        ) from None
+        except (requests.RequestException, ValueError) as e:  # ValueError: kaggle's size check, its date parsing
+            raise DownloadError(
+                f"download of {slug} to {archive} stopped ({_one_line_typed(e)}); expected the complete archive. "
+                f"Fix: run again to resume it, {_NO_DATA_DIR_FIX}"
+            ) from None
+        except OSError as e:
+            raise DownloadError(
+                f"cannot write {archive} ({_one_line_typed(e)}); expected a writable --cache-dir with room. "
+                f"Fix: {_CACHE_DISK_FIX} or free some space, then run again to resume it"
+            ) from None
 
 
-def _classify(error: Exception) -> Transient | None:
-    """429 and 5xx answers, dropped connections and timeouts are worth another try; other answers are not."""
+class _Progress:
+    """What the attempts of one download wrote, for `call_with_retries`'s ``fresh_start``.
+
+    A failed attempt starts the budget again when it ran longer than the budget plus one timeout
+    and the archive grew meanwhile: a long transfer cut once, not a server that keeps failing.
+    """
+
+    def __init__(self, archive: Path, retry: RetryPolicy) -> None:
+        self.archive, self.retry = archive, retry
+        self.started, self.size = time.monotonic(), 0
+        self.url: str | None = None  # of the archive, once an attempt got that far
+
+    def on_disk(self) -> int:
+        return self.archive.stat().st_size if self.archive.exists() else 0
+
+    def begin(self) -> None:
+        self.started, self.size = time.monotonic(), self.on_disk()
+
+    def moved_on(self) -> bool:
+        ran = time.monotonic() - self.started
+        return self.on_disk() > self.size and ran > self.retry.total + self.retry.timeout
+
+
+def _classify(error: Exception, *, timeout: float | None = None, url: str | None = None) -> Transient | None:
+    """429 and 5xx answers, dropped or cut connections and timeouts are worth another try; other answers are not.
+
+    ``timeout`` is the one requests ran under and ``url`` the archive's, for the message.
+    """
     if isinstance(error, requests.HTTPError):
         response = error.response
         status = response.status_code if response is not None else 0
@@ -359,9 +426,10 @@ def _classify(error: Exception) -> Transient | None:
             return None
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
         return Transient(f"HTTP {status}", retry_after)
-    if isinstance(error, (requests.ConnectionError, requests.Timeout)):
+    if isinstance(error, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
         root = list(error_chain(error))[-1]
-        return Transient(_one_line_typed(root), unreachable=is_unreachable(error))
+        description = describe_timeout(error, timeout, url=url) or _one_line_typed(root)
+        return Transient(description, unreachable=is_unreachable(error))
     return None
 
 

@@ -33,6 +33,11 @@ repo, repo info, refs, card download, footers, commit, tag) are sent once by the
 a `RetryPolicy`. Every failure is a `PublishError` of one line naming the step, what the Hub said,
 whether anything was published, and whether re-running helps.
 
+Timeouts: `connect` gives every request from then on `RetryPolicy.timeout` per phase (`openeds.timeouts`),
+so a Hub that accepts a request and never answers, or stops sending mid-answer, is a transient error
+like a 503. Where the client retries itself (the LFS upload, `HfFileSystem`'s footer reads), it tries
+6 times, 1-8 s apart: up to 6 timeouts and 23 s of waits.
+
 The token is never printed or logged.
 """
 
@@ -79,12 +84,14 @@ from openeds.retry import (
     RetryPolicy,
     Transient,
     call_with_retries,
+    describe_timeout,
     endpoint_of,
     error_chain,
     is_unreachable,
     parse_retry_after,
 )
 from openeds.schema import DEFAULT_CONFIG
+from openeds.timeouts import use_hub_timeouts
 
 logger = logging.getLogger(__name__)
 
@@ -306,6 +313,7 @@ def require_token(api: HfApi, repo_id: str, token: str | None = None) -> str:
 def connect(api: HfApi, repo_id: str, *, token: str, retry: RetryPolicy = DEFAULT_RETRY) -> RemoteState:
     """Check the token with the Hub (valid, not read-only), then read the remote once (`inspect_remote`)."""
     _check_repo_id(repo_id)
+    use_hub_timeouts(retry.timeout)  # every request from here on, this module's and the client's own
     user = _check_token(api, token, retry)
     with _explain_access(api, repo_id, user):
         state = inspect_remote(api, repo_id, token=token, retry=retry)
@@ -610,7 +618,8 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
         resume = "re-run the same command: files already uploaded are not sent again"
         if _classify(error) is not None:
             raise PublishError(
-                f"uploading to {repo_id} failed after the client's retries ({_describe(error)}); "
+                f"uploading to {repo_id} failed after the client's retries "
+                f"({describe_timeout(error) or _describe(error)}); "
                 f"expected the Hub to accept the files; {NOTHING_PUBLISHED}; {resume}"
             ) from error
         if status is not None:
@@ -747,7 +756,8 @@ def _classify(error: Exception) -> Transient | None:
     if transport is None:
         return None
     root = list(error_chain(error))[-1]
-    return Transient(_describe(root if root is not transport else transport), unreachable=is_unreachable(error))
+    description = describe_timeout(error) or _describe(root if root is not transport else transport)
+    return Transient(description, unreachable=is_unreachable(error))
 
 
 def _refused(what: str, error: BaseException, outcome: str, *, advice: str | None = None) -> PublishError:

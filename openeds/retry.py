@@ -4,8 +4,9 @@
 fails in a way `classify` says is not worth another try (the error is re-raised untouched), or
 the budget is spent (`GaveUp`, carrying the last error). Two budgets:
 
-* transient server errors (5xx, 429, a connection dropped mid-answer): `policy.total` seconds
-  from the first attempt, `--retry-timeout` on the command lines (default 600 s);
+* transient server errors (5xx, 429, a connection dropped mid-answer, a server that accepted the
+  request and then sent nothing for `policy.timeout`): `policy.total` seconds from the first
+  attempt, `--retry-timeout` on the command lines (default 600 s);
 * an unreachable network or endpoint (DNS failure, connection refused, connect timeout):
   `min(policy.network_total, policy.total)` seconds, 60 s at most by default, counted from the
   first of an unbroken run of such failures. Retrying those for ten minutes only hides that the
@@ -16,6 +17,19 @@ less than `policy.floor` (half the first delay), jitter and `Retry-After: 0` inc
 `Retry-After` header is parsed by `parse_retry_after` only (delta-seconds or an HTTP-date); a
 wait that would end past the budget is not started: the loop gives up at once instead.
 
+The budgets bound the retries, not the attempts: an attempt ends on its own, because every
+request runs under `policy.timeout` (`--timeout`, default 30 s), the longest a connect, or one
+read or write of a request, may wait (`openeds.timeouts` gives it to both clients). It is not a
+deadline for the whole request: a long upload or download that keeps moving is never cut. A
+server that stops answering is therefore a transient failure like a 503, and a run whose server
+never answers ends about `policy.total` plus one timeout after its first attempt. A caller whose
+attempt can be long and make progress (the Kaggle download) passes `fresh_start`: a failure
+after such progress starts the budgets again, so a download cut once after an hour is resumed
+rather than given up, while one that keeps failing still ends.
+
+`describe_timeout` turns a timeout of either client into one line naming the request, its host
+and the phase that waited.
+
 tenacity or stamina could run this loop, but the two budgets, the floor and the `Retry-After`
 rule would be custom wait and stop callbacks anyway; a function this size needs no dependency.
 """
@@ -23,6 +37,7 @@ rule would be custom wait and stop callbacks anyway; a function this size needs 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import email.utils
 import errno
 import math
@@ -35,6 +50,7 @@ from typing import TypeVar
 
 import httpx2
 import requests
+import urllib3
 
 _JITTER = random.Random()  # jitter needs no seed, and must not draw from the global random state
 _MAX_EXPONENT = 64  # 2**64 times any first delay is past every max_delay; no float overflow after it
@@ -44,6 +60,8 @@ _UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EH
 
 DEFAULT_RETRY_TIMEOUT = 600.0
 DEFAULT_NETWORK_TIMEOUT = 60.0
+#: seconds a connect, or one read or write of a request, may wait (`--timeout`)
+DEFAULT_TIMEOUT = 30.0
 
 T = TypeVar("T")
 
@@ -53,23 +71,26 @@ class RetryPolicy:
     """Exponential backoff with jitter and two bounded budgets (see the module docstring).
 
     Retry ``n`` (0-based) waits between half and all of ``min(max_delay, first_delay * 2**n)``
-    seconds, or what a ``Retry-After`` asks for, and never less than ``floor``.
+    seconds, or what a ``Retry-After`` asks for, and never less than ``floor``. ``timeout`` is the
+    per-phase timeout of each request an attempt makes (connect, each read, each write), not a
+    deadline for the attempt.
     """
 
     first_delay: float = 1.0
     max_delay: float = 60.0
     total: float = DEFAULT_RETRY_TIMEOUT
     network_total: float = DEFAULT_NETWORK_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
-        numbers = (self.first_delay, self.max_delay, self.total, self.network_total)
+        numbers = (self.first_delay, self.max_delay, self.total, self.network_total, self.timeout)
         if not all(math.isfinite(n) for n in numbers) or not (0 < self.first_delay <= self.max_delay) or min(
             self.total, self.network_total
-        ) < 0:
+        ) < 0 or self.timeout <= 0:
             raise ValueError(
                 f"RetryPolicy(first_delay={self.first_delay}, max_delay={self.max_delay}, total={self.total}, "
-                f"network_total={self.network_total}); expected finite numbers with 0 < first_delay <= max_delay "
-                "and total, network_total >= 0"
+                f"network_total={self.network_total}, timeout={self.timeout}); expected finite numbers with "
+                "0 < first_delay <= max_delay, total, network_total >= 0 and timeout > 0"
             )
 
     @property
@@ -148,6 +169,7 @@ def call_with_retries(
     classify: Callable[[Exception], Transient | None],
     policy: RetryPolicy,
     on_retry: Callable[[Transient, int, float], None] | None = None,
+    fresh_start: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
@@ -155,6 +177,9 @@ def call_with_retries(
 
     ``classify`` returns None for an error not worth retrying (it is re-raised as is).
     ``on_retry(failure, retry_number, wait)`` is told of each retry before its wait (1-based).
+    ``fresh_start()``, asked after each transient failure, says whether the failed attempt made
+    enough progress to count as a new beginning: the budgets, the attempt count and the backoff
+    then start again from that failure.
     Raises `GaveUp` from the last error when the next wait would end past the budget.
     """
     start = clock()
@@ -170,6 +195,8 @@ def call_with_retries(
             if failure is None:
                 raise
             now = clock()
+            if fresh_start is not None and fresh_start():
+                start, attempt_start, unreachable_since, attempts = now, now, None, 1
             if failure.unreachable:
                 unreachable_since = attempt_start if unreachable_since is None else unreachable_since
                 budget, since = policy.network_budget, unreachable_since
@@ -226,6 +253,75 @@ def endpoint_of(error: BaseException) -> str | None:
     return None
 
 
+#: the phase each client's timeout exception names
+_PHASES: tuple[tuple[type[BaseException], str], ...] = (
+    (httpx2.ConnectTimeout, "connect"),
+    (httpx2.ReadTimeout, "read"),
+    (httpx2.WriteTimeout, "write"),
+    (httpx2.PoolTimeout, "pool"),
+    (urllib3.exceptions.ConnectTimeoutError, "connect"),
+    (urllib3.exceptions.ReadTimeoutError, "read"),
+    (requests.ConnectTimeout, "connect"),
+    (requests.ReadTimeout, "read"),
+)
+_WAITED = {
+    "connect": "could not connect",
+    "read": "got no data",
+    "write": "could send no data",
+    "pool": "got no free connection",
+}
+
+
+def describe_timeout(error: BaseException, seconds: float | None = None, *, url: str | None = None) -> str | None:
+    """One line for a timeout of httpx2 (huggingface_hub) or requests (kaggle), None if `error` is none.
+
+    It names the request, its host, the phase that waited and for how long, e.g.
+    `GET http://host/api/whoami-v2 got no data for 5 s (read timeout; --timeout sets it)`. An httpx2
+    request records its own timeouts; for requests, `seconds` is the one the caller set, and `url`
+    the request's URL when the error does not record it (a body that stopped arriving). The query
+    string is left out: a storage URL signs its query, and the signature is a credential.
+    """
+    # urllib3's NewConnectionError (refused, no route) subclasses ConnectTimeoutError: it is no timeout
+    chain = [link for link in error_chain(error) if not isinstance(link, urllib3.exceptions.NewConnectionError)]
+    phase = next((name for link in chain for kind, name in _PHASES if isinstance(link, kind)), None)
+    if phase is None:
+        return None
+    for link in chain:
+        if isinstance(link, httpx2.TimeoutException):
+            with contextlib.suppress(RuntimeError):  # RuntimeError: no request attached
+                recorded = (link.request.extensions.get("timeout") or {}).get(phase)
+                seconds = recorded if isinstance(recorded, (int, float)) else seconds
+            break
+    method, recorded_url = _request_of(chain)
+    where = " ".join(filter(None, (method, recorded_url or (url and url.split("?", 1)[0])))) or "a request"
+    if seconds is None:
+        waited = "until its timeout"
+    else:
+        waited = f"for {seconds:g} s" if phase == "read" else f"within {seconds:g} s"
+    return f"{where} {_WAITED[phase]} {waited} ({phase} timeout; --timeout sets it)"
+
+
+def _request_of(chain: list[BaseException]) -> tuple[str | None, str | None]:
+    """The method and the URL (without its query) of the request a chain of errors is about, when recorded."""
+    for link in chain:
+        request = None
+        if isinstance(link, httpx2.RequestError):
+            with contextlib.suppress(RuntimeError):
+                request = link.request
+        elif isinstance(link, requests.RequestException):
+            request = link.request
+        if request is not None and request.url:
+            return request.method, str(request.url).split("?", 1)[0]
+    for link in chain:  # urllib3 records the URL (absolute when sent through a proxy) and the connection pool
+        url, pool = getattr(link, "url", None), getattr(link, "pool", None)
+        if isinstance(url, str) and url:
+            if url.startswith("/") and pool is not None:
+                port = f":{pool.port}" if getattr(pool, "port", None) else ""
+                url = f"{getattr(pool, 'scheme', 'http')}://{pool.host}{port}{url}"
+            return None, url.split("?", 1)[0]
+    return None, None
+
+
 def one_line(error: BaseException) -> str:
     """`Type: first line of the message`, whitespace collapsed."""
     text = " ".join(str(error).split())
@@ -246,11 +342,30 @@ def retry_timeout(text: str) -> float:
     return seconds
 
 
+def request_timeout(text: str) -> float:
+    """argparse type of `--timeout`: a finite number of seconds, more than 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds; expected more than 0, e.g. {DEFAULT_TIMEOUT:g}"
+        )
+    return seconds
+
+
 def add_retry_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--retry-timeout SECONDS`` (default 600)."""
+    """Add ``--retry-timeout SECONDS`` (default 600) and ``--timeout SECONDS`` (default 30)."""
     parser.add_argument(
         "--retry-timeout", type=retry_timeout, default=DEFAULT_RETRY_TIMEOUT, metavar="SECONDS",
-        help=f"how long to keep retrying transient server errors (5xx, 429) (default {DEFAULT_RETRY_TIMEOUT:g}); "
-             f"an unreachable network or endpoint is retried for the smaller of this and "
-             f"{DEFAULT_NETWORK_TIMEOUT:g} s",
+        help=f"how long to keep retrying transient server errors (5xx, 429, a server that stopped answering) "
+             f"(default {DEFAULT_RETRY_TIMEOUT:g}); an unreachable network or endpoint is retried for the smaller "
+             f"of this and {DEFAULT_NETWORK_TIMEOUT:g} s",
+    )
+    parser.add_argument(
+        "--timeout", type=request_timeout, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"how long one network request may wait to connect, or for the next data to arrive or leave "
+             f"(default {DEFAULT_TIMEOUT:g}); a request that waits longer is retried as a transient error. "
+             "It bounds each wait, not a whole transfer: a slow upload or download that keeps moving is not cut",
     )

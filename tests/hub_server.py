@@ -38,7 +38,12 @@ request log for each test.
 Tokens: reads are anonymous; a request carrying an unknown token gets 401. Writes need a token
 with write access to the repo's namespace (401 without a token, 403 without the right).
 Fault injection: `server.fail(method, path_regex, status=..., times=..., headers=...)`; `drop=True` cuts the
-connection halfway through the request body, `lose_response=True` after handling the request.
+connection halfway through the request body, `lose_response=True` after handling the request;
+`hang=True` reads the request and never answers (nothing is handled), `stall_after=N` handles it and
+sends the headers and the first N bytes of the answer, then nothing more, the connection kept open.
+A hung or stalled handler waits until the test's faults are reset or the server stops (at most
+`HANG_LIMIT` seconds), in a daemon thread, so it never keeps pytest from exiting. `SilentServer` is a
+plain TCP port that accepts connections and never answers, for an `HF_ENDPOINT` that hangs.
 `server.requests` logs every request (method, path, status, the oid of LFS uploads, and when).
 """
 
@@ -63,7 +68,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote
 
 import pytest
@@ -72,6 +77,8 @@ import yaml
 # Files stored in LFS whatever their content (the Hub's default .gitattributes has the same idea).
 LFS_SUFFIXES = (".parquet", ".arrow", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".bin", ".zip", ".gz", ".zst")
 LFS_MIN_SIZE = 10 * 1024 * 1024
+#: the longest a hung or stalled handler waits for its release (a reset of the faults, the server's stop)
+HANG_LIMIT = 300.0
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
 
 JSON = dict[str, Any]
@@ -204,7 +211,10 @@ class Fault:
 
     By default answer `status`; with `drop`, cut the connection halfway through the request body (a
     killed upload: nothing is stored); with `lose_response`, handle the request, then cut the
-    connection instead of answering (the change is made, the client never hears of it).
+    connection instead of answering (the change is made, the client never hears of it); with
+    `hang`, read the request and never answer (nothing is handled); with `stall_after`, handle the
+    request, send the headers and that many bytes of the body, then stop sending and keep the
+    connection open. Hung and stalled handlers wait for `released`.
     """
 
     method: str
@@ -215,6 +225,9 @@ class Fault:
     lose_response: bool
     headers: dict[str, str] = field(default_factory=dict)  # sent with the status, e.g. Retry-After
     hits: int = 0
+    hang: bool = False
+    stall_after: int | None = None
+    released: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(frozen=True)
@@ -267,6 +280,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self._release_hung()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -287,17 +301,28 @@ class HubServer:
         drop: bool = False,
         lose_response: bool = False,
         headers: dict[str, str] | None = None,
+        hang: bool = False,
+        stall_after: int | None = None,
     ) -> Fault:
-        """Answer the next `times` matching requests with `status` and `headers`, or cut the connection (`Fault`)."""
-        fault = Fault(method.upper(), re.compile(path_regex), status, times, drop, lose_response, dict(headers or {}))
+        """Answer the next `times` matching requests with `status` and `headers`, cut the connection, hang or
+        stall (`Fault`)."""
+        fault = Fault(method.upper(), re.compile(path_regex), status, times, drop, lose_response, dict(headers or {}),
+                      hang=hang, stall_after=stall_after)
         with self._lock:
             self._faults.append(fault)
         return fault
 
     def reset_faults_and_log(self) -> None:
+        self._release_hung()
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+
+    def _release_hung(self) -> None:
+        """Let every hung or stalled handler go: its client is gone, or about to be."""
+        with self._lock:
+            for fault in self._faults:
+                fault.released.set()
 
     def lfs_uploads(self, repo_id: str) -> list[str]:
         """Oids of the LFS objects PUT (and accepted) for `repo_id`, in arrival order."""
@@ -657,6 +682,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             fault = self.hub.take_fault(self.command, path)
             body = self._read_body(drop=fault is not None and fault.drop)
+            if fault is not None and fault.hang:
+                self.hub.log(LoggedRequest(self.command, path, None, lfs_oid))
+                self._hold(fault)
+                return
+            if fault is not None and fault.stall_after is not None:
+                status, payload, headers = self._dispatch(*route, parse_qs(query), body) if route else (404, b"", {})
+                self.hub.log(LoggedRequest(self.command, path, status, lfs_oid))
+                self._respond(status, payload, headers, send=fault.stall_after)
+                self._hold(fault)
+                return
             if fault is not None and not fault.lose_response:
                 raise HubError(
                     fault.status, f"injected fault: {fault.status} for {self.command} {path}", headers=fault.headers
@@ -778,14 +813,47 @@ class _Handler(BaseHTTPRequestHandler):
             {**headers, "Content-Range": f"bytes {max(start, 0)}-{end}/{size}"},
         )
 
-    def _respond(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+    def _respond(self, status: int, payload: bytes, headers: dict[str, str], send: int | None = None) -> None:
+        """Answer `payload` with its full Content-Length; only its first `send` bytes if given (a stalled answer)."""
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(payload)
+            self.wfile.write(payload if send is None else payload[:send])
+        self.wfile.flush()
+
+    def _hold(self, fault: Fault) -> None:
+        """Keep the connection open, sending nothing, until the fault is released; then close it."""
+        fault.released.wait(HANG_LIMIT)
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+class SilentServer:
+    """A TCP port on 127.0.0.1 that accepts connections and never answers: an endpoint that hangs.
+
+    The kernel completes each connection (the listening socket's backlog) and nobody reads or
+    writes it. `close()` (or leaving the `with` block) resets them all.
+    """
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=128)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --- pytest wiring --------------------------------------------------------------------------------

@@ -23,6 +23,14 @@ interpreter with :meth:`KaggleStub.client_env`, an environment with its own ``HO
 inherited ``KAGGLE_*`` or proxy variables. The server itself runs in a thread of the pytest
 process: a test sets faults before a run and reads :attr:`KaggleStub.log` after it.
 
+Faults (each for the next ``times`` requests of one kind, :data:`Target`): an error status
+(:meth:`KaggleStub.fail`); an answer that never comes (:meth:`KaggleStub.hang`: the request is
+read, nothing is sent); an archive body cut after some bytes (:meth:`KaggleStub.cut_transfers`:
+the full ``Content-Length`` is announced, then the connection is closed) or stalled after some
+bytes (:meth:`KaggleStub.stall_transfers`: the connection stays open, nothing more is sent). A
+hung or stalled handler waits until the stub closes (at most :data:`HANG_LIMIT` seconds), in a
+daemon thread, so it never keeps pytest from exiting.
+
 The log never holds a secret, only which kind of credentials a request carried.
 """
 
@@ -40,8 +48,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-#: which requests a fault applies to: the API call, or the GET of the archive it redirects to
-Target = Literal["api", "file"]
+#: which requests a fault applies to: the API call, the GET of the archive it redirects to, or the token check
+Target = Literal["api", "file", "auth"]
 Credentials = Literal["key", "token", "wrong-key"]
 
 DOWNLOAD_PATH = "/api/v1/datasets.DatasetApiService/DownloadDataset"
@@ -49,6 +57,8 @@ INTROSPECT_PATH = "/api/v1/security.OAuthService/IntrospectToken"
 FILE_HOST = "storage.localhost"
 LAST_MODIFIED = "Mon, 01 Jan 2024 00:00:00 GMT"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: the longest a hung or stalled handler keeps its connection (the stub's close releases it sooner)
+HANG_LIMIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -65,10 +75,16 @@ class LoggedRequest:
 
 @dataclass
 class _Fault:
+    """An error `status`; or, with `hang`, no answer at all; or, with `cut_after`/`stall_after`, an archive
+    body that stops after that many bytes, closed or kept open."""
+
     status: int
     target: Target
     times: int
     headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False
+    cut_after: int | None = None
+    stall_after: int | None = None
 
 
 class KaggleStub:
@@ -86,7 +102,7 @@ class KaggleStub:
         self.datasets = dict(datasets)
         self.log: list[LoggedRequest] = []
         self._faults: list[_Fault] = []
-        self._cut_after: int | None = None
+        self._released = threading.Event()  # set by close(): hung and stalled handlers let go
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -103,10 +119,23 @@ class KaggleStub:
         with self._lock:
             self._faults.append(_Fault(status, on, times, dict(headers or {})))
 
-    def cut_next_transfer(self, after: int) -> None:
-        """Send the full ``Content-Length`` on the next archive GET but close after ``after`` bytes."""
+    def hang(self, *, times: int = 1, on: Target = "api") -> None:
+        """Read the next ``times`` requests of kind ``on`` and never answer them."""
         with self._lock:
-            self._cut_after = after
+            self._faults.append(_Fault(0, on, times, hang=True))
+
+    def cut_transfers(self, after: int, *, times: int = 1) -> None:
+        """Send the full ``Content-Length`` on the next ``times`` archive GETs but close after ``after`` bytes."""
+        with self._lock:
+            self._faults.append(_Fault(0, "file", times, cut_after=after))
+
+    def cut_next_transfer(self, after: int) -> None:
+        self.cut_transfers(after, times=1)
+
+    def stall_transfers(self, after: int, *, times: int = 1) -> None:
+        """Send the headers and ``after`` bytes on the next ``times`` archive GETs, then nothing, keeping them open."""
+        with self._lock:
+            self._faults.append(_Fault(0, "file", times, stall_after=after))
 
     def client_env(self, home: Path, credentials: Credentials | None = "key") -> dict[str, str]:
         """The environment for a client subprocess: its own HOME, this server as proxy, this checkout first."""
@@ -134,6 +163,7 @@ class KaggleStub:
         return [r for r in self.log if r.host == host and r.path != INTROSPECT_PATH]
 
     def close(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
@@ -154,10 +184,9 @@ class KaggleStub:
                     return fault
         return None
 
-    def _take_cut(self) -> int | None:
-        with self._lock:
-            cut, self._cut_after = self._cut_after, None
-        return cut
+    def _hold(self) -> None:
+        """Keep a connection open, sending nothing, until the stub closes."""
+        self._released.wait(HANG_LIMIT)
 
     def _auth_kind(self, header: str | None) -> tuple[str | None, bool]:
         """(kind of credentials, whether they are the stub's)."""
@@ -179,14 +208,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        target: Target = "auth" if path == INTROSPECT_PATH else "api"
+        fault = self.stub._take_fault(target)
+        if fault is not None and fault.hang:
+            self._log(0)
+            self.stub._hold()
+            self.close_connection = True
+            return
         if path == INTROSPECT_PATH:
+            if fault is not None:
+                self._json(fault.status, {"code": fault.status, "message": f"stub fault {fault.status}"}, fault.headers)
+                return
             active = body.get("token") == self.stub.TOKEN
             self._json(200, {"active": active, "username": self.stub.USERNAME if active else ""})
             return
         if path != DOWNLOAD_PATH:
             self._json(404, {"code": 404, "message": f"the stub does not serve {path}"})
             return
-        fault = self.stub._take_fault("api")
         if fault is not None:
             self._json(fault.status, {"code": fault.status, "message": f"stub fault {fault.status}"}, fault.headers)
             return
@@ -202,7 +240,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         fault = self.stub._take_fault("file")
-        if fault is not None:
+        if fault is not None and fault.hang:
+            self._log(0)
+            self.stub._hold()
+            self.close_connection = True
+            return
+        if fault is not None and fault.cut_after is None and fault.stall_after is None:
             self._send(
                 fault.status, f"stub fault {fault.status}".encode(), {"Content-Type": "text/plain", **fault.headers}
             )
@@ -224,12 +267,17 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(requested.removeprefix("bytes=").split("-")[0])
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        self._send(206 if start else 200, data[start:], headers, cut=self.stub._take_cut())
+        cut, stall = (fault.cut_after, fault.stall_after) if fault is not None else (None, None)
+        self._send(206 if start else 200, data[start:], headers, cut=stall if stall is not None else cut)
+        if stall is not None:
+            self.stub._hold()
+            self.close_connection = True
 
     def _json(self, status: int, payload: dict[str, object], headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str], cut: int | None = None) -> None:
+    def _log(self, status: int) -> None:
+        """Log this request as answered with ``status`` (0: not answered)."""
         url = urlsplit(self.path)
         entry = LoggedRequest(
             method=self.command,
@@ -242,11 +290,16 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with self.stub._lock:
             self.stub.log.append(entry)
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str], cut: int | None = None) -> None:
+        """Answer with ``body`` and its full ``Content-Length``; only its first ``cut`` bytes if given."""
+        self._log(status)
         self.send_response(status)
         for name, value in {**headers, "Content-Length": str(len(body))}.items():
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body if cut is None else body[:cut])
+        self.wfile.flush()
 
     def log_message(self, format: str, *args: object) -> None:
         """Silent: tests read :attr:`KaggleStub.log` instead."""

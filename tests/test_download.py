@@ -2,7 +2,8 @@
 
 Each download runs in a fresh subprocess with the stub's environment (see the
 kaggle_server docstring for why); nothing in the client or the network is patched.
-Short retry waits come from ``RetryPolicy(first_delay=0.05, ...)``, passed by the runner script.
+Short retry waits and timeouts come from ``RetryPolicy(first_delay=0.05, timeout=...)``, passed by
+the runner script.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ import pytest
 
 from openeds.download import DEFAULT_SLUG, MARKER_NAME, DownloadError, FileCounts, _extract
 from openeds.raw import find_split_dirs
-from tests.kaggle_server import REPO_ROOT, Credentials, KaggleStub, Target
+from tests.kaggle_server import DOWNLOAD_PATH, INTROSPECT_PATH, REPO_ROOT, Credentials, KaggleStub, Target
 
 SLUG = DEFAULT_SLUG
 SLUG_DIR = SLUG.replace("/", "--")
 
-#: fetch_raw in a client process; argv: slug, cache dir, retry budget and network budget in seconds
+#: fetch_raw in a client process; argv: slug, cache dir, retry budget, network budget and request timeout in seconds
 FETCH = """\
 import sys
 from openeds.download import DownloadError, RetryPolicy, fetch_raw
-policy = RetryPolicy(first_delay=0.05, total=float(sys.argv[3]), network_total=float(sys.argv[4]))
+policy = RetryPolicy(first_delay=0.05, total=float(sys.argv[3]), network_total=float(sys.argv[4]),
+                     timeout=float(sys.argv[5]))
 try:
     print(fetch_raw(sys.argv[1], sys.argv[2], retry=policy))
 except DownloadError as e:
@@ -91,10 +93,11 @@ def fetch(
     slug: str = SLUG,
     total: float = 5.0,
     network: float = 60.0,
+    timeout: float = 30.0,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = stub.client_env(tmp_path / "home", credentials) | (env or {})
-    argv = [sys.executable, "-c", FETCH, slug, str(tmp_path / "cache"), str(total), str(network)]
+    argv = [sys.executable, "-c", FETCH, slug, str(tmp_path / "cache"), str(total), str(network), str(timeout)]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     _check_output(result)
     return result
@@ -255,15 +258,73 @@ def test_member_climbing_out_is_refused(stub: KaggleStub, tmp_path: Path, sample
     assert sorted(p.name for p in folder.iterdir()) == [".lock", "download"]
 
 
-def test_interrupted_transfer_is_resumed_by_kaggle_itself(stub: KaggleStub, tmp_path: Path, sample_zip: bytes) -> None:
-    # kaggle's download_file retries the body (after a 2-3 s backoff of its own) with a
-    # Range request; openeds.download must not add a second POST on top.
+def test_an_interrupted_transfer_is_resumed_within_the_budget(
+    stub: KaggleStub, tmp_path: Path, sample_zip: bytes
+) -> None:
+    # kaggle's own retries of the body (2**n s apart, 5 of them) are off: the retry is this
+    # module's, after its own short wait, and kaggle resumes the part on disk with a Range request.
     stub.cut_next_transfer(after=len(sample_zip) - 1000)
     result = fetch(stub, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert len(stub.requests_to("api")) == 1
-    first, resumed = stub.requests_to("file")
-    assert first.range is None and resumed.range is not None and resumed.range.startswith("bytes=")
+    assert len(stub.requests_to("api")) == 2  # each retry asks again, as a new run would
+    gets = stub.requests_to("file")
+    assert gets[0].range is None and gets[-1].range == "bytes=1048576-", gets  # kaggle writes 1 MiB chunks
+    assert gets[-1].time - gets[0].time < 1.5  # not kaggle's backoff of 2 s or more
+    assert "1,048,576 bytes kept, resuming; retrying in" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        ("hang-api", f"POST http://localhost{DOWNLOAD_PATH} got no data for 0.5 s (read timeout; --timeout sets it)"),
+        ("hang-file", f"GET http://storage.localhost/files/{SLUG}.zip got no data for 0.5 s (read timeout"),
+        ("stall-file", f"http://storage.localhost/files/{SLUG}.zip got no data for 0.5 s (read timeout"),
+        ("cut-file", "IncompleteRead(1000 bytes read, "),
+    ],
+)
+def test_a_server_that_stops_answering_ends_within_the_budget(
+    stub: KaggleStub, tmp_path: Path, sample_zip: bytes, fault: str, said: str
+) -> None:
+    """A hung API call, a hung or stalled archive, a connection cut on every try: retried, then one line
+    naming the request, within the 1.5 s budget plus one 0.5 s timeout."""
+    if fault == "hang-api":
+        stub.hang(times=1000)
+    elif fault == "hang-file":
+        stub.hang(times=1000, on="file")
+    elif fault == "stall-file":
+        stub.stall_transfers(len(sample_zip) // 2, times=1000)
+    else:
+        stub.cut_transfers(1000, times=1000)
+    error = _error(fetch(stub, tmp_path, total=1.5, timeout=0.5))
+    assert error.startswith(f"error: Kaggle download of {SLUG} still fails after ") and said in error, error
+    assert "the retry budget is 1.5 s" in error and "--data-dir" in error
+    posts = stub.requests_to("api")
+    assert len(posts) >= 2, posts
+    assert posts[-1].time - posts[0].time < 1.5  # no attempt starts past the budget
+    ended = max(r.time for r in stub.log)
+    assert ended - posts[0].time < 1.5 + 0.5 + 1.0  # the last attempt's timeout, and slack for a loaded machine
+
+
+def test_the_cli_passes_its_timeout_to_kaggle(stub: KaggleStub, tmp_path: Path) -> None:
+    stub.hang(times=1000)
+    argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(tmp_path / "cache"), "--timeout", "0.5",
+            "--retry-timeout", "1"]
+    result = subprocess.run(argv, env=stub.client_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+    _check_output(result)
+    assert f"{DOWNLOAD_PATH} got no data for 0.5 s (read timeout" in _error(result)
+    assert "the retry budget is 1 s" in _error(result)
+
+
+def test_a_token_check_that_hangs_is_retried_then_said(stub: KaggleStub, tmp_path: Path) -> None:
+    stub.hang(times=1000, on="auth")
+    started = time.monotonic()
+    error = _error(fetch(stub, tmp_path, credentials="token", total=1.0, timeout=0.5))
+    assert time.monotonic() - started < 20  # 0.5 s at import, about 1.5 s of retries, and Python's start
+    assert error.startswith("error: could not reach Kaggle to check the access token (POST http://localhost")
+    assert f"{INTROSPECT_PATH} got no data for 0.5 s (read timeout" in error
+    checks = [r for r in stub.log if r.path == INTROSPECT_PATH]
+    assert len(checks) >= 3, checks  # one when kaggle is imported, then at least two attempts
+    assert stub.requests_to("api") == []
 
 
 def test_missing_credentials_cli(stub: KaggleStub, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ Adding a failure path to the code means adding its case here.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ import socket
 import subprocess
 import sys
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,8 @@ import yaml
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from openeds.synthetic import write_sample
-from tests.hub_server import HubServer
+from tests.hub_server import HubServer, SilentServer
+from tests.kaggle_server import Credentials, KaggleStub
 from tests.test_hub import push_v1
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +62,8 @@ class World:
     env: dict[str, str]
     #: undone after the case, last first, pass or fail (a helper process, a mount)
     cleanups: list[Callable[[], object]] = field(default_factory=list)
+    #: the Kaggle stub of a case that downloads the raw data
+    kaggle: KaggleStub | None = None
 
     @property
     def split_dir(self) -> Path:
@@ -67,10 +72,11 @@ class World:
     def files(self, split: str, kind: str) -> list[Path]:
         return sorted((self.split_dir / split / kind).iterdir())
 
-    def push(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def push(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
+             ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(REPO / "push.py"), *(self.fill(a) for a in args)],
-            capture_output=True, text=True, timeout=600, env={**self.env, **(env or {})}, cwd=self.tmp,
+            capture_output=True, text=True, timeout=timeout, env={**self.env, **(env or {})}, cwd=self.tmp,
         )
 
     def fill(self, arg: str) -> str:
@@ -106,6 +112,8 @@ class Case:
     #: checks what is left after the run, beyond the generic checks
     check: Callable[[World, subprocess.CompletedProcess[str]], None] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    #: seconds after which the run is killed and the case fails (a run that hangs)
+    timeout: float = 600
 
 
 LOCAL = ("--data-dir", "{raw}", "--local-dir", "{out}", "--no-upload")
@@ -643,7 +651,164 @@ HUB = [
          check=_at_most_five_whoami, env={"HF_TOKEN": TOKEN}),
 ]
 
-CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB]
+
+# -- a network that stops answering (issue 14, section 1) ------------------------------------------
+#
+# The servers accept a request and never answer (`hang`), or answer part of it and then send
+# nothing more, the connection kept open (`stall`). Every case runs with a 1 s timeout and a 2 s
+# retry budget and is killed after `_ends_within(...)` seconds: the budget, the timeouts the run
+# may wait beyond it, and 30 s for Python, the imports and the build of the sample. A run that
+# hangs fails its case instead of stalling the suite.
+
+SHORT = ("--timeout", "1", "--retry-timeout", "2")
+#: the case's repo-less Kaggle run: no --data-dir, so the raw data comes from the Kaggle stub
+KAGGLE = ("--local-dir", "{out}", "--no-upload", "--cache-dir", "{tmp}/kaggle", *SHORT)
+#: an endpoint that accepts connections and never answers, for the whole session
+_SILENT = SilentServer()
+#: huggingface_hub's own retries of the LFS upload and of HfFileSystem's reads: 6 tries, 1+2+4+8+8 s apart
+_CLIENT_RETRIES = 6 * 1 + 23
+
+
+def _ends_within(timeouts: float) -> float:
+    """The subprocess timeout of a case: the 2 s budget, `timeouts` seconds of waiting past it, 30 s of slack."""
+    return 2 + timeouts + 30
+
+
+def _hangs(method: str, path: str) -> Callable[[World], None]:
+    return _fail(method, path, hang=True, times=1000)
+
+
+def _stalls(method: str, path: str, after: int = 10, times: int = 1000) -> Callable[[World], None]:
+    return _fail(method, path, stall_after=after, times=times)
+
+
+def _card_without_dataset_info(world: World) -> None:
+    """The published sample under a card a person wrote: no YAML, so the columns come from a shard's footer."""
+    HfApi(token=TOKEN).create_commit(world.repo_id, [CommitOperationAdd("README.md", b"# my notes\n")],
+                                     commit_message="notes", repo_type="dataset")
+
+
+def _landed_once(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The commit whose answer stalled landed; the retry found it and tagged it, and no second commit was made."""
+    repo = _repo(world)
+    head = repo.commits[repo.branches["main"]]
+    assert [c.title for c in repo.history(head)][:2] == ["Publish OpenEDS precomputed v2", "earlier"]
+    assert repo.tags.get("v2.1") == head.sha, repo.tags
+    commits = [r.status for r in world.hub.requests if r.method == "POST" and "/commit/" in r.path]
+    assert commits == [200, 200, 412], commits  # the earlier commit, the stalled one, the retry (412: it landed)
+
+
+# -- Kaggle, through the stub of tests/kaggle_server.py
+
+KAGGLE_STUB_SLUG = "soumicksarker/openeds-dataset"
+
+
+def _kaggle(fault: Callable[[KaggleStub, int], object], credentials: Credentials = "key") -> Callable[[World], None]:
+    """The case's raw tree served as the Kaggle dataset by a stub of its own; `fault(stub, archive size)` breaks it."""
+
+    def arrange(world: World) -> None:
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in sorted(world.raw.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(world.raw).as_posix())
+        stub = KaggleStub({KAGGLE_STUB_SLUG: archive.getvalue()})
+        world.cleanups.append(stub.close)
+        world.kaggle = stub
+        fault(stub, len(archive.getvalue()))
+        world.env.update(stub.client_env(world.tmp / "home", credentials))
+
+    return arrange
+
+
+def _no_shard_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The run held the staging folder (it makes it) but built nothing: the download failed first."""
+    assert not (world.out / "data").exists(), "the data was built"
+
+
+def _resumed_with_range(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The retry resumed the archive where the stalled transfer left it, and the data was built."""
+    gets = world.kaggle.requests_to("file")
+    assert gets[0].range is None and gets[-1].range is not None and gets[-1].range.startswith("bytes="), gets
+    assert "bytes kept, resuming" in result.stderr, result.stderr[-2000:]
+    assert sorted(p.name for p in (world.out / "data").iterdir()) == [
+        "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
+
+
+NETWORK = [
+    Case("hang-at-the-token-check", (*PUBLISH, *SHORT), exit=1,
+         error="could not check the Hugging Face token: GET http://127.0.0.1:",
+         says=("/api/whoami-v2 got no data for 1 s (read timeout; --timeout sets it)", "the retry budget is 2 s"),
+         arrange=_hangs("GET", "/api/whoami-v2"), check=_not_built, env={"HF_TOKEN": TOKEN},
+         timeout=_ends_within(1)),
+    Case("endpoint-that-never-answers", (*PUBLISH, *SHORT), exit=1,
+         error=f"could not check the Hugging Face token: GET {_SILENT.url}/api/whoami-v2 got no data for 1 s",
+         check=_not_built, env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": _SILENT.url}, timeout=_ends_within(1)),
+    Case("hang-at-the-repo-listing", (*PUBLISH, *SHORT), exit=1, error="could not list the files of faults/",
+         says=("got no data for 1 s (read timeout",), arrange=_hangs("GET", "^/api/datasets/{repo}$"),
+         check=_not_built, env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
+    Case("hang-at-the-tag-listing", (*PUBLISH, *SHORT), exit=1, error="could not list the tags of faults/",
+         says=("/refs got no data for 1 s (read timeout",),
+         arrange=_arrange(_earlier_commit, _hangs("GET", "/api/datasets/{repo}/refs")),
+         check=_not_built, env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
+    Case("card-download-stalls-mid-body", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
+         error="could not download the card README.md of",
+         says=("/README.md got no data for 1 s (read timeout", "nothing was published"),
+         arrange=_arrange(_published_first, _stalls("GET", "/datasets/{repo}/resolve/.*/README.md")),
+         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
+    Case("parquet-footer-read-stalls", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
+         error="could not read the schema of faults/",
+         says=(".parquet got no data for 1 s (read timeout",),
+         arrange=_arrange(_published_first, _card_without_dataset_info,
+                          _stalls("GET", r"/datasets/{repo}/resolve/.*\.parquet")),
+         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(_CLIENT_RETRIES)),
+    Case("hang-at-the-commit", (*PUBLISH, "--splits", "test", *SHORT), exit=1, error="could not commit to faults/",
+         says=("/commit/main got no data for 1 s (read timeout", "the commit may have landed"),
+         arrange=_arrange(_earlier_commit, _hangs("POST", "/api/datasets/{repo}/commit/main")),
+         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
+    # a budget that surely leaves room for a second attempt after the 1 s timeout and a wait of up to 1 s
+    Case("commit-answer-stalls-and-the-retry-finds-it-landed",
+         (*PUBLISH, "--splits", "test", "--timeout", "1", "--retry-timeout", "5"),
+         says=("/commit/main got no data for 1 s (read timeout",),
+         arrange=_arrange(_earlier_commit, _stalls("POST", "/api/datasets/{repo}/commit/main", times=1)),
+         check=_landed_once, env={"HF_TOKEN": TOKEN}, timeout=_ends_within(4)),
+    Case("hang-at-the-v1-tag", (*PUBLISH, *SHORT), exit=1, error="could not tag faults/",
+         says=("as 'v1': POST http://127.0.0.1:", "got no data for 1 s (read timeout", "nothing was published"),
+         arrange=_arrange(_v1_published, _hangs("POST", "/api/datasets/{repo}/tag/")),
+         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
+    Case("hang-at-the-lfs-batch", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
+         error="uploading to faults/",
+         says=("failed after the client's retries (POST http://127.0.0.1:",
+               "/info/lfs/objects/batch got no data for 1 s", "nothing was published"),
+         arrange=_arrange(_earlier_commit, _hangs("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch")),
+         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(_CLIENT_RETRIES)),
+    Case("kaggle-api-call-hangs", KAGGLE, exit=1,
+         error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
+         says=("POST http://localhost/api/v1/datasets.DatasetApiService/DownloadDataset got no data for 1 s",),
+         arrange=_kaggle(lambda stub, size: stub.hang(times=1000)), check=_no_shard_built, timeout=_ends_within(1)),
+    Case("kaggle-token-check-hangs", KAGGLE, exit=1, error="could not reach Kaggle to check the access token (POST ",
+         says=("/security.OAuthService/IntrospectToken got no data for 1 s (read timeout",),
+         arrange=_kaggle(lambda stub, size: stub.hang(on="auth", times=1000), credentials="token"),
+         check=_no_shard_built, timeout=_ends_within(2)),  # import kaggle checks the token once already
+    Case("kaggle-archive-stalls-mid-file", KAGGLE, exit=1,
+         error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
+         says=(f"http://storage.localhost/files/{KAGGLE_STUB_SLUG}.zip got no data for 1 s (read timeout",),
+         arrange=_kaggle(lambda stub, size: stub.stall_transfers(size // 2, times=1000)), check=_no_shard_built,
+         timeout=_ends_within(1)),
+    Case("kaggle-archive-stalled-once-is-resumed", (*KAGGLE, "--retry-timeout", "5"),  # room for the retry
+         says=(f"{KAGGLE_STUB_SLUG}.zip got no data for 1 s (read timeout",),
+         arrange=_kaggle(lambda stub, size: stub.stall_transfers(size - 1000, times=1)),
+         check=_resumed_with_range, timeout=_ends_within(4)),
+    Case("kaggle-connection-cut-on-every-try", KAGGLE, exit=1,
+         error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
+         says=("IncompleteRead", "the retry budget is 2 s"),
+         arrange=_kaggle(lambda stub, size: stub.cut_transfers(1000, times=1000)), check=_no_shard_built,
+         timeout=_ends_within(0)),
+    Case("negative-timeout", ("--sample", "--no-upload", "--timeout", "0"), exit=2,
+         error="argument --timeout: '0' is not a number of seconds; expected more than 0"),
+]
+
+CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK]
 
 
 def test_the_catalogue_is_large_and_names_are_unique():
@@ -678,7 +843,7 @@ def test_fault(case: Case, world: World):
     if case.arrange:
         case.arrange(world)
     remote_before = world.remote()
-    result = world.push(*case.args, env=case.env)
+    result = world.push(*case.args, env=case.env, timeout=case.timeout)
     output = result.stdout + result.stderr
     assert result.returncode == case.exit, f"exit {result.returncode}, expected {case.exit}:\n{result.stderr[-3000:]}"
     assert "Traceback" not in output, result.stderr[-3000:]
@@ -693,7 +858,8 @@ def test_fault(case: Case, world: World):
         assert not error_lines, error_lines
     for promised in case.says:
         assert promised in result.stderr, f"{promised!r} not in:\n{result.stderr[-3000:]}"
-    leftovers = [p for p in world.tmp.rglob("*") if p.name.endswith((".partial", ".tmp"))]
+    leftovers = [p for p in world.tmp.rglob("*") if p.name.endswith((".partial", ".tmp"))
+                 and not p.name.endswith(".kaggle-partial")]  # kaggle's resume marker stays on purpose
     assert not leftovers, f"temporary files left behind: {leftovers}"
     if case.check:
         case.check(world, result)

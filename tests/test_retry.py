@@ -1,8 +1,11 @@
-"""openeds.retry: the one retry loop of the Hub and Kaggle paths.
+"""openeds.retry and openeds.timeouts: the one retry loop of the Hub and Kaggle paths, and the
+timeouts every request of both clients runs under.
 
 The schedule is checked with an explicit clock (no sleeping); which errors count as an
 unreachable network is checked against real sockets: a refused connection on a closed local
-port, a DNS failure on an `.invalid` host, and a server that accepts and then hangs up.
+port, a DNS failure on an `.invalid` host, and a server that accepts and then hangs up. The
+timeouts are checked with the real clients against local servers that never answer, that stop
+sending mid-body, and that send slowly but steadily (which no timeout may cut).
 """
 
 from __future__ import annotations
@@ -17,18 +20,29 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 import requests
-from huggingface_hub import get_session
+from huggingface_hub import HfApi, constants, get_session, set_client_factory
+from huggingface_hub.utils._http import default_client_factory
 
+from openeds import timeouts
 from openeds.retry import (
     GaveUp,
     RetryPolicy,
     Transient,
     call_with_retries,
+    describe_timeout,
     endpoint_of,
     is_unreachable,
     parse_retry_after,
+    request_timeout,
     retry_timeout,
 )
+from openeds.timeouts import (
+    TimeoutAdapter,
+    bound_session,
+    use_hub_timeouts,
+    use_kaggle_timeouts,
+)
+from tests.hub_server import SilentServer
 
 SERVER_ERROR = Transient("HTTP 503")
 UNREACHABLE = Transient("ConnectionRefusedError: [Errno 111] Connection refused", unreachable=True)
@@ -62,7 +76,8 @@ def test_network_budget_is_the_smaller_of_the_two():
 @pytest.mark.parametrize(
     "options",
     [{"first_delay": 0}, {"first_delay": 2, "max_delay": 1}, {"total": -1}, {"network_total": -1},
-     {"total": float("inf")}, {"first_delay": float("nan")}],
+     {"total": float("inf")}, {"first_delay": float("nan")}, {"timeout": 0}, {"timeout": -1},
+     {"timeout": float("inf")}],
 )
 def test_bad_policies_are_refused(options):
     with pytest.raises(ValueError, match=r"RetryPolicy\(.*expected finite numbers"):
@@ -198,11 +213,38 @@ def test_a_zero_budget_tries_once():
     assert gave_up.value.attempts == 1 and clock.sleeps == []
 
 
+def test_a_failure_after_real_progress_starts_the_budgets_again():
+    clock = Clock()
+    call = Flaky(SERVER_ERROR)
+    restarted = []
+
+    def fresh_start() -> bool:  # the third attempt had moved the download on before it failed
+        if call.calls == 3:
+            restarted.append(clock.now)
+        return call.calls == 3
+
+    with pytest.raises(GaveUp) as gave_up:
+        call_with_retries(call, what="fetch x", classify=lambda e: e.transient,
+                          policy=RetryPolicy(max_delay=2, total=10), fresh_start=fresh_start, clock=clock,
+                          sleep=clock.sleep)
+    [since] = restarted
+    assert since + 8 < clock.now <= since + 10  # (waits of 2 s at most) the second budget, used nearly whole
+    assert gave_up.value.elapsed <= 10 and gave_up.value.attempts == call.calls - 2  # counted from the fresh start
+    assert 1 <= clock.sleeps[1] <= 2 and clock.sleeps[2] <= 1  # the backoff started again too
+
+
 def test_retry_timeout_argument():
     assert retry_timeout("30") == 30.0 and retry_timeout("0") == 0.0
     for bad in ("-1", "soon", "inf", "nan"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected 0 or more"):
             retry_timeout(bad)
+
+
+def test_timeout_argument():
+    assert request_timeout("30") == 30.0 and request_timeout("0.5") == 0.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected more than 0, e.g. 30"):
+            request_timeout(bad)
 
 
 # --- unreachable or not: real sockets --------------------------------------------------------------
@@ -265,3 +307,149 @@ def test_a_server_that_hangs_up_is_not_unreachable(hangs_up):
     assert isinstance(dropped, httpx2.TransportError) and not is_unreachable(dropped)
     dropped = _error_of(lambda: requests.get(f"http://127.0.0.1:{hangs_up}/", timeout=5))
     assert isinstance(dropped, requests.ConnectionError) and not is_unreachable(dropped)
+
+
+# --- timeouts: the real clients against servers that stop answering --------------------------------
+
+TIMEOUT = 0.3
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """An endpoint that accepts connections and never answers."""
+    with SilentServer() as server:
+        yield server.url
+
+
+def _serve(answer) -> Iterator[str]:
+    """A local HTTP/1.1 server whose connections get `answer(connection, released)`; yields its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+    released = threading.Event()
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            threading.Thread(target=answer, args=(connection, released), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    released.set()
+    server.close()
+
+
+@pytest.fixture
+def stalls() -> Iterator[str]:
+    """Sends the headers and 5 of the 100 bytes announced, then nothing, the connection kept open."""
+
+    def answer(connection: socket.socket, released: threading.Event) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+        released.wait(30)
+        connection.close()
+
+    yield from _serve(answer)
+
+
+@pytest.fixture
+def trickles() -> Iterator[str]:
+    """Sends 20 bytes, one every 0.1 s: 2 s in all, but never TIMEOUT seconds without data."""
+
+    def answer(connection: socket.socket, released: threading.Event) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
+        for _ in range(20):
+            time.sleep(0.1)
+            connection.sendall(b"x")
+        connection.close()
+
+    yield from _serve(answer)
+
+
+@pytest.fixture
+def hub_timeouts() -> Iterator[float]:
+    """huggingface_hub bounded by TIMEOUT for the test; its default client and timeouts after it."""
+    etag, download = constants.HF_HUB_ETAG_TIMEOUT, constants.HF_HUB_DOWNLOAD_TIMEOUT
+    use_hub_timeouts(TIMEOUT)
+    yield TIMEOUT
+    set_client_factory(default_client_factory)
+    constants.HF_HUB_ETAG_TIMEOUT, constants.HF_HUB_DOWNLOAD_TIMEOUT = etag, download
+
+
+@pytest.fixture
+def kaggle_timeouts() -> Iterator[float]:
+    before = timeouts._kaggle_seconds
+    use_kaggle_timeouts(TIMEOUT)
+    yield TIMEOUT
+    timeouts._kaggle_seconds = before
+
+
+def _timed(call) -> tuple[Exception, float]:
+    started = time.monotonic()
+    error = _error_of(call)
+    return error, time.monotonic() - started
+
+
+def test_a_hub_request_without_an_answer_times_out_and_says_where(silent, hub_timeouts):
+    error, seconds = _timed(lambda: get_session().get(f"{silent}/api/whoami-v2"))
+    assert isinstance(error, httpx2.ReadTimeout) and TIMEOUT <= seconds < TIMEOUT + 2
+    assert describe_timeout(error) == f"GET {silent}/api/whoami-v2 got no data for 0.3 s (read timeout; " \
+        "--timeout sets it)"
+    assert not is_unreachable(error)  # the server was there: the retry budget, not the network budget
+
+
+def test_a_hub_call_that_asks_for_no_timeout_gets_one(silent, hub_timeouts):
+    # HfApi.dataset_info passes timeout=None, which httpx2 takes as "wait forever".
+    error, seconds = _timed(lambda: HfApi(endpoint=silent).dataset_info("someone/data"))
+    assert TIMEOUT <= seconds < TIMEOUT + 2
+    assert describe_timeout(error) == f"GET {silent}/api/datasets/someone/data got no data for 0.3 s " \
+        "(read timeout; --timeout sets it)"
+
+
+def test_huggingface_hubs_own_timeouts_are_the_same(hub_timeouts):
+    assert constants.HF_HUB_ETAG_TIMEOUT == constants.HF_HUB_DOWNLOAD_TIMEOUT == TIMEOUT
+
+
+def test_a_hub_body_that_stalls_times_out_and_the_query_is_not_said(stalls, hub_timeouts):
+    error, seconds = _timed(lambda: get_session().get(f"{stalls}/file.parquet?X-Amz-Signature=secret"))
+    assert isinstance(error, httpx2.ReadTimeout) and seconds < TIMEOUT + 2
+    assert describe_timeout(error) == f"GET {stalls}/file.parquet got no data for 0.3 s (read timeout; " \
+        "--timeout sets it)"
+
+
+def test_a_slow_transfer_that_keeps_moving_is_not_cut(trickles, hub_timeouts):
+    response = get_session().get(f"{trickles}/slow")  # 2 s in all, far past TIMEOUT: no deadline on the whole
+    assert response.content == b"x" * 20
+    assert requests.get(f"{trickles}/slow", timeout=(TIMEOUT, TIMEOUT)).content == b"x" * 20
+
+
+def test_a_requests_session_bounded_by_the_adapter_times_out(silent, stalls):
+    session = bound_session(requests.Session(), TIMEOUT)
+    error, seconds = _timed(lambda: session.post(f"{silent}/api/v1/x", json={}))
+    assert isinstance(error, requests.ReadTimeout) and TIMEOUT <= seconds < TIMEOUT + 2
+    assert describe_timeout(error, TIMEOUT) == f"POST {silent}/api/v1/x got no data for 0.3 s (read timeout; " \
+        "--timeout sets it)"
+    response = session.get(f"{stalls}/archive.zip?sig=secret", stream=True)  # the headers arrive, the body stalls
+    error, seconds = _timed(lambda: b"".join(response.iter_content(1024)))
+    assert isinstance(error, requests.ConnectionError) and seconds < TIMEOUT + 2
+    assert describe_timeout(error, TIMEOUT, url=response.url) == f"{stalls}/archive.zip got no data for 0.3 s " \
+        "(read timeout; --timeout sets it)"
+    error, seconds = _timed(lambda: session.get(f"{silent}/", timeout=1.0))
+    assert isinstance(error, requests.ReadTimeout) and seconds >= 1.0  # a timeout the caller set is kept
+    assert isinstance(session.get_adapter("https://kaggle.com"), TimeoutAdapter)
+
+
+def test_every_session_kagglesdk_opens_is_bounded(silent, kaggle_timeouts):
+    from kagglesdk.kaggle_http_client import KaggleHttpClient
+
+    use_kaggle_timeouts(TIMEOUT)  # a second call does not wrap kagglesdk twice
+    client = KaggleHttpClient()
+    client._init_session()
+    error, seconds = _timed(lambda: client._session.post("http://localhost/api/v1/x", proxies={"http": silent}))
+    assert isinstance(error, requests.ReadTimeout) and TIMEOUT <= seconds < TIMEOUT + 2
+
+
+def test_a_refused_connection_is_no_timeout(closed_port):
+    refused = _error_of(lambda: requests.post(f"http://127.0.0.1:{closed_port}/api", timeout=5))
+    assert describe_timeout(refused, 5) is None  # urllib3's NewConnectionError subclasses ConnectTimeoutError
