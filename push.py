@@ -25,6 +25,7 @@ only what the Hub does not have yet, and data the Hub already holds is not publi
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 import tempfile
@@ -32,6 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from huggingface_hub import HfApi
@@ -241,13 +243,35 @@ def _writing(path: Path) -> Iterator[Path]:
         ) from None
 
 
+#: `--max-shard-size`: a number (decimals allowed), optionally a unit; KB, MB, GB, TB are powers of 1000 as in
+#: `push_to_hub(max_shard_size=...)`, KiB, MiB, GiB, TiB powers of 1024, B or no unit bytes
+_SIZE_RE = re.compile(r"(?P<number>-?(?:\d+(?:\.\d+)?|\.\d+))\s*(?P<unit>[KMGT]i?B|B)?", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, **{f"{p}B": 1000 ** (i + 1) for i, p in enumerate("KMGT")},
+               **{f"{p}IB": 1024 ** (i + 1) for i, p in enumerate("KMGT")}}
+_SIZE_FORM = "a size of 1 byte or more: a number with an optional unit, e.g. 500MB (the default), 1.5GB, 2GiB or 750000"
+
+
 def byte_size(text: str) -> int:
-    """`500MB`, `2GB`, `750KB` or a plain number of bytes."""
-    units = {"KB": 1000, "MB": 1000**2, "GB": 1000**3}
-    for unit, factor in units.items():
-        if text.upper().endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
+    """`500MB`, `1.5GB`, `750KB`, `2GiB` or a plain number of bytes, for argparse: at least 1 byte.
+
+    Written out rather than `datasets.utils.py_utils.convert_file_size_to_int`, which reads `500Mb`
+    as megabits, takes negative sizes and refuses decimals. Anything else, `inf`, `nan`, `-5MB`, `0`
+    or junk included, is an `argparse.ArgumentTypeError`: one usage line naming the value.
+    """
+    match = _SIZE_RE.fullmatch(text.strip())
+    # Fraction, not float: exact, and a number of 400 digits does not overflow to inf
+    size = int(Fraction(match["number"]) * _SIZE_UNITS[(match["unit"] or "B").upper()]) if match else 0
+    if size < 1:
+        why = "is below 1 byte" if match else "is not a size"
+        raise argparse.ArgumentTypeError(f"{text!r} {why}; expected {_SIZE_FORM}")
+    return size
+
+
+def folder_path(text: str) -> Path:
+    """A folder flag's value: an empty one (an unset shell variable) would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty; expected a folder path (pass . for the current folder)")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,10 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_argument_group("raw data (one of; default: download from Kaggle)")
-    source.add_argument("--data-dir", type=Path, metavar="RAW", help="the raw Kaggle OpenEDS folder")
+    source.add_argument("--data-dir", type=folder_path, metavar="RAW", help="the raw Kaggle OpenEDS folder")
     source.add_argument("--sample", action="store_true", help="use a small synthetic sample instead of real data")
     download.add_download_arguments(parser)
-    parser.add_argument("--local-dir", type=Path, metavar="OUT",
+    parser.add_argument("--local-dir", type=folder_path, metavar="OUT",
                         help="folder to materialise into; it then holds exactly what goes to the Hub "
                              "(default: a staging folder under the cache)")
     parser.add_argument("--no-upload", dest="upload", action="store_false",
@@ -300,6 +324,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"{first} conflicts with {second}; pass only one of them")
     if args.num_proc < 1:
         parser.error(f"--num-proc {args.num_proc}: expected 1 or more")
+    for config in schema.CONFIG_NAMES if args.config == "all" else [args.config]:
+        row = schema.raw_row_bytes(config)
+        if args.max_shard_size < row:
+            parser.error(
+                f"--max-shard-size {args.max_shard_size:,} bytes is smaller than one {config} row ({row:,} bytes); "
+                f"expected at least {disk.human_bytes(row)}, since a shard holds whole rows (--max-shard-size "
+                f"{-(-row // 1000**2)}MB or more)"
+            )
     args.sample_not_published = False
     if args.sample and args.upload:
         if args.repo_id == DEFAULT_REPO_ID:
