@@ -20,11 +20,13 @@ Examples::
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
 Re-running any command is safe: finished shards are reused, an interrupted upload sends
 only what the Hub does not have yet, and data the Hub already holds is not published again.
+A --local-dir inside the raw data, or raw data inside the --local-dir, is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -40,6 +42,7 @@ from huggingface_hub import HfApi
 
 from openeds import card, disk, download, hub, layout, lock, raw, schema
 from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
+from openeds.names import shown
 from openeds.parquet import read_rows
 from openeds.retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import write_sample
@@ -66,7 +69,7 @@ class Summary:
             for split, size in splits.items():
                 per_row = size.parquet_bytes / max(size.rows, 1) / 1e6
                 out.append(f"  {config:5s} {split:10s} {size.rows:7,d} rows  {per_row:5.2f} MB/row")
-        out.append(f"  local folder: {self.local_dir}")
+        out.append(f"  local folder: {shown(self.local_dir)}")
         if self.published:
             out.append(f"  published: {self.published.line()}")
         out.append(f"  time: {self.seconds:.1f} s")
@@ -121,6 +124,9 @@ def push(
     fetched or built, so a bad token or an unreachable Hub costs seconds, not a build. The sample
     is never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
     (`summary.published.changed` is False).
+
+    `local_dir` may not be inside the raw data nor hold it (checked before the folder is touched, symbolic
+    links resolved; from Kaggle, the raw data is the slug's folder of the download cache).
     """
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
@@ -142,6 +148,8 @@ def push(
             # (without --splits, the splits are those of the raw data: publish checks them).
             hub.refuse_mixing(repo_id, remote, {c: list(splits or ()) for c in configs})
     local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
+    if not sample:  # the sample lives in a temporary folder of its own
+        _refuse_overlap(local_dir, _raw_area(data_dir, kaggle_dataset, cache_dir))
     # A folder that is a file, cannot be written or is in use by another run ends the run here,
     # before any download or build work.
     with _staging(local_dir), tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
@@ -154,7 +162,7 @@ def push(
         missing = [s for s in splits if s not in split_dirs]
         if missing:
             raise raw.RawDataError(
-                f"--splits {' '.join(missing)} not found under {raw_dir}; the data has {', '.join(split_dirs)}"
+                f"--splits {' '.join(missing)} not found under {shown(raw_dir)}; the data has {', '.join(split_dirs)}"
             )
         for note in raw.check_disjoint(split_dirs):
             print(note, file=sys.stderr)
@@ -199,6 +207,60 @@ def push(
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 
 
+def _raw_area(data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None) -> list[tuple[Path, str]]:
+    """The folders of the raw data, known before anything is fetched, each with how messages name it.
+
+    From `--data-dir`: the folder holding the split folders and each split folder (one may be a link to
+    elsewhere); a `--data-dir` above them (the folder holding `openEDS/`) may hold other things, a
+    `--local-dir` among them. From Kaggle: the slug's folder of the download cache as
+    `openeds.download.fetch_raw` lays it out (archive, extraction, `data/`), all of it rewritten by a download.
+    """
+    if data_dir is not None:
+        split_dirs = raw.find_split_dirs(data_dir)
+        base = next(iter(split_dirs.values())).parent
+        return [(base, "the raw data"), *((folder, f"the raw {split} split") for split, folder in split_dirs.items())]
+    slug = kaggle_dataset or download.DEFAULT_SLUG
+    folder = Path(cache_dir or download.default_cache_dir()).expanduser() / slug.replace("/", "--")
+    return [(folder, "the Kaggle download cache (--cache-dir) of the raw data")]
+
+
+def _refuse_overlap(local_dir: Path, areas: Sequence[tuple[Path, str]]) -> None:
+    """Refuse a staging folder inside the raw data, or raw data inside the staging folder (symbolic links resolved).
+
+    Inside the raw data, the run's shards, card and preview would land among the raw files (a preview in
+    `test/images/` is read as a frame by the next build); around it, the raw files would sit in the folder
+    that is published as it is, and a run's clean-up of stale shards works there.
+    """
+    local = _resolved(local_dir)
+    local_shown = f"--local-dir {shown(local_dir)}{_resolves_to(local_dir, local)}"
+    for folder, what in areas:
+        data = _resolved(folder)
+        raw_shown = f"{what} {shown(folder)}{_resolves_to(folder, data)}"
+        if local.is_relative_to(data):
+            raise MaterializeError(
+                f"{local_shown} is inside {raw_shown}; expected a staging folder apart from the raw data, since "
+                f"the run writes its shards, card and preview picture there and the next build would read them as "
+                f"raw files. Fix: pass a --local-dir outside {shown(data)}"
+            )
+        if data.is_relative_to(local):
+            raise MaterializeError(
+                f"{raw_shown} is inside {local_shown}; expected a staging folder apart from the raw data, since the "
+                f"staging folder is published as it is and the run removes stale files from it. "
+                f"Fix: pass a --local-dir that does not hold {shown(data)}"
+            )
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.expanduser().resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: compare the paths as written
+        return Path(os.path.abspath(path.expanduser()))
+
+
+def _resolves_to(given: Path, resolved: Path) -> str:
+    return "" if Path(os.path.abspath(given.expanduser())) == resolved else f" (which resolves to {shown(resolved)})"
+
+
 #: where push.py writes temporary files in the staging folder (see openeds.layout)
 _TEMPORARY_GLOBS = (".*.partial", *(f"{folder}/.*.partial" for folder in layout.CONFIG_DIRS.values()),
                     f"{Path(layout.PREVIEW_PATH).parent}/.*.partial")
@@ -232,13 +294,13 @@ def _writing(path: Path) -> Iterator[Path]:
     except OSError as e:
         if disk.is_disk_full(e):
             raise MaterializeError(
-                f"the disk holding {path} is full ({e.strerror}) while writing it; the finished shards are kept and "
-                f"the earlier {path.name}, if any, is unchanged. Fix: free some space or pass --local-dir on a "
-                f"larger disk, then run the same command again"
+                f"the disk holding {shown(path)} is full ({e.strerror}) while writing it; the finished shards are kept "
+                f"and the earlier {shown(path.name)}, if any, is unchanged. Fix: free some space or pass --local-dir "
+                f"on a larger disk, then run the same command again"
             ) from None
-        where = f" ({e.filename})" if e.filename and e.filename != str(path) else ""
+        where = f" ({shown(e.filename)})" if e.filename and e.filename != str(path) else ""
         raise MaterializeError(
-            f"cannot write {path}: {e.strerror or e}{where}; expected a writable --local-dir. "
+            f"cannot write {shown(path)}: {e.strerror or e}{where}; expected a writable --local-dir. "
             f"Fix: check the folder's permissions or pass another --local-dir"
         ) from None
 
