@@ -20,7 +20,13 @@ Examples::
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
 Re-running any command is safe: finished shards are reused, an interrupted upload sends
 only what the Hub does not have yet, and data the Hub already holds is not published again.
-A --local-dir inside the raw data, or raw data inside the --local-dir, is refused.
+
+The local folder (--local-dir) never describes data built from inputs that have since changed.
+Each run checks the splits the folder holds but does not rebuild (another config, other
+splits) against the raw data as it is now, by the build records in their shards (input
+hashes and versions). A split built from other files or versions, or whose raw split is gone,
+is removed and left out of the card, with one line naming it and the command that rebuilds
+it. A --local-dir inside the raw data, or raw data inside the --local-dir, is refused.
 """
 
 from __future__ import annotations
@@ -32,17 +38,26 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 from huggingface_hub import HfApi
 
 from openeds import card, disk, download, hub, layout, lock, raw, schema
-from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
-from openeds.names import shown
+from openeds.materialize import (
+    DEFAULT_MAX_SHARD_BYTES,
+    MaterializeError,
+    folder_splits,
+    is_complete,
+    local_sizes,
+    materialize,
+    stale_reason,
+)
+from openeds.names import one_line, shown
 from openeds.parquet import read_rows
 from openeds.retry import DEFAULT_RETRY_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import write_sample
@@ -126,11 +141,16 @@ def push(
     (`summary.published.changed` is False).
 
     `local_dir` may not be inside the raw data nor hold it (checked before the folder is touched, symbolic
-    links resolved; from Kaggle, the raw data is the slug's folder of the download cache).
+    links resolved; from Kaggle, the raw data is the slug's folder of the download cache). Its complete splits that
+    this run does not rebuild are checked against the raw data before anything is written (see
+    `materialize.stale_reason`); the stale ones are removed once the new card, which leaves them
+    out, is written, with one line each on stderr naming them and the command that rebuilds them.
     """
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
     retry = RetryPolicy(total=retry_timeout)
+    given_local_dir = local_dir
+    local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
     if upload:
         if sample and repo_id == DEFAULT_REPO_ID:
             raise hub.PublishError(
@@ -147,7 +167,6 @@ def push(
             # A push that would leave v1 splits beside v2 ones ends here, before any download or build
             # (without --splits, the splits are those of the raw data: publish checks them).
             hub.refuse_mixing(repo_id, remote, {c: list(splits or ()) for c in configs})
-    local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
     if not sample:  # the sample lives in a temporary folder of its own
         _refuse_overlap(local_dir, _raw_area(data_dir, kaggle_dataset, cache_dir))
     # A folder that is a file, cannot be written or is in use by another run ends the run here,
@@ -166,20 +185,26 @@ def push(
             )
         for note in raw.check_disjoint(split_dirs):
             print(note, file=sys.stderr)
-        pairs = {}
+        listings: dict[str, list[raw.Pair]] = {}
         for split in splits:
             listing = raw.list_pairs(split_dirs[split], on_missing_label)
             for note in listing.notes(split):
                 print(note, file=sys.stderr)
-            pairs.update({(c, split): listing.pairs for c in configs})
+            listings[split] = listing.pairs
+        pairs = {(c, split): listings[split] for c in configs for split in splits}
+        # The splits the folder holds that this run does not rebuild: kept only if built from the raw
+        # data as it is now (checked before anything is written; a damaged shard stops the run here).
+        digests: dict[raw.Pair, str] = {}
+        check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests)
         if not upload:
-            # The folder is what a user loads: its card lists every split it holds complete. They
-            # are read now, so that a damaged shard stops the run before it changes anything.
-            kept = local_sizes(local_dir, skip=set(pairs))
-        built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size)
+            # The folder is what a user loads: its card lists every current split it holds complete.
+            kept = local_sizes(local_dir, skip={*pairs, *check.stale})
+        built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size, digests=digests)
 
-        for config in configs:  # each config built draws its preview from the first of its splits
-            first = min(built[config], key=schema.SPLITS.index)
+        # Each config built draws its preview from the first of its splits; a config this run does not build
+        # draws it again from its first current split when a stale one goes (its preview may show that one).
+        for config in [*configs, *(c for c in check.redrawn if c not in configs)]:
+            first = min(built[config] if config in built else check.current_splits(config), key=schema.SPLITS.index)
             shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
             rows = read_rows(shard, PREVIEW_ROWS)
             with _writing(local_dir / layout.PREVIEW_PATHS[config]) as preview:
@@ -198,6 +223,12 @@ def push(
         ))
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
+        # Removed after the new card is written, so that no card ever names shards the folder lacks.
+        rebuild = _rebuild_command(sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset,
+                                   cache_dir=cache_dir, local_dir=given_local_dir, upload=upload, repo_id=repo_id,
+                                   on_missing_label=on_missing_label)
+        for note in _tidy(local_dir, check, rebuild, built=configs):
+            print(note, file=sys.stderr)
         published = None
         if upload:
             published = hub.publish(
@@ -259,6 +290,118 @@ def _resolved(path: Path) -> Path:
 
 def _resolves_to(given: Path, resolved: Path) -> str:
     return "" if Path(os.path.abspath(given.expanduser())) == resolved else f" (which resolves to {shown(resolved)})"
+
+
+class Stale(NamedTuple):
+    """A split of the staging folder that is not what the raw data builds now."""
+
+    why: str
+    paths: list[str]
+    #: the raw data has no such split any more
+    gone: bool
+
+
+@dataclass(frozen=True)
+class FolderCheck:
+    """The splits the staging folder holds that this run does not rebuild, as `_check_folder` found them."""
+
+    #: complete splits built from the raw data as it is now: kept, and listed in the folder's card
+    current: frozenset[tuple[str, str]]
+    #: complete splits that are not: removed, with a line each
+    stale: dict[tuple[str, str], Stale]
+    #: shards of a split whose set is not complete (an unfinished build): left for the run that finishes it
+    unfinished: dict[tuple[str, str], list[str]]
+
+    def current_splits(self, config: str) -> list[str]:
+        return [split for c, split in self.current if c == config]
+
+    @property
+    def redrawn(self) -> list[str]:
+        """Configs whose preview is drawn again: some split went stale, another is current."""
+        return sorted({c for c, _ in self.stale if self.current_splits(c)})
+
+
+def _check_folder(
+    local_dir: Path,
+    split_dirs: dict[str, Path],
+    listings: dict[str, list[raw.Pair]],
+    rebuilt: set[tuple[str, str]],
+    on_missing_label: raw.MissingLabelPolicy,
+    digests: dict[raw.Pair, str],
+) -> FolderCheck:
+    """Sort the folder's splits that are not in `rebuilt` into current, stale and unfinished.
+
+    A raw split not listed yet is listed here as a rebuild would (into `listings`), with the run's
+    `on_missing_label`: its bad input is an error like any other, and nothing is written before it.
+    """
+    current, stale, unfinished = set(), {}, {}
+    for key, paths in folder_splits(local_dir).items():
+        config, split = key
+        if key in rebuilt:
+            continue
+        if not is_complete(config, split, paths):
+            unfinished[key] = paths
+            continue
+        if split in split_dirs and split not in listings:
+            try:
+                listings[split] = raw.list_pairs(split_dirs[split], on_missing_label).pairs
+            except raw.RawDataError as e:  # say why a split the run was not asked to build is read at all
+                raise raw.RawDataError(
+                    f"checking the {split} split that {shown(local_dir)} holds against its raw data: {e}"
+                ) from None
+        why = stale_reason(local_dir, config, split, listings.get(split), digests)
+        if why is None:
+            current.add(key)
+        else:
+            stale[key] = Stale(why, paths, gone=split not in split_dirs)
+    return FolderCheck(frozenset(current), stale, unfinished)
+
+
+def _rebuild_command(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
+                     local_dir: Path | None, upload: bool, repo_id: str,
+                     on_missing_label: raw.MissingLabelPolicy) -> Callable[[str, Sequence[str]], str]:
+    """`rebuild(config, splits)`: the command line that builds those splits of `config` from this run's raw data."""
+    words = ["python", "push.py"]
+    if sample:
+        words.append("--sample")
+    elif data_dir is not None:
+        words += ["--data-dir", str(data_dir)]
+    else:
+        words += [*(["--kaggle-dataset", kaggle_dataset] if kaggle_dataset else []),
+                  *(["--cache-dir", str(cache_dir)] if cache_dir else [])]
+    words += ["--local-dir", str(local_dir)] if local_dir is not None else []
+    words += ["--repo-id", repo_id] if upload else ["--no-upload"]
+    words += ["--skip-unlabeled"] if on_missing_label == "skip" else []
+
+    def rebuild(config: str, splits: Sequence[str]) -> str:
+        argv = [*words, "--config", config, "--splits", *splits]
+        return " ".join(shlex.quote(word) if word.isprintable() else shown(word) for word in argv)
+
+    return rebuild
+
+
+def _tidy(local_dir: Path, check: FolderCheck, rebuild: Callable[[str, Sequence[str]], str], *,
+          built: Sequence[str]) -> list[str]:
+    """Remove the stale splits (and the preview of a config left with none); one line each, and one per unfinished."""
+    notes = []
+    for (config, split), stale in sorted(check.stale.items()):
+        for path in stale.paths:
+            (local_dir / path).unlink(missing_ok=True)
+        where = f", from raw data that holds {split}," if stale.gone else ""
+        again = sorted((s for c, s in check.stale if c == config), key=schema.SPLITS.index)
+        notes.append(
+            f"{config}/{split}: removed its {len(stale.paths)} shard(s) from {shown(local_dir)}, since {stale.why}; "
+            f"the folder's card no longer lists it. Rebuild it{where} with: {rebuild(config, again)}"
+        )
+    for config in sorted({c for c, _ in check.stale} - set(built)):
+        if not check.current_splits(config):
+            (local_dir / layout.PREVIEW_PATHS[config]).unlink(missing_ok=True)  # it showed rows of a removed split
+    for (config, split), paths in sorted(check.unfinished.items()):
+        notes.append(
+            f"{config}/{split}: {shown(local_dir)} holds {len(paths)} of its shards, not the whole set (an unfinished "
+            f"build), so the folder's card does not list it. Finish it with: {rebuild(config, [split])}"
+        )
+    return notes
 
 
 #: where push.py writes temporary files in the staging folder (see openeds.layout)
@@ -374,6 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # An empty value (an unset shell variable) would silently mean the default: the default repo, tag or slug.
+    for flag, value in (("--repo-id", args.repo_id), ("--tag", args.tag), ("--kaggle-dataset", args.kaggle_dataset)):
+        if value is not None and not value.strip():
+            parser.error(f"{flag} {value!r} is empty; expected a value, or leave {flag} out for its default")
     conflicts = [
         (args.sample and args.data_dir, "--sample", "--data-dir"),
         ((args.sample or args.data_dir) and args.kaggle_dataset, "--kaggle-dataset", "--sample/--data-dir"),
@@ -434,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             retry_timeout=args.retry_timeout,
         )
     except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -17,3 +17,12 @@ def shown(name: str | os.PathLike[str]) -> str:
     """``name`` as it goes into a one-line message: as it is if printable, else its quoted, escaped repr."""
     text = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
     return text if text.isprintable() else repr(text)
+
+
+def one_line(message: str) -> str:
+    """A whole message with each non-printable character escaped: the last guard where a message is printed.
+
+    Names are put in with :func:`shown` where the message is made; this catches text that reached a
+    message otherwise (a server's answer, a library's error) so that ``error: ...`` is still one line.
+    """
+    return message if message.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

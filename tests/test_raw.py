@@ -338,7 +338,10 @@ def test_bad_frame_errors_stay_one_line_under_any_folder_name(odd_tree, name, da
 
 
 def test_shown_leaves_printable_names_alone_and_escapes_the_rest():
-    from openeds.names import shown
+    from openeds.names import one_line, shown
+
+    assert one_line("error: server said\n<html>\x1b[0m é") == "error: server said\\n<html>\\x1b[0m é"
+    assert one_line("already one line: 'quoted' é") == "already one line: 'quoted' é"
 
     assert shown(Path("/data/openEDS/000012.png")) == "/data/openEDS/000012.png"
     assert shown("été 12.png") == "été 12.png"
