@@ -20,24 +20,44 @@ Examples::
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
 Re-running any command is safe: finished shards are reused, an interrupted upload sends
 only what the Hub does not have yet, and data the Hub already holds is not published again.
+
+The local folder (--local-dir) never describes data built from inputs that have since changed.
+Each run checks the splits the folder holds but does not rebuild (another config, other
+splits) against the raw data as it is now, by the build records in their shards (input
+hashes and versions). A split built from other files or versions, or whose raw split is gone,
+is removed and left out of the card, with one line naming it and the command that rebuilds
+it. A --local-dir inside the raw data, or raw data inside the --local-dir, is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 from huggingface_hub import HfApi
 
 from openeds import card, disk, download, hub, layout, lock, raw, schema
-from openeds.materialize import DEFAULT_MAX_SHARD_BYTES, MaterializeError, local_sizes, materialize
+from openeds.materialize import (
+    DEFAULT_MAX_SHARD_BYTES,
+    MaterializeError,
+    folder_splits,
+    is_complete,
+    local_sizes,
+    materialize,
+    stale_reason,
+)
+from openeds.names import one_line, shown
 from openeds.parquet import read_rows
 from openeds.retry import DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import write_sample
@@ -64,7 +84,7 @@ class Summary:
             for split, size in splits.items():
                 per_row = size.parquet_bytes / max(size.rows, 1) / 1e6
                 out.append(f"  {config:5s} {split:10s} {size.rows:7,d} rows  {per_row:5.2f} MB/row")
-        out.append(f"  local folder: {self.local_dir}")
+        out.append(f"  local folder: {shown(self.local_dir)}")
         if self.published:
             out.append(f"  published: {self.published.line()}")
         out.append(f"  time: {self.seconds:.1f} s")
@@ -122,10 +142,18 @@ def push(
     fetched or built, so a bad token or an unreachable Hub costs seconds, not a build. The sample
     is never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
     (`summary.published.changed` is False).
+
+    `local_dir` may not be inside the raw data nor hold it (checked before the folder is touched, symbolic
+    links resolved; from Kaggle, the raw data is the slug's folder of the download cache). Its complete splits that
+    this run does not rebuild are checked against the raw data before anything is written (see
+    `materialize.stale_reason`); the stale ones are removed once the new card, which leaves them
+    out, is written, with one line each on stderr naming them and the command that rebuilds them.
     """
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
     retry = RetryPolicy(total=retry_timeout, timeout=timeout)
+    given_local_dir = local_dir
+    local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
     if upload:
         if sample and repo_id == DEFAULT_REPO_ID:
             raise hub.PublishError(
@@ -142,7 +170,8 @@ def push(
             # A push that would leave v1 splits beside v2 ones ends here, before any download or build
             # (without --splits, the splits are those of the raw data: publish checks them).
             hub.refuse_mixing(repo_id, remote, {c: list(splits or ()) for c in configs})
-    local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
+    if not sample:  # the sample lives in a temporary folder of its own
+        _refuse_overlap(local_dir, _raw_area(data_dir, kaggle_dataset, cache_dir))
     # A folder that is a file, cannot be written or is in use by another run ends the run here,
     # before any download or build work.
     with _staging(local_dir), tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
@@ -155,24 +184,30 @@ def push(
         missing = [s for s in splits if s not in split_dirs]
         if missing:
             raise raw.RawDataError(
-                f"--splits {' '.join(missing)} not found under {raw_dir}; the data has {', '.join(split_dirs)}"
+                f"--splits {' '.join(missing)} not found under {shown(raw_dir)}; the data has {', '.join(split_dirs)}"
             )
         for note in raw.check_disjoint(split_dirs):
             print(note, file=sys.stderr)
-        pairs = {}
+        listings: dict[str, list[raw.Pair]] = {}
         for split in splits:
             listing = raw.list_pairs(split_dirs[split], on_missing_label)
             for note in listing.notes(split):
                 print(note, file=sys.stderr)
-            pairs.update({(c, split): listing.pairs for c in configs})
+            listings[split] = listing.pairs
+        pairs = {(c, split): listings[split] for c in configs for split in splits}
+        # The splits the folder holds that this run does not rebuild: kept only if built from the raw
+        # data as it is now (checked before anything is written; a damaged shard stops the run here).
+        digests: dict[raw.Pair, str] = {}
+        check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests)
         if not upload:
-            # The folder is what a user loads: its card lists every split it holds complete. They
-            # are read now, so that a damaged shard stops the run before it changes anything.
-            kept = local_sizes(local_dir, skip=set(pairs))
-        built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size)
+            # The folder is what a user loads: its card lists every current split it holds complete.
+            kept = local_sizes(local_dir, skip={*pairs, *check.stale})
+        built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size, digests=digests)
 
-        for config in configs:  # each config built draws its preview from the first of its splits
-            first = min(built[config], key=schema.SPLITS.index)
+        # Each config built draws its preview from the first of its splits; a config this run does not build
+        # draws it again from its first current split when a stale one goes (its preview may show that one).
+        for config in [*configs, *(c for c in check.redrawn if c not in configs)]:
+            first = min(built[config] if config in built else check.current_splits(config), key=schema.SPLITS.index)
             shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
             rows = read_rows(shard, PREVIEW_ROWS)
             with _writing(local_dir / layout.PREVIEW_PATHS[config]) as preview:
@@ -191,6 +226,12 @@ def push(
         ))
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
+        # Removed after the new card is written, so that no card ever names shards the folder lacks.
+        rebuild = _rebuild_command(sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset,
+                                   cache_dir=cache_dir, local_dir=given_local_dir, upload=upload, repo_id=repo_id,
+                                   on_missing_label=on_missing_label)
+        for note in _tidy(local_dir, check, rebuild, built=configs):
+            print(note, file=sys.stderr)
         published = None
         if upload:
             published = hub.publish(
@@ -198,6 +239,172 @@ def push(
                 remote=remote,
             )
     return Summary(sizes, local_dir, published, time.monotonic() - start)
+
+
+def _raw_area(data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None) -> list[tuple[Path, str]]:
+    """The folders of the raw data, known before anything is fetched, each with how messages name it.
+
+    From `--data-dir`: the folder holding the split folders and each split folder (one may be a link to
+    elsewhere); a `--data-dir` above them (the folder holding `openEDS/`) may hold other things, a
+    `--local-dir` among them. From Kaggle: the slug's folder of the download cache as
+    `openeds.download.fetch_raw` lays it out (archive, extraction, `data/`), all of it rewritten by a download.
+    """
+    if data_dir is not None:
+        split_dirs = raw.find_split_dirs(data_dir)
+        base = next(iter(split_dirs.values())).parent
+        return [(base, "the raw data"), *((folder, f"the raw {split} split") for split, folder in split_dirs.items())]
+    slug = kaggle_dataset or download.DEFAULT_SLUG
+    folder = Path(cache_dir or download.default_cache_dir()).expanduser() / slug.replace("/", "--")
+    return [(folder, "the Kaggle download cache (--cache-dir) of the raw data")]
+
+
+def _refuse_overlap(local_dir: Path, areas: Sequence[tuple[Path, str]]) -> None:
+    """Refuse a staging folder inside the raw data, or raw data inside the staging folder (symbolic links resolved).
+
+    Inside the raw data, the run's shards, card and preview would land among the raw files (a preview in
+    `test/images/` is read as a frame by the next build); around it, the raw files would sit in the folder
+    that is published as it is, and a run's clean-up of stale shards works there.
+    """
+    local = _resolved(local_dir)
+    local_shown = f"--local-dir {shown(local_dir)}{_resolves_to(local_dir, local)}"
+    for folder, what in areas:
+        data = _resolved(folder)
+        raw_shown = f"{what} {shown(folder)}{_resolves_to(folder, data)}"
+        if local.is_relative_to(data):
+            raise MaterializeError(
+                f"{local_shown} is inside {raw_shown}; expected a staging folder apart from the raw data, since "
+                f"the run writes its shards, card and preview picture there and the next build would read them as "
+                f"raw files. Fix: pass a --local-dir outside {shown(data)}"
+            )
+        if data.is_relative_to(local):
+            raise MaterializeError(
+                f"{raw_shown} is inside {local_shown}; expected a staging folder apart from the raw data, since the "
+                f"staging folder is published as it is and the run removes stale files from it. "
+                f"Fix: pass a --local-dir that does not hold {shown(data)}"
+            )
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.expanduser().resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: compare the paths as written
+        return Path(os.path.abspath(path.expanduser()))
+
+
+def _resolves_to(given: Path, resolved: Path) -> str:
+    return "" if Path(os.path.abspath(given.expanduser())) == resolved else f" (which resolves to {shown(resolved)})"
+
+
+class Stale(NamedTuple):
+    """A split of the staging folder that is not what the raw data builds now."""
+
+    why: str
+    paths: list[str]
+    #: the raw data has no such split any more
+    gone: bool
+
+
+@dataclass(frozen=True)
+class FolderCheck:
+    """The splits the staging folder holds that this run does not rebuild, as `_check_folder` found them."""
+
+    #: complete splits built from the raw data as it is now: kept, and listed in the folder's card
+    current: frozenset[tuple[str, str]]
+    #: complete splits that are not: removed, with a line each
+    stale: dict[tuple[str, str], Stale]
+    #: shards of a split whose set is not complete (an unfinished build): left for the run that finishes it
+    unfinished: dict[tuple[str, str], list[str]]
+
+    def current_splits(self, config: str) -> list[str]:
+        return [split for c, split in self.current if c == config]
+
+    @property
+    def redrawn(self) -> list[str]:
+        """Configs whose preview is drawn again: some split went stale, another is current."""
+        return sorted({c for c, _ in self.stale if self.current_splits(c)})
+
+
+def _check_folder(
+    local_dir: Path,
+    split_dirs: dict[str, Path],
+    listings: dict[str, list[raw.Pair]],
+    rebuilt: set[tuple[str, str]],
+    on_missing_label: raw.MissingLabelPolicy,
+    digests: dict[raw.Pair, str],
+) -> FolderCheck:
+    """Sort the folder's splits that are not in `rebuilt` into current, stale and unfinished.
+
+    A raw split not listed yet is listed here as a rebuild would (into `listings`), with the run's
+    `on_missing_label`: its bad input is an error like any other, and nothing is written before it.
+    """
+    current, stale, unfinished = set(), {}, {}
+    for key, paths in folder_splits(local_dir).items():
+        config, split = key
+        if key in rebuilt:
+            continue
+        if not is_complete(config, split, paths):
+            unfinished[key] = paths
+            continue
+        if split in split_dirs and split not in listings:
+            try:
+                listings[split] = raw.list_pairs(split_dirs[split], on_missing_label).pairs
+            except raw.RawDataError as e:  # say why a split the run was not asked to build is read at all
+                raise raw.RawDataError(
+                    f"checking the {split} split that {shown(local_dir)} holds against its raw data: {e}"
+                ) from None
+        why = stale_reason(local_dir, config, split, listings.get(split), digests)
+        if why is None:
+            current.add(key)
+        else:
+            stale[key] = Stale(why, paths, gone=split not in split_dirs)
+    return FolderCheck(frozenset(current), stale, unfinished)
+
+
+def _rebuild_command(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
+                     local_dir: Path | None, upload: bool, repo_id: str,
+                     on_missing_label: raw.MissingLabelPolicy) -> Callable[[str, Sequence[str]], str]:
+    """`rebuild(config, splits)`: the command line that builds those splits of `config` from this run's raw data."""
+    words = ["python", "push.py"]
+    if sample:
+        words.append("--sample")
+    elif data_dir is not None:
+        words += ["--data-dir", str(data_dir)]
+    else:
+        words += [*(["--kaggle-dataset", kaggle_dataset] if kaggle_dataset else []),
+                  *(["--cache-dir", str(cache_dir)] if cache_dir else [])]
+    words += ["--local-dir", str(local_dir)] if local_dir is not None else []
+    words += ["--repo-id", repo_id] if upload else ["--no-upload"]
+    words += ["--skip-unlabeled"] if on_missing_label == "skip" else []
+
+    def rebuild(config: str, splits: Sequence[str]) -> str:
+        argv = [*words, "--config", config, "--splits", *splits]
+        return " ".join(shlex.quote(word) if word.isprintable() else shown(word) for word in argv)
+
+    return rebuild
+
+
+def _tidy(local_dir: Path, check: FolderCheck, rebuild: Callable[[str, Sequence[str]], str], *,
+          built: Sequence[str]) -> list[str]:
+    """Remove the stale splits (and the preview of a config left with none); one line each, and one per unfinished."""
+    notes = []
+    for (config, split), stale in sorted(check.stale.items()):
+        for path in stale.paths:
+            (local_dir / path).unlink(missing_ok=True)
+        where = f", from raw data that holds {split}," if stale.gone else ""
+        again = sorted((s for c, s in check.stale if c == config), key=schema.SPLITS.index)
+        notes.append(
+            f"{config}/{split}: removed its {len(stale.paths)} shard(s) from {shown(local_dir)}, since {stale.why}; "
+            f"the folder's card no longer lists it. Rebuild it{where} with: {rebuild(config, again)}"
+        )
+    for config in sorted({c for c, _ in check.stale} - set(built)):
+        if not check.current_splits(config):
+            (local_dir / layout.PREVIEW_PATHS[config]).unlink(missing_ok=True)  # it showed rows of a removed split
+    for (config, split), paths in sorted(check.unfinished.items()):
+        notes.append(
+            f"{config}/{split}: {shown(local_dir)} holds {len(paths)} of its shards, not the whole set (an unfinished "
+            f"build), so the folder's card does not list it. Finish it with: {rebuild(config, [split])}"
+        )
+    return notes
 
 
 #: where push.py writes temporary files in the staging folder (see openeds.layout)
@@ -233,24 +440,46 @@ def _writing(path: Path) -> Iterator[Path]:
     except OSError as e:
         if disk.is_disk_full(e):
             raise MaterializeError(
-                f"the disk holding {path} is full ({e.strerror}) while writing it; the finished shards are kept and "
-                f"the earlier {path.name}, if any, is unchanged. Fix: free some space or pass --local-dir on a "
-                f"larger disk, then run the same command again"
+                f"the disk holding {shown(path)} is full ({e.strerror}) while writing it; the finished shards are kept "
+                f"and the earlier {shown(path.name)}, if any, is unchanged. Fix: free some space or pass --local-dir "
+                f"on a larger disk, then run the same command again"
             ) from None
-        where = f" ({e.filename})" if e.filename and e.filename != str(path) else ""
+        where = f" ({shown(e.filename)})" if e.filename and e.filename != str(path) else ""
         raise MaterializeError(
-            f"cannot write {path}: {e.strerror or e}{where}; expected a writable --local-dir. "
+            f"cannot write {shown(path)}: {e.strerror or e}{where}; expected a writable --local-dir. "
             f"Fix: check the folder's permissions or pass another --local-dir"
         ) from None
 
 
+#: `--max-shard-size`: a number (decimals allowed), optionally a unit; KB, MB, GB, TB are powers of 1000 as in
+#: `push_to_hub(max_shard_size=...)`, KiB, MiB, GiB, TiB powers of 1024, B or no unit bytes
+_SIZE_RE = re.compile(r"(?P<number>-?(?:\d+(?:\.\d+)?|\.\d+))\s*(?P<unit>[KMGT]i?B|B)?", re.IGNORECASE)
+_SIZE_UNITS = {"B": 1, **{f"{p}B": 1000 ** (i + 1) for i, p in enumerate("KMGT")},
+               **{f"{p}IB": 1024 ** (i + 1) for i, p in enumerate("KMGT")}}
+_SIZE_FORM = "a size of 1 byte or more: a number with an optional unit, e.g. 500MB (the default), 1.5GB, 2GiB or 750000"
+
+
 def byte_size(text: str) -> int:
-    """`500MB`, `2GB`, `750KB` or a plain number of bytes."""
-    units = {"KB": 1000, "MB": 1000**2, "GB": 1000**3}
-    for unit, factor in units.items():
-        if text.upper().endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
+    """`500MB`, `1.5GB`, `750KB`, `2GiB` or a plain number of bytes, for argparse: at least 1 byte.
+
+    Written out rather than `datasets.utils.py_utils.convert_file_size_to_int`, which reads `500Mb`
+    as megabits, takes negative sizes and refuses decimals. Anything else, `inf`, `nan`, `-5MB`, `0`
+    or junk included, is an `argparse.ArgumentTypeError`: one usage line naming the value.
+    """
+    match = _SIZE_RE.fullmatch(text.strip())
+    # Fraction, not float: exact, and a number of 400 digits does not overflow to inf
+    size = int(Fraction(match["number"]) * _SIZE_UNITS[(match["unit"] or "B").upper()]) if match else 0
+    if size < 1:
+        why = "is below 1 byte" if match else "is not a size"
+        raise argparse.ArgumentTypeError(f"{text!r} {why}; expected {_SIZE_FORM}")
+    return size
+
+
+def folder_path(text: str) -> Path:
+    """A folder flag's value: an empty one (an unset shell variable) would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty; expected a folder path (pass . for the current folder)")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,10 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_argument_group("raw data (one of; default: download from Kaggle)")
-    source.add_argument("--data-dir", type=Path, metavar="RAW", help="the raw Kaggle OpenEDS folder")
+    source.add_argument("--data-dir", type=folder_path, metavar="RAW", help="the raw Kaggle OpenEDS folder")
     source.add_argument("--sample", action="store_true", help="use a small synthetic sample instead of real data")
     download.add_download_arguments(parser)
-    parser.add_argument("--local-dir", type=Path, metavar="OUT",
+    parser.add_argument("--local-dir", type=folder_path, metavar="OUT",
                         help="folder to materialise into; it then holds exactly what goes to the Hub "
                              "(default: a staging folder under the cache)")
     parser.add_argument("--no-upload", dest="upload", action="store_false",
@@ -291,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # An empty value (an unset shell variable) would silently mean the default: the default repo, tag or slug.
+    for flag, value in (("--repo-id", args.repo_id), ("--tag", args.tag), ("--kaggle-dataset", args.kaggle_dataset)):
+        if value is not None and not value.strip():
+            parser.error(f"{flag} {value!r} is empty; expected a value, or leave {flag} out for its default")
     conflicts = [
         (args.sample and args.data_dir, "--sample", "--data-dir"),
         ((args.sample or args.data_dir) and args.kaggle_dataset, "--kaggle-dataset", "--sample/--data-dir"),
@@ -303,6 +536,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"{first} conflicts with {second}; pass only one of them")
     if args.num_proc < 1:
         parser.error(f"--num-proc {args.num_proc}: expected 1 or more")
+    for config in schema.CONFIG_NAMES if args.config == "all" else [args.config]:
+        row = schema.raw_row_bytes(config)
+        if args.max_shard_size < row:
+            parser.error(
+                f"--max-shard-size {args.max_shard_size:,} bytes is smaller than one {config} row ({row:,} bytes); "
+                f"expected at least {disk.human_bytes(row)}, since a shard holds whole rows (--max-shard-size "
+                f"{-(-row // 1000**2)}MB or more)"
+            )
     args.sample_not_published = False
     if args.sample and args.upload:
         if args.repo_id == DEFAULT_REPO_ID:
@@ -344,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout=args.timeout,
         )
     except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 import datasets
 import torch
@@ -51,6 +52,24 @@ def loss_fn(logits: torch.Tensor, label: torch.Tensor, weights: torch.Tensor, di
     cross_entropy = F.cross_entropy(logits, label, reduction="none")
     surface = (logits.softmax(dim=1) * dist).mean()
     return ((1 + weights) * cross_entropy).mean() + surface
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of ``minimum`` or more, else one usage line naming the value.
+
+    Without it a 0 or negative count reaches the loader or the DataLoader and ends in a traceback.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected {minimum} or more") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is below {minimum}; expected an integer of {minimum} or more")
+        return value
+
+    return parse
 
 
 class UsageError(ValueError):
@@ -90,14 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         "--streaming", action="store_true", help="stream the split (load_dataset(..., streaming=True)): no local copy"
     )
     add_preprocessed_argument(parser)
-    parser.add_argument("--max-steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-steps", type=at_least(1), default=100)
+    parser.add_argument("--batch-size", type=at_least(1), default=4)
     parser.add_argument(
         "--dataloader", action="store_true", help="feed through torch's DataLoader(IrisDataset) instead of IrisLoader"
     )
-    parser.add_argument("--num-workers", type=int, help="DataLoader worker processes (with --dataloader; default 0)")
-    parser.add_argument("--num-threads", type=int, help="IrisLoader gather threads (default: the cores, at most 4)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--num-workers", type=at_least(0), help="DataLoader worker processes (with --dataloader; default 0)"
+    )
+    parser.add_argument(
+        "--num-threads", type=at_least(1), help="IrisLoader gather threads (default: the cores, at most 4)"
+    )
+    parser.add_argument("--seed", type=at_least(0), default=0)
     args = parser.parse_args(argv)
     if args.dataloader and args.num_threads is not None:
         parser.error("--num-threads is IrisLoader's; with --dataloader use --num-workers")

@@ -26,6 +26,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from openeds import schema
 from openeds.disk import human_bytes, write_atomically
 from openeds.layout import PREVIEW_PATHS, split_prefix
+from openeds.names import shown
 
 logger = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("card_template.md")
@@ -281,5 +282,5 @@ def render_preview(rows: list[dict], path: Path) -> None:
         cv2.putText(header, title, (320 * i + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
     ok, png = cv2.imencode(".png", np.vstack([header, *lines]))
     if not ok:
-        raise OSError(f"could not encode the preview picture {path}")
+        raise OSError(f"could not encode the preview picture {shown(path)}")
     write_atomically(path, png.tobytes())

@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+from openeds.names import shown
+
 #: errors that mean "no room left": the disk is full, or the user's quota is
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _UNITS = (("GB", 1000**3), ("MB", 1000**2), ("kB", 1000))
@@ -41,7 +43,7 @@ def require_free_space(folder: Path, needed: int, *, purpose: str, fix: str, err
         if have == want:  # sizes within rounding of each other: never print two equal numbers
             have, want = f"{free:,} bytes", f"{needed:,} bytes"
         raise error(
-            f"not enough free disk space in {folder}: {have} free, about {want} needed {purpose}; "
+            f"not enough free disk space in {shown(folder)}: {have} free, about {want} needed {purpose}; "
             f"expected room for it. Fix: free some space or {fix}"
         )
 

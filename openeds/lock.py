@@ -27,6 +27,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from openeds.layout import LOCK_NAME, LOCK_OWNER_NAME
+from openeds.names import shown
 
 #: how long a contender waits for a holder that has just taken the lock to write its record
 _OWNER_WAIT_SECONDS = 1.0
@@ -47,7 +48,7 @@ def hold(folder: Path, *, what: str, option: str, error: type[Exception]) -> Ite
         lock.acquire()
     except Timeout:
         raise error(
-            f"another {_holder(folder)} is using {what} {folder}; wait for it to finish or pass another {option}"
+            f"another {_holder(folder)} is using {what} {shown(folder)}; wait for it to finish or pass another {option}"
         ) from None
     except OSError as e:
         raise error(_unwritable(folder, what, option, e)) from None
@@ -66,7 +67,7 @@ def hold(folder: Path, *, what: str, option: str, error: type[Exception]) -> Ite
 def _prepare(folder: Path, *, what: str, option: str, error: type[Exception]) -> None:
     if folder.exists() and not folder.is_dir():
         raise error(
-            f"{what} {folder} is a file, not a folder; expected a folder or a path that does not exist yet. "
+            f"{what} {shown(folder)} is a file, not a folder; expected a folder or a path that does not exist yet. "
             f"Fix: pass another {option}"
         )
     try:
@@ -76,9 +77,9 @@ def _prepare(folder: Path, *, what: str, option: str, error: type[Exception]) ->
 
 
 def _unwritable(folder: Path, what: str, option: str, e: OSError) -> str:
-    where = f" ({e.filename})" if e.filename and Path(e.filename) != folder else ""
+    where = f" ({shown(e.filename)})" if e.filename and Path(e.filename) != folder else ""
     return (
-        f"{what} {folder} cannot be written: {e.strerror or e}{where}; expected a folder this user can create "
+        f"{what} {shown(folder)} cannot be written: {e.strerror or e}{where}; expected a folder this user can create "
         f"and write. Fix: check its permissions and free space, or pass another {option}"
     )
 

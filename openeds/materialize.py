@@ -9,15 +9,20 @@ preprocessing's ``COMPUTE_VERSION`` and the OpenCV and SciPy versions). A re-run
 shard whose record matches and rebuilds anything else, so a corrected input file or a
 change in what the code computes always rebuilds. Shards are written under a temporary
 name and renamed when complete, so a killed run leaves nothing that looks finished.
+
+The same records tell whether a split the folder holds but this run does not rebuild
+(another config, another split) is still current: :func:`stale_reason` compares its
+records with what the raw data would give now, without building anything (hashing the
+inputs costs about 0.3 % of a build, ``benchmarks/bench_rerun.py``). ``push.py`` removes
+such a split and says so, so that a folder never describes data built from other inputs.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import math
 import multiprocessing
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from tqdm import tqdm
 from openeds import disk, parquet, raw, schema
 from openeds.card import SplitSize
 from openeds.layout import CONFIG_DIRS, complete_shard_set, shard_path, split_prefix
+from openeds.names import shown
 from openeds.rows import make_row
 from preprocessing import COMPUTE_VERSION
 
@@ -66,18 +72,28 @@ class ShardTask:
         digest = xxhash.xxh3_128()
         for pair in self.pairs:
             digest.update(f"{pair.stem}:{input_digests[pair]}\n".encode())
+        return {**self.frames(), "inputs_xxh3_128": digest.hexdigest()}
+
+    def frames(self) -> dict:
+        """The record without the input hash: what computes the shard, and which frames it holds."""
         return {
-            "format_version": schema.FORMAT_VERSION,
-            "compute_version": COMPUTE_VERSION,
-            "opencv": cv2.__version__,
-            "scipy": scipy.__version__,
+            **versions(),
             "config": self.config,
             "split": self.split,
             "rows": len(self.pairs),
             "first": self.pairs[0].stem,
             "last": self.pairs[-1].stem,
-            "inputs_xxh3_128": digest.hexdigest(),
         }
+
+
+def versions() -> dict:
+    """The part of a shard's record that names what computes it; another value means other numbers."""
+    return {
+        "format_version": schema.FORMAT_VERSION,
+        "compute_version": COMPUTE_VERSION,
+        "opencv": cv2.__version__,
+        "scipy": scipy.__version__,
+    }
 
 
 def digest_pair(pair: raw.Pair) -> str:
@@ -87,10 +103,18 @@ def digest_pair(pair: raw.Pair) -> str:
         try:
             content = path.read_bytes()
         except OSError as e:
-            raise raw.RawDataError(f"{role} {path} cannot be read: {e.strerror or e}") from None
+            raise raw.RawDataError(f"{role} {shown(path)} cannot be read: {e.strerror or e}") from None
         digest.update(f"{role}:{len(content)}\n".encode())
         digest.update(content)
     return digest.hexdigest()
+
+
+def hash_inputs(pairs: Iterable[raw.Pair], digests: dict[raw.Pair, str]) -> dict[raw.Pair, str]:
+    """Fill ``digests`` with :func:`digest_pair` of each of ``pairs`` it lacks (each frame is hashed once)."""
+    todo = sorted({pair for pair in pairs if pair not in digests}, key=lambda p: (str(p.image), p.stem))
+    for pair in tqdm(todo, unit="frame", desc="Hashing inputs", disable=not todo):
+        digests[pair] = digest_pair(pair)
+    return digests
 
 
 def plan_shards(
@@ -103,7 +127,11 @@ def plan_shards(
             f"--max-shard-size {max_shard_bytes} bytes is smaller than one {config} row "
             f"({schema.raw_row_bytes(config)} bytes); expected at least that"
         )
-    count = math.ceil(len(pairs) / per_shard)
+    return _cut(pairs, config, split, per_shard)
+
+
+def _cut(pairs: Sequence[raw.Pair], config: schema.ConfigName, split: str, per_shard: int) -> list[ShardTask]:
+    count = -(-len(pairs) // per_shard)  # integers: a --max-shard-size of any size never rounds to 0 shards
     return [
         ShardTask(config, split, i, count, tuple(pairs[i * per_shard : (i + 1) * per_shard])) for i in range(count)
     ]
@@ -141,6 +169,85 @@ def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
                 old.unlink()
 
 
+def folder_splits(out_dir: Path) -> dict[tuple[schema.ConfigName, str], list[str]]:
+    """``{(config, split): shard paths}`` of every split of which ``out_dir`` holds a shard, complete or not."""
+    held: dict[tuple[schema.ConfigName, str], list[str]] = {}
+    for config in CONFIG_DIRS:
+        for split in schema.SPLITS:
+            paths = _shard_paths(out_dir, config, split)
+            if paths:
+                held[(config, split)] = paths  # type: ignore[index]
+    return held
+
+
+def is_complete(config: str, split: str, paths: Sequence[str]) -> bool:
+    """Whether ``paths`` (sorted) are every shard ``i`` of ``n`` of the split."""
+    return bool(paths) and list(paths) == complete_shard_set(split_prefix(config, split), paths)
+
+
+def stale_reason(
+    out_dir: Path,
+    config: schema.ConfigName,
+    split: str,
+    pairs: Sequence[raw.Pair] | None,
+    digests: dict[raw.Pair, str],
+) -> str | None:
+    """Why the complete split ``config``/``split`` of ``out_dir`` is not what ``pairs`` would build now; None if it is.
+
+    ``pairs`` is the raw split as it pairs up now (None: the raw data has no such split any
+    more). The shards' records are compared with what a rebuild would record, shard by shard,
+    with the shard size the folder was built with (so an earlier ``--max-shard-size`` is no
+    reason). The inputs are hashed (into ``digests``) only when the versions and frames agree.
+    A shard that cannot be read, or has no record of push.py's, is a :class:`MaterializeError`:
+    it is not this tool's to remove.
+    """
+    paths = _shard_paths(out_dir, config, split)
+    records = [_record(out_dir, path, config, split) for path in paths]
+    if pairs is None:
+        return f"the raw data has no {split} split any more, so what it was built from cannot be checked"
+    now = versions()
+    changed = [f"{key} {records[0].get(key)} -> {now[key]}" for key in now if records[0].get(key) != now[key]]
+    if changed:
+        return f"it was built by other versions ({', '.join(changed)}), which compute other numbers"
+    per_shard = records[0].get("rows")
+    tasks = _cut(pairs, config, split, per_shard) if isinstance(per_shard, int) and per_shard > 0 else []
+    held = sum(record.get("rows", 0) for record in records)
+    if len(tasks) != len(records) or any(
+        {key: record.get(key) for key in task.frames()} != task.frames() for task, record in zip(tasks, records)
+    ):
+        return f"it was built from other frames ({held} rows) than the raw split pairs up now ({len(pairs)} frames)"
+    hash_inputs(pairs, digests)
+    if any(task.source(digests) != record for task, record in zip(tasks, records)):
+        return "it was built from image or label files whose contents have changed since"
+    return None
+
+
+def _record(out_dir: Path, path: str, config: str, split: str) -> dict:
+    try:
+        record = parquet.read_source(out_dir / path, strict=True)
+    except (OSError, pa.ArrowException, ValueError) as e:
+        raise MaterializeError(_unreadable(out_dir / path, config, split, e)) from None
+    if not isinstance(record, dict):
+        raise MaterializeError(
+            f"shard {shown(out_dir / path)} has no build record of push.py; expected only shards push.py wrote in "
+            f"its folder, so it is left alone. Fix: move it out of the folder, or pass another --local-dir"
+        )
+    return record
+
+
+def _unreadable(shard: Path, config: str, split: str, e: BaseException) -> str:
+    flags = f"--splits {split}" + (" --config full" if config == "full" else "")
+    return (
+        f"shard {shown(shard)} cannot be read ({' '.join(str(e).split())}); expected a parquet shard written by "
+        f"push.py. Fix: delete it, or rebuild that split with {flags}"
+    )
+
+
+def _shard_paths(out_dir: Path, config: str, split: str) -> list[str]:
+    prefix = split_prefix(config, split)
+    return sorted(p.relative_to(out_dir).as_posix() for p in out_dir.glob(f"{prefix}*-of-*.parquet"))
+
+
 def local_sizes(out_dir: Path, *, skip: Collection[tuple[str, str]] = ()) -> dict[str, dict[str, SplitSize]]:
     """Sizes of the splits ``out_dir`` already holds complete (every shard ``i`` of ``n``).
 
@@ -160,20 +267,15 @@ def local_sizes(out_dir: Path, *, skip: Collection[tuple[str, str]] = ()) -> dic
 
 def _split_size(out_dir: Path, config: str, split: str) -> SplitSize | None:
     """The size of a split whose shards are all present, else None."""
-    prefix = split_prefix(config, split)
-    paths = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.glob(f"{prefix}*-of-*.parquet"))
-    if not paths or paths != complete_shard_set(prefix, paths):
+    paths = _shard_paths(out_dir, config, split)
+    if not is_complete(config, split, paths):
         return None
     rows = 0
     for shard in (out_dir / p for p in paths):
         try:
             rows += parquet.num_rows(shard)
         except (OSError, pa.ArrowException) as e:
-            flags = f"--splits {split}" + (" --config full" if config == "full" else "")
-            raise MaterializeError(
-                f"shard {shard} cannot be read ({' '.join(str(e).split())}); expected a parquet shard written by "
-                f"push.py. Fix: delete it, or rebuild that split with {flags}"
-            ) from None
+            raise MaterializeError(_unreadable(shard, config, split, e)) from None
     return SplitSize(rows, sum((out_dir / p).stat().st_size for p in paths))
 
 
@@ -183,8 +285,12 @@ def materialize(
     *,
     num_proc: int = 1,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    digests: dict[raw.Pair, str] | None = None,
 ) -> dict[str, dict[str, SplitSize]]:
-    """Build every ``(config, split)`` of ``split_pairs`` into ``out_dir``; return their sizes."""
+    """Build every ``(config, split)`` of ``split_pairs`` into ``out_dir``; return their sizes.
+
+    ``digests``: input hashes already computed in this run (by :func:`stale_reason`), reused.
+    """
     tasks = [
         task
         for (config, split), pairs in split_pairs.items()
@@ -192,9 +298,9 @@ def materialize(
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale(out_dir, tasks)
-    frames = sorted({pair for pairs in split_pairs.values() for pair in pairs}, key=lambda p: (str(p.image), p.stem))
     # Each frame is hashed once, even when two configs use it.
-    digests = {pair: digest_pair(pair) for pair in tqdm(frames, unit="frame", desc="Hashing inputs")}
+    frames = (pair for pairs in split_pairs.values() for pair in pairs)
+    digests = hash_inputs(frames, {} if digests is None else digests)
     sources = {task.relpath: task.source(digests) for task in tasks}
     todo = []
     for task in tasks:
@@ -224,7 +330,7 @@ def materialize(
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise MaterializeError(
-                f"the disk holding {out_dir} is full ({e.filename or 'while writing a shard'}); "
+                f"the disk holding {shown(out_dir)} is full ({shown(e.filename or 'while writing a shard')}); "
                 "finished shards are kept; "
                 "free some space or pass --local-dir on a larger disk, then run the same command again"
             ) from None

@@ -115,14 +115,20 @@ def write_shard(
     return count
 
 
-def read_source(path: Path) -> dict[str, Any] | None:
-    """The ``source`` a finished shard was written with, or None if unreadable or foreign."""
+def read_source(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
+    """The ``source`` a finished shard was written with, or None if foreign (no record) or unreadable.
+
+    ``strict``: an unreadable file or record raises (``OSError``, ``pyarrow.ArrowException``,
+    ``ValueError``) instead of returning None, so that the caller can tell it from a foreign one.
+    """
     try:
         metadata = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException):
+        raw = metadata.get(_META_KEY)
+        return json.loads(raw) if raw else None
+    except (OSError, pa.ArrowException, ValueError):
+        if strict:
+            raise
         return None
-    raw = metadata.get(_META_KEY)
-    return json.loads(raw) if raw else None
 
 
 def num_rows(path: Path) -> int:

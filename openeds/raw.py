@@ -10,10 +10,29 @@ Layout::
 ``openEDS/openEDS/`` or directly at a folder holding the split folders. Anything
 else in the tree (for example ``S_*`` subject folders) is ignored.
 
-Every problem with the input raises :class:`RawDataError` with a one-line message
-naming the file, what was found and what was expected. What is not an error but worth
-knowing (images left out with ``on_missing_label="skip"``, labels without an image) is
-counted in :meth:`SplitListing.notes`, which the callers print as warnings.
+The one policy for bad input is an error: every problem with the input raises
+:class:`RawDataError` with a one-line message naming the file, what was found and what was
+expected. What is not an error but worth knowing (images left out with
+``on_missing_label="skip"``, labels without an image) is counted in :meth:`SplitListing.notes`,
+which the callers print as warnings. In particular:
+
+* **Suffixes** are matched ignoring case, alike for images and labels: ``000012.PNG`` is an
+  image and ``000012.NPY`` its label. Two files of one folder whose stems are equal once the
+  suffix is normalised (``000012.png`` and ``000012.PNG``) are two files for one frame; the
+  reader cannot tell which is right, and taking both would give the frame two rows, so that is
+  an error naming both, never a silent choice.
+* **Split folders**: at the level where split folders are found, each folder named like a split
+  must hold both ``images/`` and ``labels/``; one with only one of them, or neither, is an error
+  rather than a split left out without a word. An ``images/`` folder without a PNG is an error too.
+* **Label dtypes**: a label holds integer class ids, so its dtype must be an integer one, signed
+  or unsigned, of any width or byte order (``uint8``, ``int32``, ``>i8``, ...), with values 0..3.
+  A ``bool`` array is refused: it is a two-valued mask, not class ids, and read as classes it
+  would turn every True into 1 (sclera) and leave the frame without a pupil. Floating-point
+  labels are refused even when their values are whole: a float array is what resampling or a
+  network's output gives, and turning 1.9999 or 2.5 into a class id would be a guess. Complex,
+  ``timedelta64`` (which NumPy counts as an integer type) and structured dtypes are refused.
+* **Names in messages** go through :func:`openeds.names.shown`, so a file name holding a
+  newline or another control character keeps the message on one line.
 """
 
 from __future__ import annotations
@@ -31,6 +50,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from openeds.names import shown
 from openeds.schema import HEIGHT, SPLITS, WIDTH
 
 MissingLabelPolicy = Literal["error", "skip"]
@@ -75,30 +95,81 @@ class SplitListing:
             example = self.orphan_labels[0]
             notes.append(
                 f"{split}: ignored {len(self.orphan_labels)} labels without an image "
-                f"(e.g. {example.parent.name}/{example.name})"
+                f"(e.g. {shown(f'{example.parent.name}/{example.name}')})"
             )
         return notes
 
 
 def find_split_dirs(data_dir: str | Path) -> dict[str, Path]:
-    """Map each split present (train, validation, test, in that order) to its folder."""
+    """Map each split present (train, validation, test, in that order) to its folder.
+
+    The first level (``data_dir``, ``openEDS/``, ``openEDS/openEDS/``) holding a split folder
+    with ``images/`` or ``labels/`` is the one read; there every folder named like a split must
+    hold both (see the module docstring).
+    """
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise RawDataError(
-            f"data dir {root} does not exist or is not a folder; expected the Kaggle tree {_LAYOUT_HINT}"
+            f"data dir {shown(root)} does not exist or is not a folder; expected the Kaggle tree {_LAYOUT_HINT}"
         )
     for base in (root, root / "openEDS", root / "openEDS" / "openEDS"):
-        found = {s: base / s for s in SPLITS if (base / s / "images").is_dir()}
-        if found:
+        if any(os.path.lexists(base / s / sub) for s in SPLITS for sub in ("images", "labels")):
+            found = {s: base / s for s in SPLITS if os.path.lexists(base / s)}
+            for folder in found.values():
+                _check_split_folder(folder)
             return found
     raise RawDataError(
-        f"no split folders with images/ found under {root}; expected the Kaggle tree {_LAYOUT_HINT} "
+        f"no split folders with images/ found under {shown(root)}; expected the Kaggle tree {_LAYOUT_HINT} "
         f"(pass the folder that holds openEDS/, or one of its levels)"
     )
 
 
+def _check_split_folder(folder: Path) -> None:
+    """A split folder holds the folders images/ and labels/, else the split would go missing without a word."""
+    if not folder.is_dir():
+        raise RawDataError(
+            f"split {shown(folder)} is not a folder; expected a folder holding images/ and labels/ "
+            f"({_LAYOUT_HINT}). Fix: move it out of the tree, or replace it with the split's folder"
+        )
+    there = [sub for sub in ("images", "labels") if (folder / sub).is_dir()]
+    if len(there) == 2:
+        return
+    for sub in ("images", "labels"):
+        if os.path.lexists(folder / sub) and sub not in there:
+            raise RawDataError(
+                f"{shown(folder / sub)} is not a folder; expected the folder of the split's {sub} ({_LAYOUT_HINT}). "
+                f"Fix: replace it with the folder, or move the split {shown(folder)} out of the tree"
+            )
+    missing = [sub for sub in ("images", "labels") if sub not in there]
+    has = f"has {there[0]}/ but no {missing[0]}/" if there else "holds neither images/ nor labels/"
+    raise RawDataError(
+        f"split folder {shown(folder)} {has}; expected both images/ and labels/ ({_LAYOUT_HINT}), "
+        f"one label per image. Fix: restore {shown(folder / missing[0])}, or move {shown(folder)} out of the tree "
+        f"to leave the split out"
+    )
+
+
+def _by_stem(folder: Path, suffix: str, role: str) -> dict[str, Path]:
+    """The files of ``folder`` whose suffix is ``suffix`` ignoring case, by stem, in sorted order.
+
+    Two files of one stem (``000012.png`` and ``000012.PNG``) are an error naming both.
+    """
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if path.suffix.lower() != suffix:
+            continue
+        if path.stem in found:
+            raise RawDataError(
+                f"{role}s {shown(found[path.stem].name)} and {shown(path.name)} in {shown(folder)} are two files for "
+                f"the frame {shown(path.stem)} (suffixes are matched ignoring case); expected one {suffix} file per "
+                f"frame. Fix: remove the one that is not the frame's {role}"
+            )
+        found[path.stem] = path
+    return found
+
+
 def list_pairs(split_dir: str | Path, on_missing_label: MissingLabelPolicy = "error") -> SplitListing:
-    """Pair ``images/*.png`` with ``labels/<stem>.npy`` by stem, in sorted order.
+    """Pair ``images/<stem>.png`` with ``labels/<stem>.npy`` by stem (suffixes ignoring case), in sorted order.
 
     An image or label that is a folder, a broken symbolic link or another non-file is an
     error; labels without an image are left out and listed in ``orphan_labels``.
@@ -106,30 +177,45 @@ def list_pairs(split_dir: str | Path, on_missing_label: MissingLabelPolicy = "er
     if on_missing_label not in MISSING_LABEL_POLICIES:
         raise ValueError(f"on_missing_label={on_missing_label!r}; expected one of {MISSING_LABEL_POLICIES}")
     split_dir = Path(split_dir)
-    images = sorted(p for p in (split_dir / "images").iterdir() if p.suffix.lower() == ".png")
-    for image in images:
+    images = _by_stem(split_dir / "images", ".png", "image")
+    for image in images.values():
         _require_file(image, "image", "an 8-bit grayscale PNG file")
     if not images:
-        raise RawDataError(f"split folder {split_dir / 'images'} holds no .png images; expected one PNG per frame")
+        raise RawDataError(
+            f"split folder {shown(split_dir / 'images')} holds no .png images; expected one PNG per frame"
+        )
     labels_dir = split_dir / "labels"
+    labels = _by_stem(labels_dir, ".npy", "label")
     pairs, skipped = [], []
-    for image in images:
-        label = labels_dir / f"{image.stem}.npy"
-        if os.path.lexists(label):
+    for stem, image in images.items():
+        label = labels.get(stem)
+        if label is not None:
             _require_file(label, "label", "a .npy file")
-            pairs.append(Pair(image.stem, image, label))
+            pairs.append(Pair(stem, image, label))
         elif on_missing_label == "skip":
             skipped.append(image)
         else:
             raise RawDataError(
-                f"image {image} has no label {label}; expected one .npy per image "
-                f"(use on_missing_label='skip' / --skip-unlabeled to leave such images out)"
+                f"image {shown(image)} has no label {shown(labels_dir / f'{stem}.npy')}{_same_stem(labels_dir, stem)}; "
+                f"expected one .npy per image (use on_missing_label='skip' / --skip-unlabeled to leave such "
+                f"images out)"
             )
     if not pairs:
-        raise RawDataError(f"split folder {split_dir} has no labelled images ({len(skipped)} images without labels)")
-    stems = {image.stem for image in images}
-    labels = sorted(p for p in labels_dir.iterdir() if p.suffix == ".npy") if labels_dir.is_dir() else []
-    return SplitListing(pairs, skipped, [p for p in labels if p.stem not in stems])
+        raise RawDataError(
+            f"split folder {shown(split_dir)} has no labelled images ({len(skipped)} images without labels)"
+        )
+    return SplitListing(pairs, skipped, [label for stem, label in labels.items() if stem not in images])
+
+
+def _same_stem(folder: Path, stem: str) -> str:
+    """`` (labels/ holds 000012.npz, not a .npy)``: the files there named like the frame, if any."""
+    if not folder.is_dir():
+        return ""
+    others = sorted(p.name for p in folder.iterdir() if p.name == stem or p.name.startswith(f"{stem}."))
+    if not others:
+        return ""
+    listed = ", ".join(shown(name) for name in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    return f" ({folder.name}/ holds {listed}, not a .npy)"
 
 
 def _require_file(path: Path, role: str, expected: str) -> None:
@@ -137,11 +223,11 @@ def _require_file(path: Path, role: str, expected: str) -> None:
         return
     if path.is_symlink() and not path.exists():
         raise RawDataError(
-            f"{role} {path} is a broken symbolic link (to {os.readlink(path)}); expected {expected}. "
+            f"{role} {shown(path)} is a broken symbolic link (to {shown(os.readlink(path))}); expected {expected}. "
             f"Fix: restore what it points to, or replace the link with the file"
         )
     kind = "a folder" if path.is_dir() else "not a regular file"
-    raise RawDataError(f"{role} {path} is {kind}; expected {expected}. Fix: replace it with the file")
+    raise RawDataError(f"{role} {shown(path)} is {kind}; expected {expected}. Fix: replace it with the file")
 
 
 def check_disjoint(split_dirs: Mapping[str, Path]) -> list[str]:
@@ -152,10 +238,7 @@ def check_disjoint(split_dirs: Mapping[str, Path]) -> list[str]:
     does not tell the splits' rows apart): a warning with a count, since some copies of a
     dataset number their frames from 0 in every split. Only the shared stems are read.
     """
-    stems = {
-        split: {p.stem: p for p in (folder / "images").iterdir() if p.suffix.lower() == ".png"}
-        for split, folder in split_dirs.items()
-    }
+    stems = {split: _by_stem(folder / "images", ".png", "image") for split, folder in split_dirs.items()}
     notes = []
     names = list(stems)
     for i, first in enumerate(names):
@@ -164,15 +247,15 @@ def check_disjoint(split_dirs: Mapping[str, Path]) -> list[str]:
             same = [stem for stem in shared if _same_bytes(stems[first][stem], stems[second][stem])]
             if same:
                 raise RawDataError(
-                    f"image {same[0]}.png is in both {first} and {second} with the same content ({len(same)} "
-                    f"identical frames in the two splits); expected each frame in one split only, since a frame in "
-                    f"two splits leaks training data into evaluation. Fix: remove the duplicates from "
-                    f"{split_dirs[first] / 'images'} or {split_dirs[second] / 'images'}"
+                    f"image {shown(stems[first][same[0]].name)} is in both {first} and {second} with the same content "
+                    f"({len(same)} identical frames in the two splits); expected each frame in one split only, since "
+                    f"a frame in two splits leaks training data into evaluation. Fix: remove the duplicates from "
+                    f"{shown(split_dirs[first] / 'images')} or {shown(split_dirs[second] / 'images')}"
                 )
             if shared:
                 notes.append(
                     f"{first} and {second}: {len(shared)} image names appear in both, with different images "
-                    f"(e.g. {shared[0]}.png); their rows share a filename"
+                    f"(e.g. {shown(stems[first][shared[0]].name)}); their rows share a filename"
                 )
     return notes
 
@@ -190,34 +273,36 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         data = np.fromfile(path, np.uint8)
     except OSError as e:
-        raise RawDataError(f"image {path} cannot be read: {e.strerror or e}") from None
+        raise RawDataError(f"image {shown(path)} cannot be read: {e.strerror or e}") from None
     head = data[:8].tobytes()
     if head.startswith(_JPEG_SIGNATURE):
         raise RawDataError(
-            f"image {path} holds JPEG data, not PNG ({data.size} bytes); expected the lossless 8-bit grayscale PNG "
-            f"of OpenEDS (a JPEG copy has lost detail to compression). Fix: replace it with the original PNG"
+            f"image {shown(path)} holds JPEG data, not PNG ({data.size} bytes); expected the lossless 8-bit "
+            f"grayscale PNG of OpenEDS (a JPEG copy has lost detail to compression). "
+            f"Fix: replace it with the original PNG"
         )
     if head != _PNG_SIGNATURE:
         start = f", starting {head!r}, not the PNG signature" if data.size else ""
         raise RawDataError(
-            f"image {path} is not a decodable PNG ({data.size} bytes{start}); expected an 8-bit grayscale PNG"
+            f"image {shown(path)} is not a decodable PNG ({data.size} bytes{start}); expected an 8-bit grayscale PNG"
         )
     image, said = _decode_quietly(data)
     if image is None:
         why = f": {said}" if said else ""
         raise RawDataError(
-            f"image {path} is not a decodable PNG ({data.size} bytes{why}); expected an 8-bit grayscale PNG"
+            f"image {shown(path)} is not a decodable PNG ({data.size} bytes{why}); expected an 8-bit grayscale PNG"
         )
     if image.ndim != 2 or image.dtype != np.uint8:
         channels = 1 if image.ndim == 2 else image.shape[2]
         raise RawDataError(
-            f"image {path} has {channels} channel(s) of {image.dtype}; expected 8-bit grayscale (1 channel of uint8)"
+            f"image {shown(path)} has {channels} channel(s) of {image.dtype}; "
+            f"expected 8-bit grayscale (1 channel of uint8)"
         )
     if image.shape != (HEIGHT, WIDTH):
         portrait = image.shape == (WIDTH, HEIGHT)
         hint = " This looks like the 2019 portrait release, which v2 does not support" if portrait else ""
         raise RawDataError(
-            f"image {path} has shape {image.shape} (rows, cols); expected ({HEIGHT}, {WIDTH}).{hint}"
+            f"image {shown(path)} has shape {image.shape} (rows, cols); expected ({HEIGHT}, {WIDTH}).{hint}"
         )
     return image
 
@@ -275,10 +360,10 @@ def read_label(path: str | Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np
         with open(path, "rb") as f:
             head = f.read(64)
     except OSError as e:
-        raise RawDataError(f"label {path} cannot be read: {e.strerror or e}") from None
+        raise RawDataError(f"label {shown(path)} cannot be read: {e.strerror or e}") from None
     if not head.startswith(_NPY_MAGIC):
         raise RawDataError(
-            f"label {path} {_what_it_is(head)}; expected one array saved with numpy.save (.npy). "
+            f"label {shown(path)} {_what_it_is(head)}; expected one array saved with numpy.save (.npy). "
             f"Fix: save the label with numpy.save"
         )
     try:
@@ -286,19 +371,36 @@ def read_label(path: str | Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np
     except ValueError as e:
         if "allow_pickle" in str(e):
             raise RawDataError(
-                f"label {path} holds an array of Python objects (pickled); expected integer class ids 0..3"
+                f"label {shown(path)} holds an array of Python objects (pickled); expected integer class ids 0..3"
             ) from None
-        raise RawDataError(f"label {path} is not a readable .npy array: {e}") from None
+        raise RawDataError(f"label {shown(path)} is not a readable .npy array: {_one_line(e)}") from None
     except (OSError, EOFError) as e:
-        raise RawDataError(f"label {path} is not a readable .npy array: {e}") from None
+        raise RawDataError(f"label {shown(path)} is not a readable .npy array: {_one_line(e)}") from None
     if label.shape != shape:
-        raise RawDataError(f"label {path} has shape {label.shape}; expected {shape}, the shape of its image")
-    if not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
-        raise RawDataError(f"label {path} has dtype {label.dtype}; expected integer class ids 0..3")
+        raise RawDataError(f"label {shown(path)} has shape {label.shape}; expected {shape}, the shape of its image")
+    if label.dtype == np.bool_:
+        raise RawDataError(
+            f"label {shown(path)} holds a bool array (a True/False mask); expected integer class ids 0..3 "
+            f"(0 bg, 1 sclera, 2 iris, 3 pupil) in an integer dtype such as uint8, since read as classes every True "
+            f"would be sclera and the frame would have no pupil. Fix: save the frame's 4-class label"
+        )
+    if label.dtype.kind not in "iu":  # kind, not issubdtype: NumPy counts timedelta64 as an integer type
+        raise RawDataError(
+            f"label {shown(path)} has dtype {_one_line(label.dtype)}; expected integer class ids 0..3 in an integer "
+            f"dtype such as uint8 (floats are refused even when whole: their class would be a guess). "
+            f"Fix: save the frame's label as integers"
+        )
     lo, hi = int(label.min()), int(label.max())
     if lo < 0 or hi > 3:
-        raise RawDataError(f"label {path} has values in {lo}..{hi}; expected class ids 0..3 (bg, sclera, iris, pupil)")
+        raise RawDataError(
+            f"label {shown(path)} has values in {lo}..{hi}; expected class ids 0..3 (bg, sclera, iris, pupil)"
+        )
     return label.astype(np.uint8, copy=False)
+
+
+def _one_line(value: object) -> str:
+    """An exception's or dtype's text on one line (NumPy's messages may span several)."""
+    return " ".join(str(value).split())
 
 
 def _what_it_is(head: bytes) -> str:

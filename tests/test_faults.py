@@ -34,6 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi
@@ -354,7 +355,8 @@ RAW = [
          arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.where(np.load(p) == 3, 7, np.load(p))))),
     Case("label-of-floats", LOCAL, exit=1, error="has dtype float64; expected integer class ids",
          arrange=_edit(_first("test", "labels"), _save_label(np.zeros((400, 640))))),
-    Case("shard-size-below-one-row", (*LOCAL, "--max-shard-size", "1MB"), exit=1, error="is smaller than one pupil row"),
+    Case("shard-size-below-one-row", (*LOCAL, "--max-shard-size", "1MB"), exit=2,
+         error="is smaller than one pupil row"),
     Case("npz-saved-under-a-npy-name", LOCAL, exit=1,
          error="is an .npz archive (zip data, from numpy.savez) under a .npy name",
          arrange=_edit(_first("test", "labels"), lambda p: _savez(p, np.load(p)))),
@@ -808,7 +810,336 @@ NETWORK = [
          error="argument --timeout: '0' is not a number of seconds; expected more than 0"),
 ]
 
-CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK]
+
+# -- raw data read the wrong way, the staging folder, the sizes (issue 14) ------------------------
+#
+# Raw input: stems that collide once suffixes are normalised, half split folders, labels that are
+# not integer class ids, label suffixes, names that are not one printable line. The staging folder:
+# splits a run does not rebuild are checked against the raw data (stale ones removed, named, and
+# left out of the card), and a folder inside the raw data or around it is refused before anything
+# is written. Sizes: `--max-shard-size` refuses what is not a size of at least one row.
+
+
+def _copy_as(path_of: Callable[[World], Path], name: str) -> Callable[[World], None]:
+    """A copy of a raw file beside it under another name (`{stem}` is the file's stem)."""
+    return lambda world: shutil.copy(path_of(world), path_of(world).with_name(name.format(stem=path_of(world).stem)))
+
+
+def _rename_as(path_of: Callable[[World], Path], name: str) -> Callable[[World], None]:
+    return lambda world: path_of(world).rename(path_of(world).with_name(name.format(stem=path_of(world).stem)))
+
+
+def _empty_folder(folder_of: Callable[[World], Path]) -> Callable[[World], None]:
+    def arrange(world: World) -> None:
+        for path in folder_of(world).iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    return arrange
+
+
+def _label_to_npz(path: Path) -> None:
+    _savez(path.with_suffix(".npz"), np.load(path))
+    path.unlink()
+
+
+def _image_without_label(name: str) -> Callable[[World], None]:
+    """A copy of a test image under `name`, with no label: the run names it in its error."""
+    return lambda world: shutil.copy(world.files("test", "images")[0], world.split_dir / "test" / "images" / name)
+
+
+def _rows_in_card(world: World) -> dict[str, dict[str, int]]:
+    """{config: {split: rows}} as the local folder's card declares them."""
+    header = yaml.safe_load((world.out / "README.md").read_text().split("---\n")[1])
+    infos = header["dataset_info"] if isinstance(header["dataset_info"], list) else [header["dataset_info"]]
+    return {info["config_name"]: {s["name"]: s["num_examples"] for s in info["splits"]} for info in infos}
+
+
+def _card_lists(expected: dict[str, dict[str, int]]) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        assert _rows_in_card(world) == expected, _rows_in_card(world)
+        shards = {p.relative_to(world.out).as_posix() for p in world.out.rglob("*.parquet")}
+        held = {f"{'data' if c == 'pupil' else 'full'}/{s}-00000-of-00001.parquet"
+                for c in expected for s in expected[c]}
+        assert shards == held, f"the folder holds {sorted(shards)}, its card lists {sorted(held)}"
+        for config, preview in (("pupil", "preview.png"), ("full", "preview-full.png")):
+            assert (world.out / "images" / preview).is_file() == (config in expected), f"{preview} and the card differ"
+
+    return check
+
+
+ALL_ROWS = {"train": 3, "validation": 1, "test": 1}
+
+
+def _built_all_configs(*extra: str) -> Callable[[World], None]:
+    def arrange(world: World) -> None:
+        result = world.push(*LOCAL, "--config", "all", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+
+    return arrange
+
+
+def _fix_a_pupil_label(split: str) -> Callable[[World], None]:
+    """A corrected label (pupil pixels become iris) in `split`: same shape, dtype and file size."""
+
+    def arrange(world: World) -> None:
+        for path in world.files(split, "labels"):
+            label = np.load(path)
+            if (label == 3).any():
+                label[label == 3] = 2
+                np.save(path, label)
+                return
+        raise AssertionError(f"no {split} label with a pupil")
+
+    return arrange
+
+
+def _raw_digests(world: World) -> dict[str, str]:
+    return {p.relative_to(world.raw).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(world.raw.rglob("*")) if p.is_file()}
+
+
+def _remember_raw(world: World) -> None:
+    (world.tmp / "raw.sha256").write_text(repr(_raw_digests(world)))
+
+
+def _raw_untouched_and_nothing_written(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert repr(_raw_digests(world)) == (world.tmp / "raw.sha256").read_text(), "the raw tree changed"
+    assert not [p for p in world.raw.rglob("*") if p.name.startswith(".lock")], "a lock was taken in the raw tree"
+    assert not world.out.exists() or not any(world.out.iterdir()), "the staging folder was written"
+
+
+def _raw_moved_into_out(world: World) -> None:
+    world.out.mkdir()
+    world.raw = Path(shutil.move(world.raw, world.out / "raw"))
+    _remember_raw(world)
+
+
+def _out_holds_only_the_raw_data(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert repr(_raw_digests(world)) == (world.tmp / "raw.sha256").read_text(), "the raw tree changed"
+    assert [p.name for p in world.out.iterdir()] == ["raw"], "the staging folder was written"
+
+
+def _test_split_linked_from_elsewhere(world: World) -> None:
+    (world.tmp / "elsewhere").mkdir()
+    shutil.move(world.split_dir / "test", world.tmp / "elsewhere" / "test")
+    (world.split_dir / "test").symlink_to(world.tmp / "elsewhere" / "test")
+
+
+def _link_to_raw_images(world: World) -> None:
+    (world.tmp / "link").symlink_to(world.split_dir / "test" / "images")
+    _remember_raw(world)
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _only_pupil_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """Built with another shard size, `full` is current all the same: kept, and its two train shards too."""
+    assert "removed" not in result.stderr, result.stderr[-2000:]
+    assert result.stdout.count("already complete") == 3, result.stdout
+    assert len(list((world.out / "full").glob("train-*-of-00002.parquet"))) == 2
+    assert _rows_in_card(world) == {"pupil": ALL_ROWS, "full": ALL_ROWS}
+
+
+def _a_foreign_parquet(world: World) -> None:
+    """A parquet file named as a shard but without push.py's build record (e.g. copied in by hand)."""
+    _built_first(world)
+    (world.out / "full").mkdir()
+    shutil.copy(world.out / "data" / "test-00000-of-00001.parquet", world.out / "full" / "test-00000-of-00001.parquet")
+    table = pq.read_table(world.out / "full" / "test-00000-of-00001.parquet")
+    pq.write_table(table.replace_schema_metadata({}), world.out / "full" / "test-00000-of-00001.parquet")
+    (world.tmp / "out.sha256").write_text(repr(_digests(world.out)))
+
+
+def _folder_unchanged(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert repr(_digests(world.out)) == (world.tmp / "out.sha256").read_text(), "the folder changed"
+
+
+def _half_of_full_train(world: World) -> None:
+    _built_all_configs("--max-shard-size", "12MB")(world)  # full: 2 rows a shard, so train has 2 shards
+    (world.out / "full" / "train-00000-of-00002.parquet").unlink()
+
+
+def _unfinished_left_alone(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert (world.out / "full" / "train-00001-of-00002.parquet").is_file(), "the finished shard was removed"
+    assert _rows_in_card(world) == {"pupil": ALL_ROWS, "full": {"validation": 1, "test": 1}}
+
+
+def _line_with(piece: str) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
+    """`piece` is on one line of stderr, and no control character is printed but layout ones."""
+
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        assert any(piece in line for line in result.stderr.splitlines()), result.stderr[-2000:]
+        control = re.findall(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", result.stderr)  # tabs, newlines, \r: tqdm's
+        assert not control, f"control characters reached the terminal: {control}"
+
+    return check
+
+
+_SIZE_FORM = "expected a size of 1 byte or more: a number with an optional unit, e.g. 500MB"
+
+RAW_AND_STAGING = [
+    # stems that collide once the suffix is normalised, in images and in labels
+    Case("image-png-and-PNG-of-one-frame", LOCAL, exit=1, error=".png in ",
+         says=("are two files for the frame", "suffixes are matched ignoring case"),
+         arrange=_copy_as(_first("test", "images"), "{stem}.PNG")),
+    Case("label-npy-and-NPY-of-one-frame", LOCAL, exit=1, error=".npy in ",
+         says=("labels 000000200000.NPY and 000000200000.npy in ", "are two files for the frame 000000200000"),
+         arrange=_copy_as(_first("test", "labels"), "{stem}.NPY")),
+    Case("image-Png-and-png-across-the-train-split", LOCAL, exit=1, error="are two files for the frame",
+         arrange=_copy_as(_first("train", "images"), "{stem}.Png")),
+    # the suffixes of images and labels alike
+    Case("label-with-suffix-NPY-is-its-frame-s-label", LOCAL, check=_card_lists({"pupil": ALL_ROWS}),
+         arrange=_rename_as(_first("test", "labels"), "{stem}.NPY")),
+    Case("image-with-suffix-PNG-and-label-NpY", LOCAL, check=_card_lists({"pupil": ALL_ROWS}),
+         arrange=_arrange(_rename_as(_first("train", "images"), "{stem}.PNG"),
+                          _rename_as(_first("train", "labels"), "{stem}.NpY"))),
+    Case("missing-label-names-the-npz-of-that-stem", LOCAL, exit=1,
+         error="has no label ", says=("(labels/ holds 000000200000.npz, not a .npy); expected one .npy per image",),
+         arrange=_edit(_first("test", "labels"), _label_to_npz)),
+    # split folders with one of images/ and labels/, or neither
+    Case("split-with-labels-but-no-images", LOCAL, exit=1, error="test has labels/ but no images/; expected both",
+         arrange=lambda w: shutil.rmtree(w.split_dir / "test" / "images")),
+    Case("split-with-labels-but-no-images-with-splits-train", (*LOCAL, "--splits", "train"), exit=1,
+         error="validation has labels/ but no images/",
+         arrange=lambda w: shutil.rmtree(w.split_dir / "validation" / "images")),
+    Case("split-with-images-but-no-labels", (*LOCAL, "--skip-unlabeled"), exit=1,
+         error="validation has images/ but no labels/; expected both",
+         arrange=lambda w: shutil.rmtree(w.split_dir / "validation" / "labels")),
+    Case("split-folder-that-is-empty", LOCAL, exit=1, error="test holds neither images/ nor labels/",
+         arrange=_empty_folder(lambda w: w.split_dir / "test")),
+    Case("images-folder-that-is-empty", LOCAL, exit=1, error="test/images holds no .png images",
+         arrange=_empty_folder(lambda w: w.split_dir / "test" / "images")),
+    Case("images-that-is-a-file", LOCAL, exit=1, error="test/images is not a folder; expected the folder of the",
+         arrange=lambda w: (shutil.rmtree(w.split_dir / "test" / "images"),
+                            (w.split_dir / "test" / "images").write_text("x"))),
+    # labels that are not integer class ids
+    Case("label-of-bools", LOCAL, exit=1, error="holds a bool array (a True/False mask); expected integer class ids",
+         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p) == 3))),
+    Case("label-of-whole-float32", LOCAL, exit=1, error="has dtype float32; expected integer class ids 0..3",
+         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype(np.float32)))),
+    Case("label-of-timedelta", LOCAL, exit=1, error="has dtype timedelta64[s]; expected integer class ids",
+         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype("m8[s]")))),
+    Case("label-of-big-endian-int32-is-read", LOCAL, check=_card_lists({"pupil": ALL_ROWS}),
+         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype(">i4")))),
+    # names that are not one printable line
+    Case("newline-in-an-image-name", LOCAL, exit=1, error="x\\ny.png' has no label ",
+         says=("expected one .npy per image",), check=_line_with("expected one .npy per image"),
+         arrange=_image_without_label("x\ny.png")),
+    Case("terminal-escape-in-an-image-name", LOCAL, exit=1, error="\\x1b[2J.png' has no label",
+         check=_line_with("has no label"), arrange=_image_without_label("\x1b[2J.png")),
+    Case("newline-in-an-orphan-label-name-warns-on-one-line", LOCAL,
+         says=("train: ignored 1 labels without an image (e.g. 'labels/x\\ny.npy')",),
+         arrange=_copy_as(_first("train", "labels"), "x\ny.npy")),
+    Case("newline-in-the-local-dir", ("--data-dir", "{raw}", "--local-dir", "{tmp}/o\nut", "--no-upload"), exit=1,
+         error="the staging folder '", says=("o\\nut' is a file, not a folder",), check=_line_with("is a file"),
+         arrange=lambda w: (w.tmp / "o\nut").write_text("a file")),
+    Case("newline-in-a-duplicate-image-name", LOCAL, exit=1, error="are two files for the frame 'x\\ny'",
+         arrange=_arrange(_image_without_label("x\ny.png"), _image_without_label("x\ny.PNG"))),
+    # the staging folder: splits this run does not rebuild
+    Case("stale-config-after-a-fixed-label", LOCAL,
+         says=("full/train: removed its 1 shard(s) from ", "since it was built from image or label files whose "
+               "contents have changed since; the folder's card no longer lists it. Rebuild it with: python push.py "
+               "--data-dir "),
+         arrange=_arrange(_built_all_configs(), _fix_a_pupil_label("train")),
+         check=_card_lists({"pupil": ALL_ROWS, "full": {"validation": 1, "test": 1}})),
+    Case("stale-configs-after-a-fixed-label-in-every-split", LOCAL,
+         says=("full/test: removed", "full/train: removed", "--config full --splits train test"),
+         arrange=_arrange(_built_all_configs(), _fix_a_pupil_label("train"), _fix_a_pupil_label("test")),
+         check=_card_lists({"pupil": ALL_ROWS, "full": {"validation": 1}})),
+    Case("stale-split-of-the-same-config-after-a-split-run", (*LOCAL, "--splits", "train"),
+         says=("pupil/test: removed its 1 shard(s)", "--config pupil --splits test"),
+         arrange=_arrange(_built_first, _fix_a_pupil_label("test")),
+         check=_card_lists({"pupil": {"train": 3, "validation": 1}})),
+    Case("stale-split-whose-raw-split-is-gone", LOCAL,
+         says=("pupil/test: removed its 1 shard(s)", "since the raw data has no test split any more",
+               "Rebuild it, from raw data that holds test, with:"),
+         arrange=_arrange(_built_first, lambda w: shutil.rmtree(w.split_dir / "test")),
+         check=_card_lists({"pupil": {"train": 3, "validation": 1}})),
+    Case("stale-config-after-a-sample-run-in-the-same-folder", ("--sample", "--local-dir", "{out}", "--no-upload"),
+         says=("full/train: removed", "full/validation: removed", "full/test: removed",
+               "Rebuild it with: python push.py --sample --local-dir "),
+         arrange=_built_all_configs(),
+         check=_card_lists({"pupil": {"train": 8, "validation": 3, "test": 3}})),
+    Case("split-not-asked-for-is-read-with-the-run-s-label-policy", (*LOCAL, "--splits", "test"), exit=1,
+         error="checking the train split that ", says=("holds against its raw data: image ", "has no label "),
+         arrange=_arrange(lambda w: w.files("train", "labels")[0].unlink(),
+                          lambda w: _ok(w.push(*LOCAL, "--skip-unlabeled"))),
+         check=_card_lists({"pupil": {"train": 2, "validation": 1, "test": 1}})),
+    Case("current-config-is-kept-whatever-its-shard-size", LOCAL,
+         arrange=_built_all_configs("--max-shard-size", "12MB"), check=_only_pupil_built),
+    Case("unfinished-split-of-another-config-is-named-and-kept", LOCAL,
+         says=("full/train: ", "holds 1 of its shards, not the whole set (an unfinished build), so the folder's card "
+               "does not list it. Finish it with: python push.py"),
+         arrange=_half_of_full_train, check=_unfinished_left_alone),
+    Case("foreign-parquet-named-as-a-shard-is-left-alone", LOCAL, exit=1,
+         error="test-00000-of-00001.parquet has no build record of push.py", arrange=_a_foreign_parquet,
+         check=_folder_unchanged),
+    # the staging folder and the raw data apart
+    Case("local-dir-inside-the-raw-test-split", ("--data-dir", "{raw}", "--local-dir", "{raw}/openEDS/openEDS/test",
+                                                 "--no-upload"), exit=1,
+         error="openEDS/openEDS/test is inside the raw data /", arrange=_remember_raw,
+         check=_raw_untouched_and_nothing_written),
+    Case("local-dir-is-the-data-dir", ("--data-dir", "{raw}", "--local-dir", "{raw}", "--no-upload"), exit=1,
+         error="/raw/openEDS/openEDS is inside --local-dir ", arrange=_remember_raw,
+         check=_raw_untouched_and_nothing_written),
+    Case("local-dir-is-the-folder-of-the-split-folders", ("--data-dir", "{raw}", "--local-dir",
+                                                          "{raw}/openEDS/openEDS", "--no-upload"), exit=1,
+         error="openEDS/openEDS is inside the raw data ", arrange=_remember_raw,
+         check=_raw_untouched_and_nothing_written),
+    Case("local-dir-inside-a-split-folder-linked-from-elsewhere",
+         ("--data-dir", "{raw}", "--local-dir", "{tmp}/elsewhere/test/out", "--no-upload"), exit=1,
+         error="elsewhere/test/out is inside the raw test split ", arrange=_test_split_linked_from_elsewhere),
+    Case("local-dir-beside-the-split-folders-under-the-data-dir", ("--data-dir", "{raw}", "--local-dir",
+                                                                   "{raw}/out", "--no-upload"),
+         arrange=_arrange(lambda w: setattr(w, "out", w.raw / "out"), _built_first),
+         check=_card_lists({"pupil": ALL_ROWS})),
+    Case("local-dir-links-into-the-raw-images", ("--data-dir", "{raw}", "--local-dir", "{tmp}/link/out", "--no-upload"),
+         exit=1, error="link/out (which resolves to ", says=("openEDS/openEDS/test/images/out) is inside the raw",),
+         arrange=_link_to_raw_images, check=_raw_untouched_and_nothing_written),
+    Case("raw-data-inside-the-local-dir", ("--data-dir", "{out}/raw", "--local-dir", "{out}", "--no-upload"), exit=1,
+         error="/raw/openEDS/openEDS is inside --local-dir ", arrange=_raw_moved_into_out,
+         check=_out_holds_only_the_raw_data),
+    Case("local-dir-inside-the-kaggle-cache", ("--local-dir", "{tmp}/kaggle/soumicksarker--openeds-dataset/data/out",
+                                               "--no-upload", "--cache-dir", "{tmp}/kaggle"), exit=1,
+         error="data/out is inside the Kaggle download cache (--cache-dir) of the raw data ",
+         check=lambda w, r: not (w.tmp / "kaggle").exists() or pytest.fail("the cache was written")),
+    Case("kaggle-cache-inside-the-local-dir", ("--local-dir", "{tmp}", "--no-upload", "--cache-dir", "{tmp}/kaggle"),
+         exit=1, error="is inside --local-dir ",
+         check=lambda w, r: not (w.tmp / ".lock").exists() or pytest.fail("the folder was written")),
+    Case("local-dir-empty", ("--data-dir", "{raw}", "--local-dir", "", "--no-upload"), exit=2,
+         error="argument --local-dir: '' is empty; expected a folder path"),
+    Case("data-dir-empty", ("--data-dir", "", "--local-dir", "{out}", "--no-upload"), exit=2,
+         error="argument --data-dir: '' is empty; expected a folder path"),
+    *(
+        Case(f"{flag.strip('-')}-empty", ("--data-dir", "{raw}", "--local-dir", "{out}", flag, ""), exit=2,
+             error=f"{flag} '' is empty; expected a value, or leave {flag} out for its default", check=_not_built,
+             env={"HF_TOKEN": TOKEN})
+        for flag in ("--repo-id", "--tag")
+    ),
+    Case("kaggle-dataset-empty", ("--local-dir", "{out}", "--no-upload", "--kaggle-dataset", " "), exit=2,
+         error="--kaggle-dataset ' ' is empty; expected a value", check=_not_built),
+    # --max-shard-size
+    *(
+        Case(f"max-shard-size-{name}", (*LOCAL, f"--max-shard-size={value}"), exit=2,
+             error=f"argument --max-shard-size: {value!r} {why}; {_SIZE_FORM}", check=_not_built)
+        for name, value, why in [("inf", "infGB", "is not a size"), ("nan", "nanGB", "is not a size"),
+                                 ("negative", "-5MB", "is below 1 byte"), ("zero", "0", "is below 1 byte"),
+                                 ("below-one-byte", "0.5", "is below 1 byte"), ("junk", "lots", "is not a size"),
+                                 ("exponent", "1e9", "is not a size"), ("empty", "", "is not a size"),
+                                 ("megabits", "500Mbit", "is not a size")]
+    ),
+    Case("max-shard-size-below-one-full-row", (*LOCAL, "--config", "all", "--max-shard-size", "5MB"), exit=2,
+         error="--max-shard-size 5,000,000 bytes is smaller than one full row (5,632,000 bytes); expected at least",
+         check=_not_built),
+    Case("max-shard-size-of-400-digits", (*LOCAL, "--max-shard-size", "1" + "0" * 400 + "GB"),
+         check=_card_lists({"pupil": ALL_ROWS})),
+    Case("max-shard-size-in-binary-units", (*LOCAL, "--max-shard-size", "4MiB"),
+         check=lambda w, r: len(list((w.out / "data").glob("train-*-of-00003.parquet"))) == 3 or pytest.fail("")),
+]
+
+CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING]
 
 
 def test_the_catalogue_is_large_and_names_are_unique():

@@ -315,3 +315,168 @@ def test_the_same_name_for_different_frames_is_a_warning(tree):
         f"train and test: {len(test)} image names appear in both, with different images (e.g. {train[0].name}); "
         "their rows share a filename"
     ]
+
+
+# --- names, suffixes, split folders and label dtypes (issue 14) -------------------------------
+
+
+@pytest.fixture
+def odd_tree(sample_dir, tmp_path) -> Path:
+    """A copy of the sample under a folder whose name holds a newline and a terminal escape."""
+    return Path(shutil.copytree(sample_dir, tmp_path / "raw\nco\x1bpy"))
+
+
+@pytest.mark.parametrize("name,damage,message", DAMAGE, ids=[d[0] for d in DAMAGE])
+def test_bad_frame_errors_stay_one_line_under_any_folder_name(odd_tree, name, damage, message, capfd):
+    pair = raw.list_pairs(_split(odd_tree)).pairs[0]
+    damage(pair)
+    with pytest.raises(raw.RawDataError) as info:
+        raw.read_pair(pair)
+    text = str(info.value)
+    assert text.isprintable(), f"{name}: {text!r} is not one printable line"
+    assert r"raw\nco\x1bpy" in text, f"{name}: the folder is not shown escaped: {text}"
+
+
+def test_shown_leaves_printable_names_alone_and_escapes_the_rest():
+    from openeds.names import one_line, shown
+
+    assert one_line("error: server said\n<html>\x1b[0m é") == "error: server said\\n<html>\\x1b[0m é"
+    assert one_line("already one line: 'quoted' é") == "already one line: 'quoted' é"
+
+    assert shown(Path("/data/openEDS/000012.png")) == "/data/openEDS/000012.png"
+    assert shown("été 12.png") == "été 12.png"
+    for odd in ("a\nb.png", "a\rb", "tab\there", "esc\x1b[2J", "line\u2028sep", "bad\udcffbyte"):
+        assert shown(odd).isprintable() and shown(odd) == repr(odd), odd
+
+
+@pytest.mark.parametrize("kind,names", [("images", ("000000000000.PNG",)), ("labels", ("000000000000.NPY",))])
+def test_two_files_of_one_stem_are_an_error_naming_both(tree, kind, names):
+    folder = _split(tree) / kind
+    original = folder / ("000000000000.png" if kind == "images" else "000000000000.npy")
+    shutil.copy(original, folder / names[0])
+    with pytest.raises(raw.RawDataError) as info:
+        raw.list_pairs(_split(tree))
+    text = str(info.value)
+    assert f"{kind[:-1]}s {names[0]} and {original.name} in {folder} are two files for the frame 000000000000" in text
+    assert "suffixes are matched ignoring case" in text
+
+
+def test_the_same_stems_in_images_are_an_error_for_check_disjoint_too(tree):
+    images = _split(tree) / "images"
+    shutil.copy(images / "000000000000.png", images / "000000000000.Png")
+    with pytest.raises(raw.RawDataError, match="two files for the frame 000000000000"):
+        raw.check_disjoint(raw.find_split_dirs(tree))
+
+
+def test_suffixes_of_images_and_labels_are_matched_alike(tree):
+    split = _split(tree)
+    image, label = split / "images" / "000000000001.png", split / "labels" / "000000000001.npy"
+    image.rename(image.with_name("000000000001.PNG"))
+    label.rename(label.with_name("000000000001.NpY"))
+    listing = raw.list_pairs(split)
+    pair = next(p for p in listing.pairs if p.stem == "000000000001")
+    assert (pair.image.name, pair.label.name) == ("000000000001.PNG", "000000000001.NpY")
+    assert len(listing.pairs) == 8 and listing.orphan_labels == []
+    assert raw.read_pair(pair)[1].shape == (400, 640)
+
+
+def test_orphan_labels_of_any_suffix_case_are_counted(tree):
+    split = _split(tree)
+    (split / "images" / "000000000002.png").unlink()
+    label = split / "labels" / "000000000002.npy"
+    label.rename(label.with_name("000000000002.NPY"))
+    assert raw.list_pairs(split).orphan_labels == [split / "labels" / "000000000002.NPY"]
+
+
+def test_a_missing_label_names_the_files_of_that_stem_that_are_there(tree):
+    split = _split(tree)
+    label = split / "labels" / "000000000003.npy"
+    with label.open("rb") as f:
+        np.savez(split / "labels" / "000000000003.npz", label=np.load(f))
+    label.unlink()
+    with pytest.raises(raw.RawDataError) as info:
+        raw.list_pairs(split)
+    assert f"has no label {label} (labels/ holds 000000000003.npz, not a .npy); expected one .npy" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "remove,message",
+    [
+        ("images", r"split folder .*/test has labels/ but no images/; expected both images/ and labels/"),
+        ("labels", r"split folder .*/test has images/ but no labels/; expected both images/ and labels/"),
+        ("both", r"split folder .*/test holds neither images/ nor labels/; expected both"),
+    ],
+)
+def test_a_split_folder_without_images_or_labels_is_an_error(tree, remove, message):
+    split = _split(tree, "test")
+    for sub in ("images", "labels") if remove == "both" else (remove,):
+        shutil.rmtree(split / sub)
+    with pytest.raises(raw.RawDataError, match=message) as info:
+        raw.find_split_dirs(tree)
+    assert "Fix: restore" in str(info.value) and "out of the tree" in str(info.value)
+
+
+def test_a_file_where_a_split_or_its_images_should_be_is_an_error(tree):
+    images = _split(tree, "validation") / "images"
+    shutil.rmtree(images)
+    images.write_text("not a folder")
+    with pytest.raises(raw.RawDataError, match=r"validation/images is not a folder; expected the folder of the"):
+        raw.find_split_dirs(tree)
+    shutil.rmtree(_split(tree, "test"))
+    _split(tree, "test").write_text("not a folder")
+    images.unlink()
+    images.mkdir()
+    with pytest.raises(raw.RawDataError, match=r"split .*/test is not a folder; expected a folder holding images/"):
+        raw.find_split_dirs(tree)
+
+
+def test_an_empty_images_folder_is_an_error(tree):
+    for image in (_split(tree, "validation") / "images").iterdir():
+        image.unlink()
+    assert list(raw.find_split_dirs(tree)) == ["train", "validation", "test"]
+    with pytest.raises(raw.RawDataError, match=r"validation/images holds no \.png images"):
+        raw.list_pairs(_split(tree, "validation"))
+
+
+@pytest.mark.parametrize(
+    "array,message",
+    [
+        (np.zeros((400, 640), bool), r"holds a bool array \(a True/False mask\); expected integer class ids 0\.\.3"),
+        (np.zeros((400, 640), np.float16), r"has dtype float16; expected integer class ids 0\.\.3"),
+        (np.ones((400, 640), np.float64) * 2, r"has dtype float64; expected integer class ids 0\.\.3"),
+        (np.zeros((400, 640), np.complex64), r"has dtype complex64; expected integer class ids"),
+        (np.zeros((400, 640), "m8[s]"), r"has dtype timedelta64\[s\]; expected integer class ids"),
+        (np.zeros((400, 640), [("a", "u1")]), r"has dtype \[\('a', 'u1'\)\]; expected integer class ids"),
+    ],
+    ids=["bool", "float16", "whole-floats", "complex", "timedelta", "structured"],
+)
+def test_labels_that_are_not_integer_class_ids_are_refused(tree, array, message):
+    pair = _first(tree)
+    _write_label(pair, array)
+    with pytest.raises(raw.RawDataError, match=message) as info:
+        raw.read_pair(pair)
+    assert pair.label.name in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", "<u2", ">i2", "<i4", ">u4", "<i8", ">u8"])
+def test_integer_labels_of_every_width_and_byte_order_are_read(tree, dtype):
+    pair = _first(tree)
+    original = np.load(pair.label)
+    _write_label(pair, original.astype(dtype))
+    label = raw.read_pair(pair)[1]
+    assert label.dtype == np.uint8
+    np.testing.assert_array_equal(label, original)
+
+
+def test_names_with_a_newline_stay_one_line_in_every_listing_message(tree):
+    split = _split(tree)
+    odd = split / "images" / "000\n12.png"
+    shutil.copy(split / "images" / "000000000000.png", odd)
+    with pytest.raises(raw.RawDataError) as info:
+        raw.list_pairs(split)
+    assert str(info.value).isprintable() and r"'000\n12.png'" not in str(info.value)  # the whole path is one repr
+    assert repr(str(odd)) in str(info.value)
+    odd.unlink()
+    (split / "labels" / "000\n13.npy").write_bytes((split / "labels" / "000000000000.npy").read_bytes())
+    [note] = raw.list_pairs(split).notes("train")
+    assert note == r"train: ignored 1 labels without an image (e.g. 'labels/000\n13.npy')"
