@@ -5,33 +5,52 @@ The local folder holds exactly what goes to the Hub, in the layout of `openeds.l
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
 untouched, and rewrites the card and the preview picture of each config it is given. The steps:
 
-1. check the token locally (`require_token`: offline mode, a token at all), then with the Hub
-   (`whoami`: valid, not read-only);
+1. check the inputs locally: the repo id (`check_repo_id`: namespace/name, and huggingface_hub's own
+   `validate_repo_id`), the tag (`check_tag`: git's rules for tag names, which the Hub applies, and
+   not a tag this tool reserves), the token (`require_token`: offline mode, a token at all, printable
+   ASCII); then the token with the Hub (`whoami`: valid, not read-only);
 2. read the remote once (`inspect_remote`): head commit, every file with its size and hash, tags,
    the card's text, and whether the data is v1 (flat list columns, no `preprocessed` column).
    A repo that does not exist, or has no README.md in its listing, has no card; a card the
-   listing names but that cannot be downloaded is an error, never "no card";
-3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits;
+   listing names but that cannot be downloaded is an error, never "no card". A gated repo the
+   token may not read is said here, before anything is built;
+3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits.
+   Only what this tool writes is deleted: the shards of the splits it replaces (the names
+   `openeds.layout` gives them), its previews, and the v1 data files it converts. Every other file
+   the repo holds stays, and the run names them (a warning line): a user's `data/train-notes.txt`,
+   a parquet file of another name, anything outside `data/`, `full/` and `images/`. The card's
+   `data_files` patterns match the shard names only, so such files are never read as data;
 4. if the remote already holds the same data files and a card that differs at most in its
-   provenance block (`openeds.card.without_provenance`), publish nothing: no commit, no tag.
+   provenance block (`openeds.card.comparable`), publish nothing: no commit, no tag.
    A card that still names `pupil` `default` (v1, and v2 cards before the rename) differs, so the
    push renames it in its one commit; the data files stay where they are;
-5. create the repo if needed, tag the v1 head `v1` if the repo is v1 and has no such tag;
-6. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
+5. the card: the remote README.md is replaced only if this tool wrote it and nobody edited it since
+   (`openeds.card.card_origin`: its checksum line matches), or if it is the card of v1 data (it
+   stays at revision `v1`). A card a person wrote or edited, or one from a version of this tool
+   before the checksum, stops the run with one line, before anything is built when push.py calls
+   `check_card` after `connect`; `replace_card=True` (push.py `--replace-card`) replaces it, and a
+   warning names the revision where the replaced card stays readable;
+6. create the repo if needed, tag the v1 head `v1` if the repo is v1 and has no such tag;
+7. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
    so re-running a killed upload resumes it;
-7. make ONE commit with every addition, deletion and the card, pinned to the inspected head
+8. make ONE commit with every addition, deletion and the card, pinned to the inspected head
    (`parent_commit`), so the Hub never shows a card naming files it lacks;
-8. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
+9. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
 
-push.py calls `connect` (steps 1-2) before it fetches or builds anything, `kept_sizes` so that its
-card lists every split the repo keeps with their real sizes, then `publish(..., remote=...)`.
+push.py calls `check_repo_id` and `check_tag` right after parsing its arguments, `connect` (steps 1-2)
+and `check_card` before it fetches or builds anything, `kept_sizes` so that its card lists every split
+the repo keeps with their real sizes, then `publish(..., remote=...)`.
 
 Retries: huggingface_hub already retries each HTTP call of the LFS upload (preupload, LFS batch, PUT,
 verify: 5 retries, 1-8 s apart) and this module does not wrap those. The other calls (whoami, create
 repo, repo info, refs, card download, footers, commit, tag) are sent once by the client;
 `openeds.retry.call_with_retries` retries them on connection errors, 5xx and 429 within the budgets of
 a `RetryPolicy`. Every failure is a `PublishError` of one line naming the step, what the Hub said,
-whether anything was published, and whether re-running helps.
+whether anything was published, and whether re-running helps. A remote that is not what it claims
+is one such line naming the file or the endpoint: an answer that is not JSON (a captive portal, a
+wrong HF_ENDPOINT), a card that is not UTF-8, a shard that is not parquet. A 401 after the token
+check says the Hub rejected the token (revoked or expired during the run), a 403 that the user may
+not write, a 403 `GatedRepo` that the repo is gated.
 
 The token is never printed or logged.
 """
@@ -40,7 +59,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +69,7 @@ from pathlib import Path
 from typing import Final, NamedTuple, TypeVar
 
 import httpx2
+import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import (
     CommitOperationAdd,
@@ -60,10 +82,10 @@ from huggingface_hub import (
     hf_hub_url,
     is_offline_mode,
 )
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, validate_repo_id
 
-from openeds.card import SplitSize, card_data, rows_from_card, without_provenance
+from openeds.card import SplitSize, card_data, card_origin, comparable, rows_from_card
 from openeds.layout import (
     CARD_PATH,
     CONFIG_DIRS,
@@ -94,8 +116,15 @@ V2_COLUMN: Final = "preprocessed"  # the column v2 added; v1 data has none
 DEFAULT_COMMIT_MESSAGE: Final = "Publish OpenEDS precomputed v2"
 NOTHING_PUBLISHED: Final = "nothing was published"
 
-# A v1 shard as `push_to_hub` names them; older versions append a fingerprint: data/train-00000-of-00003-ab12.parquet
-_V1_SHARD = re.compile(r"(?:.*/)?(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
+# A v1 shard as `push_to_hub` named them for the default config (v1 had no other), under `data/`; older
+# versions of datasets append a fingerprint: data/train-00000-of-00003-ab12.parquet
+_V1_SHARD = re.compile(r"data/(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
+#: Files of a repo that are neither this tool's nor a user's: the Hub writes .gitattributes.
+_HUB_FILES: Final = (".gitattributes",)
+#: How an HTML page starts (a captive portal's, a wrong endpoint's), never a dataset card.
+_HTML_STARTS: Final = (b"<!doctype html", b"<html")
+#: Characters git refuses in a ref name (`git check-ref-format`), besides control characters.
+_REF_FORBIDDEN: Final = " ~^:?*[\\"
 #: What to do after the Hub refused a request (a status retrying cannot change).
 _REFUSAL_ADVICE: Final = {
     400: "re-running will not help: the Hub found the request malformed; report it with the Hub's message",
@@ -169,6 +198,82 @@ class RemoteState:
         return sorted(name for name, sha in self.tags.items() if sha == self.head)
 
 
+def check_repo_id(repo_id: str) -> None:
+    """A PublishError unless `repo_id` is `namespace/name` and passes huggingface_hub's `validate_repo_id`
+    (the Hub's rules: letters, digits, `-`, `_`, `.`; no `--` or `..`; at most 96 characters a part)."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id, flags=re.ASCII):
+        raise PublishError(
+            f"repo id {repo_id!r} is not of the form namespace/name; expected e.g. Conner/openeds-precomputed, "
+            "in ASCII letters, digits, '-', '_' and '.'; pass another --repo-id"
+        )
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        reason = " ".join(str(error).replace(f": '{repo_id}'", "").split()).rstrip(".")
+        raise PublishError(
+            f"repo id {repo_id!r} is not valid on the Hub ({reason}); expected namespace/name, each part of ASCII "
+            "letters, digits, '-', '_' and '.', neither starting nor ending with '-' or '.', without '--' or '..', "
+            "at most 96 characters; pass another --repo-id"
+        ) from None
+
+
+def tag_problem(tag: str) -> str | None:
+    """Why the Hub refuses `tag` as a tag name, or None: git's rules for `refs/tags/{tag}`
+    (`git check-ref-format`) and `git tag`'s own (no leading `-`)."""
+    if not tag:
+        return "it is empty"
+    if tag.startswith("-"):
+        return "it starts with '-'"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in tag):
+        return "it holds a control character"
+    if bad := sorted({c for c in tag if c in _REF_FORBIDDEN}):
+        return f"it holds {', '.join(map(repr, bad))}"
+    for sequence in ("..", "@{", "//"):
+        if sequence in tag:
+            return f"it holds {sequence!r}"
+    if tag.startswith("/") or tag.endswith("/"):
+        return "it starts or ends with '/'"
+    if tag.endswith("."):
+        return "it ends with '.'"
+    for part in tag.split("/"):
+        if part.startswith("."):
+            return f"its part {part!r} starts with '.'"
+        if part.endswith(".lock"):
+            return f"its part {part!r} ends with '.lock'"
+    return None
+
+
+def reserved_tag(tag: str) -> str | None:
+    """Why `tag` may not name a publication although the Hub would take it, or None.
+
+    `v1` (and `v1.N`, in any case) names the v1 data of a repo this tool converted, which the card
+    says stays at revision `v1`; `main` and `HEAD`, a 40-digit hex name and a `refs/...` name already
+    mean a branch, a commit or a ref as a revision, so a tag of that name would make it ambiguous.
+    """
+    if re.fullmatch(r"v1(?:\.\d+)*", tag, flags=re.IGNORECASE):
+        return f"{V1_TAG!r} names the v1 data of a converted repo, which the card says stays at revision {V1_TAG!r}"
+    if tag.lower() in ("main", "head") or re.fullmatch(r"[0-9a-f]{40}", tag) or tag.startswith("refs/"):
+        return "as a revision it already names a branch, a commit or a ref, which the tag would make ambiguous"
+    return None
+
+
+def check_tag(tag: str) -> str:
+    """`tag`, if the Hub accepts it as a tag name (`tag_problem`) and this tool does not reserve it
+    (`reserved_tag`); else a PublishError. push.py checks `--tag` with it right after parsing."""
+    if problem := tag_problem(tag):
+        raise PublishError(
+            f"tag {tag!r} is not a tag name the Hub accepts: {problem}; expected a git tag name such as "
+            "'v2-final' (no spaces or control characters, none of ~^:?*[\\, no '..', '@{' or '//', no part "
+            "starting with '.' or ending with '.lock'); pass another --tag"
+        )
+    if reason := reserved_tag(tag):
+        raise PublishError(
+            f"tag {tag!r} is reserved: {reason}; expected a tag of your own such as 'v2-final'; pass another "
+            "--tag, or none for the next of v2, v2.1, ..."
+        )
+    return tag
+
+
 def has_v1_revision(remote: RemoteState) -> bool:
     """Whether the repo has revision `v1` once `publish` is done: the tag exists, or the repo holds v1 data,
     which `publish` tags `v1` before its commit."""
@@ -185,21 +290,83 @@ def next_publication_tag(tags: Iterable[str]) -> str:
 
 
 def plan_operations(
-    local_files: Mapping[str, Path], remote_files: Iterable[str], replaced_prefixes: Iterable[str]
+    local_files: Mapping[str, Path],
+    remote_files: Iterable[str],
+    replaced_prefixes: Iterable[str],
+    replaced_files: Iterable[str] = (),
 ) -> Plan:
     """The additions and deletions of one publication.
 
-    The card and the local files under a replaced prefix are added (overwriting the remote ones);
-    the remote files under a replaced prefix that are not added are deleted; every other remote
-    file stays. A prefix is a split's shard prefix such as `data/test-` (split names hold no `-`,
-    so it never matches another split) or the full path of one file, such as a config's preview.
+    Added (overwriting the remote ones): the card, the local files under a replaced prefix, a split's
+    shard prefix such as `data/test-` (split names hold no `-`, so it never matches another split),
+    and the local `replaced_files` (a config's preview). Deleted: the remote shards under a replaced
+    prefix, named as `openeds.layout.shard_path` names them, and the remote `replaced_files` (the v1
+    data files of a conversion), unless added. Every other remote file stays, whatever its name:
+    `data/test-notes.txt` or `data/test-extra.parquet` is not a shard of this tool.
     """
     prefixes = tuple(replaced_prefixes)
+    named = set(replaced_files)
     additions = {
-        path: local_files[path] for path in sorted(local_files) if path == CARD_PATH or path.startswith(prefixes)
+        path: local_files[path]
+        for path in sorted(local_files)
+        if path == CARD_PATH or path in named or path.startswith(prefixes)
     }
-    deletions = sorted(path for path in remote_files if path.startswith(prefixes) and path not in additions)
+    deletions = sorted(
+        path for path in remote_files if path not in additions and (path in named or _shard_prefix(path) in prefixes)
+    )
     return Plan(additions, deletions)
+
+
+def _shard_prefix(path: str) -> str | None:
+    """The split prefix of a shard named as this tool names them (`data/test-00000-of-00002.parquet`), else None."""
+    shard = SHARD_RE.fullmatch(path)
+    return f"{shard['dir']}/{shard['split']}-" if shard and shard["dir"] in CONFIG_DIRS.values() else None
+
+
+def foreign_files(remote_files: Iterable[str], plan: Plan) -> list[str]:
+    """The remote files a publication leaves in place although this tool did not write them: neither its
+    card, previews or shards, nor the Hub's `.gitattributes`, nor deleted by `plan` (v1 data)."""
+    ours = {CARD_PATH, *_HUB_FILES, *PREVIEW_PATHS.values()}
+    gone = set(plan.deletions)
+    return sorted(p for p in remote_files if p not in ours and p not in gone and _shard_prefix(p) is None)
+
+
+def _names(paths: Sequence[str], most: int = 10) -> str:
+    """Up to `most` paths, each quoted on one line (repr), then how many more."""
+    shown = ", ".join(repr(path) for path in paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
+def replaces_v1_card(remote: RemoteState) -> bool:
+    """Whether the remote card is that of v1 data, which the conversion tags `v1` (or already did): it stays there."""
+    return bool(remote.v1_files) and remote.tags.get(V1_TAG, remote.head) == remote.head
+
+
+def check_card(repo_id: str, remote: RemoteState, *, replace_card: bool = False) -> str | None:
+    """Refuse to replace a remote card that a person wrote or edited (`openeds.card.card_origin`), unless
+    `replace_card`; then the reason it counts as such a card is returned, for the warning, else None.
+
+    push.py calls it right after `connect`, before anything is built; `publish` calls it again.
+    """
+    if remote.card is None or replaces_v1_card(remote):
+        return None
+    origin = card_origin(remote.card)
+    if origin == "generated":
+        return None
+    why = (
+        "its text no longer matches the checksum this tool wrote at its end"
+        if origin == "edited"
+        else "it has no checksum line of this tool: a person or another tool wrote it, or a version of this tool "
+        "from before the checksum"
+    )
+    if replace_card:
+        return why
+    raise PublishError(
+        f"the card {CARD_PATH} of {repo_id} was written or edited by hand ({why}); publishing would replace it "
+        f"with the generated card, and that text would be gone from the repo's head; expected a card this tool "
+        f"wrote and nobody edited since; {NOTHING_PUBLISHED}; copy what you want to keep, then re-run with "
+        f"--replace-card (the replaced card stays readable at revision {remote.head[:12]})"
+    )
 
 
 def git_blob_id(content: bytes) -> str:
@@ -209,7 +376,7 @@ def git_blob_id(content: bytes) -> str:
 
 def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
     """Whether publishing `plan` would change nothing that matters: the remote has every data file
-    byte for byte, a card equal but for its provenance block, the previews, and nothing to delete.
+    byte for byte, a card equal but for its provenance block and checksum, the previews, and nothing to delete.
 
     `sha256s` maps each addition to the sha256 of its content (the upload computes them anyway).
     A config's preview is drawn from whichever of its splits was built first, so a split push
@@ -222,7 +389,7 @@ def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
         if remote_file is None:
             return False
         if path == CARD_PATH:
-            if without_provenance(local.read_bytes().decode("utf-8")) != without_provenance(remote.card):
+            if comparable(local.read_bytes().decode("utf-8")) != comparable(remote.card):
                 return False
         elif path not in PREVIEW_PATHS.values() and not _same_content(local, sha256s[path], remote_file):
             return False
@@ -293,6 +460,7 @@ def require_token(api: HfApi, repo_id: str, token: str | None = None) -> str:
             f"HF_HUB_OFFLINE is set, so nothing can be published to {repo_id}; expected it unset to publish; "
             "unset HF_HUB_OFFLINE, or pass --no-upload to materialise only"
         )
+    source = "the token given" if token else "the HfApi's token" if isinstance(api.token, str) and api.token else None
     token = token or (api.token if isinstance(api.token, str) else None) or get_token()
     if not token:
         raise PublishError(
@@ -300,12 +468,25 @@ def require_token(api: HfApi, repo_id: str, token: str | None = None) -> str:
             f"expected a token with write access to {repo_id}; set HF_TOKEN or run `hf auth login`, "
             "or pass --no-upload to materialise only"
         )
+    if not re.fullmatch(r"[!-~]+", token):  # an HTTP header carries printable ASCII only; the token is never shown
+        source = source or next(
+            (name for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN") if os.environ.get(name)),
+            f"the token file {constants.HF_TOKEN_PATH} (`hf auth login`)",
+        )
+        raise PublishError(
+            f"the Hugging Face token from {source} holds a character that is not printable ASCII (an accented "
+            "letter, a space, a line break or another control character); expected a token of ASCII letters and "
+            "digits such as hf_...; copy it again from https://huggingface.co/settings/tokens and set it again"
+        )
     return token
 
 
 def connect(api: HfApi, repo_id: str, *, token: str, retry: RetryPolicy = DEFAULT_RETRY) -> RemoteState:
-    """Check the token with the Hub (valid, not read-only), then read the remote once (`inspect_remote`)."""
-    _check_repo_id(repo_id)
+    """Check the token with the Hub (valid, not read-only), then read the remote once (`inspect_remote`).
+
+    A repo the user may not read (gated, and not granted) is one PublishError here, before any build.
+    """
+    check_repo_id(repo_id)
     user = _check_token(api, token, retry)
     with _explain_access(api, repo_id, user):
         state = inspect_remote(api, repo_id, token=token, retry=retry)
@@ -323,6 +504,7 @@ def publish(
     tag: str | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
     remote: RemoteState | None = None,
+    replace_card: bool = False,
 ) -> PublishResult:
     """Publish the splits `splits_by_config` (e.g. `{"pupil": ["test"]}`) of `local_dir` to the dataset repo `repo_id`.
 
@@ -330,20 +512,24 @@ def publish(
     defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `remote` is the
     state `connect` read (read here when not given). `tag` names the publication; by default each
     publication that changes the repo gets the next of `v2`, `v2.1`, `v2.2`, ... (see
-    `next_publication_tag`). A run that would change nothing (`holds`) makes no commit and no tag,
-    unless the head is untagged (an earlier run stopped between its commit and its tag): it is tagged.
+    `next_publication_tag`); it must pass `check_tag`. A run that would change nothing (`holds`) makes no
+    commit and no tag, unless the head is untagged (an earlier run stopped between its commit and its
+    tag): it is tagged. A remote card a person wrote or edited is replaced only with `replace_card`
+    (`check_card`). Remote files this tool did not write stay, and a warning names them.
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
+    if tag is not None:
+        check_tag(tag)
     files = collect_local_files(local_dir, splits_by_config)
     api = api or HfApi()
     token = require_token(api, repo_id, token)
     remote = remote or connect(api, repo_id, token=token, retry=retry)
     prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
-    prefixes += [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
+    replaced = [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
         refuse_mixing(repo_id, remote, splits_by_config)
-        prefixes += sorted(remote.v1_files)  # all of the v1 data goes, whatever its file names
-    plan = plan_operations(files, remote.files, prefixes)
+        replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its shard names
+    plan = plan_operations(files, remote.files, prefixes, replaced)
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
     # Hashes each file once (streaming), for the comparison and the upload alike.
     additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
@@ -369,11 +555,23 @@ def publish(
                 f"tag {tag!r} already exists on {repo_id}; expected a new tag for this publication; "
                 "pick another tag or delete the old one"
             )
+        if hand_card := check_card(repo_id, remote, replace_card=replace_card):
+            logger.warning(
+                "Replacing the card %s of %s, which was written or edited by hand (%s), as --replace-card asks; "
+                "the replaced card stays readable at %s/datasets/%s/blob/%s/%s", CARD_PATH, repo_id, hand_card,
+                api.endpoint, repo_id, remote.head, CARD_PATH,
+            )
+        if kept := foreign_files(remote.files, plan):
+            logger.warning(
+                "%s holds %d files this tool did not write; they stay as they are, and the card's data_files do "
+                "not read them: %s", repo_id, len(kept), _names(kept),
+            )
         if not remote.exists:
             _retry(
                 retry,
                 f"create the dataset repo {repo_id}",
                 lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token),
+                endpoint=api.endpoint,
             )
             remote = dataclasses.replace(inspect_remote(api, repo_id, token=token, retry=retry), user=remote.user)
         created: list[str] = []
@@ -399,7 +597,9 @@ def inspect_remote(
 
     A repo that does not exist is returned empty (`exists=False`), and one whose listing has no
     README.md has `card=None`. Every other failure is a PublishError: a card that cannot be read is
-    never taken for an absent one.
+    never taken for an absent one. A gated repo is never taken for a missing one either: its
+    `GatedRepoError` (from the listing, or from `auth_check` when the listing says it is gated) goes
+    to the caller (`connect` words it).
     """
     try:
         info = _retry(
@@ -407,11 +607,19 @@ def inspect_remote(
             f"list the files of {repo_id}",
             lambda: api.dataset_info(repo_id, files_metadata=True, token=token),
             passthrough=(401, 403, 404),
+            endpoint=api.endpoint,
         )
+    except GatedRepoError:
+        raise
     except RepositoryNotFoundError:
         return RemoteState("", {}, {}, frozenset(), exists=False)
+    if info.gated:
+        _check_gate(api, repo_id, token, retry)
     refs = _retry(
-        retry, f"list the tags of {repo_id}", lambda: api.list_repo_refs(repo_id, repo_type="dataset", token=token)
+        retry,
+        f"list the tags of {repo_id}",
+        lambda: api.list_repo_refs(repo_id, repo_type="dataset", token=token),
+        endpoint=api.endpoint,
     )
     head = info.sha or ""
     files = {
@@ -421,10 +629,33 @@ def inspect_remote(
         for sibling in info.siblings or ()
     }
     card = _download_card(api, repo_id, head, token, retry) if CARD_PATH in files else None
-    parquet = sorted(path for path in files if path.endswith(".parquet"))
-    v1 = bool(parquet) and V2_COLUMN not in _remote_columns(api, repo_id, head, card, parquet[0], token, retry)
+    # Only shards tell v1 from v2, this tool's names first: a user's other parquet file does not.
+    ours = sorted(path for path in files if _shard_prefix(path) is not None)
+    shards = ours + sorted(path for path in files if _V1_SHARD.fullmatch(path) and path not in ours)
+    v1 = bool(shards) and V2_COLUMN not in _remote_columns(api, repo_id, head, card, shards[0], token, retry)
+    v1_files = frozenset(path for path in shards if _V1_SHARD.fullmatch(path)) if v1 else frozenset()
     tags = {ref.name: ref.target_commit for ref in refs.tags}
-    return RemoteState(head, files, tags, frozenset(parquet if v1 else ()), card)
+    return RemoteState(head, files, tags, v1_files, card)
+
+
+def _check_gate(api: HfApi, repo_id: str, token: str | None, retry: RetryPolicy) -> None:
+    """Ask the Hub whether the token may read the gated repo (`HfApi.auth_check`): a `GatedRepoError` if not.
+
+    A Hub without that endpoint (404) is not asked again: the reads and the commit that follow say what they meet.
+    """
+    try:
+        _retry(
+            retry,
+            f"check access to the gated repo {repo_id}",
+            lambda: api.auth_check(repo_id, repo_type="dataset", token=token),
+            passthrough=(403, 404),
+            endpoint=api.endpoint,
+        )
+    except HfHubHTTPError as error:
+        if isinstance(error, GatedRepoError) or _status(error) != 404:
+            raise
+        logger.debug("%s has no auth-check endpoint (%s); the commit will say whether the token may write",
+                     api.endpoint, _describe(error))
 
 
 def remote_splits(remote: RemoteState) -> dict[str, dict[str, list[str]]]:
@@ -475,15 +706,32 @@ def kept_sizes(
 
 def _remote_rows(api: HfApi, repo_id: str, head: str, path: str, token: str | None, retry: RetryPolicy) -> int:
     return _retry(
-        retry, f"read the row count of {repo_id}/{path}", lambda: _footer(api, repo_id, head, path, token).num_rows
+        retry,
+        f"read the row count of {repo_id}/{path}",
+        lambda: _footer(api, repo_id, head, path, token, fix="or rebuild its split (--splits) so that this run "
+                        "replaces it").num_rows,
+        endpoint=api.endpoint,
     )
 
 
-def _footer(api: HfApi, repo_id: str, head: str, path: str, token: str | None) -> pq.FileMetaData:
-    """The parquet footer of a remote file, by ranged reads of its end only."""
+def _footer(api: HfApi, repo_id: str, head: str, path: str, token: str | None, *, fix: str = "") -> pq.FileMetaData:
+    """The parquet footer of a remote file, by ranged reads of its end only.
+
+    A file that is not parquet is one PublishError naming it (`fix`: what else than replacing it helps);
+    the Hub's own errors (HTTP, connection) go to the caller's retries unchanged.
+    """
     fs = HfFileSystem(endpoint=api.endpoint, token=token)
-    with fs.open(f"datasets/{repo_id}@{head}/{path}", "rb") as file:
-        return pq.ParquetFile(file).metadata
+    try:
+        with fs.open(f"datasets/{repo_id}@{head}/{path}", "rb") as file:
+            return pq.ParquetFile(file).metadata
+    except (OSError, pa.ArrowException) as error:
+        if _http_error(error) is not None or any(isinstance(link, httpx2.HTTPError) for link in error_chain(error)):
+            raise
+        raise PublishError(
+            f"the remote file {repo_id}/{path} (at {head[:12]}) is not a parquet file ({_describe(error)}); "
+            f"expected a parquet shard, whose footer gives its rows and columns; {NOTHING_PUBLISHED}; replace or "
+            f"delete it on the Hub{' ' + fix if fix else ''}, then re-run"
+        ) from None
 
 
 def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, retry: RetryPolicy) -> str:
@@ -495,18 +743,25 @@ def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, r
     """
     url = hf_hub_url(repo_id, CARD_PATH, repo_type="dataset", revision=revision, endpoint=api.endpoint)
 
+    what = f"download the card {CARD_PATH} of {repo_id}@{revision[:12]}, which its file listing names"
+    outcome = f"{NOTHING_PUBLISHED}: the card says which splits to keep, and a card written without it could hide them"
+
     def download() -> str:
         response = get_session().get(url, headers=build_hf_headers(token=token), follow_redirects=True)
         hf_raise_for_status(response)
-        return response.content.decode("utf-8")
+        content_type = response.headers.get("Content-Type", "")
+        if content_type.startswith("text/html") and response.content.lstrip()[:15].lower().startswith(_HTML_STARTS):
+            raise _not_the_hub(what, api.endpoint, f"an HTML page (Content-Type {content_type!r})", outcome)
+        try:
+            return response.content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise PublishError(
+                f"the card {CARD_PATH} of {repo_id}@{revision[:12]} is not UTF-8 text (byte "
+                f"{error.object[error.start]:#04x} at offset {error.start}); expected the UTF-8 Markdown of a "
+                f"dataset card; {NOTHING_PUBLISHED}; save {CARD_PATH} as UTF-8 on the Hub, or delete it, then re-run"
+            ) from None
 
-    return _retry(
-        retry,
-        f"download the card {CARD_PATH} of {repo_id}@{revision[:12]}, which its file listing names",
-        download,
-        outcome=f"{NOTHING_PUBLISHED}: the card says which splits to keep, and a card written without it "
-        "could hide them",
-    )
+    return _retry(retry, what, download, outcome=outcome, endpoint=api.endpoint)
 
 
 def _remote_columns(
@@ -527,7 +782,7 @@ def _remote_columns(
     def read_schema() -> set[str]:
         return set(_footer(api, repo_id, head, data_file, token).schema.to_arrow_schema().names)
 
-    return _retry(retry, f"read the schema of {repo_id}/{data_file}", read_schema)
+    return _retry(retry, f"read the schema of {repo_id}/{data_file}", read_schema, endpoint=api.endpoint)
 
 
 def refuse_mixing(repo_id: str, remote: RemoteState, splits_by_config: Mapping[str, Sequence[str]]) -> None:
@@ -546,22 +801,15 @@ def refuse_mixing(repo_id: str, remote: RemoteState, splits_by_config: Mapping[s
         )
 
 
-def _check_repo_id(repo_id: str) -> None:
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
-        raise PublishError(
-            f"repo id {repo_id!r} is not of the form namespace/name; expected e.g. Conner/openeds-precomputed"
-        )
-
-
 def _check_token(api: HfApi, token: str, retry: RetryPolicy) -> str:
     """The user name of `token`, once the Hub has accepted it and it is not read-only."""
-    try:
-        me = _retry(retry, "check the Hugging Face token", lambda: api.whoami(token=token), passthrough=(401,))
-    except HfHubHTTPError as error:
-        if _status(error) != 401:
-            raise
-        raise _token_rejected(api) from error
-    if (me.get("auth") or {}).get("accessToken", {}).get("role") == "read":
+    what = "check the Hugging Face token"
+    me = _retry(retry, what, lambda: api.whoami(token=token), endpoint=api.endpoint)
+    if not isinstance(me, dict) or not isinstance(me.get("name"), str):
+        raise _not_the_hub(what, api.endpoint, f"JSON without a user name ({type(me).__name__})", NOTHING_PUBLISHED)
+    auth = me.get("auth")
+    access = auth.get("accessToken") if isinstance(auth, dict) else None
+    if isinstance(access, dict) and access.get("role") == "read":
         raise PublishError(
             f"the Hugging Face token of user {me['name']!r} is read-only (role 'read'); "
             "expected a token with write access; create one at https://huggingface.co/settings/tokens"
@@ -569,16 +817,27 @@ def _check_token(api: HfApi, token: str, retry: RetryPolicy) -> str:
     return me["name"]
 
 
-def _token_rejected(api: HfApi) -> PublishError:
+def _token_rejected(endpoint: str, what: str, outcome: str) -> PublishError:
     return PublishError(
-        f"the Hugging Face token was rejected by {api.endpoint} (401 Unauthorized); "
-        "expected a valid token with write access; create one at https://huggingface.co/settings/tokens "
+        f"the Hugging Face token was rejected by {endpoint} (401 Unauthorized) when trying to {what}; "
+        "expected a valid token with write access (one the Hub accepted earlier in the run may have been revoked "
+        f"or expired since); {outcome}; create one at https://huggingface.co/settings/tokens "
         "and set HF_TOKEN or run `hf auth login --force`"
     )
 
 
+def _not_the_hub(what: str, endpoint: str, seen: str, outcome: str) -> PublishError:
+    """The one line for an answer that is not what the Hub API sends (a captive portal, a wrong HF_ENDPOINT)."""
+    return PublishError(
+        f"could not {what}: {endpoint} answered with {seen}, not what the Hugging Face Hub API sends; expected the "
+        f"Hub's API at {endpoint}; {outcome}; check HF_ENDPOINT and the proxy settings (a captive portal or a wrong "
+        "endpoint answers with a web page), then re-run"
+    )
+
+
 class _explain_access:
-    """Turn a 401 or 403 from the Hub inside the block into one PublishError naming the user and the namespace."""
+    """Turn a 403 from the Hub inside the block into one PublishError naming the user and the namespace,
+    or the gate of a gated repo (403 or 401 with `X-Error-Code: GatedRepo`)."""
 
     def __init__(self, api: HfApi, repo_id: str, user: str) -> None:
         self.api, self.repo_id, self.user = api, repo_id, user
@@ -587,9 +846,20 @@ class _explain_access:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
-        if not isinstance(error, HfHubHTTPError) or (status := _status(error)) not in (401, 403):
+        http = _http_error(error) if isinstance(error, Exception) and not isinstance(error, PublishError) else None
+        if http is None:
             return
+        status = _status(http)
         namespace, name = self.repo_id.split("/")
+        if isinstance(http, GatedRepoError):
+            raise PublishError(
+                f"{self.repo_id} is a gated dataset and user {self.user!r} has not been granted access to it "
+                f"({status} GatedRepo from {self.api.endpoint}); expected a token that may read and write it; "
+                f"{NOTHING_PUBLISHED}; ask for access at {self.api.endpoint}/datasets/{self.repo_id}, use the token "
+                f"of a member of {namespace!r} with write rights, or publish to {self.user}/{name}"
+            ) from error
+        if status != 403:
+            return
         raise PublishError(
             f"user {self.user!r} may not write to {self.repo_id} ({status} from {self.api.endpoint}); "
             f"expected a token with write access to the namespace {namespace!r}; "
@@ -605,8 +875,15 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
         api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
     except Exception as error:
         status = _status(error)
-        if status in (401, 403):
+        if status == 401:
+            raise _token_rejected(api.endpoint, f"upload the files to {repo_id}", NOTHING_PUBLISHED) from error
+        if status == 403:
             raise  # explained by _explain_access
+        if _not_json(error):
+            raise _not_the_hub(
+                f"upload the files to {repo_id}", api.endpoint, f"text that is not JSON ({_describe(error)})",
+                NOTHING_PUBLISHED,
+            ) from error
         resume = "re-run the same command: files already uploaded are not sent again"
         if _classify(error) is not None:
             raise PublishError(
@@ -646,6 +923,9 @@ def _commit(
         except httpx2.TransportError:
             answer_lost = True  # the Hub may have made the commit
             raise
+        except ValueError as error:
+            answer_lost = answer_lost or _not_json(error)  # an answer that is not the Hub's: unknown either
+            raise
         return info.oid, info.commit_url
 
     def outcome() -> str:
@@ -657,7 +937,9 @@ def _commit(
         return f"{NOTHING_PUBLISHED} (the commit is atomic; the files already uploaded are not sent again)"
 
     try:
-        return _retry(retry, f"commit to {repo_id}", attempt, passthrough=(401, 403, 409, 412), outcome=outcome)
+        return _retry(
+            retry, f"commit to {repo_id}", attempt, passthrough=(403, 409, 412), outcome=outcome, endpoint=api.endpoint
+        )
     except HfHubHTTPError as error:
         if _status(error) not in (409, 412):
             raise
@@ -705,11 +987,22 @@ def _create_tag(
         f"tag {repo_id}@{revision[:12]} as {tag!r}",
         lambda: api.create_tag(repo_id, tag=tag, revision=revision, repo_type="dataset", token=token, exist_ok=True),
         outcome=outcome,
+        endpoint=api.endpoint,
     )
     logger.info("Tagged %s@%s as %s", repo_id, revision, tag)
 
 
 # -- errors and retries --------------------------------------------------------------------------
+
+
+def _http_error(error: BaseException) -> HfHubHTTPError | None:
+    """The first HTTP error of the Hub in the chain of `error` (HfFileSystem wraps some in FileNotFoundError)."""
+    return next((link for link in error_chain(error) if isinstance(link, HfHubHTTPError)), None)
+
+
+def _not_json(error: BaseException) -> bool:
+    """Whether `error` comes from an answer that is not JSON, where the Hub's API always sends JSON."""
+    return any(isinstance(link, json.JSONDecodeError) for link in error_chain(error))
 
 
 def _status(error: BaseException) -> int | None:
@@ -767,13 +1060,17 @@ def _retry(
     what: str,
     call: Callable[[], T],
     *,
-    passthrough: Sequence[int] = (401, 403),
+    passthrough: Sequence[int] = (403,),
     outcome: str | Callable[[], str] = NOTHING_PUBLISHED,
+    endpoint: str = "",
 ) -> T:
     """`call()`, retried on transient errors within `policy`; every failure becomes one PublishError line.
 
     HTTP errors with a status in `passthrough` are re-raised for the caller to explain; `outcome`
-    says what the failure leaves on the Hub (the default: nothing was published).
+    says what the failure leaves on the Hub (the default: nothing was published). A 401 says the Hub
+    rejected the token (unless 401 is passed through and the error is a `RepositoryNotFoundError`,
+    the Hub's answer for a repo it does not show); an answer that is not JSON says that `endpoint`
+    (default: HF_ENDPOINT) is not the Hub's API.
     """
 
     def said() -> str:
@@ -792,7 +1089,7 @@ def _retry(
     except GaveUp as gave_up:
         error = gave_up.__cause__ or gave_up
         if gave_up.last.unreachable:
-            endpoint = endpoint_of(error) or constants.ENDPOINT
+            endpoint = endpoint_of(error) or endpoint or constants.ENDPOINT
             raise PublishError(
                 f"could not {what}: the network or the Hub endpoint {endpoint} is unreachable "
                 f"({gave_up.last.description}; {gave_up.tally}); expected a connection to {endpoint}; "
@@ -802,8 +1099,21 @@ def _retry(
             f"could not {what}: {gave_up.last.description} ({gave_up.tally}); expected the Hub to answer; "
             f"{said()}; re-run later, or with a longer --retry-timeout"
         ) from error
-    except HfHubHTTPError as error:
-        if _status(error) in passthrough:
+    except Exception as error:
+        if isinstance(error, PublishError):
             raise
-        raise _refused(what, error, said()) from error
+        endpoint = endpoint or constants.ENDPOINT
+        http = _http_error(error)
+        if isinstance(http, GatedRepoError):
+            raise  # explained by _explain_access
+        if http is None:
+            if _not_json(error):
+                raise _not_the_hub(what, endpoint, f"text that is not JSON ({_describe(error)})", said()) from error
+            raise
+        status = _status(http)
+        if status == 401 and not (401 in passthrough and isinstance(http, RepositoryNotFoundError)):
+            raise _token_rejected(endpoint, what, said()) from error
+        if status in passthrough:
+            raise
+        raise _refused(what, http, said()) from error
 
