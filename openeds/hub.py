@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Final, NamedTuple, TypeVar
 
 import httpx2
+import huggingface_hub
 import pyarrow as pa
 import pyarrow.parquet as pq
 from huggingface_hub import (
@@ -879,11 +880,8 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
             raise _token_rejected(api.endpoint, f"upload the files to {repo_id}", NOTHING_PUBLISHED) from error
         if status == 403:
             raise  # explained by _explain_access
-        if _not_json(error):
-            raise _not_the_hub(
-                f"upload the files to {repo_id}", api.endpoint, f"text that is not JSON ({_describe(error)})",
-                NOTHING_PUBLISHED,
-            ) from error
+        if seen := _not_the_api(error):
+            raise _not_the_hub(f"upload the files to {repo_id}", api.endpoint, seen, NOTHING_PUBLISHED) from error
         resume = "re-run the same command: files already uploaded are not sent again"
         if _classify(error) is not None:
             raise PublishError(
@@ -923,8 +921,8 @@ def _commit(
         except httpx2.TransportError:
             answer_lost = True  # the Hub may have made the commit
             raise
-        except ValueError as error:
-            answer_lost = answer_lost or _not_json(error)  # an answer that is not the Hub's: unknown either
+        except Exception as error:
+            answer_lost = answer_lost or _not_the_api(error) is not None  # not the Hub's answer: unknown either
             raise
         return info.oid, info.commit_url
 
@@ -1000,9 +998,26 @@ def _http_error(error: BaseException) -> HfHubHTTPError | None:
     return next((link for link in error_chain(error) if isinstance(link, HfHubHTTPError)), None)
 
 
-def _not_json(error: BaseException) -> bool:
-    """Whether `error` comes from an answer that is not JSON, where the Hub's API always sends JSON."""
-    return any(isinstance(link, json.JSONDecodeError) for link in error_chain(error))
+def _not_the_api(error: BaseException) -> str | None:
+    """What was seen, if `error` comes from an answer that is not what the Hub's API sends, else None: text that
+    is not JSON, or JSON that huggingface_hub fails to read (a key missing, a list for an object)."""
+    if decode := next((link for link in error_chain(error) if isinstance(link, json.JSONDecodeError)), None):
+        return f"text that is not JSON ({_describe(decode)})"
+    if isinstance(error, (KeyError, TypeError, AttributeError, IndexError)) and _raised_in(error, _CLIENT_DIR):
+        return f"JSON of another shape ({_describe(error)})"
+    return None
+
+
+#: The client's own code: an error raised there while reading an answer is the answer's fault.
+_CLIENT_DIR: Final = str(Path(huggingface_hub.__file__).parent)
+
+
+def _raised_in(error: BaseException, folder: str) -> bool:
+    """Whether the innermost frame of `error`'s traceback is code under `folder`."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(folder)
 
 
 def _status(error: BaseException) -> int | None:
@@ -1107,8 +1122,8 @@ def _retry(
         if isinstance(http, GatedRepoError):
             raise  # explained by _explain_access
         if http is None:
-            if _not_json(error):
-                raise _not_the_hub(what, endpoint, f"text that is not JSON ({_describe(error)})", said()) from error
+            if seen := _not_the_api(error):
+                raise _not_the_hub(what, endpoint, seen, said()) from error
             raise
         status = _status(http)
         if status == 401 and not (401 in passthrough and isinstance(http, RepositoryNotFoundError)):

@@ -917,6 +917,24 @@ def test_an_html_page_instead_of_the_hub_is_one_line(hub, api, repo_id, tmp_path
     assert _state(api, repo_id) == before
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "what"),
+    [
+        ("/api/datasets/{repo}$", b"{}", "list the files of {repo}"),
+        ("/api/datasets/{repo}$", b"[1, 2]", "list the files of {repo}"),
+        ("/api/datasets/{repo}/refs", b'{"branches": []}', "list the tags of {repo}"),
+    ],
+)
+def test_json_of_another_shape_is_one_line(hub, api, repo_id, tmp_path, path, body, what):
+    publish_train(tmp_path, repo_id, api)
+    hub.fail("GET", path.format(repo=re.escape(repo_id)), status=200, body=body, content_type="application/json")
+    with pytest.raises(PublishError) as error:
+        connect(api, repo_id, token=WRITE)
+    message = str(error.value)
+    assert message.startswith(f"could not {what.format(repo=repo_id)}: {api.endpoint} answered with JSON of another "
+                              "shape (") and "\n" not in message
+
+
 def test_a_card_that_is_not_utf8_is_one_line_naming_it(hub, api, repo_id, tmp_path):
     publish_train(tmp_path, repo_id, api)
     hub.write_files(repo_id, {"README.md": "# Notizen für später\n".encode("latin-1")})  # the client refuses it
