@@ -47,8 +47,9 @@ repo, repo info, refs, card download, footers, commit, tag) are sent once by the
 `openeds.retry.call_with_retries` retries them on connection errors, 5xx and 429 within the budgets of
 a `RetryPolicy`. Every failure is a `PublishError` of one line naming the step, what the Hub said,
 whether anything was published, and whether re-running helps. A remote that is not what it claims
-is one such line naming the file or the endpoint: an answer that is not JSON (a captive portal, a
-wrong HF_ENDPOINT), a card that is not UTF-8, a shard that is not parquet. A 401 after the token
+is one such line naming the file or the endpoint: an answer that is not JSON, or JSON of another
+shape than the API's (a captive portal, a wrong HF_ENDPOINT), a card that is not UTF-8, a shard that
+is not parquet. A 401 after the token
 check says the Hub rejected the token (revoked or expired during the run), a 403 that the user may
 not write, a 403 `GatedRepo` that the repo is gated.
 
