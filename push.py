@@ -27,6 +27,13 @@ splits) against the raw data as it is now, by the build records in their shards 
 hashes and versions). A split built from other files or versions, or whose raw split is gone,
 is removed and left out of the card, with one line naming it and the command that rebuilds
 it. A --local-dir inside the raw data, or raw data inside the --local-dir, is refused.
+
+What a publication changes on the Hub: the shards of the splits it builds, the previews and
+the card. Files it did not write (your notes, other data) stay, and the run names them. The
+card (README.md) is replaced only if this tool wrote it and nobody edited it since (a checksum
+line at its end tells); a card you wrote or edited on the Hub stops the run before anything is
+built, so that its text is not lost: copy what you want to keep, then re-run with
+--replace-card (the replaced card stays readable at its revision, which the run names).
 """
 
 from __future__ import annotations
@@ -126,6 +133,7 @@ def push(
     retry_timeout: float = DEFAULT_RETRY_TIMEOUT,
     timeout: float = DEFAULT_TIMEOUT,
     api: HfApi | None = None,
+    replace_card: bool = False,
 ) -> Summary:
     """Materialise the asked configs and splits into `local_dir`, then publish them to `repo_id`.
 
@@ -136,10 +144,12 @@ def push(
     the smaller of it and 60 s); `timeout` bounds each wait of each request of both clients (to
     connect, for the next data), so a server that stops answering is such an error too. `api` is
     the seam for the Hub client (default `HfApi()`).
+    `replace_card`: replace the Hub's card even if a person wrote or edited it (`hub.check_card`).
 
     When uploading, the token is looked for first, before any build or request, and the Hub is
     read (`hub.connect`: the token's rights, the repo's files and card) before the raw data is
-    fetched or built, so a bad token or an unreachable Hub costs seconds, not a build. The sample
+    fetched or built, so a bad repo id or tag, a bad token, a gated repo, a card written by hand or an
+    unreachable Hub costs seconds, not a build. The sample
     is never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
     (`summary.published.changed` is False).
 
@@ -160,12 +170,16 @@ def push(
                 f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset; "
                 "expected a repo of your own for a sample; pass another repo_id, or upload=False"
             )
+        hub.check_repo_id(repo_id)
+        if tag is not None:
+            hub.check_tag(tag)
         api = api or HfApi()
         token = hub.require_token(api, repo_id)  # no network: a missing token is said before anything else
         # The remote is read once, here: its listing sizes the splits this run keeps (every one it
         # holds, listed in its card or not), its card and file hashes tell whether anything
         # changed, and the commit is pinned to its head (a head moved during the build is refused).
         remote = hub.connect(api, repo_id, token=token, retry=retry)
+        hub.check_card(repo_id, remote, replace_card=replace_card)  # a card written by hand: said before the build
         if remote.v1_files and (splits or schema.DEFAULT_CONFIG not in configs):
             # A push that would leave v1 splits beside v2 ones ends here, before any download or build
             # (without --splits, the splits are those of the raw data: publish checks them).
@@ -236,7 +250,7 @@ def push(
         if upload:
             published = hub.publish(
                 local_dir, repo_id, splits_by_config=splits_by_config, api=api, token=token, tag=tag, retry=retry,
-                remote=remote,
+                remote=remote, replace_card=replace_card,
             )
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 
@@ -482,6 +496,14 @@ def folder_path(text: str) -> Path:
     return Path(text)
 
 
+def tag_name(text: str) -> str:
+    """`--tag`: a name the Hub takes as a git tag and this tool does not reserve (`hub.check_tag`)."""
+    try:
+        return hub.check_tag(text)
+    except hub.PublishError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python push.py",
@@ -501,8 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo-id", default=None, metavar="ID",
                         help=f"Hub dataset repo (default: {DEFAULT_REPO_ID}; with --sample it is needed to publish, "
                              "and may not be the default)")
-    parser.add_argument("--tag",
-                        help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...)")
+    parser.add_argument("--tag", type=tag_name,
+                        help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...); "
+                             "`v1` is reserved for the v1 data of a converted repo")
+    parser.add_argument("--replace-card", action="store_true",
+                        help="replace the Hub's README.md even if a person wrote or edited it (default: such a card "
+                             "stops the run before the build, so that its text is not lost)")
     parser.add_argument("--config", choices=[*schema.CONFIG_NAMES, "all"], default=schema.DEFAULT_CONFIG,
                         help="which config to build (default: pupil, the config load_dataset(repo) loads)")
     parser.add_argument("--splits", nargs="+", choices=schema.SPLITS, metavar="SPLIT",
@@ -530,6 +556,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ((args.sample or args.data_dir) and args.cache_dir, "--cache-dir", "--sample/--data-dir"),
         (not args.upload and args.repo_id, "--repo-id", "--no-upload"),
         (not args.upload and args.tag, "--tag", "--no-upload"),
+        (not args.upload and args.replace_card, "--replace-card", "--no-upload"),
     ]
     for clash, first, second in conflicts:
         if clash:
@@ -583,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command="python push.py " + shlex.join(argv),
             retry_timeout=args.retry_timeout,
             timeout=args.timeout,
+            replace_card=args.replace_card,
         )
     except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
         print(f"error: {one_line(str(e))}", file=sys.stderr)

@@ -3,12 +3,24 @@
 The card is ``card_template.md`` (shipped with the code) filled with
 :class:`huggingface_hub.DatasetCardData`. Its YAML carries the ``configs`` and the
 ``dataset_info`` (features and split sizes) that ``load_dataset(repo)`` uses.
+
+Every card this tool writes ends with a checksum line (an HTML comment, invisible on the Hub, in a
+provenance block since it differs between builds of the same data, like the command): the sha256 of
+the card's text without that line and without the YAML keys ``configs`` and
+``dataset_info``, which only say where the data files are and how large they are, and which each
+publication rewrites from the repo's files. ``card_origin`` tells a card this tool wrote and nobody
+edited since (``generated``) from one a person wrote or edited (``edited``, ``unsigned``): publishing
+replaces only the first kind unless told to (``openeds.hub``, ``push.py --replace-card``), so text
+an owner wrote on the Hub is never lost without a word. Cards written before the checksum existed
+count as ``unsigned``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -22,10 +34,11 @@ import yaml
 from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from openeds import schema
 from openeds.disk import human_bytes, write_atomically
-from openeds.layout import PREVIEW_PATHS, split_prefix
+from openeds.layout import PREVIEW_PATHS, shard_glob, split_prefix
 from openeds.names import shown
 
 logger = logging.getLogger(__name__)
@@ -37,6 +50,21 @@ PROVENANCE_END = "<!-- /provenance -->"
 #: Config names that earlier cards used for a config, read back as that config. v1 and the first v2
 #: cards named `pupil` `default`; a card naming both says `pupil` for it.
 LEGACY_CONFIG_NAMES = {"default": "pupil"}
+#: The YAML keys each publication rewrites from the repo's files; the checksum leaves them out, so a card
+#: whose file listing was changed (an earlier name of a config, a split left out) still counts as generated.
+DATA_KEYS = ("configs", "dataset_info")
+#: The last line of a generated card; `{digest}` is the sha256 of the card without it (see `card_checksum`).
+#: It sits in a provenance block: like the command and the paths, it differs between builds of the same data.
+CHECKSUM_LINE = (
+    f"{PROVENANCE_START}<!-- openeds-precomputed card, checksum sha256:{{digest}}. A publication replaces this card "
+    f"only while its text matches the checksum; see `python push.py --help` (--replace-card). -->{PROVENANCE_END}"
+)
+_CHECKSUM_RE = re.compile(
+    rf"^(?:{PROVENANCE_START})?<!-- openeds-precomputed card, checksum sha256:(?P<digest>[0-9a-f]{{64}})\b.*?-->"
+    rf"(?:{PROVENANCE_END})?[ \t]*$\n?",
+    re.MULTILINE,
+)
+CardOrigin = Literal["generated", "edited", "unsigned"]
 #: What the card's config table says of each config: its label, its `dist_map`.
 CONFIG_DOCS = {
     "pupil": ("binary pupil mask", "2 channels: not pupil, pupil"),
@@ -161,6 +189,55 @@ def without_provenance(text: str) -> str:
     return "".join(out) + text[at:]
 
 
+def _without_checksum(text: str) -> str:
+    return _CHECKSUM_RE.sub("", text)
+
+
+def _canonical(text: str) -> str:
+    """What the checksum covers: the text without checksum lines, the YAML header parsed and written back
+    sorted and without `DATA_KEYS` (so the Hub's reformatting of the header changes nothing), line endings
+    as `\\n`, trailing blank space dropped. A header that cannot be parsed is kept as it is."""
+    text = _without_checksum(text.replace("\r\n", "\n"))
+    match = REGEX_YAML_BLOCK.search(text)
+    if match:
+        try:
+            header = yaml.safe_load(match.group(2))
+        except yaml.YAMLError:
+            header = None
+        if isinstance(header, dict):
+            kept = {key: value for key, value in header.items() if key not in DATA_KEYS}
+            text = f"---\n{yaml.safe_dump(kept, sort_keys=True, allow_unicode=True)}---\n{text[match.end():]}"
+    return text.rstrip()
+
+
+def card_checksum(text: str) -> str:
+    """The sha256 (hex) a generated card carries in its checksum line."""
+    return hashlib.sha256(_canonical(text).encode("utf-8")).hexdigest()
+
+
+def sign(text: str) -> str:
+    """`text` with its checksum line at the end (a line it already has is replaced)."""
+    base = _without_checksum(text).rstrip("\n") + "\n\n"
+    return base + CHECKSUM_LINE.format(digest=card_checksum(base)) + "\n"
+
+
+def card_origin(text: str) -> CardOrigin:
+    """`generated`: a card this tool wrote, unedited but for `DATA_KEYS`; `edited`: one it wrote that was
+    changed since; `unsigned`: no checksum line (written by a person, another tool, or a version of this
+    tool from before the checksum)."""
+    text = text.replace("\r\n", "\n")
+    lines = list(_CHECKSUM_RE.finditer(text))
+    if not lines:
+        return "unsigned"
+    return "generated" if lines[-1]["digest"] == card_checksum(text) else "edited"
+
+
+def comparable(text: str) -> str:
+    """The card without its provenance blocks and its checksum line: two cards equal after this describe
+    the same publication."""
+    return without_provenance(_without_checksum(text))
+
+
 def ordered_splits(splits: Iterable[str]) -> list[str]:
     """The v2 splits in their usual order, then any other split name a repo holds, sorted."""
     names = set(splits)
@@ -200,7 +277,7 @@ def render_card(
     previews: Mapping[str, str] | None = None,
     v1_revision: bool = False,
 ) -> DatasetCard:
-    """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``).
+    """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``), signed (`sign`).
 
     ``previews`` maps configs to the preview pictures the repo holds (default: every config's in
     ``sizes``). ``v1_revision``: the repo has a revision ``v1`` (its v1 data), which the card then names.
@@ -222,7 +299,7 @@ def render_card(
         {
             config: {
                 "data_files": [
-                    {"split": split, "path": f"{split_prefix(config, split)}*"}
+                    {"split": split, "path": shard_glob(split_prefix(config, split))}
                     for split in ordered_splits(splits)
                 ],
                 **({"default": True} if config == schema.DEFAULT_CONFIG else {}),
@@ -230,7 +307,7 @@ def render_card(
             for config, splits in sizes.items()
         }
     ).to_dataset_card_data(card_data)
-    return DatasetCard.from_template(
+    card = DatasetCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         repo_id=repo_id,
@@ -250,6 +327,7 @@ def render_card(
         command=command,
         citation=schema.CITATION,
     )
+    return DatasetCard(sign(str(card)))
 
 
 def _tile(array: np.ndarray, kind: str) -> np.ndarray:

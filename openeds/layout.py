@@ -52,6 +52,13 @@ def shard_path(prefix: str, index: int, count: int) -> str:
     return f"{prefix}{index:05d}-of-{count:05d}.parquet"
 
 
+def shard_glob(prefix: str) -> str:
+    """The pattern the card gives `load_dataset` for the shards under a split prefix: exactly the names
+    `shard_path` makes (`data/test-?????-of-?????.parquet`), so no other file the repo holds, such as
+    `data/test-notes.txt`, is read as data."""
+    return f"{prefix}?????-of-?????.parquet"
+
+
 def complete_shard_set(prefix: str, paths: Sequence[str]) -> list[str]:
     """Every shard path the first of the sorted `paths` implies: `{prefix}00000-of-N` ... `(N-1)-of-N`."""
     count = int(paths[0].rsplit("-of-", 1)[1].removesuffix(".parquet"))

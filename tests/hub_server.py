@@ -20,6 +20,7 @@ Endpoints (as called by huggingface_hub 2.4 and datasets 3.6 / 5.2):
     POST   /api/datasets/{repo}/paths-info/{rev}
     GET    /api/datasets/{repo}/refs
     GET    /api/datasets/{repo}/commits/{rev}
+    GET    /api/datasets/{repo}/auth-check           and .../auth-check/write
     POST   /api/datasets/{repo}/tag/{rev}            DELETE /api/datasets/{repo}/tag/{tag}
     HEAD   /datasets/{repo}/resolve/{rev}/{path}     GET (with Range) likewise
 
@@ -37,13 +38,19 @@ request log for each test.
 
 Tokens: reads are anonymous; a request carrying an unknown token gets 401. Writes need a token
 with write access to the repo's namespace (401 without a token, 403 without the right).
+Gated repos (`server.gate(repo_id, granted=users)`): as on the Hub, anyone may list the files (the
+repo info says `gated`), but reading a file or `auth-check` needs a user granted access or one who
+may write to the namespace: else 403 (401 without a token) with `X-Error-Code: GatedRepo`.
+Tag names: a tag git refuses (`git check-ref-format refs/tags/NAME`, a leading `-`) gets 400.
 Fault injection: `server.fail(method, path_regex, status=..., times=..., headers=...)`; `drop=True` cuts the
 connection halfway through the request body, `lose_response=True` after handling the request;
 `hang=True` reads the request and never answers (nothing is handled), `stall_after=N` handles it and
 sends the headers and the first N bytes of the answer, then nothing more, the connection kept open.
 A hung or stalled handler waits until the test's faults are reset or the server stops (at most
 `HANG_LIMIT` seconds), in a daemon thread, so it never keeps pytest from exiting. `SilentServer` is a
-plain TCP port that accepts connections and never answers, for an `HF_ENDPOINT` that hangs.
+plain TCP port that accepts connections and never answers, for an `HF_ENDPOINT` that hangs. `body=`
+(with `content_type=`) answers `status` with that body instead (an HTML page with 200: a captive portal).
+Headers given to a fault win over the server's own (`X-Error-Message`, `X-Error-Code`).
 `server.requests` logs every request (method, path, status, the oid of LFS uploads, and when).
 """
 
@@ -144,6 +151,8 @@ class Repo:
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     lfs_objects: dict[str, bytes] = field(default_factory=dict)  # sha256 -> content
+    gated: bool = False  # files readable only by `granted` users and those who may write (see HubServer.gate)
+    granted: set[str] = field(default_factory=set)
 
     def resolve(self, revision: str) -> Commit | None:
         """A branch, a tag or a full commit sha."""
@@ -214,7 +223,8 @@ class Fault:
     connection instead of answering (the change is made, the client never hears of it); with
     `hang`, read the request and never answer (nothing is handled); with `stall_after`, handle the
     request, send the headers and that many bytes of the body, then stop sending and keep the
-    connection open. Hung and stalled handlers wait for `released`.
+    connection open. Hung and stalled handlers wait for `released`. With `body`, answer `status`
+    with that body and `content_type` (nothing is handled).
     """
 
     method: str
@@ -228,6 +238,8 @@ class Fault:
     hang: bool = False
     stall_after: int | None = None
     released: threading.Event = field(default_factory=threading.Event)
+    body: bytes | None = None  # the answer's body instead of the server's JSON error, e.g. an HTML page
+    content_type: str = "text/html; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -303,14 +315,34 @@ class HubServer:
         headers: dict[str, str] | None = None,
         hang: bool = False,
         stall_after: int | None = None,
+        body: bytes | None = None,
+        content_type: str = "text/html; charset=utf-8",
     ) -> Fault:
-        """Answer the next `times` matching requests with `status` and `headers`, cut the connection, hang or
-        stall (`Fault`)."""
+        """Answer the next `times` matching requests with `status` and `headers` (or `body`), cut the
+        connection, hang or stall (`Fault`)."""
         fault = Fault(method.upper(), re.compile(path_regex), status, times, drop, lose_response, dict(headers or {}),
-                      hang=hang, stall_after=stall_after)
+                      hang=hang, stall_after=stall_after, body=body, content_type=content_type)
         with self._lock:
             self._faults.append(fault)
         return fault
+
+    def gate(self, repo_id: str, *, granted: Iterable[str] = ()) -> None:
+        """Make `repo_id` a gated repo whose files only `granted` users (and those who may write to it) may read."""
+        with self._lock:
+            repo = self.repo(repo_id)
+            repo.gated, repo.granted = True, set(granted)
+
+    def write_files(self, repo_id: str, files: dict[str, bytes], title: str = "written by the test") -> str:
+        """Commit `files` (regular, not LFS) to `main` directly, bypassing the client's own checks (e.g. that a
+        README.md is UTF-8), as another tool could have; returns the new head."""
+        with self._lock:
+            repo = self.repo(repo_id)
+            head = repo.commits[repo.branches["main"]]
+            commit = repo.add_commit(
+                head, {**head.files, **{p: Entry.regular(c) for p, c in files.items()}}, title, "", "test"
+            )
+            repo.branches["main"] = commit.sha
+        return commit.sha
 
     def reset_faults_and_log(self) -> None:
         self._release_hung()
@@ -366,6 +398,26 @@ class HubServer:
         if commit is None:
             raise HubError(404, f"Invalid rev id: {revision}", code="RevisionNotFound")
         return commit
+
+    def check_gate(self, grant: TokenGrant | None, repo: Repo) -> None:
+        """A gated repo's files: granted users and those who may write to its namespace, as on the Hub."""
+        allowed = grant is not None and (grant.user in repo.granted or repo.repo_id.split("/")[0] in grant.write)
+        if not repo.gated or allowed:
+            return
+        raise HubError(
+            401 if grant is None else 403,
+            f"Access to dataset {repo.repo_id} is restricted and you are not in the authorized list. "
+            f"Visit {self.url}/datasets/{repo.repo_id} to ask for access.",
+            code="GatedRepo",
+        )
+
+    def auth_check(self, grant: TokenGrant | None, repo_id: str, write: bool) -> JSON:
+        with self._lock:
+            repo = self.repo(repo_id)
+            self.check_gate(grant, repo)
+        if write:
+            self.check_write(grant, repo_id.split("/")[0])
+        return {}
 
     def check_write(self, grant: TokenGrant | None, namespace: str) -> TokenGrant:
         if grant is None:
@@ -426,7 +478,7 @@ class HubServer:
             "lastModified": commit.date,
             "createdAt": repo.created_at,
             "private": False,
-            "gated": False,
+            "gated": "manual" if repo.gated else False,
             "disabled": False,
             "downloads": 0,
             "likes": 0,
@@ -577,6 +629,8 @@ class HubServer:
             repo = self.repo(repo_id)
             commit = self.commit_at(repo, revision)
             tag = body["tag"]
+            if problem := tag_name_problem(tag):
+                raise HubError(400, f"Invalid tag name {tag!r}: {problem}")
             if tag in repo.tags or tag in repo.branches:
                 raise HubError(409, f"Tag {tag} already exists")
             repo.tags[tag] = commit.sha
@@ -590,9 +644,10 @@ class HubServer:
                 raise HubError(404, f"Tag {tag} not found", code="RevisionNotFound")
         return {}
 
-    def resolve(self, repo_id: str, revision: str, path: str) -> tuple[bytes, dict[str, str]]:
+    def resolve(self, grant: TokenGrant | None, repo_id: str, revision: str, path: str) -> tuple[bytes, dict[str, str]]:
         with self._lock:
             repo = self.repo(repo_id)
+            self.check_gate(grant, repo)
             commit = self.commit_at(repo, revision)
             entry = commit.files.get(path)
             if entry is None:
@@ -604,6 +659,27 @@ class HubServer:
         if entry.lfs_sha256:  # the Hub sets these on the redirect to its storage; a local server serves directly
             headers.update({"X-Linked-Etag": f'"{entry.lfs_sha256}"', "X-Linked-Size": str(entry.size)})
         return content, headers
+
+
+def tag_name_problem(tag: str) -> str | None:
+    """Why git refuses `tag` as a tag name, or None: `git check-ref-format refs/tags/{tag}` and `git tag`'s leading `-`.
+
+    Written from git's documentation of check-ref-format, independently of `openeds.hub`, so the two can be
+    checked against each other and against git itself.
+    """
+    parts = tag.split("/")
+    rules = [
+        (not tag, "empty"),
+        (tag.startswith("-"), "starts with '-'"),
+        (any(c < " " or c == "\x7f" for c in tag), "holds a control character"),
+        (any(c in tag for c in " ~^:?*[\\"), "holds one of ' ~^:?*[\\'"),
+        (".." in tag or "@{" in tag, "holds '..' or '@{'"),
+        (any(not part for part in parts), "has an empty component (a leading, trailing or double '/')"),
+        (any(part.startswith(".") or part.endswith(".lock") for part in parts),
+         "a component starts with '.' or ends with '.lock'"),
+        (tag.endswith("."), "ends with '.'"),
+    ]
+    return next((why for broken, why in rules if broken), None)
 
 
 def _front_matter(card: bytes) -> JSON:
@@ -645,6 +721,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", rf"/api/datasets/{_REPO}/paths-info/(?P<rev>[^/]+)", "paths_info"),
         ("GET", rf"/api/datasets/{_REPO}/refs", "refs"),
         ("GET", rf"/api/datasets/{_REPO}/commits/(?P<rev>[^/]+)", "commits"),
+        ("GET", rf"/api/datasets/{_REPO}/auth-check(?P<write>/write)?", "auth_check"),
         ("POST", rf"/api/datasets/{_REPO}/tag/(?P<rev>[^/]+)", "create_tag"),
         ("DELETE", rf"/api/datasets/{_REPO}/tag/(?P<rev>[^/]+)", "delete_tag"),
         ("GET", rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
@@ -692,6 +769,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._respond(status, payload, headers, send=fault.stall_after)
                 self._hold(fault)
                 return
+            if fault is not None and fault.body is not None and not fault.lose_response:
+                self.hub.log(LoggedRequest(self.command, path, fault.status, lfs_oid))
+                self._respond(fault.status, fault.body, {"Content-Type": fault.content_type, **fault.headers})
+                return
             if fault is not None and not fault.lose_response:
                 raise HubError(
                     fault.status, f"injected fault: {fault.status} for {self.command} {path}", headers=fault.headers
@@ -711,9 +792,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(error, HubError):  # a bug of the test Hub: show it, answer 500
                 traceback.print_exc()
                 error = HubError(500, f"test Hub bug: {type(error).__name__}: {error}")
-            status, headers = error.status, {**error.headers, "X-Error-Message": error.message}
+            status, headers = error.status, {"X-Error-Message": error.message}
             if error.code:
                 headers["X-Error-Code"] = error.code
+            headers.update(error.headers)  # a fault's headers win
             payload = json.dumps({"error": error.message}).encode()
         self.hub.log(LoggedRequest(self.command, path, status, lfs_oid))
         self._respond(status, payload, headers)
@@ -784,12 +866,14 @@ class _Handler(BaseHTTPRequestHandler):
             result = hub.refs(p["repo"])
         elif name == "commits":
             result = hub.commits(p["repo"], rev)
+        elif name == "auth_check":
+            result = hub.auth_check(grant, p["repo"], write="write" in p)
         elif name == "create_tag":
             result = hub.create_tag(grant, p["repo"], rev, json.loads(body))
         elif name == "delete_tag":
             result = hub.delete_tag(grant, p["repo"], rev)
         else:  # resolve
-            content, headers = hub.resolve(p["repo"], rev, p["path"])
+            content, headers = hub.resolve(grant, p["repo"], rev, p["path"])
             return self._ranged(content, headers)
         return status, json.dumps(result).encode(), {"Content-Type": "application/json"}
 

@@ -30,15 +30,16 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
+from openeds.card import card_origin, sign
 from openeds.synthetic import write_sample
 from tests.hub_server import HubServer, SilentServer
 from tests.kaggle_server import Credentials, KaggleStub
@@ -170,11 +171,12 @@ def _arrange(*steps: Callable[[World], None]) -> Callable[[World], None]:
 
 
 def _earlier_commit(world: World) -> None:
-    """An earlier state of the case's repo, made with the real client: a card and a tag."""
+    """An earlier state of the case's repo, made with the real client: a card (signed, as this tool writes
+    them, so that a publication may replace it) and a tag."""
     api = HfApi(token=TOKEN)
     api.create_repo(world.repo_id, repo_type="dataset")
-    api.create_commit(world.repo_id, [CommitOperationAdd("README.md", b"# earlier\n")], commit_message="earlier",
-                      repo_type="dataset")
+    api.create_commit(world.repo_id, [CommitOperationAdd("README.md", sign("# earlier\n").encode())],
+                      commit_message="earlier", repo_type="dataset")
     api.create_tag(world.repo_id, tag="v2", repo_type="dataset")
 
 
@@ -1139,7 +1141,237 @@ RAW_AND_STAGING = [
          check=lambda w, r: len(list((w.out / "data").glob("train-*-of-00003.parquet"))) == 3 or pytest.fail("")),
 ]
 
-CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING]
+
+# -- what a publication may change on the Hub, and a Hub that is not what it claims ----------------
+#
+# The owner's files and card survive a publication (or the run stops before the build, leaving the
+# Hub as it was); tags and repo ids the Hub would refuse, and tokens no header can carry, are said
+# before any request; an answer, a card or a shard that is not what it claims is one line naming it.
+
+HUB_URL = os.environ.get("HF_ENDPOINT", "")  # set by tests/conftest.py before this module is imported
+HTML = b"<!DOCTYPE html><html><body><h1>Sign in to the hotel Wi-Fi</h1></body></html>"
+MY_NOTES = "# MY NOTES\n\nPlease cite our paper.\n"
+USER_FILES = {
+    "data/train-notes.txt": b"notes on train\n",  # under a split's shard prefix: the old plan deleted it
+    "data/test-extra.parquet": b"my own parquet, not a shard",  # matched by the old `data/test-*` pattern
+    "full/NOTES.md": b"about full\n",
+    "docs/paper.md": b"# Please cite our paper\n",
+}
+#: named as push_to_hub names shards: in a v2 repo not this tool's, so it stays (in a v1 repo it is v1 data)
+SHARD_LIKE = {"data/train-00000-of-00001-ab12.parquet": b"shard-like, not this tool's"}
+REVOKED = {"X-Error-Message": "Invalid credentials in Authorization header"}  # the Hub's words for a dead token
+TOKEN_ENV = {"HF_TOKEN": TOKEN}
+COMMIT = "/api/datasets/{repo}/commit/main"
+
+
+def _with_user_files(files: Mapping[str, bytes]) -> Callable[[World], None]:
+    def arrange(world: World) -> None:
+        HfApi(token=TOKEN).create_commit(world.repo_id, [CommitOperationAdd(p, c) for p, c in files.items()],
+                                         commit_message="the owner's files", repo_type="dataset")
+        (world.tmp / "user-files.txt").write_text("\n".join(files))
+
+    return arrange
+
+
+def _head_files(world: World) -> dict[str, bytes]:
+    repo = _repo(world)
+    return {path: repo.read(entry) for path, entry in repo.commits[repo.branches["main"]].files.items()}
+
+
+def _user_files_stay_unread(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    head = _head_files(world)
+    files = {path: {**USER_FILES, **SHARD_LIKE}[path] for path in (world.tmp / "user-files.txt").read_text().split()}
+    assert {p: head.get(p) for p in files} == files, "a file of the owner changed or went"
+    patterns = [f["path"] for c in _card_at_head(world)["configs"] for f in c["data_files"]]
+    assert not [p for p in files for pattern in patterns if PurePosixPath(p).match(pattern)], patterns
+    import datasets  # the test process talks to the same test Hub
+
+    loaded = datasets.load_dataset(world.repo_id, cache_dir=str(world.tmp / "load"))
+    assert {split: ds.num_rows for split, ds in loaded.items()} == COUNTS
+
+
+def _v1_converted_and_user_files_stay(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert sorted(_repo(world).tags) == ["v1", "v2"], _repo(world).tags
+    _user_files_stay_unread(world, result)
+
+
+def _owner_card(edit: Callable[[str], str]) -> Callable[[World], None]:
+    """The owner's card on the Hub: `edit` of the published one (committed with the real client)."""
+
+    def arrange(world: World) -> None:
+        text = edit(_head_files(world)["README.md"].decode())
+        HfApi(token=TOKEN).create_commit(world.repo_id, [CommitOperationAdd("README.md", text.encode())],
+                                         commit_message="my card", repo_type="dataset")
+        (world.tmp / "owner-card.txt").write_text(text)
+
+    return arrange
+
+
+def _owner_card_replaced_and_kept_at_its_revision(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    repo = _repo(world)
+    head = repo.commits[repo.branches["main"]]
+    assert card_origin(repo.read(head.files["README.md"]).decode()) == "generated"
+    parent = repo.commits[head.parent]
+    assert repo.read(parent.files["README.md"]).decode() == (world.tmp / "owner-card.txt").read_text()
+    assert f"/datasets/{world.repo_id}/blob/{parent.sha}/README.md" in result.stderr
+
+
+def _without_checksum(text: str) -> str:
+    """A card as versions of this tool before the checksum wrote it."""
+    return "\n".join(line for line in text.splitlines() if "openeds-precomputed card, checksum" not in line) + "\n"
+
+
+def _edited_inside(text: str) -> str:
+    return text.replace("Bit-exact", "Bit-exact (we checked)")
+
+
+def _latin1_card(world: World) -> None:
+    world.hub.write_files(world.repo_id, {"README.md": "# Notizen für später\n".encode("latin-1")})
+
+
+def _broken_kept_shard(world: World) -> None:
+    """The train shard replaced by bytes that are not parquet, and the card's listing without train
+    (a data key: the card still counts as generated), so that its rows come from the shard's footer."""
+    card = DatasetCard(_head_files(world)["README.md"].decode())
+    for config in card.data.configs:
+        config["data_files"] = [f for f in config["data_files"] if f["split"] != "train"]
+    card.data.dataset_info["splits"] = [s for s in card.data.dataset_info["splits"] if s["name"] != "train"]
+    operations = [CommitOperationAdd("README.md", str(card).encode()),
+                  CommitOperationAdd("data/train-00000-of-00001.parquet", b"this is not parquet " * 8)]
+    HfApi(token=TOKEN).create_commit(world.repo_id, operations, commit_message="broken", repo_type="dataset")
+
+
+def _shard_without_card(world: World) -> None:
+    api = HfApi(token=TOKEN)
+    api.create_repo(world.repo_id, repo_type="dataset")
+    api.create_commit(world.repo_id, [CommitOperationAdd("data/train-00000-of-00001.parquet", b"<html>oops</html>")],
+                      commit_message="not parquet", repo_type="dataset")
+
+
+def _gated_repo_of_someone_else(world: World) -> None:
+    world.hub.add_token("hf_faults_gatekeeper", "gatekeeper")
+    world.repo_id = world.repo_id.replace("faults/", "gatekeeper/")
+    api = HfApi(token="hf_faults_gatekeeper")
+    api.create_repo(world.repo_id, repo_type="dataset")
+    api.create_commit(world.repo_id, [CommitOperationAdd("README.md", sign("# gated\n").encode())],
+                      commit_message="gated", repo_type="dataset")
+    world.hub.gate(world.repo_id, granted={"someone-else"})
+
+
+def _html_everywhere(world: World) -> None:
+    for method in ("GET", "POST", "HEAD", "PUT"):
+        world.hub.fail(method, ".*", status=200, body=HTML, times=1000)
+
+
+def _head_moved_message(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    head = _repo(world).branches["main"]
+    assert f"the head of {world.repo_id} moved from {head} during the upload" in result.stderr
+
+
+HUB_SAFETY = [
+    # the owner's files: nothing this tool did not write is deleted or read as data, and the run names them
+    Case("user-files-stay-are-named-and-are-not-read-as-data", (*PUBLISH, "--config", "all"),
+         says=("holds 5 files this tool did not write; they stay as they are", "'data/train-notes.txt'"),
+         arrange=_arrange(_published_first, _with_user_files({**USER_FILES, **SHARD_LIKE})),
+         check=_user_files_stay_unread, env=TOKEN_ENV),
+    Case("v1-conversion-keeps-user-files", PUBLISH, says=("holds 4 files this tool did not write",),
+         arrange=_arrange(_v1_published, _with_user_files(USER_FILES)), check=_v1_converted_and_user_files_stay,
+         env=TOKEN_ENV),
+    # the owner's card: refused before the build, or replaced when asked and kept at its revision
+    Case("hand-written-card-is-refused-before-the-build", PUBLISH, exit=1, error="README.md of faults/",
+         says=("was written or edited by hand (it has no checksum line of this tool", "re-run with --replace-card"),
+         arrange=_arrange(_published_first, _owner_card(lambda text: MY_NOTES)), check=_not_built, env=TOKEN_ENV),
+    Case("card-with-owner-text-added-is-refused", PUBLISH, exit=1,
+         error="was written or edited by hand (its text no longer matches the checksum",
+         arrange=_arrange(_published_first, _owner_card(lambda text: text + MY_NOTES)), check=_not_built,
+         env=TOKEN_ENV),
+    Case("card-edited-inside-the-generated-text-is-refused", PUBLISH, exit=1,
+         error="was written or edited by hand (its text no longer matches the checksum",
+         arrange=_arrange(_published_first, _owner_card(_edited_inside)), check=_not_built, env=TOKEN_ENV),
+    Case("card-of-an-earlier-version-without-checksum-is-refused", PUBLISH, exit=1,
+         error="it has no checksum line of this tool",
+         arrange=_arrange(_published_first, _owner_card(_without_checksum)), check=_not_built, env=TOKEN_ENV),
+    Case("hand-written-card-is-replaced-with-replace-card", (*PUBLISH, "--replace-card"),
+         says=("Replacing the card README.md of faults/", "the replaced card stays readable at"),
+         arrange=_arrange(_published_first, _owner_card(lambda text: MY_NOTES)),
+         check=_owner_card_replaced_and_kept_at_its_revision, env=TOKEN_ENV),
+    Case("replace-card-without-upload", (*LOCAL, "--replace-card"), exit=2,
+         error="--replace-card conflicts with --no-upload"),
+    # tags: reserved ones, and names the Hub refuses, said right after the arguments are parsed
+    *(Case(f"tag-{label}-is-reserved", (*PUBLISH, f"--tag={tag}"), exit=2,
+           error=f"argument --tag: tag {tag!r} is reserved", arrange=_earlier_commit, env=TOKEN_ENV)
+      for label, tag in (("v1", "v1"), ("V1", "V1"), ("v1.0", "v1.0"), ("main", "main"))),
+    *(Case(f"tag-{label}-is-refused-before-the-build", (*PUBLISH, f"--tag={tag}"), exit=2,
+           error=f"argument --tag: tag {tag!r} is not a tag name the Hub accepts", check=_nothing_built_or_sent,
+           env=TOKEN_ENV)
+      for label, tag in (("with-a-space", "v2 final"), ("with-dots", "v2..1"), ("ending-in-lock", "v2.lock"),
+                         ("with-a-leading-dash", "-v2"), ("with-a-line-break", "v2\nfinal"),
+                         ("with-a-colon", "v2:1"), ("with-a-star", "v2*"), ("empty", ""))),
+    # repo ids huggingface_hub refuses: one line, before any request
+    *(Case(f"repo-id-{label}", ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", repo_id), exit=1,
+           error=error, check=_nothing_built_or_sent, env=TOKEN_ENV)
+      for label, repo_id, error in (
+          ("too-long", "faults/" + "x" * 97, "maximum length is 96"),
+          ("with-dots", "faults/a..b", "Cannot have -- or .. in repo_id"),
+          ("with-double-dash", "faults/a--b", "Cannot have -- or .. in repo_id"),
+          ("ending-in-git", "faults/data.git", "cannot end by '.git'"),
+          ("non-ascii", "faults/daten-für-alle", "is not of the form namespace/name"),
+          ("with-a-line-break", "faults/a\nb", "repo id 'faults/a\\nb' is not of the form namespace/name"),
+      )),
+    # tokens no HTTP header can carry: one line, before any request, the token never shown
+    *(Case(f"token-{label}", PUBLISH, exit=1,
+           error="the Hugging Face token from HF_TOKEN holds a character that is not printable ASCII",
+           check=_nothing_built_or_sent, env={"HF_TOKEN": token})
+      for label, token in (("with-an-accent", "hf_faults_wríte_token"), ("with-a-space-inside", "hf_faults write"),
+                           ("with-a-control-character", "hf_faults\x01write"))),
+    # a Hub that is not what it claims: one line naming the endpoint or the file
+    Case("endpoint-answers-html-with-200", (*PUBLISH, *FAST), exit=1,
+         error=f"could not check the Hugging Face token: {HUB_URL} answered with text that is not JSON",
+         says=("check HF_ENDPOINT and the proxy settings",), arrange=_html_everywhere, check=_not_built,
+         env=TOKEN_ENV),
+    Case("whoami-answers-json-of-another-shape", PUBLISH, exit=1,
+         error=f"{HUB_URL} answered with JSON without a user name (list)",
+         arrange=_fail("GET", "/api/whoami-v2", status=200, body=b'["not", "a", "user"]',
+                       content_type="application/json", times=1000), check=_not_built, env=TOKEN_ENV),
+    Case("listing-answers-json-of-another-shape", PUBLISH, exit=1,
+         error="could not list the files of faults/", says=(f"{HUB_URL} answered with JSON of another shape (",),
+         arrange=_fail("GET", "/api/datasets/{repo}$", status=200, body=b"{}", content_type="application/json",
+                       times=1000), check=_not_built, env=TOKEN_ENV),
+    Case("card-download-answers-an-html-page", (*PUBLISH, *FAST), exit=1,
+         error="could not download the card README.md of faults/", says=("answered with an HTML page",),
+         arrange=_arrange(_published_first, _fail("GET", "/datasets/{repo}/resolve/.*/README.md", status=200,
+                                                  body=HTML, times=1000)), check=_not_built, env=TOKEN_ENV),
+    Case("commit-answered-with-html", (*PUBLISH, "--splits", "test", *FAST), exit=1,
+         error="could not commit to faults/",
+         says=("answered with text that is not JSON", "the commit may have landed"),
+         arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=200, body=HTML, times=1000)), env=TOKEN_ENV),
+    Case("card-that-is-not-utf8", PUBLISH, exit=1, error="is not UTF-8 text (byte 0xfc at offset 11)",
+         arrange=_arrange(_published_first, _latin1_card), check=_not_built, env=TOKEN_ENV),
+    Case("kept-shard-that-is-not-parquet", (*PUBLISH, "--splits", "test"), exit=1,
+         error="data/train-00000-of-00001.parquet (at ", says=("is not a parquet file (ArrowInvalid",),
+         arrange=_arrange(_published_first, _broken_kept_shard), env=TOKEN_ENV),
+    Case("first-shard-that-is-not-parquet-without-a-card", PUBLISH, exit=1,
+         error="data/train-00000-of-00001.parquet (at ", says=("is not a parquet file",),
+         arrange=_shard_without_card, check=_not_built, env=TOKEN_ENV),
+    # access: a gated repo, a token revoked during the run, a concurrent writer
+    Case("gated-repo-is-said-before-the-build", PUBLISH, exit=1,
+         error="is a gated dataset and user 'faults' has not been granted access to it (403 GatedRepo",
+         arrange=_gated_repo_of_someone_else, check=_not_built, env=TOKEN_ENV),
+    Case("gated-answer-of-the-listing-is-not-a-missing-repo", PUBLISH, exit=1,
+         error="is a gated dataset and user 'faults'",
+         arrange=_fail("GET", "/api/datasets/{repo}$", status=403, headers={"X-Error-Code": "GatedRepo"}, times=1000),
+         check=_not_built, env=TOKEN_ENV),
+    Case("token-revoked-before-the-commit", (*PUBLISH, "--splits", "test"), exit=1,
+         error="the Hugging Face token was rejected by",
+         says=("when trying to commit to faults/", "nothing was published"),
+         arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=401, headers=REVOKED)), env=TOKEN_ENV),
+    Case("commit-412-from-a-concurrent-writer", (*PUBLISH, "--splits", "test"), exit=1,
+         error="moved from", says=("nothing was published",),
+         arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=412)), check=_head_moved_message,
+         env=TOKEN_ENV),
+]
+
+CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY]
 
 
 def test_the_catalogue_is_large_and_names_are_unique():

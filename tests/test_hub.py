@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,15 +20,17 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, HfFileSystem
-from huggingface_hub.errors import RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from openeds.card import SplitSize
+from openeds.card import SplitSize, card_origin, sign
+from openeds.layout import shard_glob
 from openeds.hub import (
     PublishError,
     PublishResult,
     RetryPolicy,
     collect_local_files,
     connect,
+    foreign_files,
     git_blob_id,
     has_v1_revision,
     inspect_remote,
@@ -35,6 +38,7 @@ from openeds.hub import (
     next_publication_tag,
     plan_operations,
     publish,
+    tag_problem,
 )
 from tests.hub_server import HubServer
 
@@ -89,7 +93,7 @@ def card(
         "configs": [
             {
                 "config_name": name,
-                "data_files": [{"split": s, "path": f"{folders[name]}/{s}-*"} for s in splits],
+                "data_files": [{"split": s, "path": shard_glob(f"{folders[name]}/{s}-")} for s in splits],
                 **({"default": True} if name == "pupil" else {}),
             }
             for name, splits in configs.items()
@@ -104,7 +108,10 @@ def card(
 def build(
     folder: Path, shards: Mapping[str, Mapping[str, int]], configs: Mapping[str, Sequence[str]] | None = None
 ) -> Path:
-    """Write a folder to publish: `shards` maps `data`/`full` -> split -> number of shards (2 rows each)."""
+    """Write a folder to publish: `shards` maps `data`/`full` -> split -> number of shards (2 rows each).
+
+    Its card is signed, as push.py signs the cards it writes (`openeds.card.sign`).
+    """
     for subdir, splits in shards.items():
         for split, count in splits.items():
             for i in range(count):
@@ -112,7 +119,7 @@ def build(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(pa.table(rows(split, 2, offset=2 * i)), path)
     default = {"pupil": sorted(shards.get("data", {})), "full": sorted(shards.get("full", {}))}
-    (folder / "README.md").write_text(card(configs or {k: v for k, v in default.items() if v}))
+    (folder / "README.md").write_text(sign(card(configs or {k: v for k, v in default.items() if v})))
     (folder / "images").mkdir(exist_ok=True)
     (folder / "images" / "preview.png").write_bytes(PNG)
     if "full" in shards:
@@ -212,7 +219,8 @@ def test_plan_deletes_files_named_by_their_full_path():
     plan = plan_operations(
         LOCAL,
         {"data/train-00000-of-00001-4f2a.parquet", "notes.txt"},
-        ["data/train-", "data/train-00000-of-00001-4f2a.parquet"],
+        ["data/train-"],
+        ["data/train-00000-of-00001-4f2a.parquet"],
     )
     assert plan.deletions == ["data/train-00000-of-00001-4f2a.parquet"]
 
@@ -655,7 +663,7 @@ def test_the_listing_hashes_match_the_local_files(hub, api, repo_id, tmp_path):
 def _with_provenance(folder: Path, command: str) -> None:
     card_path = folder / "README.md"
     block = f"<!-- provenance -->\n- Command: `{command}`\n<!-- /provenance -->\n"
-    card_path.write_text(card_path.read_text() + f"\n## Provenance\n\n{block}")
+    card_path.write_text(sign(card_path.read_text() + f"\n## Provenance\n\n{block}"))
 
 
 def test_unchanged_data_is_not_published_again(hub, api, repo_id, tmp_path):
@@ -684,7 +692,7 @@ def test_unchanged_data_is_not_published_again(hub, api, repo_id, tmp_path):
 
     # A changed card text outside the provenance block is a change.
     edited = build(tmp_path / "c", {"data": {"train": 1, "test": 1}})
-    (edited / "README.md").write_text((edited / "README.md").read_text().replace("(test)", "(test, edited)"))
+    (edited / "README.md").write_text(sign((edited / "README.md").read_text().replace("(test)", "(test, edited)")))
     assert publish(edited, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api).tags == ("v2.1",)
 
     # So is one changed split.
@@ -712,3 +720,288 @@ def test_a_card_with_a_header_of_another_shape_is_not_used(hub, api, repo_id, tm
     remote = inspect_remote(api, repo_id)
     assert remote.v1_files == frozenset()  # told from the parquet schema instead
     assert kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]})["pupil"]["train"].rows == 2  # from the footer
+
+
+# --- what belongs to the owner: their files, their card ----------------------------------------------
+
+
+USER_FILES = {
+    "data/train-notes.txt": b"my notes on train\n",  # under a split prefix, not a shard
+    "data/train-extra.parquet": b"not ours",  # a parquet file of another name
+    "data/train-00000-of-00001-ab12.parquet": b"shard-like, not ours",  # push_to_hub's name, in a v2 repo
+    "full/README.txt": b"about full\n",
+    "images/logo.png": PNG,
+    "docs/paper.md": b"# Please cite our paper\n",
+}
+
+
+def test_plan_deletes_only_this_tools_shards_and_names_the_rest():
+    remote = {".gitattributes", "README.md", "images/preview.png", "data/test-00000-of-00003.parquet",
+              "data/test-00001-of-00003.parquet", "full/test-00000-of-00001.parquet", *USER_FILES}
+    local = {p: Path("/out") / p for p in ("README.md", "images/preview.png", "data/train-00000-of-00001.parquet")}
+    plan = plan_operations(local, remote, ["data/train-", "data/test-"], ["images/preview.png"])
+    assert plan.deletions == ["data/test-00000-of-00003.parquet", "data/test-00001-of-00003.parquet"]
+    assert foreign_files(remote, plan) == sorted(USER_FILES)
+
+
+def test_files_the_tool_did_not_write_stay_are_named_and_are_not_read_as_data(hub, api, repo_id, tmp_path, caplog):
+    publish(build(tmp_path / "a", {"data": {"train": 1, "test": 1}}), repo_id,
+            splits_by_config={"pupil": ["train", "test"]}, api=api)
+    api.create_commit(repo_id, [CommitOperationAdd(p, c) for p, c in USER_FILES.items()], commit_message="mine",
+                      repo_type="dataset")
+    result = publish(build(tmp_path / "b", {"data": {"train": 2, "test": 1}}), repo_id,
+                     splits_by_config={"pupil": ["train"]}, api=api)
+    assert result.deletions == ("data/train-00000-of-00001.parquet",)
+    after = remote_blobs(api, repo_id)
+    for path, content in USER_FILES.items():
+        assert after[path] == git_blob_id(content) or path.endswith((".parquet", ".png")), path
+        assert Path(api.hf_hub_download(repo_id, path, repo_type="dataset")).read_bytes() == content, path
+    [warning] = [r.getMessage() for r in caplog.records if "files this tool did not write" in r.getMessage()]
+    assert f"{repo_id} holds 6 files this tool did not write; they stay as they are" in warning
+    assert "'data/train-notes.txt'" in warning and "\n" not in warning
+    # The card's patterns match this tool's shard names only: the other files are not read as data.
+    assert datasets.load_dataset(repo_id, split="train").to_dict() == rows("train", 4)
+
+
+def test_a_card_knows_whether_it_was_edited():
+    text = sign(card({"pupil": ["train"]}))
+    assert card_origin(text) == "generated"
+    assert card_origin(text.replace("\n", "\r\n")) == "generated"
+    assert card_origin(text.replace("config_name: pupil", "config_name: default")) == "generated"  # a data key
+    assert card_origin(text.replace("(test)", "(test, mine)")) == "edited"  # inside what the tool wrote
+    assert card_origin(text + "\n# MY NOTES\n\nPlease cite our paper.\n") == "edited"  # text added
+    assert card_origin(text.replace("---\n\n", "---\nlanguage: en\n---\n\n", 1)) == "edited"  # a YAML key of its own
+    assert card_origin("# MY NOTES\n\nPlease cite our paper.\n") == "unsigned"
+    assert card_origin(card({"pupil": ["train"]})) == "unsigned"  # written before cards were signed
+    assert sign(text) == text
+
+
+MY_NOTES = "# MY NOTES\n\nPlease cite our paper.\n"
+
+
+def _hand_card(api: HfApi, repo_id: str, text: str) -> str:
+    """The owner's card committed over the published one; returns the head it makes."""
+    api.create_commit(repo_id, [CommitOperationAdd("README.md", text.encode())], commit_message="my card",
+                      repo_type="dataset")
+    return api.dataset_info(repo_id).sha
+
+
+@pytest.mark.parametrize("kind", ["custom", "added", "edited-inside"])
+def test_a_card_written_by_hand_is_never_replaced_without_being_asked(hub, api, repo_id, tmp_path, kind, caplog):
+    publish_train(tmp_path / "a", repo_id, api)
+    published = (tmp_path / "a" / "README.md").read_text()
+    text = {"custom": MY_NOTES, "added": published + MY_NOTES, "edited-inside": published.replace("(test)", "(mine)")}
+    head = _hand_card(api, repo_id, text[kind])
+    before = _state(api, repo_id)
+    hub.reset_faults_and_log()
+    folder = build(tmp_path / "b", {"data": {"train": 1, "test": 1}})
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["test"]}, api=api)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"the card README.md of {repo_id} was written or edited by hand")
+    assert "re-run with --replace-card" in message and f"stays readable at revision {head[:12]}" in message
+    assert _state(api, repo_id) == before and hub.lfs_uploads(repo_id) == []
+
+    result = publish(folder, repo_id, splits_by_config={"pupil": ["test"]}, api=api, replace_card=True)
+    assert result.changed and result.tags == ("v2.1",)
+    now = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", force_download=True)).read_text()
+    assert now == folder.joinpath("README.md").read_text() and card_origin(now) == "generated"
+    old = api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=head, force_download=True)
+    assert Path(old).read_text() == text[kind]  # the owner's text stays readable where the warning says
+    [warning] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Replacing the card")]
+    assert f"/datasets/{repo_id}/blob/{head}/README.md" in warning
+
+
+def test_the_card_of_v1_data_is_replaced_but_not_once_v1_is_tagged_elsewhere(hub, api, repo_id, tmp_path):
+    push_v1(api, repo_id, with_card=True)
+    api.create_tag(repo_id, tag="v1", repo_type="dataset")
+    _hand_card(api, repo_id, MY_NOTES)  # after the tag: this card is not at revision v1
+    folder = build(tmp_path, {"data": {"train": 1, "validation": 1, "test": 1}})
+    with pytest.raises(PublishError, match="written or edited by hand"):
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "validation", "test"]}, api=api)
+
+
+# --- tags and repo ids the Hub refuses, found before anything is sent -----------------------------------
+
+
+TAG_NAMES = ["v2-final", "release/2026-12", "é", "@", "", "a b", "a..b", "a~1", "a^", "a:b", "a?", "a*", "a[1]",
+             "a\\b", "a@{1}", "x.", "/a", "a/", "a//b", ".a", "a/.b", "x.lock", "x.lock/y", "-x", "a\nb", "a\tb",
+             "a\x7fb", "v2.1.lock"]
+
+
+@pytest.mark.parametrize("name", TAG_NAMES, ids=[repr(n) for n in TAG_NAMES])
+def test_tag_names_follow_git_and_the_test_hub_agrees(name):
+    from tests.hub_server import tag_name_problem
+
+    ours = tag_problem(name)
+    assert (ours is None) == (tag_name_problem(name) is None), (ours, tag_name_problem(name))
+    git = shutil.which("git")
+    if git is None or "\n" in name:
+        return
+    by_git = subprocess.run([git, "check-ref-format", f"refs/tags/{name}"], capture_output=True).returncode == 0
+    assert (ours is None) == (by_git and not name.startswith("-")), (name, ours)
+
+
+@pytest.mark.parametrize("tag", ["v1", "V1", "v1.0", "main", "HEAD", "0" * 40, "refs/pr/1", "a b", "a\nb"])
+def test_a_bad_or_reserved_tag_is_refused_before_anything_is_sent(hub, api, repo_id, tmp_path, tag):
+    with pytest.raises(PublishError) as error:
+        publish_train(tmp_path, repo_id, api, tag=tag)
+    assert "\n" not in str(error.value) and f"tag {tag!r} is " in str(error.value) and "--tag" in str(error.value)
+    assert hub.requests == []
+
+
+def test_the_test_hub_refuses_a_tag_git_refuses(hub, api, repo_id, tmp_path):
+    publish_train(tmp_path, repo_id, api)
+    with pytest.raises(HfHubHTTPError, match="Invalid tag name 'a..b'"):
+        api.create_tag(repo_id, tag="a..b", repo_type="dataset")
+
+
+@pytest.mark.parametrize(
+    ("repo", "expected"),
+    [
+        ("alice/" + "x" * 97, "maximum length is 96"),
+        ("alice/a..b", "Cannot have -- or .. in repo_id"),
+        ("alice/a--b", "Cannot have -- or .. in repo_id"),
+        ("alice/name.git", "cannot end by '.git'"),
+        ("alice/-name", "cannot start or end with '-' or '.'"),
+        ("alice/näme", "is not of the form namespace/name"),
+        ("alice/a\nb", "is not of the form namespace/name"),
+        ("a/b/c", "is not of the form namespace/name"),
+    ],
+)
+def test_a_repo_id_the_hub_refuses_is_one_line(hub, tmp_path, repo, expected):
+    with pytest.raises(PublishError) as error:
+        publish_train(tmp_path, repo, HfApi(token=WRITE))
+    assert expected in str(error.value) and repr(repo) in str(error.value) and "\n" not in str(error.value)
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("token", ["hf_tökén", "hf_a b", "hf_a\x01b"], ids=["accented", "space", "control"])
+def test_a_token_that_is_not_printable_ascii_is_refused_before_any_request(hub, repo_id, tmp_path, token):
+    with pytest.raises(PublishError) as error:
+        publish_train(tmp_path, repo_id, HfApi(token=token))
+    assert "is not printable ASCII" in str(error.value) and token not in str(error.value)
+    assert hub.requests == []
+
+
+# --- a remote that is not what it claims -----------------------------------------------------------------
+
+
+HTML = b"<!DOCTYPE html><html><body><h1>Welcome to the hotel Wi-Fi</h1></body></html>"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "what"),
+    [
+        ("GET", "/api/whoami-v2", "check the Hugging Face token"),
+        ("GET", "/api/datasets/{repo}$", "list the files of {repo}"),
+        ("GET", "/api/datasets/{repo}/refs", "list the tags of {repo}"),
+        ("GET", "/datasets/{repo}/resolve/.*/README.md", "download the card README.md of {repo}@"),
+        ("POST", "/api/datasets/{repo}/preupload/", "upload the files to {repo}"),
+        ("POST", "/api/datasets/{repo}/commit/", "commit to {repo}"),
+    ],
+)
+def test_an_html_page_instead_of_the_hub_is_one_line(hub, api, repo_id, tmp_path, method, path, what):
+    publish_train(tmp_path / "a", repo_id, api)
+    before = _state(api, repo_id)
+    hub.fail(method, path.format(repo=re.escape(repo_id)), status=200, body=HTML, times=1000)
+    folder = build(tmp_path / "b", {"data": {"train": 1, "test": 1}})
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api, retry=FAST_RETRY)
+    message = str(error.value)
+    assert message.startswith(f"could not {what.format(repo=repo_id)}") and "\n" not in message
+    assert f"{api.endpoint} answered with " in message and "expected the Hub's API at" in message
+    if method == "POST" and "commit" in path:
+        assert "the commit may have landed" in message  # the answer is unknown: re-running finds out
+    hub.reset_faults_and_log()
+    assert _state(api, repo_id) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "what"),
+    [
+        ("/api/datasets/{repo}$", b"{}", "list the files of {repo}"),
+        ("/api/datasets/{repo}$", b"[1, 2]", "list the files of {repo}"),
+        ("/api/datasets/{repo}/refs", b'{"branches": []}', "list the tags of {repo}"),
+    ],
+)
+def test_json_of_another_shape_is_one_line(hub, api, repo_id, tmp_path, path, body, what):
+    publish_train(tmp_path, repo_id, api)
+    hub.fail("GET", path.format(repo=re.escape(repo_id)), status=200, body=body, content_type="application/json")
+    with pytest.raises(PublishError) as error:
+        connect(api, repo_id, token=WRITE)
+    message = str(error.value)
+    assert message.startswith(f"could not {what.format(repo=repo_id)}: {api.endpoint} answered with JSON of another "
+                              "shape (") and "\n" not in message
+
+
+def test_a_card_that_is_not_utf8_is_one_line_naming_it(hub, api, repo_id, tmp_path):
+    publish_train(tmp_path, repo_id, api)
+    hub.write_files(repo_id, {"README.md": "# Notizen für später\n".encode("latin-1")})  # the client refuses it
+    with pytest.raises(PublishError) as error:
+        connect(api, repo_id, token=WRITE)
+    assert str(error.value).startswith(f"the card README.md of {repo_id}@")
+    assert "is not UTF-8 text (byte 0xfc at offset 11)" in str(error.value)
+
+
+@pytest.mark.parametrize("where", ["kept split", "v1 check"])
+def test_a_remote_shard_that_is_not_parquet_is_one_line_naming_it(hub, api, repo_id, tmp_path, where):
+    api.create_repo(repo_id, repo_type="dataset")
+    operations = [CommitOperationAdd("data/train-00000-of-00001.parquet", b"this is not parquet" * 10)]
+    if where == "kept split":  # a card without the split's rows: they come from its footer
+        text = sign(card({"pupil": ["test"]}))
+        operations.append(CommitOperationAdd("README.md", text.encode()))
+    api.create_commit(repo_id, operations, commit_message="broken", repo_type="dataset")
+    with pytest.raises(PublishError) as error:
+        remote = connect(api, repo_id, token=WRITE)
+        kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]}, token=WRITE)
+    message = str(error.value)
+    assert message.startswith(f"the remote file {repo_id}/data/train-00000-of-00001.parquet (at ")
+    assert "is not a parquet file (ArrowInvalid: Parquet magic bytes not found" in message and "\n" not in message
+    assert ("rebuild its split (--splits)" in message) is (where == "kept split")
+
+
+# --- gated repos, tokens revoked, concurrent writers ----------------------------------------------------
+
+
+def test_a_gated_repo_is_said_at_connect(hub, api, tmp_path):
+    repo_id = f"alice/gated-{uuid.uuid4().hex[:8]}"
+    publish_train(tmp_path / "a", repo_id, api)
+    hub.gate(repo_id, granted={"carol"})
+    assert connect(api, repo_id, token=WRITE).card is not None  # the owner passes the gate
+    with pytest.raises(PublishError) as error:
+        connect(HfApi(token=BOB), repo_id, token=BOB)
+    message = str(error.value)
+    assert message.startswith(f"{repo_id} is a gated dataset and user 'bob' has not been granted access to it (403")
+    assert f"or publish to bob/{repo_id.split('/')[1]}" in message
+
+
+def test_a_gated_answer_of_the_listing_is_not_a_missing_repo(hub, api, repo_id, tmp_path):
+    hub.fail("GET", f"/api/datasets/{re.escape(repo_id)}$", status=403, headers={"X-Error-Code": "GatedRepo"})
+    with pytest.raises(PublishError, match=f"{repo_id} is a gated dataset and user 'alice'"):
+        connect(api, repo_id, token=WRITE)
+
+
+def test_a_token_revoked_before_the_commit_is_said_so(hub, api, repo_id, tmp_path):
+    publish_train(tmp_path / "a", repo_id, api)
+    before = _state(api, repo_id)
+    hub.fail("POST", f"/api/datasets/{re.escape(repo_id)}/commit/", status=401,
+             headers={"X-Error-Message": "Invalid credentials in Authorization header"})
+    folder = build(tmp_path / "b", {"data": {"train": 1, "test": 1}})
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
+    message = str(error.value)
+    assert message.startswith(f"the Hugging Face token was rejected by {api.endpoint} (401 Unauthorized) when "
+                              f"trying to commit to {repo_id}")
+    assert "may have been revoked" in message and "nothing was published" in message and "may not write" not in message
+    assert _state(api, repo_id) == before
+
+
+def test_a_concurrent_commit_is_one_line(hub, api, repo_id, tmp_path):
+    publish_train(tmp_path / "a", repo_id, api)
+    before = _state(api, repo_id)
+    hub.fail("POST", f"/api/datasets/{re.escape(repo_id)}/commit/", status=412)
+    folder = build(tmp_path / "b", {"data": {"train": 1, "test": 1}})
+    with pytest.raises(PublishError, match=rf"the head of {repo_id} moved from {before[0]} during the upload"):
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
+    assert _state(api, repo_id) == before

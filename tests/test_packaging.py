@@ -62,3 +62,15 @@ def test_requires_python_is_what_the_code_needs():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["requires-python"] == ">=3.11"  # kaggle>=2.2 and datetime.UTC need 3.11
     assert sys.version_info >= (3, 11)
+
+
+def test_every_package_is_shipped():
+    """setuptools ships only the packages pyproject.toml lists, subpackages included: a folder with an
+    `__init__.py` left out of the list would be missing from an installed copy."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        init.parent.relative_to(REPO).as_posix().replace("/", ".")
+        for top in ("openeds", "preprocessing")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert found <= listed, f"packages not listed in [tool.setuptools] packages: {sorted(found - listed)}"

@@ -98,7 +98,8 @@ def test_card_names_configs_sizes_and_provenance(out_all):
     # datasets writes the configs sorted by name; `default: true` is what makes `pupil` the default.
     assert {c["config_name"]: c.get("default", False) for c in header.configs} == {"pupil": True, "full": False}
     assert sorted(info["config_name"] for info in header.dataset_info) == ["full", "pupil"]
-    for needle in ("config_name: pupil", "path: data/train-*", "config_name: full", "path: full/test-*",
+    for needle in ("config_name: pupil", "path: data/train-?????-of-?????.parquet", "config_name: full",
+                   "path: full/test-?????-of-?????.parquet",
                    "num_examples: 8", "license: other", "license_name: openeds-dataset-license",
                    "image-segmentation", "arXiv:1905.03702", "OpenEDS dataset license agreement",
                    "images/preview.png", "(3, 3)", 'with_format("numpy", dtype=None)', "python push.py --data-dir",

@@ -1,0 +1,302 @@
+"""Publishing: the one commit of a publication and its tags (create the repo, upload, commit, tag).
+
+`publish` checks its inputs and reads the remote (unless push.py did, `openeds.hub.remote.connect`),
+plans the commit (`openeds.hub.planning`), publishes nothing if the remote already holds it, else
+uploads the LFS files the Hub lacks (huggingface_hub retries each request of that itself), makes ONE
+commit pinned to the inspected head, so the Hub never shows a card naming files it lacks, and tags it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from openeds.hub.errors import (
+    DEFAULT_RETRY,
+    NOTHING_PUBLISHED,
+    PublishError,
+    _classify,
+    _describe,
+    _explain_access,
+    _not_the_api,
+    _not_the_hub,
+    _refused,
+    _retry,
+    _status,
+    _token_rejected,
+)
+from openeds.hub.planning import (
+    _names,
+    check_card,
+    check_tag,
+    collect_local_files,
+    foreign_files,
+    holds,
+    next_publication_tag,
+    plan_operations,
+    refuse_mixing,
+    require_token,
+)
+from openeds.hub.remote import V1_TAG, RemoteState, _check_token, check_repo_id, connect, inspect_remote
+from openeds.layout import CARD_PATH, PREVIEW_PATHS, split_prefix
+from openeds.retry import RetryPolicy, describe_timeout
+
+logger = logging.getLogger(__name__)
+
+
+DEFAULT_COMMIT_MESSAGE: Final = "Publish OpenEDS precomputed v2"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    repo_id: str
+    commit: str  # sha of the publication commit (the unchanged head if nothing changed)
+    commit_url: str
+    additions: tuple[str, ...]  # paths sent; the client leaves unchanged files out of the commit
+    deletions: tuple[str, ...]
+    tags: tuple[str, ...]  # tags this publication created, in order
+    changed: bool = True  # False: the repo already held this data; no commit was made
+    at: str = ""  # what names the publication: its tag(s), else its commit sha
+    tag_not_created: str | None = None  # the caller's tag, when the data was already published and tagged
+
+    def line(self) -> str:
+        """What push.py prints after `published: `."""
+        if self.changed:
+            return self.commit_url + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
+        if self.tags:
+            return (
+                f"nothing to commit: {self.repo_id} already holds this data at {self.commit[:12]}; "
+                f"tagged it {', '.join(self.tags)} (an earlier run stopped before tagging it)"
+            )
+        line = f"nothing to publish: {self.repo_id} already holds this data at {self.at}"
+        if self.tag_not_created:
+            line += f"; tag {self.tag_not_created!r} not created: there is no new publication to name"
+        return line
+
+
+def publish(
+    local_dir: Path,
+    repo_id: str,
+    *,
+    splits_by_config: Mapping[str, Sequence[str]],
+    api: HfApi | None = None,
+    token: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    tag: str | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    remote: RemoteState | None = None,
+    replace_card: bool = False,
+) -> PublishResult:
+    """Publish the splits `splits_by_config` (e.g. `{"pupil": ["test"]}`) of `local_dir` to the dataset repo `repo_id`.
+
+    `api` is the one seam for the Hub client (default: `HfApi()`, so `HF_ENDPOINT` applies); `token`
+    defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `remote` is the
+    state `connect` read (read here when not given). `tag` names the publication; by default each
+    publication that changes the repo gets the next of `v2`, `v2.1`, `v2.2`, ... (see
+    `next_publication_tag`); it must pass `check_tag`. A run that would change nothing (`holds`) makes no
+    commit and no tag, unless the head is untagged (an earlier run stopped between its commit and its
+    tag): it is tagged. A remote card a person wrote or edited is replaced only with `replace_card`
+    (`check_card`). Remote files this tool did not write stay, and a warning names them.
+    """
+    check_repo_id(repo_id)
+    if tag is not None:
+        check_tag(tag)
+    files = collect_local_files(local_dir, splits_by_config)
+    api = api or HfApi()
+    token = require_token(api, repo_id, token)
+    remote = remote or connect(api, repo_id, token=token, retry=retry)
+    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+    replaced = [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
+    if remote.v1_files:
+        refuse_mixing(repo_id, remote, splits_by_config)
+        replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its shard names
+    plan = plan_operations(files, remote.files, prefixes, replaced)
+    url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
+    # Hashes each file once (streaming), for the comparison and the upload alike.
+    additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
+    sha256s = {operation.path_in_repo: operation.upload_info.sha256.hex() for operation in additions}
+
+    with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
+        if holds(remote, plan, sha256s):
+            if remote.head_tags:
+                at = ", ".join(remote.head_tags)
+                skipped = tag if tag is not None and tag not in remote.head_tags else None
+                return PublishResult(
+                    repo_id, remote.head, url, (), (), (), changed=False, at=at, tag_not_created=skipped
+                )
+            # An earlier run committed this very data and stopped before tagging it: tag it now.
+            publication_tag = tag if tag and tag not in remote.tags else next_publication_tag(remote.tags)
+            _create_tag(api, repo_id, publication_tag, remote.head, token, retry)
+            return PublishResult(
+                repo_id, remote.head, url, (), (), (publication_tag,), changed=False, at=publication_tag
+            )
+
+        if tag is not None and tag in remote.tags:
+            raise PublishError(
+                f"tag {tag!r} already exists on {repo_id}; expected a new tag for this publication; "
+                "pick another tag or delete the old one"
+            )
+        if hand_card := check_card(repo_id, remote, replace_card=replace_card):
+            logger.warning(
+                "Replacing the card %s of %s, which was written or edited by hand (%s), as --replace-card asks; "
+                "the replaced card stays readable at %s/datasets/%s/blob/%s/%s", CARD_PATH, repo_id, hand_card,
+                api.endpoint, repo_id, remote.head, CARD_PATH,
+            )
+        if kept := foreign_files(remote.files, plan):
+            logger.warning(
+                "%s holds %d files this tool did not write; they stay as they are, and the card's data_files do "
+                "not read them: %s", repo_id, len(kept), _names(kept),
+            )
+        if not remote.exists:
+            _retry(
+                retry,
+                f"create the dataset repo {repo_id}",
+                lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True, token=token),
+                endpoint=api.endpoint,
+            )
+            remote = dataclasses.replace(inspect_remote(api, repo_id, token=token, retry=retry), user=remote.user)
+        created: list[str] = []
+        if remote.v1_files and V1_TAG not in remote.tags:
+            _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
+            created.append(V1_TAG)
+        _upload(api, repo_id, additions, token)
+        deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
+        commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
+        publication_tag = tag or next_publication_tag(remote.tags)
+        _create_tag(api, repo_id, publication_tag, commit, token, retry, published=commit)
+        created.append(publication_tag)
+    logger.info("Published %s %s as commit %s", repo_id, dict(splits_by_config), commit)
+    return PublishResult(
+        repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created), at=publication_tag
+    )
+
+
+def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str) -> None:
+    """Upload the LFS files the Hub does not hold yet (the client shows progress bars and retries each request)."""
+    size = sum(operation.upload_info.size for operation in additions)
+    logger.info("Uploading what the Hub lacks of %d files (%.1f MB) to %s", len(additions), size / 1e6, repo_id)
+    try:
+        api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
+    except Exception as error:
+        status = _status(error)
+        if status == 401:
+            raise _token_rejected(api.endpoint, f"upload the files to {repo_id}", NOTHING_PUBLISHED) from error
+        if status == 403:
+            raise  # explained by _explain_access
+        if seen := _not_the_api(error):
+            raise _not_the_hub(f"upload the files to {repo_id}", api.endpoint, seen, NOTHING_PUBLISHED) from error
+        resume = "re-run the same command: files already uploaded are not sent again"
+        if _classify(error) is not None:
+            raise PublishError(
+                f"uploading to {repo_id} failed after the client's retries "
+                f"({describe_timeout(error) or _describe(error)}); "
+                f"expected the Hub to accept the files; {NOTHING_PUBLISHED}; {resume}"
+            ) from error
+        if status is not None:
+            raise _refused(f"upload the files to {repo_id}", error, NOTHING_PUBLISHED) from error
+        raise
+
+
+def _commit(
+    api: HfApi,
+    repo_id: str,
+    operations: list[CommitOperationAdd | CommitOperationDelete],
+    message: str,
+    head: str,
+    token: str,
+    retry: RetryPolicy,
+) -> tuple[str, str]:
+    """Make the publication commit on top of `head`; returns its sha and URL."""
+    attempts = 0
+    answer_lost = False
+
+    def attempt() -> tuple[str, str]:
+        nonlocal attempts, answer_lost
+        attempts += 1
+        try:
+            info = api.create_commit(
+                repo_id, operations, commit_message=message, repo_type="dataset", parent_commit=head, token=token
+            )
+        except HfHubHTTPError as error:
+            # A retry finds the head moved if the previous attempt landed but its answer was lost.
+            if attempts > 1 and _status(error) in (409, 412) and (sha := _landed(api, repo_id, head, message, token)):
+                return sha, f"{api.endpoint}/datasets/{repo_id}/commit/{sha}"
+            raise
+        except httpx2.TransportError:
+            answer_lost = True  # the Hub may have made the commit
+            raise
+        except Exception as error:
+            answer_lost = answer_lost or _not_the_api(error) is not None  # not the Hub's answer: unknown either
+            raise
+        return info.oid, info.commit_url
+
+    def outcome() -> str:
+        if answer_lost:
+            return (
+                "the commit may have landed (an answer was lost on the way); re-run the same command: "
+                "it finds a landed commit and only tags it"
+            )
+        return f"{NOTHING_PUBLISHED} (the commit is atomic; the files already uploaded are not sent again)"
+
+    try:
+        return _retry(
+            retry, f"commit to {repo_id}", attempt, passthrough=(403, 409, 412), outcome=outcome, endpoint=api.endpoint
+        )
+    except HfHubHTTPError as error:
+        if _status(error) not in (409, 412):
+            raise
+        raise PublishError(
+            f"the head of {repo_id} moved from {head} during the upload (another commit landed); "
+            f"expected it unchanged; {NOTHING_PUBLISHED}; "
+            "re-run the same command: files already uploaded are not sent again"
+        ) from error
+
+
+def _landed(api: HfApi, repo_id: str, parent: str, message: str, token: str) -> str | None:
+    """The sha of the head of `main` if it is a commit titled `message` right on top of `parent`.
+
+    Transient errors go to the retry of the commit (which then asks again); any other is one line.
+    """
+    try:
+        commits = api.list_repo_commits(repo_id, repo_type="dataset", token=token)
+    except HfHubHTTPError as error:
+        if _classify(error) is not None:
+            raise
+        raise _refused(
+            f"check whether the commit to {repo_id} landed after its answer was lost",
+            error,
+            "the commit may have landed",
+            advice="re-run the same command: it finds a landed commit and only tags it",
+        ) from error
+    if len(commits) >= 2 and commits[0].title == message and commits[1].commit_id == parent:
+        return commits[0].commit_id
+    return None
+
+
+def _create_tag(
+    api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy, *, published: str | None = None
+) -> None:
+    """Tag `revision`; `published` is the sha of this run's commit, for the message if tagging fails."""
+    outcome = (
+        f"the data is published as commit {published[:12]} but not tagged; re-run the same command to tag it "
+        "(it commits nothing again)"
+        if published
+        else NOTHING_PUBLISHED
+    )
+    # exist_ok: a retry may find the tag made by an attempt whose answer was lost (existing tags were checked before).
+    _retry(
+        retry,
+        f"tag {repo_id}@{revision[:12]} as {tag!r}",
+        lambda: api.create_tag(repo_id, tag=tag, revision=revision, repo_type="dataset", token=token, exist_ok=True),
+        outcome=outcome,
+        endpoint=api.endpoint,
+    )
+    logger.info("Tagged %s@%s as %s", repo_id, revision, tag)
