@@ -546,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # An empty value (an unset shell variable) would silently mean the default: the default repo, tag or slug.
-    for flag, value in (("--repo-id", args.repo_id), ("--tag", args.tag), ("--kaggle-dataset", args.kaggle_dataset)):
+    # An empty value (an unset shell variable) would silently mean the default: the default repo or slug.
+    # (An empty --tag is refused by its type, `tag_name`.)
+    for flag, value in (("--repo-id", args.repo_id), ("--kaggle-dataset", args.kaggle_dataset)):
         if value is not None and not value.strip():
             parser.error(f"{flag} {value!r} is empty; expected a value, or leave {flag} out for its default")
     conflicts = [

@@ -1114,12 +1114,9 @@ RAW_AND_STAGING = [
          error="argument --local-dir: '' is empty; expected a folder path"),
     Case("data-dir-empty", ("--data-dir", "", "--local-dir", "{out}", "--no-upload"), exit=2,
          error="argument --data-dir: '' is empty; expected a folder path"),
-    *(
-        Case(f"{flag.strip('-')}-empty", ("--data-dir", "{raw}", "--local-dir", "{out}", flag, ""), exit=2,
-             error=f"{flag} '' is empty; expected a value, or leave {flag} out for its default", check=_not_built,
-             env={"HF_TOKEN": TOKEN})
-        for flag in ("--repo-id", "--tag")
-    ),
+    Case("repo-id-empty", ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", ""), exit=2,
+         error="--repo-id '' is empty; expected a value, or leave --repo-id out for its default", check=_not_built,
+         env={"HF_TOKEN": TOKEN}),  # an empty --tag: tag-empty-is-refused-before-the-build
     Case("kaggle-dataset-empty", ("--local-dir", "{out}", "--no-upload", "--kaggle-dataset", " "), exit=2,
          error="--kaggle-dataset ' ' is empty; expected a value", check=_not_built),
     # --max-shard-size
