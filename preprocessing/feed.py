@@ -24,10 +24,19 @@ from preprocessing.buffers import Pool, Slot
 from preprocessing.stream_rows import RowReader
 from preprocessing.training import IrisDataset
 
+#: What a loop over an IrisLoader raises once :meth:`Feed.close` has ended it: the loader's
+#: ``close()``, or a newer loop over the same loader (from this thread or another one).
+ENDED = "this loop over the IrisLoader was ended by close() or by a newer loop over it; start a new loop"
+
 
 class _Failed:
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+#: Put by :meth:`Feed.close` behind everything else, so that a caller waiting in :meth:`Feed.next`
+#: wakes at once and is told that its loop was ended.
+_CLOSED = object()
 
 
 class MapBatch:
@@ -155,18 +164,26 @@ class Feed:
             names[j] = self._gather_row(slot, j, row)
 
     def next(self) -> tuple[Slot, int, list[str]] | None:
-        """The next gathered batch, or None at the end. Re-raises a gather error as it is."""
+        """The next gathered batch, or None at the end. Re-raises a gather error as it is.
+
+        Once the feed is closed, from this thread or another, it raises :data:`ENDED`, also
+        to a caller already waiting here: a batch taken before the close is still handed
+        out (it left the queue, so the close did not put its slot back), and the call after
+        it raises.
+        """
         if self._closed:
-            raise RuntimeError(
-                "this loop over the IrisLoader was ended by close() or by a newer loop over it; start a new loop"
-            )
+            raise RuntimeError(ENDED)
         while True:
             try:
                 item = self._ready.get(timeout=1.0)
                 break
             except queue.Empty:
                 if not self._thread.is_alive() and self._ready.empty():
+                    if self._closed:  # set before the thread is stopped: a close under way
+                        raise RuntimeError(ENDED) from None
                     raise RuntimeError("IrisLoader's feed thread ended without a batch or an error") from None
+        if item is _CLOSED:
+            raise RuntimeError(ENDED)
         if isinstance(item, _Failed):
             self.close()
             raise item.error
@@ -174,7 +191,8 @@ class Feed:
         return item
 
     def close(self) -> None:
-        """Stop gathering, and put back the slots of batches gathered but not handed out."""
+        """Stop gathering, put back the slots of batches gathered but not handed out, and wake
+        a caller waiting in :meth:`next` (it raises :data:`ENDED`). Safe from any thread, twice too."""
         self._closed = True
         self._stop.set()
         if self._reader is not None:
@@ -185,6 +203,7 @@ class Feed:
             try:
                 item = self._ready.get_nowait()
             except queue.Empty:
-                return
+                break
             if isinstance(item, tuple):
                 self._pool.give_back(item[0])
+        self._ready.put(_CLOSED)

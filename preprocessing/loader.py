@@ -37,6 +37,7 @@ the measurements behind that choice.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -88,8 +89,10 @@ class IrisLoader:
 
     Each ``for`` loop over the loader is the next epoch (as a ``DataLoader`` reshuffles
     every epoch), unless :meth:`set_epoch` says which. Starting a loop ends the
-    previous one. Use :meth:`close`, or ``with IrisLoader(...) as loader:``, to stop
-    the threads of a loop left mid-epoch and free the buffers.
+    previous one, also when the two run in different threads: the earlier loop raises
+    ``RuntimeError`` saying that a newer loop took over (after at most the one batch it
+    was already taking). Use :meth:`close`, or ``with IrisLoader(...) as loader:``, to
+    stop the threads of a loop left mid-epoch and free the buffers.
 
     With ``world_size > 1`` all ranks share one permutation per epoch and each takes
     ``perm[rank::world_size]`` of its first ``n // world_size * world_size`` rows:
@@ -154,6 +157,10 @@ class IrisLoader:
         self._pool: Pool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._feed: Feed | None = None
+        # Starting a loop and close() each run whole under this lock, so that with several
+        # threads on one loader the later one always ends the earlier: one feed at a time, one
+        # pool and one executor, and the loop that loses gets feed.ENDED.
+        self._lock = threading.Lock()
 
     @property
     def num_classes(self) -> int:
@@ -189,6 +196,18 @@ class IrisLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         """The batches of the next epoch (see :meth:`set_epoch`), ending any previous loop."""
+        with self._lock:
+            feed, pool, epoch = self._start_feed()
+        try:
+            while (gathered := feed.next()) is not None:
+                slot, n, filenames = gathered
+                image, label, weights, dist = self._batches.hand_out(slot, n, pool)
+                yield image, label, filenames, weights, dist
+        finally:
+            feed.close()
+
+    def _start_feed(self) -> tuple[Feed, Pool, int]:
+        """End the previous loop's feed and start the next epoch's (under ``self._lock``)."""
         epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
         self._end_feed()
         # Nothing the pool and the threads hold refers back to the loader, so dropping
@@ -212,15 +231,8 @@ class IrisLoader:
         augment = self.dataset.transform if self._augments else None
         gather_row = partial(_gather_row, self.preprocessed, augment, self.seed, epoch)
         drop_short = self.batch_size if self.drop_last else 0
-        feed = self._feed = Feed(batches, gather_row, self._pool, self._executor, self.num_threads, drop_short, reader)
-        pool = self._pool
-        try:
-            while (gathered := feed.next()) is not None:
-                slot, n, filenames = gathered
-                image, label, weights, dist = self._batches.hand_out(slot, n, pool)
-                yield image, label, filenames, weights, dist
-        finally:
-            feed.close()
+        self._feed = Feed(batches, gather_row, self._pool, self._executor, self.num_threads, drop_short, reader)
+        return self._feed, self._pool, epoch
 
     def _end_feed(self) -> None:
         if self._feed is not None:
@@ -228,13 +240,18 @@ class IrisLoader:
             self._feed = None
 
     def close(self) -> None:
-        """Stop the gather threads and let go of the buffers (batches still held stay valid)."""
-        self._end_feed()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-        self._executor = self._pool = None
-        if self.streaming:
-            self.dataset.rows.drop_buffer()
+        """Stop the gather threads and let go of the buffers (batches still held stay valid).
+
+        A loop still running, in this thread or another, raises :data:`~preprocessing.feed.ENDED`
+        at its next batch.
+        """
+        with self._lock:
+            self._end_feed()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = self._pool = None
+            if self.streaming:
+                self.dataset.rows.drop_buffer()
 
     def __enter__(self) -> IrisLoader:
         return self
