@@ -161,15 +161,18 @@ class StreamRows:
         pads), and the rows after the first ``limit`` that come out of the buffer are not
         read in this epoch (other rows each epoch, as the shard order and the buffer change).
         """
-        rng = None
+        rng = arena = None
         if order_seed is not None and buffer > 0:
             if self._arena is None:
                 self._arena = RowArena(self.num_classes)
+            # this epoch's own reference: drop_buffer() (IrisLoader.close) from another thread lets
+            # go of the arena for the next epochs, not under the passes of this one
+            arena = self._arena
             rng = order_rng(order_seed, epoch, part)  # one stream for the epoch, through every pass
 
         def one_pass() -> Iterator[Row]:
             rows = self._part_rows(epoch, part, parts, order_seed)
-            return rows if rng is None else shuffled(rows, buffer, rng, self._arena)
+            return rows if rng is None else shuffled(rows, buffer, rng, arena)
 
         return one_pass() if limit is None else self._exactly(limit, one_pass, part, parts)
 
