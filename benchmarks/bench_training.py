@@ -54,8 +54,8 @@ from openeds.schema import HEIGHT, WIDTH
 from openeds.synthetic import write_sample
 from openeds_precomputed import OpenEDSPrecomputed
 from preprocessing.augment import TRAIN_AUGMENT
-from preprocessing.buffers import WIRE, HostBatches, Pool, Slot, lease, slot_bytes
-from preprocessing.arrow_rows import ArrowRows
+from preprocessing.training.buffers import WIRE, HostBatches, Pool, Slot, lease, slot_bytes
+from preprocessing.training.arrow_rows import ArrowRows
 from preprocessing.training import IrisDataset, IrisLoader
 from tests.v1data import v1_split
 

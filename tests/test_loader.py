@@ -27,7 +27,7 @@ from preprocessing.augment import (  # noqa: E402
     Transform,
     order_rng,
 )
-from preprocessing.buffers import (  # noqa: E402
+from preprocessing.training.buffers import (  # noqa: E402
     IMAGE_TABLE,
     POOL_DEPTH,
     WIRE,

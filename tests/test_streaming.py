@@ -19,9 +19,9 @@ from huggingface_hub import DatasetCard, HfApi
 torch = pytest.importorskip("torch")
 
 from openeds import schema  # noqa: E402
-from preprocessing.arrow_rows import DatasetFormatError  # noqa: E402
+from preprocessing.training.arrow_rows import DatasetFormatError  # noqa: E402
 from preprocessing.augment import Compose, GaussianBlur, HorizontalFlip, LineAugment  # noqa: E402
-from preprocessing.stream_rows import StreamRows  # noqa: E402
+from preprocessing.training.stream_rows import StreamRows  # noqa: E402
 from preprocessing.training import IrisDataset, IrisIterableDataset, IrisLoader  # noqa: E402
 from push import push  # noqa: E402
 from tests.test_loader import (  # noqa: E402

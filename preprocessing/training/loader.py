@@ -46,13 +46,13 @@ import datasets
 import numpy as np
 import torch
 
-from preprocessing.arrow_rows import Row
+from preprocessing.training.arrow_rows import Row
 from preprocessing.augment import Transform, order_rng
-from preprocessing.buffers import DeviceBatches, HostBatches, Pool, Slot
-from preprocessing.feed import Feed, MapBatch, stream_batches
-from preprocessing.stream_rows import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, RowReader
-from preprocessing.streaming import IrisIterableDataset
-from preprocessing.training import IrisDataset, check_seed, positive_int, prepare, ranks
+from preprocessing.training.buffers import DeviceBatches, HostBatches, Pool, Slot
+from preprocessing.training.feed import Feed, MapBatch, stream_batches
+from preprocessing.training.stream_rows import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, RowReader
+from preprocessing.training.streaming import IrisIterableDataset
+from preprocessing.training.dataset import IrisDataset, check_seed, positive_int, prepare, ranks
 
 #: ``(image float32 [B, 1, H, W] in [-1, 1], label int64 [B, H, W], filenames,
 #: spatial_weights float32 [B, H, W], dist_map float32 [B, C, H, W])``

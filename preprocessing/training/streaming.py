@@ -31,10 +31,10 @@ import datasets
 import numpy as np
 import torch
 
-from preprocessing.arrow_rows import DatasetFormatError, Row
+from preprocessing.training.arrow_rows import DatasetFormatError, Row
 from preprocessing.augment import Sample, Transform
-from preprocessing.stream_rows import DEFAULT_SHUFFLE_BUFFER, StreamRows, keep_closed_at_exit
-from preprocessing.training import Item, check_seed, check_transform, prepare, ranks, to_item
+from preprocessing.training.stream_rows import DEFAULT_SHUFFLE_BUFFER, StreamRows, keep_closed_at_exit
+from preprocessing.training.dataset import Item, check_seed, check_transform, prepare, ranks, to_item
 
 
 class IrisIterableDataset(torch.utils.data.IterableDataset):

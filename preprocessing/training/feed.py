@@ -19,10 +19,10 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
 
-from preprocessing.arrow_rows import Row
-from preprocessing.buffers import Pool, Slot
-from preprocessing.stream_rows import RowReader
-from preprocessing.training import IrisDataset
+from preprocessing.training.arrow_rows import Row
+from preprocessing.training.buffers import Pool, Slot
+from preprocessing.training.stream_rows import RowReader
+from preprocessing.training.dataset import IrisDataset
 
 #: What a loop over an IrisLoader raises once :meth:`Feed.close` has ended it: the loader's
 #: ``close()``, or a newer loop over the same loader (from this thread or another one).

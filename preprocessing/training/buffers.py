@@ -25,7 +25,7 @@ import torch
 
 from openeds.schema import HEIGHT, WIDTH
 from preprocessing.augment import Sample
-from preprocessing.training import to_normalized_tensor
+from preprocessing.training.dataset import to_normalized_tensor
 
 #: uint8 -> the normalised float32 of :func:`to_normalized_tensor`, computed with the same torch ops.
 IMAGE_TABLE: np.ndarray = to_normalized_tensor(np.arange(256, dtype=np.uint8)[None]).reshape(256).numpy()

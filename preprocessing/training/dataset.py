@@ -60,7 +60,7 @@ import torch
 
 from preprocessing.augment import Sample, Transform
 from preprocessing.image import preprocess_image
-from preprocessing.arrow_rows import (  # noqa: F401 (DatasetFormatError, detect_preprocessed: public here)
+from preprocessing.training.arrow_rows import (  # noqa: F401 (DatasetFormatError, detect_preprocessed: public here)
     ArrowRows,
     DatasetFormatError,
     detect_preprocessed,
@@ -307,17 +307,3 @@ class IrisDataset(torch.utils.data.Dataset):
         state["_rows"] = None
         return state
 
-
-def __getattr__(name: str) -> Any:
-    # ``from preprocessing.training import IrisLoader, IrisIterableDataset``: they live in
-    # preprocessing.loader and preprocessing.streaming, which import this module, so they
-    # are looked up on first use.
-    if name in ("IrisLoader", "Batch"):
-        from preprocessing import loader
-
-        return getattr(loader, name)
-    if name == "IrisIterableDataset":
-        from preprocessing import streaming
-
-        return streaming.IrisIterableDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

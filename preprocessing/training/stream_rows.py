@@ -51,7 +51,7 @@ from datasets.distributed import split_dataset_by_node
 from datasets.iterable_dataset import ArrowExamplesIterable
 
 from openeds.schema import DIST_CHANNELS, HEIGHT, WIDTH
-from preprocessing.arrow_rows import (
+from preprocessing.training.arrow_rows import (
     ArrowRows,
     DatasetFormatError,
     Row,
