@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from openeds.schema import DIST_CHANNELS, HEIGHT, WIDTH
+from preprocessing.shapes import DIST_CHANNELS, HEIGHT, WIDTH
 from preprocessing.augment import Sample
 
 #: The array columns and the Arrow type of their values, in v1 and v2 alike.

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from openeds.schema import HEIGHT, WIDTH
+from preprocessing.shapes import HEIGHT, WIDTH
 from preprocessing.augment import Sample
 from preprocessing.training.dataset import to_normalized_tensor
 

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 from datasets.distributed import split_dataset_by_node
 from datasets.iterable_dataset import ArrowExamplesIterable
 
-from openeds.schema import DIST_CHANNELS, HEIGHT, WIDTH
+from preprocessing.shapes import DIST_CHANNELS, HEIGHT, WIDTH
 from preprocessing.training.arrow_rows import (
     ArrowRows,
     DatasetFormatError,
