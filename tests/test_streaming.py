@@ -19,10 +19,10 @@ from huggingface_hub import DatasetCard, HfApi
 torch = pytest.importorskip("torch")
 
 from openeds import schema  # noqa: E402
-from preprocessing.training.arrow_rows import DatasetFormatError  # noqa: E402
 from preprocessing.augment import Compose, GaussianBlur, HorizontalFlip, LineAugment  # noqa: E402
-from preprocessing.training.stream_rows import StreamRows  # noqa: E402
 from preprocessing.training import IrisDataset, IrisIterableDataset, IrisLoader  # noqa: E402
+from preprocessing.training.arrow_rows import DatasetFormatError  # noqa: E402
+from preprocessing.training.source import StreamRows  # noqa: E402
 from push import push  # noqa: E402
 from tests.test_loader import (  # noqa: E402
     FailOn,
@@ -304,7 +304,7 @@ def test_threads_on_one_stream_loader_and_on_one_iterable_dataset(v2, tmp_path):
 def test_a_loop_left_mid_stream_exits_cleanly(v2, tmp_path):
     # With pyarrow 26 a stream left open at exit can abort the process ("terminate called
     # without an active exception", 134) or hang it: without the atexit hook of
-    # preprocessing.stream_rows this script hung in 9 runs of 12, with it in none.
+    # preprocessing.training.reader this script hung in 9 runs of 12, with it in none.
     folder = write_folder(tmp_path, {"train": parts(v2["pupil"]["train"], 4, 4)})
     code = textwrap.dedent(f"""
         import datasets

@@ -1,13 +1,16 @@
-"""The gathering machinery of :class:`preprocessing.loader.IrisLoader`: one pass over batches of rows.
+"""The gathering machinery of :class:`~preprocessing.training.loader.IrisLoader`: one pass over batches of rows.
 
 A coordinator thread (:class:`Feed`) gathers each batch into a pool slot with the
 loader's threads, one batch ahead of the training loop. A batch is anything whose
 ``take()`` gives the next ``(position in the batch, Row)``:
 
 * :class:`MapBatch`: a map-style batch, whose rows are known; each thread takes the
-  next free position and reads that row (zero-copy views);
+  next free position and reads that row (zero-copy views, from the row source);
 * :class:`StreamBatch`: a batch of a stream; each thread takes the next row a
-  :class:`~preprocessing.stream_rows.RowReader` has read, in the order read.
+  :class:`~preprocessing.training.reader.RowReader` has read, in the order read.
+
+The feed knows nothing of where the batches come from: the loader plans an epoch's
+batches, and the feed gathers whichever it is given.
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ import numpy as np
 
 from preprocessing.training.arrow_rows import Row
 from preprocessing.training.buffers import Pool, Slot
-from preprocessing.training.stream_rows import RowReader
-from preprocessing.training.dataset import IrisDataset
+from preprocessing.training.reader import RowReader
 
 #: What a loop over an IrisLoader raises once :meth:`Feed.close` has ended it: the loader's
 #: ``close()``, or a newer loop over the same loader (from this thread or another one).
@@ -40,10 +42,13 @@ _CLOSED = object()
 
 
 class MapBatch:
-    """A map-style batch: its rows are known, and each thread takes the next free position."""
+    """A map-style batch: its rows are known, and each thread takes the next free position.
 
-    def __init__(self, rows: np.ndarray, dataset: IrisDataset) -> None:
-        self._rows, self._read = rows, dataset._reader().row
+    ``read(i)`` gives row ``i`` of the split (:meth:`~preprocessing.training.source.MapRows.row`).
+    """
+
+    def __init__(self, rows: np.ndarray, read: Callable[[int], Row]) -> None:
+        self._rows, self._read = rows, read
         self._positions: queue.SimpleQueue = queue.SimpleQueue()
         for j in range(len(rows)):
             self._positions.put(j)

@@ -25,10 +25,14 @@ cost:
   ``np.random.default_rng([seed, e, r])``, whichever thread gathers it; the shuffled
   order is ``augment.order_rng(seed, e).permutation(n)``, shared by all ranks;
 * **streams too.** Given a streamed split (``load_dataset(..., streaming=True)``), a
-  reader thread reads its Arrow record batches (:mod:`preprocessing.stream_rows`) a
+  reader thread reads its Arrow record batches (:mod:`preprocessing.training.source`) a
   few rows ahead of the gather threads, which take the rows in the order read. The
   same buffers, draws, errors and epochs; the order is a shuffle buffer's instead of a
-  permutation, and with DDP every rank stops after the same number of batches.
+  permutation, and with DDP every rank stops after the same number of batches;
+* **one route for the data.** The split becomes its row source once, in
+  ``__init__`` (:func:`~preprocessing.training.source.open_rows`: columns checked, v1
+  or v2 detected, channels counted); :attr:`IrisLoader.dataset` reads the same source,
+  and each epoch is planned from ``(seed, epoch)`` and the batch positions alone.
 
 Nothing of ``torchdata.nodes`` is used; the README's "Training side" section gives
 the measurements behind that choice.
@@ -46,13 +50,16 @@ import datasets
 import numpy as np
 import torch
 
-from preprocessing.training.arrow_rows import Row
 from preprocessing.augment import Transform, order_rng
+from preprocessing.training.arguments import check_seed, check_shuffle_buffer, check_transform, positive_int, ranks
+from preprocessing.training.arrow_rows import Row
 from preprocessing.training.buffers import DeviceBatches, HostBatches, Pool, Slot
-from preprocessing.training.feed import Feed, MapBatch, stream_batches
-from preprocessing.training.stream_rows import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, RowReader
+from preprocessing.training.dataset import IrisDataset
+from preprocessing.training.feed import Feed, MapBatch, StreamBatch, stream_batches
+from preprocessing.training.items import prepare
+from preprocessing.training.reader import RowReader
+from preprocessing.training.source import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, StreamRows, open_rows
 from preprocessing.training.streaming import IrisIterableDataset
-from preprocessing.training.dataset import IrisDataset, check_seed, positive_int, prepare, ranks
 
 #: ``(image float32 [B, 1, H, W] in [-1, 1], label int64 [B, H, W], filenames,
 #: spatial_weights float32 [B, H, W], dist_map float32 [B, C, H, W])``
@@ -133,21 +140,25 @@ class IrisLoader:
         self.seed: int = int(np.random.SeedSequence().entropy) if seed is None else seed
         self.shuffle = split == "train" if shuffle is None else bool(shuffle)
         self.streaming = isinstance(hf_dataset, datasets.IterableDataset)
-        self.dataset: IrisDataset | IrisIterableDataset
-        if self.streaming:
-            self.dataset = IrisIterableDataset(
-                hf_dataset, split, transform, preprocessed, self.seed, shuffle=self.shuffle,
-                shuffle_buffer=DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer,
-                rank=self.rank, world_size=self.world_size,
-            )  # fmt: skip
-        elif shuffle_buffer is not None:
+        if not self.streaming and shuffle_buffer is not None:
             raise ValueError(
                 f"shuffle_buffer={shuffle_buffer!r} is for streamed splits; a map-style split is shuffled with a "
                 "permutation of all its rows. Leave it out, or pass load_dataset(..., streaming=True)"
             )
+        check_transform(transform)
+        shuffle_buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
+        check_shuffle_buffer(shuffle_buffer)
+        # The split becomes its row source here, once, and the dataset reads from that source.
+        rows = open_rows(hf_dataset, preprocessed)
+        #: the items of the same rows: an :class:`IrisDataset`, or an :class:`IrisIterableDataset` for a stream
+        self.dataset: IrisDataset | IrisIterableDataset
+        if isinstance(rows, StreamRows):
+            self.dataset = IrisIterableDataset.from_rows(
+                rows, split, transform, self.seed, shuffle=self.shuffle, shuffle_buffer=shuffle_buffer,
+                rank=self.rank, world_size=self.world_size,
+            )  # fmt: skip
         else:
-            self.dataset = IrisDataset(hf_dataset, split, transform, preprocessed, seed)
-            self.dataset._reader()  # build the row views here, not racing in the threads
+            self.dataset = IrisDataset.from_rows(rows, split, transform, seed)
         self.drop_last = bool(drop_last)
         self.device = _device(device)
         self.num_threads = _default_threads() if num_threads is None else positive_int(num_threads, "num_threads")
@@ -216,23 +227,28 @@ class IrisLoader:
             make = partial(Slot, self.batch_size, self.num_classes, self._batches.layout, self._batches.pinned)
             self._pool = Pool(make)
             self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="IrisLoader-gather")
-        reader = None
-        if self.streaming:
-            # the row count is known with DDP (IrisIterableDataset requires it), and read to the end without
-            rows = len(self) * self.batch_size if self.world_size > 1 else None
-            reader = RowReader(self.dataset.part_rows(epoch, self.rank, self.world_size), STREAM_BATCH_ROWS)
-            batches = stream_batches(reader, self.batch_size, rows)
-        else:
-            order, stop = self.rows(epoch), len(self) * self.batch_size
-            batches = [
-                MapBatch(order[i : min(i + self.batch_size, stop)], self.dataset)
-                for i in range(0, stop, self.batch_size)
-            ]
+        batches, reader = self._epoch_batches(epoch)
         augment = self.dataset.transform if self._augments else None
         gather_row = partial(_gather_row, self.preprocessed, augment, self.seed, epoch)
         drop_short = self.batch_size if self.drop_last else 0
         self._feed = Feed(batches, gather_row, self._pool, self._executor, self.num_threads, drop_short, reader)
         return self._feed, self._pool, epoch
+
+    def _epoch_batches(self, epoch: int) -> tuple[list[MapBatch] | Iterator[StreamBatch], RowReader | None]:
+        """The batches of ``epoch`` for the feed, from the row source, and a stream's reader thread.
+
+        Map-style: the batches of :meth:`rows`, each a slice of this rank's order. Streamed: batches
+        taken from a reader thread over this rank's part of the stream.
+        """
+        if self.streaming:
+            # the row count is known with DDP (IrisIterableDataset requires it), and read to the end without
+            rows = len(self) * self.batch_size if self.world_size > 1 else None
+            reader = RowReader(self.dataset.part_rows(epoch, self.rank, self.world_size), STREAM_BATCH_ROWS)
+            return stream_batches(reader, self.batch_size, rows), reader
+        order, stop = self.rows(epoch), len(self) * self.batch_size
+        read = self.dataset.rows.row  # a map-style split's MapRows
+        starts = range(0, stop, self.batch_size)
+        return [MapBatch(order[i : min(i + self.batch_size, stop)], read) for i in starts], None
 
     def _end_feed(self) -> None:
         if self._feed is not None:
@@ -242,7 +258,7 @@ class IrisLoader:
     def close(self) -> None:
         """Stop the gather threads and let go of the buffers (batches still held stay valid).
 
-        A loop still running, in this thread or another, raises :data:`~preprocessing.feed.ENDED`
+        A loop still running, in this thread or another, raises :data:`~preprocessing.training.feed.ENDED`
         at its next batch.
         """
         with self._lock:
