@@ -47,8 +47,8 @@ import torch
 from benchmarks._common import run_in_child, status_mb, write_results
 from openeds.schema import raw_row_bytes
 from openeds.synthetic import write_sample
-from preprocessing.arrow_rows import _leaf_view
 from preprocessing.training import IrisLoader
+from preprocessing.training.arrow_rows import _leaf_view
 from push import push
 
 BATCH = 64

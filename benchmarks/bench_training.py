@@ -54,9 +54,9 @@ from openeds.schema import HEIGHT, WIDTH
 from openeds.synthetic import write_sample
 from openeds_precomputed import OpenEDSPrecomputed
 from preprocessing.augment import TRAIN_AUGMENT
-from preprocessing.buffers import WIRE, HostBatches, Pool, Slot, lease, slot_bytes
-from preprocessing.arrow_rows import ArrowRows
 from preprocessing.training import IrisDataset, IrisLoader
+from preprocessing.training.buffers import WIRE, HostBatches, Pool, Slot, lease, slot_bytes
+from preprocessing.training.source import MapRows
 from tests.v1data import v1_split
 
 GOAL_RATIO, GOAL_PER_CORE = 50.0, 1500.0
@@ -149,7 +149,7 @@ def iris_loader(v2: datasets.Dataset, augment: bool, epochs: int, wire: bool = F
 
 def copy_limit(v2: datasets.Dataset, epochs: int) -> dict:
     """One thread copying each batch's stored bytes into a wire slot whose pages are already touched."""
-    rows, slot = ArrowRows(v2, 2), Slot(BATCH, 2, WIRE, pinned=False)
+    rows, slot = MapRows(v2), Slot(BATCH, 2, WIRE, pinned=False)
     for array in slot.arrays:
         array.fill(0)
 

@@ -10,6 +10,8 @@ from typing import Literal, get_args
 
 import datasets
 
+from preprocessing.shapes import DIST_CHANNELS, HEIGHT, WIDTH  # noqa: F401 (part of the schema, declared in the core)
+
 #: Where the raw data comes from, and how to cite it (the builder's info and the card use these).
 KAGGLE_PAGE = "https://www.kaggle.com/datasets/soumicksarker/openeds-dataset"
 CITATION = """@article{garbin2019openeds,
@@ -24,16 +26,10 @@ CITATION = """@article{garbin2019openeds,
 #: arrays, the gamma + CLAHE image and a ``preprocessed`` flag.
 FORMAT_VERSION = "2.0.0"
 
-HEIGHT = 400
-WIDTH = 640
-
 ConfigName = Literal["pupil", "full"]
 CONFIG_NAMES: tuple[str, ...] = get_args(ConfigName)
 DEFAULT_CONFIG: ConfigName = "pupil"
 SPLITS = ("train", "validation", "test")
-
-#: Distance-map channels per config: [not pupil, pupil] or the four classes.
-DIST_CHANNELS = {"pupil": 2, "full": 4}
 
 COLUMN_DOCS = {
     "image": "uint8 [400, 640]: raw frame after gamma 0.8 (truncated LUT) and CLAHE (clip 1.5, 8x8 tiles)",

@@ -1,9 +1,12 @@
-"""Pure NumPy preprocessing shared by the v2 precompute and the training side.
+"""The pure core: NumPy functions shared by the v2 precompute and the training side.
 
-No file, Hub or torch I/O happens here (the training side, ``preprocessing.training``
-with ``arrow_rows``, ``loader`` and ``buffers``, reads the data and only calls into
-these functions), so the precompute and the training-time fallback can never drift
-apart.
+``image`` (gamma + CLAHE), ``targets`` (label, weights, distance maps), ``augment``
+(the training augmentations) and ``shapes`` (the frame size and channels). No file,
+Hub or torch I/O happens here, and nothing of torch, ``datasets`` or ``openeds`` is
+imported: the precompute (``openeds``, the builder, ``push.py``) and the training side
+(the subpackage :mod:`preprocessing.training`, which reads the data) both only call
+into these functions, so the precompute and the training-time fallback can never
+drift apart. ``lint-imports`` checks this (``pyproject.toml``).
 """
 
 from preprocessing.image import GAMMA_LUT, clahe, gamma_correct, preprocess_image

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,12 +19,19 @@ from huggingface_hub import DatasetCard, HfApi
 torch = pytest.importorskip("torch")
 
 from openeds import schema  # noqa: E402
-from preprocessing.arrow_rows import DatasetFormatError  # noqa: E402
 from preprocessing.augment import Compose, GaussianBlur, HorizontalFlip, LineAugment  # noqa: E402
-from preprocessing.stream_rows import StreamRows  # noqa: E402
 from preprocessing.training import IrisDataset, IrisIterableDataset, IrisLoader  # noqa: E402
+from preprocessing.training.arrow_rows import DatasetFormatError  # noqa: E402
+from preprocessing.training.source import StreamRows  # noqa: E402
 from push import push  # noqa: E402
-from tests.test_loader import FailOn, all_reduced_epoch, assert_batches_equal  # noqa: E402
+from tests.test_loader import (  # noqa: E402
+    FailOn,
+    all_reduced_epoch,
+    assert_batches_equal,
+    assert_outcomes,
+    by_filename,
+    run_together,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 #: TRAIN_AUGMENT's steps, each with p=0.5, so that every small epoch has some of each
@@ -261,10 +270,41 @@ def test_errors_reach_the_caller_and_threads_end(v2, tmp_path):
         StreamRows(datasets.distributed.split_dataset_by_node(stream, rank=0, world_size=2))
 
 
+def test_threads_on_one_stream_loader_and_on_one_iterable_dataset(v2, tmp_path):
+    # issue 14 §5 for streams: a newer loop or close() from another thread ends a loop with the
+    # documented message, never another one, and the batches the loops hold stay intact and their own.
+    data = v2["pupil"]["train"]
+    items = by_filename(IrisDataset(data))
+    stream = stream_of(write_folder(tmp_path, {"train": parts(data, 4, 4)}))
+    loader = IrisLoader(stream, 2, seed=0, shuffle_buffer=2, num_threads=2)
+    for repetition in range(3):  # the old code failed at the first (both loops ran to the end)
+        for actions, hold_first in ((["loop", "loop"], True), (["loop", "loop"], False), (["loop", "close"], False)):
+            where = f"repetition {repetition}, {' and '.join(actions)}"
+            outcomes = assert_outcomes(run_together(loader, actions, hold_first), actions, items, where)
+            if hold_first:
+                assert sorted(outcomes) == ["done", "ended"], f"{where}: {outcomes}"
+    assert len(list(loader)) == 4, "the loader loops on"
+    loader.close()
+    # An IrisIterableDataset has no loop to end: two threads each read the whole epoch, each its own copies.
+    dataset = IrisIterableDataset(stream, seed=0, shuffle_buffer=2)
+    start = threading.Barrier(2)
+
+    def read() -> list:
+        start.wait(timeout=60)
+        return list(dataset)
+
+    with ThreadPoolExecutor(2) as pool:
+        reads = [future.result(timeout=120) for future in [pool.submit(read), pool.submit(read)]]
+    for k, read_items in enumerate(reads):
+        assert sorted(item[2] for item in read_items) == sorted(items), f"thread {k}: every row once"
+        for item in read_items:
+            assert_item_equal(item, items[item[2]], f"thread {k}")
+
+
 def test_a_loop_left_mid_stream_exits_cleanly(v2, tmp_path):
     # With pyarrow 26 a stream left open at exit can abort the process ("terminate called
     # without an active exception", 134) or hang it: without the atexit hook of
-    # preprocessing.stream_rows this script hung in 9 runs of 12, with it in none.
+    # preprocessing.training.reader this script hung in 9 runs of 12, with it in none.
     folder = write_folder(tmp_path, {"train": parts(v2["pupil"]["train"], 4, 4)})
     code = textwrap.dedent(f"""
         import datasets

@@ -472,6 +472,14 @@ def test_truncated_v1_row_is_named(v1):
 def test_import_preprocessing_does_not_import_torch():
     code = "import sys, preprocessing, preprocessing.augment; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+    # the pure core loads none of the I/O side either, and the training side nothing of openeds
+    code = (
+        "import sys, preprocessing, preprocessing.augment, preprocessing.shapes\n"
+        "assert not {'torch', 'datasets', 'pyarrow', 'openeds'} & set(sys.modules), sorted(sys.modules)\n"
+        "import preprocessing.training\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'openeds']"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 # --- the example ------------------------------------------------------------------------

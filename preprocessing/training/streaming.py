@@ -2,11 +2,11 @@
 
 For users who cannot hold the data on disk: ``load_dataset(..., streaming=True)``
 gives a ``datasets.IterableDataset`` that reads the parquet shards as it goes. For
-batches, give it to :class:`preprocessing.loader.IrisLoader`; for items (a
+batches, give it to :class:`~preprocessing.training.loader.IrisLoader`; for items (a
 ``DataLoader`` with a custom ``collate_fn``, a per-sample loop),
-:class:`IrisIterableDataset` yields what :class:`preprocessing.training.IrisDataset`
+:class:`IrisIterableDataset` yields what :class:`~preprocessing.training.dataset.IrisDataset`
 yields for the same rows. Rows are read as Arrow record batches with their dtypes
-(:mod:`preprocessing.stream_rows`), never as Python rows.
+(:class:`~preprocessing.training.source.StreamRows`), never as Python rows.
 
 Example::
 
@@ -27,18 +27,21 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import datasets
 import numpy as np
 import torch
 
-from preprocessing.arrow_rows import DatasetFormatError, Row
 from preprocessing.augment import Sample, Transform
-from preprocessing.stream_rows import DEFAULT_SHUFFLE_BUFFER, StreamRows, keep_closed_at_exit
-from preprocessing.training import Item, check_seed, check_transform, prepare, ranks, to_item
+from preprocessing.training.arguments import check_seed, check_shuffle_buffer, check_transform, ranks
+from preprocessing.training.arrow_rows import DatasetFormatError, Row
+from preprocessing.training.items import Item, prepare, to_item
+from preprocessing.training.reader import keep_closed_at_exit
+from preprocessing.training.source import DEFAULT_SHUFFLE_BUFFER, StreamRows
 
 
 class IrisIterableDataset(torch.utils.data.IterableDataset):
-    """The items of :class:`~preprocessing.training.IrisDataset`, from a streamed split.
+    """The items of :class:`~preprocessing.training.dataset.IrisDataset`, from a streamed split.
 
     Args:
         stream: one split from ``load_dataset(..., split=..., streaming=True)``, whole
@@ -56,7 +59,7 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
 
     Each ``for`` loop reads epoch :attr:`epoch`; call :meth:`set_epoch` before each
     epoch, as with a ``DistributedSampler`` (it reaches persistent DataLoader workers
-    too). Row number ``r`` (see :mod:`preprocessing.stream_rows`) of epoch ``e`` draws
+    too). Row number ``r`` (see :mod:`preprocessing.training.source`) of epoch ``e`` draws
     from ``np.random.default_rng([seed, e, r])``: read unshuffled by one process, ``r``
     is the row's index in the map-style split, and the items equal
     ``IrisDataset.item(r, np.random.default_rng([seed, e, r]))``.
@@ -97,12 +100,42 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
                 "stream is a map-style datasets.Dataset; IrisIterableDataset reads streamed splits "
                 "(load_dataset(..., streaming=True)). Use IrisDataset, or IrisLoader, for a map-style split"
             )
-        check_transform(transform)
-        if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer={shuffle_buffer!r}; expected a non-negative int (rows)")
-        self.rank, self.world_size = ranks(rank, world_size)
-        check_seed(seed, self.world_size)
-        self.rows = StreamRows(stream, preprocessed)
+        rank, world_size = _check_arguments(transform, shuffle_buffer, seed, rank, world_size)
+        self._setup(StreamRows(stream, preprocessed), split, transform, seed, shuffle, shuffle_buffer, rank, world_size)
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: StreamRows,
+        split: str = "train",
+        transform: Transform | None = None,
+        seed: int | None = None,
+        *,
+        shuffle: bool | None = None,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> IrisIterableDataset:
+        """An IrisIterableDataset over a row source already made (``IrisLoader`` makes one, for itself and this)."""
+        rank, world_size = _check_arguments(transform, shuffle_buffer, seed, rank, world_size)
+        dataset = cls.__new__(cls)
+        dataset._setup(rows, split, transform, seed, shuffle, shuffle_buffer, rank, world_size)
+        return dataset
+
+    def _setup(
+        self,
+        rows: StreamRows,
+        split: str,
+        transform: Transform | None,
+        seed: int | None,
+        shuffle: bool | None,
+        shuffle_buffer: int,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        self.rank, self.world_size = rank, world_size
+        #: the row source: the stream's columns checked, v1 or v2 detected, the channels counted
+        self.rows = rows
         self.split = split
         self.transform = transform
         #: the seed of the shuffle and of every sample's draws (drawn once when none is given)
@@ -112,8 +145,8 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
         if self.world_size > 1 and self.num_rows is None:
             raise DatasetFormatError(
                 f"world_size={self.world_size} needs the split's row count, to stop every rank after the same number "
-                f"of batches, but the stream of split {stream.split} has none: its dataset card gives none. Load it "
-                "from a repo or folder with a card (push.py writes one)"
+                f"of batches, but the stream of split {rows.stream.split} has none: its dataset card gives none. Load "
+                "it from a repo or folder with a card (push.py writes one)"
             )
         # in shared memory, so that set_epoch reaches persistent DataLoader workers
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -181,3 +214,14 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
                 yield to_item(self.prepare(row, epoch), row.filename)
         finally:
             rows.close()
+
+
+def _check_arguments(
+    transform: Transform | None, shuffle_buffer: int, seed: int | None, rank: int | None, world_size: int | None
+) -> tuple[int, int]:
+    """The arguments checked before the stream is read; ``(rank, world_size)``."""
+    check_transform(transform)
+    check_shuffle_buffer(shuffle_buffer)
+    rank, world_size = ranks(rank, world_size)
+    check_seed(seed, world_size)
+    return rank, world_size

@@ -1,4 +1,4 @@
-"""The reused batch buffers of :class:`preprocessing.training.IrisLoader`, and how batches leave them.
+"""The reused batch buffers of :class:`~preprocessing.training.loader.IrisLoader`, and how batches leave them.
 
 * :class:`Slot`: one batch's four arrays, allocated once. Model-ready for the CPU
   device (float32 image, int64 label), or the wire format for another device (uint8
@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 import torch
 
-from openeds.schema import HEIGHT, WIDTH
 from preprocessing.augment import Sample
-from preprocessing.training import to_normalized_tensor
+from preprocessing.shapes import HEIGHT, WIDTH
+from preprocessing.training.items import to_normalized_tensor
 
 #: uint8 -> the normalised float32 of :func:`to_normalized_tensor`, computed with the same torch ops.
 IMAGE_TABLE: np.ndarray = to_normalized_tensor(np.arange(256, dtype=np.uint8)[None]).reshape(256).numpy()

@@ -25,10 +25,14 @@ cost:
   ``np.random.default_rng([seed, e, r])``, whichever thread gathers it; the shuffled
   order is ``augment.order_rng(seed, e).permutation(n)``, shared by all ranks;
 * **streams too.** Given a streamed split (``load_dataset(..., streaming=True)``), a
-  reader thread reads its Arrow record batches (:mod:`preprocessing.stream_rows`) a
+  reader thread reads its Arrow record batches (:mod:`preprocessing.training.source`) a
   few rows ahead of the gather threads, which take the rows in the order read. The
   same buffers, draws, errors and epochs; the order is a shuffle buffer's instead of a
-  permutation, and with DDP every rank stops after the same number of batches.
+  permutation, and with DDP every rank stops after the same number of batches;
+* **one route for the data.** The split becomes its row source once, in
+  ``__init__`` (:func:`~preprocessing.training.source.open_rows`: columns checked, v1
+  or v2 detected, channels counted); :attr:`IrisLoader.dataset` reads the same source,
+  and each epoch is planned from ``(seed, epoch)`` and the batch positions alone.
 
 Nothing of ``torchdata.nodes`` is used; the README's "Training side" section gives
 the measurements behind that choice.
@@ -37,6 +41,7 @@ the measurements behind that choice.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -45,13 +50,16 @@ import datasets
 import numpy as np
 import torch
 
-from preprocessing.arrow_rows import Row
 from preprocessing.augment import Transform, order_rng
-from preprocessing.buffers import DeviceBatches, HostBatches, Pool, Slot
-from preprocessing.feed import Feed, MapBatch, stream_batches
-from preprocessing.stream_rows import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, RowReader
-from preprocessing.streaming import IrisIterableDataset
-from preprocessing.training import IrisDataset, check_seed, positive_int, prepare, ranks
+from preprocessing.training.arguments import check_seed, check_shuffle_buffer, check_transform, positive_int, ranks
+from preprocessing.training.arrow_rows import Row
+from preprocessing.training.buffers import DeviceBatches, HostBatches, Pool, Slot
+from preprocessing.training.dataset import IrisDataset
+from preprocessing.training.feed import Feed, MapBatch, StreamBatch, stream_batches
+from preprocessing.training.items import prepare
+from preprocessing.training.reader import RowReader
+from preprocessing.training.source import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, StreamRows, open_rows
+from preprocessing.training.streaming import IrisIterableDataset
 
 #: ``(image float32 [B, 1, H, W] in [-1, 1], label int64 [B, H, W], filenames,
 #: spatial_weights float32 [B, H, W], dist_map float32 [B, C, H, W])``
@@ -88,8 +96,10 @@ class IrisLoader:
 
     Each ``for`` loop over the loader is the next epoch (as a ``DataLoader`` reshuffles
     every epoch), unless :meth:`set_epoch` says which. Starting a loop ends the
-    previous one. Use :meth:`close`, or ``with IrisLoader(...) as loader:``, to stop
-    the threads of a loop left mid-epoch and free the buffers.
+    previous one, also when the two run in different threads: the earlier loop raises
+    ``RuntimeError`` saying that a newer loop took over (after at most the one batch it
+    was already taking). Use :meth:`close`, or ``with IrisLoader(...) as loader:``, to
+    stop the threads of a loop left mid-epoch and free the buffers.
 
     With ``world_size > 1`` all ranks share one permutation per epoch and each takes
     ``perm[rank::world_size]`` of its first ``n // world_size * world_size`` rows:
@@ -130,21 +140,25 @@ class IrisLoader:
         self.seed: int = int(np.random.SeedSequence().entropy) if seed is None else seed
         self.shuffle = split == "train" if shuffle is None else bool(shuffle)
         self.streaming = isinstance(hf_dataset, datasets.IterableDataset)
-        self.dataset: IrisDataset | IrisIterableDataset
-        if self.streaming:
-            self.dataset = IrisIterableDataset(
-                hf_dataset, split, transform, preprocessed, self.seed, shuffle=self.shuffle,
-                shuffle_buffer=DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer,
-                rank=self.rank, world_size=self.world_size,
-            )  # fmt: skip
-        elif shuffle_buffer is not None:
+        if not self.streaming and shuffle_buffer is not None:
             raise ValueError(
                 f"shuffle_buffer={shuffle_buffer!r} is for streamed splits; a map-style split is shuffled with a "
                 "permutation of all its rows. Leave it out, or pass load_dataset(..., streaming=True)"
             )
+        check_transform(transform)
+        shuffle_buffer = DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer
+        check_shuffle_buffer(shuffle_buffer)
+        # The split becomes its row source here, once, and the dataset reads from that source.
+        rows = open_rows(hf_dataset, preprocessed)
+        #: the items of the same rows: an :class:`IrisDataset`, or an :class:`IrisIterableDataset` for a stream
+        self.dataset: IrisDataset | IrisIterableDataset
+        if isinstance(rows, StreamRows):
+            self.dataset = IrisIterableDataset.from_rows(
+                rows, split, transform, self.seed, shuffle=self.shuffle, shuffle_buffer=shuffle_buffer,
+                rank=self.rank, world_size=self.world_size,
+            )  # fmt: skip
         else:
-            self.dataset = IrisDataset(hf_dataset, split, transform, preprocessed, seed)
-            self.dataset._reader()  # build the row views here, not racing in the threads
+            self.dataset = IrisDataset.from_rows(rows, split, transform, seed)
         self.drop_last = bool(drop_last)
         self.device = _device(device)
         self.num_threads = _default_threads() if num_threads is None else positive_int(num_threads, "num_threads")
@@ -154,6 +168,10 @@ class IrisLoader:
         self._pool: Pool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._feed: Feed | None = None
+        # Starting a loop and close() each run whole under this lock, so that with several
+        # threads on one loader the later one always ends the earlier: one feed at a time, one
+        # pool and one executor, and the loop that loses gets feed.ENDED.
+        self._lock = threading.Lock()
 
     @property
     def num_classes(self) -> int:
@@ -189,31 +207,8 @@ class IrisLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         """The batches of the next epoch (see :meth:`set_epoch`), ending any previous loop."""
-        epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
-        self._end_feed()
-        # Nothing the pool and the threads hold refers back to the loader, so dropping
-        # the loader frees the buffers at once, not at the next cyclic garbage collection.
-        if self._pool is None:
-            make = partial(Slot, self.batch_size, self.num_classes, self._batches.layout, self._batches.pinned)
-            self._pool = Pool(make)
-            self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="IrisLoader-gather")
-        reader = None
-        if self.streaming:
-            # the row count is known with DDP (IrisIterableDataset requires it), and read to the end without
-            rows = len(self) * self.batch_size if self.world_size > 1 else None
-            reader = RowReader(self.dataset.part_rows(epoch, self.rank, self.world_size), STREAM_BATCH_ROWS)
-            batches = stream_batches(reader, self.batch_size, rows)
-        else:
-            order, stop = self.rows(epoch), len(self) * self.batch_size
-            batches = [
-                MapBatch(order[i : min(i + self.batch_size, stop)], self.dataset)
-                for i in range(0, stop, self.batch_size)
-            ]
-        augment = self.dataset.transform if self._augments else None
-        gather_row = partial(_gather_row, self.preprocessed, augment, self.seed, epoch)
-        drop_short = self.batch_size if self.drop_last else 0
-        feed = self._feed = Feed(batches, gather_row, self._pool, self._executor, self.num_threads, drop_short, reader)
-        pool = self._pool
+        with self._lock:
+            feed, pool, epoch = self._start_feed()
         try:
             while (gathered := feed.next()) is not None:
                 slot, n, filenames = gathered
@@ -222,19 +217,57 @@ class IrisLoader:
         finally:
             feed.close()
 
+    def _start_feed(self) -> tuple[Feed, Pool, int]:
+        """End the previous loop's feed and start the next epoch's (under ``self._lock``)."""
+        epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
+        self._end_feed()
+        # Nothing the pool and the threads hold refers back to the loader, so dropping
+        # the loader frees the buffers at once, not at the next cyclic garbage collection.
+        if self._pool is None:
+            make = partial(Slot, self.batch_size, self.num_classes, self._batches.layout, self._batches.pinned)
+            self._pool = Pool(make)
+            self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="IrisLoader-gather")
+        batches, reader = self._epoch_batches(epoch)
+        augment = self.dataset.transform if self._augments else None
+        gather_row = partial(_gather_row, self.preprocessed, augment, self.seed, epoch)
+        drop_short = self.batch_size if self.drop_last else 0
+        self._feed = Feed(batches, gather_row, self._pool, self._executor, self.num_threads, drop_short, reader)
+        return self._feed, self._pool, epoch
+
+    def _epoch_batches(self, epoch: int) -> tuple[list[MapBatch] | Iterator[StreamBatch], RowReader | None]:
+        """The batches of ``epoch`` for the feed, from the row source, and a stream's reader thread.
+
+        Map-style: the batches of :meth:`rows`, each a slice of this rank's order. Streamed: batches
+        taken from a reader thread over this rank's part of the stream.
+        """
+        if self.streaming:
+            # the row count is known with DDP (IrisIterableDataset requires it), and read to the end without
+            rows = len(self) * self.batch_size if self.world_size > 1 else None
+            reader = RowReader(self.dataset.part_rows(epoch, self.rank, self.world_size), STREAM_BATCH_ROWS)
+            return stream_batches(reader, self.batch_size, rows), reader
+        order, stop = self.rows(epoch), len(self) * self.batch_size
+        read = self.dataset.rows.row  # a map-style split's MapRows
+        starts = range(0, stop, self.batch_size)
+        return [MapBatch(order[i : min(i + self.batch_size, stop)], read) for i in starts], None
+
     def _end_feed(self) -> None:
         if self._feed is not None:
             self._feed.close()
             self._feed = None
 
     def close(self) -> None:
-        """Stop the gather threads and let go of the buffers (batches still held stay valid)."""
-        self._end_feed()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-        self._executor = self._pool = None
-        if self.streaming:
-            self.dataset.rows.drop_buffer()
+        """Stop the gather threads and let go of the buffers (batches still held stay valid).
+
+        A loop still running, in this thread or another, raises :data:`~preprocessing.training.feed.ENDED`
+        at its next batch.
+        """
+        with self._lock:
+            self._end_feed()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = self._pool = None
+            if self.streaming:
+                self.dataset.rows.drop_buffer()
 
     def __enter__(self) -> IrisLoader:
         return self

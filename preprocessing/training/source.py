@@ -1,11 +1,26 @@
-"""Rows of a streamed split: zero-copy views of the Arrow record batches of a ``datasets.IterableDataset``.
+"""The row source: one split, map-style or streamed, made once into what every feed reads.
 
-``load_dataset(..., streaming=True)`` reads the parquet shards as it goes, so training
-needs no local copy of the data. :class:`StreamRows` reads such a stream as Arrow
-record batches (``with_format("arrow").iter(batch_size=16)``), whose array columns keep
-their ``Array2D``/``Array3D`` types, and hands out :class:`~preprocessing.arrow_rows.Row` objects
-that view them, through the same :class:`~preprocessing.arrow_rows.ArrowRows` as a
-map-style split. No torch here.
+:func:`open_rows` makes a split its row source: its columns checked, v1 or v2 detected
+(``preprocessed``), its distance-map channels counted (``num_classes``), its row count
+known where there is one (``num_rows``), once:
+
+* :class:`MapRows`, over a map-style ``datasets.Dataset``: random access, row ``i`` as a
+  :class:`~preprocessing.training.arrow_rows.Row` of zero-copy views;
+* :class:`StreamRows`, over a streamed ``datasets.IterableDataset``
+  (``load_dataset(..., streaming=True)``, which reads the parquet shards as it goes, so
+  training needs no local copy of the data): the rows each part of an epoch reads, in
+  order, as views of its Arrow record batches
+  (``with_format("arrow").iter(batch_size=16)``, whose array columns keep their
+  ``Array2D``/``Array3D`` types).
+
+:class:`~preprocessing.training.dataset.IrisDataset`,
+:class:`~preprocessing.training.streaming.IrisIterableDataset` and
+:class:`~preprocessing.training.loader.IrisLoader` all read from a source (the loader
+makes it and hands it to the dataset it wraps), and none of them derives these again.
+A source hands out stored rows (:class:`~preprocessing.training.arrow_rows.Row`: a
+number, the arrays, the filename) and keeps no state from one epoch to the next but
+reused memory: an epoch's order follows from ``(seed, epoch)`` (and the part), a row's
+augmentation draws from ``(seed, epoch, number)``. No torch here.
 
 **Row numbers.** A row's number keys its augmentation draws
 (``np.random.default_rng([seed, epoch, number])``). A reader that is part ``p`` of
@@ -28,30 +43,24 @@ on the Arrow path: ``IterableDataset.set_epoch`` reorders a stream's shards in d
 5.x (alike on every rank, before each takes its share; ``split_dataset_by_node`` starts a
 stream at epoch 0 again, so the epoch is set after it); datasets 3.6 keeps the file
 order, and only shuffles shards together with a row buffer that leaves the Arrow path.
-``buffer`` rows then go through a shuffle buffer (:func:`shuffled`). The buffer holds
-copies (:class:`RowArena`): a view would keep its whole record batch (16 rows) in
-memory, and a buffer of ``S`` views would keep about ``3.4 * S`` rows (simulated: rows
-leave the buffer at random, so most batches keep a row or two for long).
+``buffer`` rows then go through a shuffle buffer
+(:func:`preprocessing.training.shuffle.shuffled`).
 """
 
 from __future__ import annotations
 
-import atexit
 import gc
-import queue
-import threading
-import weakref
 from collections.abc import Callable, Iterator
 
 import datasets
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.distributed import split_dataset_by_node
 from datasets.iterable_dataset import ArrowExamplesIterable
 
-from openeds.schema import DIST_CHANNELS, HEIGHT, WIDTH
-from preprocessing.arrow_rows import (
+from preprocessing.augment import Sample, order_rng
+from preprocessing.shapes import DIST_CHANNELS, HEIGHT, WIDTH
+from preprocessing.training.arrow_rows import (
     ArrowRows,
     DatasetFormatError,
     Row,
@@ -59,7 +68,7 @@ from preprocessing.arrow_rows import (
     dist_channels,
     require_columns,
 )
-from preprocessing.augment import Sample, order_rng
+from preprocessing.training.shuffle import RowArena, shuffled
 
 #: Rows per Arrow table read from a stream: push.py's row group, so one table is one decoded row group.
 STREAM_BATCH_ROWS = 16
@@ -67,9 +76,94 @@ STREAM_BATCH_ROWS = 16
 DEFAULT_SHUFFLE_BUFFER = 256
 
 
-def row_bytes(channels: int) -> int:
-    """Bytes of one row's arrays: ``H * W * (1 + 1 + 4 + 4 * C)``."""
-    return HEIGHT * WIDTH * (2 + 4 + 4 * channels)
+def detect_preprocessed(dataset: datasets.Dataset) -> bool:
+    """Whether the images already have gamma + CLAHE, from the ``preprocessed`` column.
+
+    No column (v1) means raw images. Reads the column once, through Arrow.
+    """
+    if "preprocessed" not in dataset.column_names:
+        return False
+    column = dataset.data.column("preprocessed")
+    if pc.all(column).as_py():
+        return True
+    if not pc.any(column).as_py():
+        return False
+    raise DatasetFormatError(
+        "the dataset's 'preprocessed' column mixes True and False; expected one value for every "
+        "row. Split the dataset by that column and wrap each part in its own IrisDataset"
+    )
+
+
+class MapRows:
+    """A map-style split as a row source: zero-copy views of its rows, by index.
+
+    Made once per split: the type and the columns are checked, ``preprocessed`` is
+    resolved against the ``preprocessed`` column (read once, through Arrow), and the
+    distance channels are counted from the first row. The views follow any
+    ``select``/``shuffle`` index mapping. They are not pickled: a DataLoader worker
+    started with spawn or forkserver rebuilds them from the ``datasets.Dataset``, which
+    pickles memory-mapped tables by path.
+
+    ``read`` and ``row`` may be called from several threads at once: they only build views.
+    """
+
+    def __init__(self, dataset: datasets.Dataset, preprocessed: bool | None = None) -> None:
+        if isinstance(dataset, datasets.IterableDataset):
+            raise TypeError(
+                "hf_dataset is a streamed datasets.IterableDataset (load_dataset(..., streaming=True)), which has "
+                "no random access; use IrisIterableDataset for its items or IrisLoader for batches, which both "
+                "read streams, or load the split without streaming=True"
+            )
+        if isinstance(dataset, datasets.IterableDatasetDict):
+            raise TypeError(
+                "hf_dataset is a datasets.IterableDatasetDict, every split of a stream; expected one split, "
+                "e.g. load_dataset(..., streaming=True)['train'], for IrisLoader or IrisIterableDataset"
+            )
+        if not isinstance(dataset, datasets.Dataset):
+            raise TypeError(
+                f"hf_dataset is a {type(dataset).__name__}; expected one split as a map-style "
+                "datasets.Dataset, e.g. load_dataset(...)['train']"
+            )
+        require_columns(dataset.column_names)
+        #: the split
+        self.dataset = dataset
+        #: whether the stored images already have gamma + CLAHE (v2), from the ``preprocessed`` column
+        self.preprocessed = check_requested(
+            preprocessed, detect_preprocessed(dataset), "preprocessed" in dataset.column_names
+        )
+        #: distance-map channels, which is also the number of label classes: 2 (pupil) or 4 (full)
+        self.num_classes = dist_channels(dataset.data.column("dist_map"))
+        self._views = self._make_views()
+
+    @property
+    def num_rows(self) -> int:
+        """The split's row count."""
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def read(self, index: int) -> tuple[Sample, str]:
+        """Row ``index`` (``0 <= index < len``) as read-only views of the stored arrays, and its filename."""
+        return self._views.read(index)
+
+    def row(self, index: int, number: int | None = None) -> Row:
+        """Row ``index`` as a :class:`Row` numbered ``number`` (default: ``index``)."""
+        return self._views.row(index, number)
+
+    def _make_views(self) -> ArrowRows:
+        # ``select``/``shuffle``/``train_test_split`` keep the table and add an index
+        # mapping; datasets has no public accessor for it. ``data`` is the Arrow table,
+        # memory-mapped for on-disk datasets.
+        indices = self.dataset._indices
+        return ArrowRows(self.dataset.data, self.num_classes, None if indices is None else indices.column(0).to_numpy())
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_views": None}  # the views hold Arrow chunks, which pickle by value
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._views = self._make_views()
 
 
 def split_rows(stream: datasets.IterableDataset) -> int | None:
@@ -161,15 +255,18 @@ class StreamRows:
         pads), and the rows after the first ``limit`` that come out of the buffer are not
         read in this epoch (other rows each epoch, as the shard order and the buffer change).
         """
-        rng = None
+        rng = arena = None
         if order_seed is not None and buffer > 0:
             if self._arena is None:
                 self._arena = RowArena(self.num_classes)
+            # this epoch's own reference: drop_buffer() (IrisLoader.close) from another thread lets
+            # go of the arena for the next epochs, not under the passes of this one
+            arena = self._arena
             rng = order_rng(order_seed, epoch, part)  # one stream for the epoch, through every pass
 
         def one_pass() -> Iterator[Row]:
             rows = self._part_rows(epoch, part, parts, order_seed)
-            return rows if rng is None else shuffled(rows, buffer, rng, self._arena)
+            return rows if rng is None else shuffled(rows, buffer, rng, arena)
 
         return one_pass() if limit is None else self._exactly(limit, one_pass, part, parts)
 
@@ -219,7 +316,7 @@ class StreamRows:
             if not finished:
                 # A stream left mid-way: free its Arrow scan now, while the interpreter runs.
                 # Left to the garbage collector at exit, an Arrow thread may release it during
-                # finalization and abort the process (see close_open_streams).
+                # finalization and abort the process (see reader.close_open_streams).
                 gc.collect()
 
     def _check_batch(self, table: pa.Table) -> None:
@@ -265,163 +362,13 @@ def _first_row(stream: datasets.IterableDataset) -> pa.Table:
     return table
 
 
-class RowArena:
-    """Copies of rows in memory reused from row to row: what a shuffle buffer holds.
-
-    A copy's block returns for reuse once nothing refers to the copy's arrays (a
-    ``weakref.finalize`` on the array they all view). Writing into fresh pages costs
-    about 1.8 ms a row here against 0.2 ms into reused ones.
-    """
-
-    def __init__(self, channels: int) -> None:
-        self._channels = channels
-        self._free: list[np.ndarray] = []
-        self._lock = threading.RLock()  # a finalizer may give a block back from any thread, this one included
-        self.allocated = 0  #: blocks alive: free, or holding a row
-
-    def copy(self, row: Row) -> Row:
-        with self._lock:
-            block = self._free.pop() if self._free else None
-            if block is None:
-                self.allocated += 1
-        if block is None:
-            block = np.empty(row_bytes(self._channels), np.uint8)
-        # An array over the block whose base is not an array: every view of it keeps it alive.
-        owner = np.frombuffer(memoryview(block), np.uint8)
-        weakref.finalize(owner, self._give_back, block).atexit = False
-        frame = HEIGHT * WIDTH
-        image = owner[:frame].reshape(HEIGHT, WIDTH)
-        label = owner[frame : 2 * frame].reshape(HEIGHT, WIDTH)
-        weights = owner[2 * frame : 6 * frame].view(np.float32).reshape(HEIGHT, WIDTH)
-        dist = owner[6 * frame :].view(np.float32).reshape(self._channels, HEIGHT, WIDTH)
-        copies = Sample(image, label, weights, dist)
-        for out, stored in zip(copies, row.sample):
-            np.copyto(out, stored)
-            out.setflags(write=False)
-        return row._replace(sample=copies)
-
-    def _give_back(self, block: np.ndarray) -> None:
-        with self._lock:
-            self._free.append(block)
+#: A split as its row source: random access (map-style), or each part's rows of an epoch in order (streamed).
+RowSource = MapRows | StreamRows
 
 
-def shuffled(rows: Iterator[Row], size: int, rng: np.random.Generator, arena: RowArena) -> Iterator[Row]:
-    """``rows`` through a shuffle buffer of ``size`` copies: each new row takes the place of a
-    random one, which comes out; at the end the rest come out in random order."""
-    buffer: list[Row] = []
-    try:
-        for row in rows:
-            row = arena.copy(row)
-            if len(buffer) < size:
-                buffer.append(row)
-                continue
-            i = int(rng.integers(size))
-            row, buffer[i] = buffer[i], row
-            yield row
-        for i in rng.permutation(len(buffer)):
-            yield buffer[i]
-            buffer[i] = None  # let its block go
-    finally:
-        rows.close()
-
-
-class _Failed:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class RowReader:
-    """Reads ``rows`` in a thread of its own, at most ``depth`` rows ahead of the threads that take them.
-
-    :meth:`next` may be called from several threads. An error while reading reaches
-    the caller of :meth:`next` as that exception. :meth:`close` stops the thread,
-    which closes ``rows`` (and so the stream); readers still open when the
-    interpreter exits are closed by an ``atexit`` hook.
-    """
-
-    def __init__(self, rows: Iterator[Row], depth: int = STREAM_BATCH_ROWS) -> None:
-        self._queue: queue.Queue = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._done = False
-        self._thread = threading.Thread(target=self._run, args=(rows,), name="IrisLoader-stream", daemon=True)
-        keep_closed_at_exit(self)
-        self._thread.start()
-
-    def _run(self, rows: Iterator[Row]) -> None:
-        try:
-            for row in rows:
-                if not self._put(row):
-                    return
-            self._put(None)
-        except BaseException as error:  # noqa: BLE001 (handed to the thread that takes the rows)
-            self._put(_Failed(error))
-        finally:
-            rows.close()
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def next(self) -> Row | None:
-        """The next row, or None at the end of the rows or once closed."""
-        while not self._done:
-            try:
-                item = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return None
-                if not self._thread.is_alive() and self._queue.empty():
-                    raise RuntimeError("IrisLoader's stream thread ended without a row or an error") from None
-                continue
-            if isinstance(item, _Failed):
-                self._done = True
-                raise item.error
-            if item is None:
-                self._done = True
-            return item
-        return None
-
-    def close(self) -> None:
-        self._stop.set()
-        while True:  # unblock the thread if it waits to put a row
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        if self._thread is not threading.current_thread():
-            # A thread stuck in a stalled read is left to end by itself (it is a daemon, and it
-            # closes the stream once the read returns), so that a loop's break never hangs.
-            self._thread.join(timeout=10)
-
-
-#: row readers and row iterators that may hold a stream open
-_OPEN: weakref.WeakSet = weakref.WeakSet()
-
-
-def keep_closed_at_exit(closable: RowReader | Iterator[Row]) -> None:
-    """Have :func:`close_open_streams` close ``closable`` (a :class:`RowReader` or a generator) at exit."""
-    _OPEN.add(closable)
-
-
-@atexit.register
-def close_open_streams() -> None:
-    """Close the streams still open, before the interpreter finalizes.
-
-    With pyarrow 26, an Arrow thread that finishes a read after its stream was left
-    releases datasets' ``Array2D``/``Array3D`` extension types (Python objects). If the
-    interpreter is finalizing by then, CPython ends that thread with ``pthread_exit``,
-    whose unwinding through Arrow's C++ ends in ``std::terminate``: "terminate called
-    without an active exception", exit code 134 (or a hang in Arrow's thread-pool
-    shutdown). Closing the stream and collecting its garbage while the interpreter
-    still runs avoids that.
-    """
-    for closable in list(_OPEN):
-        try:
-            closable.close()
-        except ValueError:  # a generator running in another thread: its reader closes it
-            pass
+def open_rows(data: datasets.Dataset | datasets.IterableDataset, preprocessed: bool | None = None) -> RowSource:
+    """One split as its row source: a stream as :class:`StreamRows`, anything else as :class:`MapRows`,
+    which names what it expected if it is not a map-style split either."""
+    if isinstance(data, datasets.IterableDataset):
+        return StreamRows(data, preprocessed)
+    return MapRows(data, preprocessed)

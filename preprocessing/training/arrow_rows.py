@@ -1,19 +1,14 @@
-"""Zero-copy reads of OpenEDS v1 and v2 rows from Arrow data: the row source of the training side.
+"""Zero-copy reads of OpenEDS v1 and v2 rows from Arrow data, and the checks of their columns.
 
 Rows are read as NumPy views of the Arrow columns (uint8 stays uint8, float32 stays
 float32), never through the default Python format, which turns every array into
 nested lists. v1 (flat ``list<uint8>``/``list<float>`` columns) and v2 (typed
-``Array2D``/``Array3D``) read alike. No torch here.
+``Array2D``/``Array3D``) read alike.
 
-Both row sources hand out :class:`Row` objects (a row's number, its arrays as views, its
-filename):
-
-* :class:`ArrowRows`, over a map-style ``datasets.Dataset`` (random access), is the
-  source of :class:`preprocessing.training.IrisDataset`, and so of a map-style
-  :class:`preprocessing.training.IrisLoader`;
-* :class:`preprocessing.stream_rows.StreamRows`, over the Arrow record batches of a
-  streamed split, builds an :class:`ArrowRows` per batch. It is the source of
-  :class:`preprocessing.streaming.IrisIterableDataset` and of a streaming ``IrisLoader``.
+:class:`ArrowRows` reads the rows of one Arrow table: a map-style split's whole table,
+or one record batch of a stream. The row sources (:mod:`preprocessing.training.source`)
+check a split's columns with the functions here and hand its tables in. No torch and no
+``datasets`` here.
 """
 
 from __future__ import annotations
@@ -23,13 +18,11 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from typing import NamedTuple
 
-import datasets
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from openeds.schema import DIST_CHANNELS, HEIGHT, WIDTH
 from preprocessing.augment import Sample
+from preprocessing.shapes import DIST_CHANNELS, HEIGHT, WIDTH
 
 #: The array columns and the Arrow type of their values, in v1 and v2 alike.
 COLUMN_TYPES = {
@@ -67,24 +60,6 @@ def require_columns(column_names: Iterable[str]) -> None:
         )
 
 
-def detect_preprocessed(dataset: datasets.Dataset) -> bool:
-    """Whether the images already have gamma + CLAHE, from the ``preprocessed`` column.
-
-    No column (v1) means raw images. Reads the column once, through Arrow.
-    """
-    if "preprocessed" not in dataset.column_names:
-        return False
-    column = dataset.data.column("preprocessed")
-    if pc.all(column).as_py():
-        return True
-    if not pc.any(column).as_py():
-        return False
-    raise DatasetFormatError(
-        "the dataset's 'preprocessed' column mixes True and False; expected one value for every "
-        "row. Split the dataset by that column and wrap each part in its own IrisDataset"
-    )
-
-
 def check_requested(requested: bool | None, found: bool, has_column: bool) -> bool:
     """``requested`` (None: take ``found``) checked against what the data says; raises if they disagree."""
     if requested is None or requested == found:
@@ -101,11 +76,6 @@ def check_requested(requested: bool | None, found: bool, has_column: bool) -> bo
         f"preprocessed={requested} (--preprocessed {flag}), but the dataset's 'preprocessed' column "
         f"is {found}: its images {state} gamma + CLAHE. Use --preprocessed auto"
     )
-
-
-def resolve_preprocessed(dataset: datasets.Dataset, requested: bool | None) -> bool:
-    """``requested`` (None: detect) checked against the ``preprocessed`` column; raises if they disagree."""
-    return check_requested(requested, detect_preprocessed(dataset), "preprocessed" in dataset.column_names)
 
 
 def _leaf_view(array: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -195,23 +165,18 @@ def dist_channels(column: pa.ChunkedArray) -> int:
 
 
 class ArrowRows:
-    """Zero-copy reads of whole rows of a map-style dataset (through any ``select``/``shuffle``
-    index mapping) or of one Arrow table, such as a record batch of a stream.
+    """Zero-copy reads of whole rows of one Arrow table: a map-style split's (``index``: its
+    ``select``/``shuffle`` index mapping, if any) or one record batch of a stream.
 
     ``read`` may be called from several threads at once: it only builds views.
     """
 
-    def __init__(self, source: datasets.Dataset | pa.Table, dist_channels: int) -> None:
-        # the Arrow table, memory-mapped for on-disk datasets
-        table = source.data if isinstance(source, datasets.Dataset) else source
+    def __init__(self, table: pa.Table, dist_channels: int, index: np.ndarray | None = None) -> None:
         shapes = {name: (HEIGHT, WIDTH) for name in COLUMN_TYPES}
         shapes["dist_map"] = (dist_channels, HEIGHT, WIDTH)
         self._columns = {name: _ArrayColumn(table.column(name), name, shape) for name, shape in shapes.items()}
         self._filenames = table.column("filename")
-        # ``select``/``shuffle``/``train_test_split`` keep the table and add an index
-        # mapping; datasets has no public accessor for it.
-        indices = source._indices if isinstance(source, datasets.Dataset) else None
-        self._index = None if indices is None else indices.column(0).to_numpy()
+        self._index = index
 
     def read(self, index: int) -> tuple[Sample, str]:
         row = index if self._index is None else int(self._index[index])

@@ -1,13 +1,16 @@
-"""The gathering machinery of :class:`preprocessing.loader.IrisLoader`: one pass over batches of rows.
+"""The gathering machinery of :class:`~preprocessing.training.loader.IrisLoader`: one pass over batches of rows.
 
 A coordinator thread (:class:`Feed`) gathers each batch into a pool slot with the
 loader's threads, one batch ahead of the training loop. A batch is anything whose
 ``take()`` gives the next ``(position in the batch, Row)``:
 
 * :class:`MapBatch`: a map-style batch, whose rows are known; each thread takes the
-  next free position and reads that row (zero-copy views);
+  next free position and reads that row (zero-copy views, from the row source);
 * :class:`StreamBatch`: a batch of a stream; each thread takes the next row a
-  :class:`~preprocessing.stream_rows.RowReader` has read, in the order read.
+  :class:`~preprocessing.training.reader.RowReader` has read, in the order read.
+
+The feed knows nothing of where the batches come from: the loader plans an epoch's
+batches, and the feed gathers whichever it is given.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numpy as np
 
-from preprocessing.arrow_rows import Row
-from preprocessing.buffers import Pool, Slot
-from preprocessing.stream_rows import RowReader
-from preprocessing.training import IrisDataset
+from preprocessing.training.arrow_rows import Row
+from preprocessing.training.buffers import Pool, Slot
+from preprocessing.training.reader import RowReader
+
+#: What a loop over an IrisLoader raises once :meth:`Feed.close` has ended it: the loader's
+#: ``close()``, or a newer loop over the same loader (from this thread or another one).
+ENDED = "this loop over the IrisLoader was ended by close() or by a newer loop over it; start a new loop"
 
 
 class _Failed:
@@ -30,11 +36,19 @@ class _Failed:
         self.error = error
 
 
-class MapBatch:
-    """A map-style batch: its rows are known, and each thread takes the next free position."""
+#: Put by :meth:`Feed.close` behind everything else, so that a caller waiting in :meth:`Feed.next`
+#: wakes at once and is told that its loop was ended.
+_CLOSED = object()
 
-    def __init__(self, rows: np.ndarray, dataset: IrisDataset) -> None:
-        self._rows, self._read = rows, dataset._reader().row
+
+class MapBatch:
+    """A map-style batch: its rows are known, and each thread takes the next free position.
+
+    ``read(i)`` gives row ``i`` of the split (:meth:`~preprocessing.training.source.MapRows.row`).
+    """
+
+    def __init__(self, rows: np.ndarray, read: Callable[[int], Row]) -> None:
+        self._rows, self._read = rows, read
         self._positions: queue.SimpleQueue = queue.SimpleQueue()
         for j in range(len(rows)):
             self._positions.put(j)
@@ -155,18 +169,26 @@ class Feed:
             names[j] = self._gather_row(slot, j, row)
 
     def next(self) -> tuple[Slot, int, list[str]] | None:
-        """The next gathered batch, or None at the end. Re-raises a gather error as it is."""
+        """The next gathered batch, or None at the end. Re-raises a gather error as it is.
+
+        Once the feed is closed, from this thread or another, it raises :data:`ENDED`, also
+        to a caller already waiting here: a batch taken before the close is still handed
+        out (it left the queue, so the close did not put its slot back), and the call after
+        it raises.
+        """
         if self._closed:
-            raise RuntimeError(
-                "this loop over the IrisLoader was ended by close() or by a newer loop over it; start a new loop"
-            )
+            raise RuntimeError(ENDED)
         while True:
             try:
                 item = self._ready.get(timeout=1.0)
                 break
             except queue.Empty:
                 if not self._thread.is_alive() and self._ready.empty():
+                    if self._closed:  # set before the thread is stopped: a close under way
+                        raise RuntimeError(ENDED) from None
                     raise RuntimeError("IrisLoader's feed thread ended without a batch or an error") from None
+        if item is _CLOSED:
+            raise RuntimeError(ENDED)
         if isinstance(item, _Failed):
             self.close()
             raise item.error
@@ -174,7 +196,8 @@ class Feed:
         return item
 
     def close(self) -> None:
-        """Stop gathering, and put back the slots of batches gathered but not handed out."""
+        """Stop gathering, put back the slots of batches gathered but not handed out, and wake
+        a caller waiting in :meth:`next` (it raises :data:`ENDED`). Safe from any thread, twice too."""
         self._closed = True
         self._stop.set()
         if self._reader is not None:
@@ -185,6 +208,7 @@ class Feed:
             try:
                 item = self._ready.get_nowait()
             except queue.Empty:
-                return
+                break
             if isinstance(item, tuple):
                 self._pool.give_back(item[0])
+        self._ready.put(_CLOSED)
