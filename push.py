@@ -17,6 +17,12 @@ Examples::
     # Publish the synthetic sample to a repo of your own (never to the default repo):
     python push.py --sample --repo-id me/openeds-sample
 
+Credentials, read only from the environment or the clients' own login, never printed:
+  Hugging Face (to publish): HF_TOKEN, else the token of `hf auth login`; HF_ENDPOINT picks the Hub.
+  Kaggle (to download): `kaggle auth login`, KAGGLE_API_TOKEN, ~/.kaggle/access_token,
+  KAGGLE_USERNAME and KAGGLE_KEY, or ~/.kaggle/kaggle.json; the dataset's terms accepted on its page.
+--no-upload with --data-dir or --sample needs neither.
+
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
 Re-running any command is safe: finished shards are reused, an interrupted upload sends
 only what the Hub does not have yet, and data the Hub already holds is not published again.
@@ -95,7 +101,18 @@ class Summary:
         if self.published:
             out.append(f"  published: {self.published.line()}")
         out.append(f"  time: {self.seconds:.1f} s")
+        out.append(self.next_step())
         return out
+
+    def next_step(self) -> str:
+        """The one line on what to do next: load it, train on it, or publish it."""
+        if self.published:
+            where = self.published.repo_id
+            return (f"next: datasets.load_dataset({where!r}), or train on it: "
+                    f"python examples/train_tiny.py {shlex.quote(where)}")
+        where = str(self.local_dir)
+        return (f"next: datasets.load_dataset({where!r}), train on it: python examples/train_tiny.py "
+                f"{shlex.quote(where)}, or publish it: the same command with --repo-id YOU/NAME instead of --no-upload")
 
 
 def _resolve_raw(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,

@@ -52,6 +52,10 @@ def out_all(sample_dir, tmp_path_factory) -> Path:
     result = run_push("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--config", "all")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Done:" in result.stdout and "MB/row" in result.stdout
+    # the run ends with one line on what to do next, naming the folder
+    next_step = result.stdout.splitlines()[-1]
+    assert next_step.startswith(f"next: datasets.load_dataset({str(out)!r}), train on it: "), next_step
+    assert "--repo-id YOU/NAME instead of --no-upload" in next_step
     return out
 
 
@@ -336,6 +340,9 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
                       env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "published:" in result.stdout and "(tags: v2)" in result.stdout
+    assert result.stdout.splitlines()[-1] == (
+        f"next: datasets.load_dataset({REPO_ID!r}), or train on it: python examples/train_tiny.py {REPO_ID}"
+    )
     assert TOKEN not in result.stdout + result.stderr
 
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c1"))
