@@ -1,7 +1,38 @@
-"""Shared fixtures: the local Hub server and the synthetic OpenEDS sample.
+"""Shared fixtures (the local Hub server, the synthetic OpenEDS sample) and which tests run on which `datasets` line.
 
 huggingface_hub and datasets read HF_ENDPOINT when they are imported, so the Hub
 environment is set up here, before anything imports them.
+
+Two `datasets` lines, one marker. `.ci/run` runs every test on datasets 5.x, then only the
+tests marked ``datasets_line`` on datasets 3.6 (``pytest -m datasets_line``). Mark a test
+``datasets_line`` when its outcome can change with the installed `datasets` release, that is
+when it runs any of:
+
+* the builder (`OpenEDSPrecomputed`) or `datasets-cli test` (loading scripts: 3.6 only);
+* `load_dataset`, `Dataset`, `DatasetDict` or `IterableDataset`: map-style Arrow reading,
+  formats, streaming, `split_dataset_by_node`;
+* the training feeds over them (IrisDataset, IrisLoader, IrisIterableDataset; the `v1` and
+  `v2` fixtures below are `datasets` objects);
+* what `datasets` defines in our files: the Features' Arrow schema in the parquet, the card's
+  `dataset_info` and `configs` (DatasetInfosDict, MetadataConfigs), that is push.py building,
+  publishing, or reading a published card.
+
+Leave it unmarked (``datasets_independent``) when our own code or another library decides
+its assertions: the pure arrays, the raw reader, retries, disk, the lock, the Kaggle
+download, packaging, the benchmarks' smoke runs (measured on the default line; the feeds
+they time are tested on both), and push.py failures decided by our own checks. In doubt,
+mark it: a test run twice costs seconds, a test missing on 3.6 hides a break.
+
+Every test module says which at module level, on one line:
+
+    pytestmark = pytest.mark.datasets_line                                   # all its tests, both lines
+    pytestmark = pytest.mark.datasets_independent("why none depends on it")  # the default line only
+
+and a test of an independent module that is the exception carries ``@pytest.mark.datasets_line``.
+In the fault catalogue a `Case` decides with its ``datasets_line`` field (None: the successes run
+on both lines: they build, write the card and publish or read back). Collection fails on a
+module without a decision, and on an unmarked test of an independent module whose code names a
+`datasets` API or takes the `v1`/`v2` fixtures (:func:`pytest_collection_modifyitems`).
 """
 
 from __future__ import annotations
@@ -10,6 +41,11 @@ from tests.hub_server import configure_hub_environment, hub, hub_server  # noqa:
 
 configure_hub_environment()  # before anything imports huggingface_hub or datasets
 
+import ast  # noqa: E402
+import functools  # noqa: E402
+import inspect  # noqa: E402
+import re  # noqa: E402
+import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import datasets  # noqa: E402
@@ -52,3 +88,60 @@ def v1(sample_dir) -> dict[str, datasets.DatasetDict]:
         )
         for config in schema.CONFIG_NAMES
     }
+
+
+#: In a test's own code: a `datasets` API, directly or through the builder and the training feeds.
+DATASETS_API = re.compile(
+    r"\bdatasets\.|\bload_dataset\b|\bOpenEDSPrecomputed\b|datasets-cli|\bIris(Dataset|Loader|IterableDataset)\b"
+    r"|\bStreamRows\b"
+)
+#: fixtures that are `datasets` objects
+DATASETS_FIXTURES = {"v1", "v2"}
+LINE, INDEPENDENT = "datasets_line", "datasets_independent"
+
+
+@functools.cache
+def _code_of(function: object) -> str:
+    """A test function's code without its comments and docstring (which may name an API in passing)."""
+    node = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
+    if ast.get_docstring(node) is not None:
+        node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(node)
+
+
+def _module_decision(module: pytest.Module) -> set[str]:
+    marks = getattr(module.obj, "pytestmark", [])
+    return {mark.name for mark in (marks if isinstance(marks, list) else [marks])} & {LINE, INDEPENDENT}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the fault cases' marks must be there by then
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks the fault catalogue's cases, and refuses a test whose `datasets` line is not decided (see the docstring)."""
+    problems: dict[str, str] = {}
+    for item in items:
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        if case is not None and hasattr(case, "datasets_line"):  # tests/test_faults.py
+            if case.datasets_line or (case.datasets_line is None and case.exit == 0):
+                item.add_marker(LINE)
+        module = item.getparent(pytest.Module)
+        if module is None:
+            continue
+        decision = _module_decision(module)
+        if len(decision) != 1:
+            problems[module.nodeid] = (
+                f"{module.nodeid}: say at module level which datasets line its tests need: "
+                f"`pytestmark = pytest.mark.{LINE}` or `pytestmark = pytest.mark.{INDEPENDENT}(\"why\")` "
+                "(tests/conftest.py says which)"
+            )
+        elif decision == {INDEPENDENT} and not item.get_closest_marker(LINE):
+            uses = sorted(DATASETS_FIXTURES & set(getattr(item, "fixturenames", ())))
+            function = getattr(item, "function", None)
+            found = DATASETS_API.search(_code_of(function)) if function else None
+            if uses or found:
+                what = f"fixture {uses[0]}" if uses else repr(found.group(0))
+                problems[item.nodeid.split("[")[0]] = (
+                    f"{item.nodeid.split('[')[0]} uses {what} but its module is {INDEPENDENT}: "
+                    f"mark it @pytest.mark.{LINE} (tests/conftest.py says when)"
+                )
+    if problems:
+        raise pytest.UsageError("undecided datasets line:\n  " + "\n  ".join(problems.values()))

@@ -29,6 +29,8 @@ from openeds_precomputed import OpenEDSPrecomputed
 from push import DEFAULT_REPO_ID, push
 from tests.test_hub import push_v1
 
+pytestmark = pytest.mark.datasets_line
+
 REPO = Path(__file__).resolve().parents[1]
 
 

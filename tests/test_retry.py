@@ -30,6 +30,8 @@ from openeds.retry import (
     retry_timeout,
 )
 
+pytestmark = pytest.mark.datasets_independent("the retry loop on real sockets")
+
 SERVER_ERROR = Transient("HTTP 503")
 UNREACHABLE = Transient("ConnectionRefusedError: [Errno 111] Connection refused", unreachable=True)
 

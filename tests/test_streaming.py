@@ -24,6 +24,8 @@ from preprocessing.training import IrisDataset, IrisIterableDataset, IrisLoader 
 from push import push  # noqa: E402
 from tests.test_loader import FailOn, all_reduced_epoch, assert_batches_equal  # noqa: E402
 
+pytestmark = pytest.mark.datasets_line
+
 REPO = Path(__file__).resolve().parents[1]
 #: TRAIN_AUGMENT's steps, each with p=0.5, so that every small epoch has some of each
 AUGMENT = Compose((LineAugment(p=0.5), GaussianBlur(p=0.5), HorizontalFlip(p=0.5)))
