@@ -23,16 +23,13 @@ import platform
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 from importlib import metadata
 from pathlib import Path
 
 import cv2
-import datasets
 import numpy as np
 import yaml
-from datasets.info import DatasetInfosDict
-from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
@@ -40,6 +37,12 @@ from openeds import schema
 from openeds.disk import human_bytes, write_atomically
 from openeds.layout import PREVIEW_PATHS, shard_glob, split_prefix
 from openeds.names import shown
+
+if TYPE_CHECKING:
+    from datasets.info import DatasetInfosDict
+
+# `datasets` is imported in the functions that use it: it costs a second of start-up, which
+# push.py's early failures (flags, token, lock, raw tree) do without.
 
 logger = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).with_name("card_template.md")
@@ -121,6 +124,9 @@ def _versions() -> str:
 
 def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
     """``{config: DatasetInfo}`` from ``{config: {split: size}}`` (the Hub config name is the config name)."""
+    import datasets
+    from datasets.info import DatasetInfosDict
+
     infos = {}
     for config, splits in sizes.items():
         ordered = ordered_splits(splits)
@@ -157,6 +163,8 @@ def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
     An unreadable header declares nothing (the rows then come from the shards' footers). A config
     named `default` (v1 and the first v2 cards) is read as `pupil`, unless the card also names `pupil`.
     """
+    from datasets.info import DatasetInfosDict
+
     data = card_data(text)
     if data is None:
         return {}
@@ -282,6 +290,8 @@ def render_card(
     ``previews`` maps configs to the preview pictures the repo holds (default: every config's in
     ``sizes``). ``v1_revision``: the repo has a revision ``v1`` (its v1 data), which the card then names.
     """
+    from datasets.utils.metadata import MetadataConfigs
+
     if previews is None:
         previews = {config: PREVIEW_PATHS[config] for config in sizes}
     rows = sum(s.rows for splits in sizes.values() for s in splits.values())

@@ -18,12 +18,14 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # only named in annotations here; importing it costs push.py a second of start-up
+    import datasets
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
@@ -142,8 +144,10 @@ def read_rows(path: Path, limit: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
     for name in table.column_names:
         column = table.column(name).combine_chunks()
-        if isinstance(column.type, pa.ExtensionType):
-            storage = column.storage
+        # The arrays are Array2D/Array3D extension columns once `datasets` is imported (it registers
+        # the types), and their nested-list storage before: the same values either way.
+        storage = column.storage if isinstance(column.type, pa.ExtensionType) else column
+        if pa.types.is_list(storage.type):
             shape = [table.num_rows]
             while pa.types.is_list(storage.type):
                 storage = storage.flatten()

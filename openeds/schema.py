@@ -6,9 +6,10 @@ features, so there is a single definition of what a v2 row is.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 from preprocessing.shapes import DIST_CHANNELS, HEIGHT, WIDTH  # noqa: F401 (part of the schema, declared in the core)
 
@@ -49,6 +50,10 @@ def check_config(name: str) -> ConfigName:
 
 def features_for(config: str) -> datasets.Features:
     """The v2 features of ``config`` (``pupil`` or ``full``)."""
+    # Imported here, not at the top: `datasets` costs a second of start-up, and push.py's early
+    # failures, the Kaggle download and the lock need only the names and sizes above.
+    import datasets
+
     channels = DIST_CHANNELS[check_config(config)]
     return datasets.Features(
         {
@@ -62,7 +67,12 @@ def features_for(config: str) -> datasets.Features:
     )
 
 
-FEATURES = {name: features_for(name) for name in CONFIG_NAMES}
+def __getattr__(name: str) -> dict[str, datasets.Features]:
+    """``FEATURES``, ``{config: features_for(config)}``, built on first use (see `features_for`)."""
+    if name == "FEATURES":
+        globals()["FEATURES"] = features = {config: features_for(config) for config in CONFIG_NAMES}
+        return features
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def raw_row_bytes(config: str) -> int:

@@ -24,7 +24,6 @@ from typing import Literal, NamedTuple
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 PUPIL_CLASS = 3
 NUM_CLASSES = 4
@@ -114,8 +113,12 @@ def _edt_without_background(shape: tuple[int, int]) -> np.ndarray:
     SciPy then measures every pixel's distance to the point one row above the
     top-left corner, ``(-1, 0)``. v1 went through SciPy, so an all-True mask (for
     example "not pupil" on a frame with no pupil) must give exactly this. It only
-    depends on the shape, so it is computed once with SciPy and cached.
+    depends on the shape, so it is computed once with SciPy and cached. SciPy's ndimage is
+    imported here, not with the module: it costs a third of a second of start-up, which
+    push.py's early failures do without, and only such a mask needs it (once per shape).
     """
+    from scipy import ndimage
+
     out = ndimage.distance_transform_edt(np.ones(shape, bool))
     out.setflags(write=False)
     return out

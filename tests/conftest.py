@@ -1,7 +1,39 @@
-"""Shared fixtures: the local Hub server and the synthetic OpenEDS sample.
+"""Shared fixtures (the local Hub server, the synthetic OpenEDS sample) and which tests run on which `datasets` line.
 
 huggingface_hub and datasets read HF_ENDPOINT when they are imported, so the Hub
 environment is set up here, before anything imports them.
+
+Two `datasets` lines, one decision per test. `.ci/run` runs every test on datasets 5.x, then on
+datasets 3.6 only the tests marked ``datasets_line`` (``pytest --datasets-line-only``). A test
+is ``datasets_line`` when its outcome can change with the installed `datasets` release, that is
+when it runs any of:
+
+* the builder (`OpenEDSPrecomputed`) or `datasets-cli test` (loading scripts: 3.6 only);
+* `load_dataset`, `Dataset`, `DatasetDict` or `IterableDataset`: map-style Arrow reading,
+  formats, streaming, `split_dataset_by_node`;
+* the training feeds over them (IrisDataset, IrisLoader, IrisIterableDataset; the `v1` and
+  `v2` fixtures below are `datasets` objects);
+* what `datasets` defines in our files and reads back: the Features' Arrow schema in the
+  parquet, the card's `dataset_info` and `configs` (DatasetInfosDict, MetadataConfigs).
+
+It is ``datasets_independent`` when our own code or another library decides its assertions,
+even if `datasets` runs on the way: the pure arrays, the raw reader, retries, disk, the lock,
+the Kaggle download, packaging, the benchmarks' smoke runs (measured on the default line; the
+feeds they time are tested on both), push.py's flags and failures, and what push.py's own
+bookkeeping decides (shard records, resuming, byte-identical reruns, parallel builds). In
+doubt, mark it ``datasets_line``: a test run twice costs seconds, a test missing on 3.6 hides
+a break.
+
+Every test module says which at module level, on one line:
+
+    pytestmark = pytest.mark.datasets_line                                   # both lines
+    pytestmark = pytest.mark.datasets_independent("why none depends on it")  # the default line only
+
+and a test that is the exception in its module carries the other mark; the closest mark wins.
+In the fault catalogue a `Case` decides with its ``datasets_line`` field (None: the successes run
+on both lines: they build, write the card and publish or read back). Collection fails on a
+module without a decision, and on an independent test whose own code names a `datasets` API or
+takes the `v1`/`v2` fixtures (:func:`pytest_collection_modifyitems`).
 """
 
 from __future__ import annotations
@@ -10,6 +42,11 @@ from tests.hub_server import configure_hub_environment, hub, hub_server  # noqa:
 
 configure_hub_environment()  # before anything imports huggingface_hub or datasets
 
+import ast  # noqa: E402
+import functools  # noqa: E402
+import inspect  # noqa: E402
+import re  # noqa: E402
+import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import datasets  # noqa: E402
@@ -52,3 +89,74 @@ def v1(sample_dir) -> dict[str, datasets.DatasetDict]:
         )
         for config in schema.CONFIG_NAMES
     }
+
+
+#: In a test's own code: a `datasets` API, directly or through the builder and the training feeds.
+DATASETS_API = re.compile(
+    r"\bdatasets\.|\bload_dataset\b|\bOpenEDSPrecomputed\b|datasets-cli|\bIris(Dataset|Loader|IterableDataset)\b"
+    r"|\bStreamRows\b"
+)
+#: fixtures that are `datasets` objects
+DATASETS_FIXTURES = {"v1", "v2"}
+LINE, INDEPENDENT = "datasets_line", "datasets_independent"
+
+
+@functools.cache
+def _code_of(function: object) -> str:
+    """A test function's code without its comments and docstring (which may name an API in passing)."""
+    node = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
+    if ast.get_docstring(node) is not None:
+        node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(node)
+
+
+def _module_decision(module: pytest.Module) -> set[str]:
+    marks = getattr(module.obj, "pytestmark", [])
+    return {mark.name for mark in (marks if isinstance(marks, list) else [marks])} & {LINE, INDEPENDENT}
+
+
+def _decision(item: pytest.Item) -> str | None:
+    """The item's closest datasets-line mark: its own (or its case's) before its module's."""
+    return next((mark.name for mark in item.iter_markers() if mark.name in (LINE, INDEPENDENT)), None)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--datasets-line-only", action="store_true",
+        help=f"run only the tests whose closest mark is {LINE}: the datasets 3.6 pass of .ci/run (tests/conftest.py)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks the fault catalogue's cases, refuses a test whose `datasets` line is not decided (see the
+    docstring), and with ``--datasets-line-only`` deselects the tests that need one line only."""
+    problems: dict[str, str] = {}
+    for item in items:
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        if case is not None and hasattr(case, "datasets_line"):  # tests/test_faults.py
+            both = case.datasets_line if case.datasets_line is not None else case.exit == 0
+            item.add_marker(LINE if both else INDEPENDENT)
+        module = item.getparent(pytest.Module)
+        if module is None:
+            continue
+        name = item.nodeid.split("[")[0]
+        if len(_module_decision(module)) != 1:
+            problems[module.nodeid] = (
+                f"{module.nodeid}: say at module level which datasets line its tests need: "
+                f"`pytestmark = pytest.mark.{LINE}` or `pytestmark = pytest.mark.{INDEPENDENT}(\"why\")` "
+                "(tests/conftest.py says which)"
+            )
+        elif _decision(item) == INDEPENDENT:
+            uses = sorted(DATASETS_FIXTURES & set(getattr(item, "fixturenames", ())))
+            function = getattr(item, "function", None)
+            found = DATASETS_API.search(_code_of(function)) if function else None
+            if uses or found:
+                what = f"fixture {uses[0]}" if uses else repr(found.group(0))
+                fix = f"mark it @pytest.mark.{LINE} (tests/conftest.py says when)"
+                problems[name] = f"{name} uses {what} but is {INDEPENDENT}: {fix}"
+    if problems:
+        raise pytest.UsageError("undecided datasets line:\n  " + "\n  ".join(problems.values()))
+    if config.getoption("datasets_line_only"):
+        keep = [item for item in items if _decision(item) == LINE]
+        config.hook.pytest_deselected(items=[item for item in items if _decision(item) != LINE])
+        items[:] = keep

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.datasets_independent("measured on the default line; the feeds they time are tested on both")
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: (script, tiny arguments, keys its results must have)

@@ -15,6 +15,8 @@ from openeds import raw, schema
 from openeds_precomputed import OpenEDSConfig, OpenEDSPrecomputed
 from tests import reference
 
+pytestmark = pytest.mark.datasets_line
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS_RUN = datasets.__version__.startswith("3.")
 

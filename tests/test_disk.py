@@ -12,6 +12,8 @@ import pytest
 
 from openeds.disk import human_bytes, is_disk_full, require_free_space, write_atomically
 
+pytestmark = pytest.mark.datasets_independent("sizes, free space and atomic writes")
+
 
 @pytest.mark.parametrize(
     "n,text",

@@ -26,6 +26,8 @@ from openeds.download import DEFAULT_SLUG, MARKER_NAME, DownloadError, FileCount
 from openeds.raw import find_split_dirs
 from tests.kaggle_server import DOWNLOAD_PATH, INTROSPECT_PATH, REPO_ROOT, Credentials, KaggleStub, Target
 
+pytestmark = pytest.mark.datasets_independent("the Kaggle client and archives; the two that build or load are marked")
+
 SLUG = DEFAULT_SLUG
 SLUG_DIR = SLUG.replace("/", "--")
 
@@ -362,6 +364,7 @@ def test_unsafe_members_are_refused(tmp_path: Path, info: zipfile.ZipInfo, reaso
     assert not archive.exists() and list(target.iterdir()) == []
 
 
+@pytest.mark.datasets_line
 def test_push_without_data_dir_downloads_from_kaggle(
     stub: KaggleStub, tmp_path: Path, sample_counts: FileCounts
 ) -> None:
@@ -397,6 +400,7 @@ print(sorted((split, ds.num_rows) for split, ds in builder.as_dataset().items())
 """
 
 
+@pytest.mark.datasets_line
 def test_builder_without_data_dir_downloads_from_kaggle(
     stub: KaggleStub, tmp_path: Path, sample_counts: FileCounts
 ) -> None:

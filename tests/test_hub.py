@@ -42,6 +42,8 @@ from openeds.hub import (
 )
 from tests.hub_server import HubServer
 
+pytestmark = pytest.mark.datasets_line
+
 WRITE = "hf_alice_write"  # alice, may write to alice/* and openeds-org/*
 BOB = "hf_bob_write"  # bob, may write to bob/* only
 READ_ONLY = "hf_carol_read"

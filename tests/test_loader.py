@@ -38,6 +38,8 @@ from preprocessing.training.buffers import (  # noqa: E402
 )
 from preprocessing.training import IrisDataset, IrisLoader, to_normalized_tensor  # noqa: E402
 
+pytestmark = pytest.mark.datasets_line
+
 #: TRAIN_AUGMENT's steps, each with p=0.5, so that every small epoch has some of each
 AUGMENT = Compose((LineAugment(p=0.5), GaussianBlur(p=0.5), HorizontalFlip(p=0.5)))
 NAMES = ("image", "label", "filenames", "spatial_weights", "dist_map")

@@ -18,6 +18,8 @@ import pytest
 from openeds.layout import LOCK_NAME, LOCK_OWNER_NAME
 from openeds.lock import hold
 
+pytestmark = pytest.mark.datasets_independent("file locks between real processes")
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: holds the lock of argv[1] until stdin closes; argv[2] "record" writes the owner record (openeds.lock),

@@ -9,6 +9,10 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.datasets_independent("imports against pyproject.toml")
+
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = {"openeds", "preprocessing", "openeds_precomputed", "push", "tests", "benchmarks", "examples"}
 SOURCES = ["openeds", "preprocessing", "tests", "benchmarks", "examples", "push.py", "openeds_precomputed.py"]

@@ -15,6 +15,8 @@ from openeds.synthetic import EDGE_CASES, render_eye
 from preprocessing import targets as tg
 from tests import reference
 
+pytestmark = pytest.mark.datasets_independent("pure NumPy/OpenCV/SciPy arrays")
+
 
 
 def assert_bits_equal(got: np.ndarray, reference_float64: np.ndarray, err_msg: str) -> None:

@@ -29,6 +29,10 @@ from openeds_precomputed import OpenEDSPrecomputed
 from push import DEFAULT_REPO_ID, push
 from tests.test_hub import push_v1
 
+pytestmark = pytest.mark.datasets_line
+#: the tests here that push.py's own flags, checks and bookkeeping decide (tests/conftest.py)
+OURS = pytest.mark.datasets_independent("push.py's own flags, checks and bookkeeping")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -142,6 +146,7 @@ def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
 
 
+@OURS
 def test_without_provenance_drops_every_block_and_keeps_an_unclosed_one():
     text = "a<!-- provenance -->x<!-- /provenance -->b<!-- provenance -->y<!-- /provenance -->c<!-- provenance -->z"
     assert card.without_provenance(text) == (
@@ -168,12 +173,14 @@ def test_the_card_names_revision_v1_only_when_the_repo_has_it(v1_revision):
     assert 'load_dataset("a/b", "default")` fails with `BuilderConfig \'default\' not found`' in text
 
 
+@OURS
 @pytest.mark.parametrize(("kind", "slug"), [("kaggle", None), ("local", "a/b"), ("mirror", None)])
 def test_a_source_that_says_too_little_or_too_much_is_refused(kind, slug):
     with pytest.raises(ValueError, match="source"):
         card.Source(kind, slug)
 
 
+@OURS
 def test_rerun_skips_finished_shards_and_is_byte_identical(out_all):
     before = digests(out_all)
     argv = ("--data-dir", str(_sample_of(out_all)), "--local-dir", str(out_all), "--no-upload", "--config", "all")
@@ -188,6 +195,7 @@ def _sample_of(out: Path) -> Path:
     return Path(command.split("--data-dir ")[1].split()[0])
 
 
+@OURS
 def test_interrupted_materialisation_rebuilds_only_what_is_missing(sample_dir, tmp_path):
     out = tmp_path / "out"
     argv = ("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--max-shard-size", "12MB")
@@ -236,6 +244,7 @@ def test_corrected_label_of_the_same_size_is_rebuilt(sample_dir, tmp_path):
     np.testing.assert_array_equal(row["label"], np.zeros_like(label), err_msg="the shard still holds the old pupil")
 
 
+@OURS
 def test_shard_of_another_compute_version_is_rebuilt(sample_dir, tmp_path):
     """A shard whose record names another COMPUTE_VERSION (what the code computes) is stale."""
     out = tmp_path / "out"
@@ -253,6 +262,7 @@ def test_shard_of_another_compute_version_is_rebuilt(sample_dir, tmp_path):
     assert result.returncode == 0 and "already complete" not in result.stdout
 
 
+@OURS
 def test_num_proc_2_writes_the_same_bytes(sample_dir, tmp_path):
     outs = []
     for n in ("1", "2"):
@@ -264,6 +274,7 @@ def test_num_proc_2_writes_the_same_bytes(sample_dir, tmp_path):
     assert outs[0] == outs[1] and len(outs[0]) > 3
 
 
+@OURS
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -283,6 +294,7 @@ def test_conflicting_or_bad_flags_are_refused(args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@OURS
 @pytest.mark.parametrize("num_proc", ["1", "2"])
 def test_bad_raw_input_is_one_line_without_traceback(sample_dir, tmp_path, num_proc):
     tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
@@ -296,6 +308,7 @@ def test_bad_raw_input_is_one_line_without_traceback(sample_dir, tmp_path, num_p
     assert len(error_lines) == 1 and f"{bad.name} is not a decodable PNG" in error_lines[0]
 
 
+@OURS
 def test_missing_split_is_named(sample_dir, tmp_path):
     tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
     shutil.rmtree(tree / "openEDS/openEDS/validation")
@@ -314,6 +327,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+@OURS
 def test_full_disk_is_a_clear_error(sample_dir, tiny_disk):
     result = run_push("--data-dir", str(sample_dir), "--local-dir", str(tiny_disk / "out"), "--no-upload")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -377,6 +391,7 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
     assert DatasetCard(card_text).data["dataset_info"]["download_size"] == listed
 
 
+@OURS
 def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
     result = run_push("--sample", "--local-dir", str(tmp_path / "s"), "--repo-id", "someone/sample",
                       env={"HF_TOKEN": "hf_not_a_token"})
@@ -450,6 +465,7 @@ def test_a_split_push_lists_every_split_the_repo_holds(hub, publisher, small_sam
     assert {s: loaded[s].num_rows for s in loaded} == {"train": 2, "validation": 1, "test": 1}
 
 
+@OURS
 def test_a_missing_token_is_reported_at_once_before_anything_is_built(hub, sample_dir, tmp_path):
     out = tmp_path / "out"
     started = time.monotonic()
@@ -460,6 +476,7 @@ def test_a_missing_token_is_reported_at_once_before_anything_is_built(hub, sampl
     assert not out.exists() and hub.requests == []
 
 
+@OURS
 def test_push_refuses_to_publish_the_sample_to_the_default_repo(hub, tmp_path):
     with pytest.raises(PublishError, match=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}"):
         push(sample=True, local_dir=tmp_path / "out", api=HfApi(token=TOKEN))

@@ -13,6 +13,8 @@ import pytest
 
 from openeds import raw
 
+pytestmark = pytest.mark.datasets_independent("the raw Kaggle tree reader")
+
 
 @pytest.fixture
 def tree(sample_dir, tmp_path) -> Path:

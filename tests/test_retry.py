@@ -44,6 +44,8 @@ from openeds.timeouts import (
 )
 from tests.hub_server import SilentServer
 
+pytestmark = pytest.mark.datasets_independent("the retry loop on real sockets")
+
 SERVER_ERROR = Transient("HTTP 503")
 UNREACHABLE = Transient("ConnectionRefusedError: [Errno 111] Connection refused", unreachable=True)
 

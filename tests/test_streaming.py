@@ -33,6 +33,8 @@ from tests.test_loader import (  # noqa: E402
     run_together,
 )
 
+pytestmark = pytest.mark.datasets_line
+
 REPO = Path(__file__).resolve().parents[1]
 #: TRAIN_AUGMENT's steps, each with p=0.5, so that every small epoch has some of each
 AUGMENT = Compose((LineAugment(p=0.5), GaussianBlur(p=0.5), HorizontalFlip(p=0.5)))

@@ -37,6 +37,8 @@ from preprocessing.training import (  # noqa: E402
 )
 from tests import reference  # noqa: E402
 
+pytestmark = pytest.mark.datasets_line
+
 REPO = Path(__file__).resolve().parents[1]
 
 
