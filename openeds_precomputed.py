@@ -29,9 +29,7 @@ from dataclasses import dataclass
 
 import datasets
 
-from openeds import download
-from openeds import raw
-from openeds import schema
+from openeds import download, raw, schema
 from openeds.rows import iter_rows
 
 _LICENSE = "OpenEDS research license (Meta Reality Labs); see the dataset card"

@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> dict:
                 assert np.array_equal(fast["image"], ref["image"]), pair.stem
                 assert np.array_equal(fast["spatial_weights"], ref["spatial_weights"]), pair.stem
                 assert np.array_equal(fast["dist_map"].view(np.uint32), ref["dist_map"].view(np.uint32)), pair.stem
-            t_ref = best_of(lambda: [reference_row(p, config) for p in pairs], args.repeats) / len(pairs)
-            t_fast = best_of(lambda: [make_row(p, config) for p in pairs], args.repeats) / len(pairs)
+            t_ref = best_of(lambda config=config: [reference_row(p, config) for p in pairs], args.repeats) / len(pairs)
+            t_fast = best_of(lambda config=config: [make_row(p, config) for p in pairs], args.repeats) / len(pairs)
             results["configs"][config] = {
                 "reference_ms_per_sample": round(t_ref * 1e3, 2),
                 "fast_ms_per_sample": round(t_fast * 1e3, 2),

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import cv2
 import datasets
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -90,7 +89,7 @@ def timed(epoch: Callable[[], Iterable], seconds: float) -> dict:
 
 def loader_epochs(loader: IrisLoader) -> Callable[[], Iterable]:
     def epoch() -> Iterable[int]:
-        for image, label, filenames, weights, dist in loader:
+        for _image, _label, filenames, _weights, _dist in loader:
             yield len(filenames)
 
     return epoch

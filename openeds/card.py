@@ -23,9 +23,9 @@ import platform
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
 import cv2
 import numpy as np

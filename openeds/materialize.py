@@ -213,11 +213,11 @@ def stale_reason(
     tasks = _cut(pairs, config, split, per_shard) if isinstance(per_shard, int) and per_shard > 0 else []
     held = sum(record.get("rows", 0) for record in records)
     if len(tasks) != len(records) or any(
-        {key: record.get(key) for key in task.frames()} != task.frames() for task, record in zip(tasks, records)
+        {key: record.get(key) for key in task.frames()} != task.frames() for task, record in zip(tasks, records, strict=True)
     ):
         return f"it was built from other frames ({held} rows) than the raw split pairs up now ({len(pairs)} frames)"
     hash_inputs(pairs, digests)
-    if any(task.source(digests) != record for task, record in zip(tasks, records)):
+    if any(task.source(digests) != record for task, record in zip(tasks, records, strict=True)):
         return "it was built from image or label files whose contents have changed since"
     return None
 

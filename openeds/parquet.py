@@ -155,6 +155,6 @@ def read_rows(path: Path, limit: int) -> list[dict[str, Any]]:
             values = storage.to_numpy(zero_copy_only=False).reshape(shape)
         else:
             values = column.to_pylist()
-        for row, value in zip(rows, values):
+        for row, value in zip(rows, values, strict=True):
             row[name] = value
     return rows

@@ -47,7 +47,7 @@ def test_every_row_matches_the_reference(built, sample_dir):
         pairs = raw.list_pairs(folder).pairs
         rows = dsd[split].with_format("numpy", dtype=None)
         assert list(rows["filename"]) == [p.stem for p in pairs], f"{split}: order or keys differ"
-        for pair, row in zip(pairs, rows):
+        for pair, row in zip(pairs, rows, strict=True):
             image, raw_label = raw.read_pair(pair)
             label, weights, dist = reference.targets(raw_label, config)
             case = f"{config}/{split}/{pair.stem}"

@@ -27,6 +27,7 @@ from preprocessing.augment import (  # noqa: E402
     Transform,
     order_rng,
 )
+from preprocessing.training import IrisDataset, IrisLoader, to_normalized_tensor  # noqa: E402
 from preprocessing.training.buffers import (  # noqa: E402
     IMAGE_TABLE,
     POOL_DEPTH,
@@ -36,7 +37,6 @@ from preprocessing.training.buffers import (  # noqa: E402
     Pool,
     slot_bytes,
 )
-from preprocessing.training import IrisDataset, IrisLoader, to_normalized_tensor  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line
 
@@ -55,7 +55,7 @@ def expected_batches(loader: IrisLoader, epoch: int) -> list[tuple]:
             loader.dataset.item(row, np.random.default_rng([loader.seed, epoch, row]))
             for row in rows[start : min(start + loader.batch_size, stop)]
         ]
-        batches.append(tuple(name if k == 2 else torch.stack(name) for k, name in enumerate(zip(*items))))
+        batches.append(tuple(name if k == 2 else torch.stack(name) for k, name in enumerate(zip(*items, strict=True))))
     return batches
 
 
@@ -73,9 +73,9 @@ def augmentations_drawn(loader: IrisLoader, epoch: int) -> set[str]:
 
 def assert_batches_equal(got: list, expected: list, where: str) -> None:
     assert len(got) == len(expected), f"{where}: {len(got)} batches, expected {len(expected)}"
-    for b, (x, y) in enumerate(zip(got, expected)):
+    for b, (x, y) in enumerate(zip(got, expected, strict=True)):
         assert x[2] == list(y[2]), f"{where}, batch {b}: filenames"
-        for name, a, e in zip(NAMES, x, y):
+        for name, a, e in zip(NAMES, x, y, strict=True):
             if name != "filenames":
                 assert (a.dtype, a.shape) == (e.dtype, e.shape), f"{where}, batch {b}: {name} dtype or shape"
                 assert torch.equal(a, e), f"{where}, batch {b}: {name} differs from the stacked IrisDataset items"
@@ -110,7 +110,7 @@ def test_kept_batches_are_never_overwritten_and_the_pool_returns_to_its_depth(v2
     assert loader._pool.allocated == POOL_DEPTH + 1, "3 kept for reuse, 1 held through a view, 4 let go"
     for epoch in (1, 2, 3):  # normal loops: each batch dropped before the next
         loader._pool.peak = loader._pool.allocated
-        for batch in loader:
+        for batch in loader:  # noqa: B007 (each batch is held until the next, as in a training loop)
             pass
         del batch
         assert loader._pool.peak <= POOL_DEPTH + 1, f"epoch {epoch}: {loader._pool.peak} slots for a normal loop"
@@ -137,7 +137,7 @@ def test_epochs_advance_reshuffle_and_set_epoch_replays(v2):
     assert sorted(first[2]) == sorted(second[2]) and first[2] != second[2], "each loop is a new, reshuffled epoch"
     loader.set_epoch(0)
     replay = next(iter(loader))
-    assert all(torch.equal(a, b) for a, b in zip(first[:2] + first[3:], replay[:2] + replay[3:]))
+    assert all(torch.equal(a, b) for a, b in zip(first[:2] + first[3:], replay[:2] + replay[3:], strict=True))
     assert replay[2] == first[2]
     assert list(loader.rows(1)) == [data["filename"].index(name) for name in second[2]]
     other = IrisLoader(data, batch_size=8, transform=AUGMENT, seed=1)
@@ -228,7 +228,7 @@ def test_a_gather_error_reaches_the_caller_as_that_exception(v2):
 def test_close_and_context_manager_stop_a_loop_left_mid_epoch(v2):
     data = v2["pupil"]["train"]
     with IrisLoader(data, batch_size=2, transform=AUGMENT, seed=0) as loader:
-        for batch in loader:
+        for batch in loader:  # noqa: B007 (the batch is held past the loop, and checked there)
             threads = [loader._feed._thread, *loader._executor._threads]
             break
     assert len(threads) == 3 and not [t.name for t in threads if t.is_alive()], "threads left running"

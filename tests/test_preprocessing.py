@@ -217,5 +217,5 @@ def test_image_is_bit_exact_from_two_threads():
     with ThreadPoolExecutor(2) as pool:
         for _ in range(8):
             got = list(pool.map(preprocessing.preprocess_image, images))
-            for i, (a, b) in enumerate(zip(got, expected)):
+            for i, (a, b) in enumerate(zip(got, expected, strict=True)):
                 np.testing.assert_array_equal(a, b, err_msg=f"image {i} preprocessed in a thread")

@@ -21,7 +21,6 @@ import pytest
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
-
 from openeds import card, disk, schema
 from openeds.hub import PublishError
 from openeds.synthetic import write_sample

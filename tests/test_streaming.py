@@ -59,7 +59,7 @@ def write_folder(root: Path, shards: dict[str, list[datasets.Dataset]], card: bo
 
 def parts(data: datasets.Dataset, *sizes: int) -> list[datasets.Dataset]:
     starts = np.cumsum((0, *sizes))
-    return [data.select(range(a, b)) for a, b in zip(starts[:-1], starts[1:])]
+    return [data.select(range(a, b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def stream_of(folder: str, split: str = "train") -> datasets.IterableDataset:
@@ -72,7 +72,7 @@ def items_by_name(dataset: IrisDataset) -> dict[str, tuple]:
 
 def assert_item_equal(got: tuple, want: tuple, where: str) -> None:
     assert got[2] == want[2], f"{where}: filename"
-    for k, name in zip((0, 1, 3, 4), ("image", "label", "spatial_weights", "dist_map")):
+    for k, name in zip((0, 1, 3, 4), ("image", "label", "spatial_weights", "dist_map"), strict=True):
         assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), f"{where} {got[2]}: {name}"
 
 
@@ -235,7 +235,7 @@ def test_set_epoch_reaches_persistent_dataloader_workers(v2, tmp_path):
         fresh_set = IrisIterableDataset(stream, transform=AUGMENT, seed=3, shuffle_buffer=2)
         fresh = epoch_items(torch.utils.data.DataLoader(fresh_set, batch_size=None, num_workers=2), fresh_set, epoch)
         assert [name for name, _ in kept[epoch]] == [name for name, _ in fresh], f"epoch {epoch}: order"
-        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(kept[epoch], fresh)), f"epoch {epoch}: draws"
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(kept[epoch], fresh, strict=True)), f"epoch {epoch}: draws"
         assert sorted(name for name, _ in fresh) == sorted(data["filename"]), f"epoch {epoch}: every row once"
     assert [n for n, _ in kept[0]] != [n for n, _ in kept[1]], "the workers read epoch 1, not epoch 0 again"
 
@@ -253,7 +253,7 @@ def test_errors_reach_the_caller_and_threads_end(v2, tmp_path):
         list(loader)
     assert failed.value is transform.raised[0], "the exception object itself"
     assert not loader._feed._reader._thread.is_alive(), "the stream's reader thread ended"
-    for batch in loader:  # a loop left mid-epoch
+    for _batch in loader:  # a loop left mid-epoch
         break
     threads = [loader._feed._thread, loader._feed._reader._thread]
     loader.close()

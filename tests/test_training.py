@@ -88,7 +88,7 @@ def test_transforms_keep_dtypes_shapes_and_inputs(transform, channels):
         sample = full_size_sample(seed, channels)
         before = [a.copy() for a in sample]
         out = transform(sample, np.random.default_rng(seed))
-        for name, a, b, original in zip(Sample._fields, sample, out, before):
+        for name, a, b, original in zip(Sample._fields, sample, out, before, strict=True):
             assert (b.dtype, b.shape) == (a.dtype, a.shape), f"{transform}: {name} changed dtype or shape"
             np.testing.assert_array_equal(a, original, err_msg=f"{transform} modified its input {name}")
 
@@ -137,7 +137,7 @@ def test_flip_equals_the_reference_on_the_mirrored_raw_label(config, case):
     label, weights, dist = reference.targets(raw_label, config)
     stored = Sample(np.zeros_like(label), label, weights, dist.astype(np.float32))  # as v1 and v2 store them
     flipped = HorizontalFlip(p=1.0).apply(stored)
-    expected = dict(zip(("label", "spatial_weights", "dist_map"), reference.targets(raw_label[:, ::-1], config)))
+    expected = dict(zip(("label", "spatial_weights", "dist_map"), reference.targets(raw_label[:, ::-1], config), strict=True))
     where = f"{config}/{case}"
     np.testing.assert_array_equal(flipped.label, expected["label"], err_msg=f"{where}: label")
     np.testing.assert_array_equal(flipped.spatial_weights, expected["spatial_weights"], err_msg=f"{where}: weights")
@@ -247,7 +247,7 @@ def test_v1_and_v2_yield_the_same_items(config, v1, v2, sample_dir):
             a, b = old[i], new[i]
             case = f"{config}/{split}/{b[2]}"
             assert a[2] == b[2], case
-            for name, x, y in zip(("image", "label", "spatial_weights"), a[:2] + a[3:4], b[:2] + b[3:4]):
+            for name, x, y in zip(("image", "label", "spatial_weights"), a[:2] + a[3:4], b[:2] + b[3:4], strict=True):
                 assert torch.equal(x, y), f"{case}: {name} differs between v1 and v2"
             # v1 rows come from tests/reference.py (SciPy, float64 cast to float32)
             assert_same_bits(a[4], b[4], f"{case}: dist_map")
@@ -307,11 +307,11 @@ def test_seed_reproduces_epochs_and_epochs_differ(v2):
         IrisDataset(data, transform=TRAIN_AUGMENT, seed=0),
     )
     epoch_1, epoch_2 = epoch(first), epoch(first)
-    assert all(torch.equal(a, b) for a, b in zip(epoch_1, epoch(again)))
-    assert all(torch.equal(a, b) for a, b in zip(epoch_2, epoch(again)))
-    assert not all(torch.equal(a, b) for a, b in zip(epoch_1, epoch_2))
+    assert all(torch.equal(a, b) for a, b in zip(epoch_1, epoch(again), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(epoch_2, epoch(again), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(epoch_1, epoch_2, strict=True))
     other = epoch(IrisDataset(data, transform=TRAIN_AUGMENT, seed=1))
-    assert not all(torch.equal(a, b) for a, b in zip(epoch_1, other))
+    assert not all(torch.equal(a, b) for a, b in zip(epoch_1, other, strict=True))
 
 
 class StampDraws(Transform):

@@ -72,11 +72,11 @@ class Slot:
         dtypes = (*layout, np.float32, np.float32)
         if pinned:  # page-locked, so that the copy to the GPU can be asynchronous
             self.tensors = [
-                torch.empty(shape, dtype=_TORCH_DTYPES[dtype], pin_memory=True) for shape, dtype in zip(shapes, dtypes)
+                torch.empty(shape, dtype=_TORCH_DTYPES[dtype], pin_memory=True) for shape, dtype in zip(shapes, dtypes, strict=True)
             ]
             self.arrays = [tensor.numpy() for tensor in self.tensors]
         else:
-            self.arrays = [_host_array(shape, dtype) for shape, dtype in zip(shapes, dtypes)]
+            self.arrays = [_host_array(shape, dtype) for shape, dtype in zip(shapes, dtypes, strict=True)]
             self.tensors = [torch.from_numpy(array) for array in self.arrays]
         self.ready_image = self.arrays[0].dtype == np.float32
         self.copy_done: torch.cuda.Event | None = None  # CUDA: recorded after the copies out of this slot
@@ -91,7 +91,7 @@ class Slot:
         np.copyto(label[j], sample.label)  # uint8 -> int64 on the CPU device
         np.copyto(weights[j], sample.spatial_weights)
         if sample.dist_map.strides[-1] < 0:  # a flip's mirrored view: cv2.flip copies at memcpy speed
-            for out, channel in zip(dist[j], sample.dist_map[..., ::-1]):
+            for out, channel in zip(dist[j], sample.dist_map[..., ::-1], strict=True):
                 cv2.flip(channel, 1, dst=out)
         else:
             np.copyto(dist[j], sample.dist_map)

@@ -54,7 +54,7 @@ class RowArena:
         weights = owner[2 * frame : 6 * frame].view(np.float32).reshape(HEIGHT, WIDTH)
         dist = owner[6 * frame :].view(np.float32).reshape(self._channels, HEIGHT, WIDTH)
         copies = Sample(image, label, weights, dist)
-        for out, stored in zip(copies, row.sample):
+        for out, stored in zip(copies, row.sample, strict=True):
             np.copyto(out, stored)
             out.setflags(write=False)
         return row._replace(sample=copies)
