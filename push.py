@@ -70,6 +70,7 @@ from typing import NamedTuple
 from huggingface_hub import HfApi
 
 from openeds import card, disk, download, hub, layout, lock, raw, schema
+from openeds.download import folder_path  # --data-dir, --local-dir, as download's --cache-dir
 from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
     MaterializeError,
@@ -530,13 +531,6 @@ def byte_size(text: str) -> int:
     return size
 
 
-def folder_path(text: str) -> Path:
-    """A folder flag's value: an empty one (an unset shell variable) would silently mean the current folder."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is empty; expected a folder path (pass . for the current folder)")
-    return Path(text)
-
-
 def tag_name(text: str) -> str:
     """`--tag`: a name the Hub takes as a git tag and this tool does not reserve (`hub.check_tag`)."""
     try:
@@ -589,9 +583,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     # An empty value (an unset shell variable) would silently mean the default: the default repo, tag or slug.
-    for flag, value in (("--repo-id", args.repo_id), ("--tag", args.tag), ("--kaggle-dataset", args.kaggle_dataset)):
-        if value is not None and not value.strip():
-            parser.error(f"{flag} {value!r} is empty; expected a value, or leave {flag} out for its default")
+    download.refuse_empty(parser, {"--repo-id": args.repo_id, "--tag": args.tag,
+                                   "--kaggle-dataset": args.kaggle_dataset})
     conflicts = [
         (args.sample and args.data_dir, "--sample", "--data-dir"),
         ((args.sample or args.data_dir) and args.kaggle_dataset, "--kaggle-dataset", "--sample/--data-dir"),
