@@ -40,6 +40,21 @@ card (README.md) is replaced only if this tool wrote it and nobody edited it sin
 line at its end tells); a card you wrote or edited on the Hub stops the run before anything is
 built, so that its text is not lost: copy what you want to keep, then re-run with
 --replace-card (the replaced card stays readable at its revision, which the run names).
+
+The Hub's card never describes data built from inputs that have since changed either. The splits
+the repo holds that a publication does not rebuild (another config, other splits) are checked
+against the raw data as it is now, before anything is built, by the build records in their shards'
+footers (read with ranged requests). A split built from other files, frames or versions stops the
+run with one line naming it, why, and the one command that rebuilds it with what the run builds
+(e.g. --config all); the Hub is left as it was: nothing is published for a config you did not ask
+for, and nothing published is deleted unasked. A split that cannot be checked is kept, listed by
+the card, and named in a warning line: its shards carry no build record (published by a version
+of this tool before the records, or by another tool), or the raw data lacks its split.
+
+Access and tags are checked before anything is fetched or built too: a gated repo you may not
+read, a repo you may read but not write, a namespace that is not yours or one of your
+organizations, and a --tag the repo already has on another commit. A --tag that names the head
+already is taken only by a re-run that publishes nothing new (checked once the raw data is listed).
 """
 
 from __future__ import annotations
@@ -61,6 +76,7 @@ from typing import NamedTuple
 from huggingface_hub import HfApi
 
 from openeds import card, disk, download, hub, layout, lock, raw, schema
+from openeds.download import folder_path  # --data-dir, --local-dir, as download's --cache-dir
 from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
     MaterializeError,
@@ -165,8 +181,12 @@ def push(
 
     When uploading, the token is looked for first, before any build or request, and the Hub is
     read (`hub.connect`: the token's rights, the repo's files and card) before the raw data is
-    fetched or built, so a bad repo id or tag, a bad token, a gated repo, a card written by hand or an
-    unreachable Hub costs seconds, not a build. The sample
+    fetched or built, so a bad repo id or tag, a bad token, a gated repo, a repo the user may not
+    write, a tag the repo has on another commit, a card written by hand or an unreachable Hub costs
+    seconds, not a build. Once the raw data is listed, and still before the build, the remote splits
+    the run keeps are checked against it (`hub.check_kept`: a stale one stops the run, one that
+    cannot be checked is named) and a `tag` naming the head already is refused unless the run can
+    only confirm that publication (`hub.check_tag_at_head`). The sample
     is never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
     (`summary.published.changed` is False).
 
@@ -197,6 +217,7 @@ def push(
         # changed, and the commit is pinned to its head (a head moved during the build is refused).
         remote = hub.connect(api, repo_id, token=token, retry=retry)
         hub.check_card(repo_id, remote, replace_card=replace_card)  # a card written by hand: said before the build
+        hub.check_tag_free(repo_id, remote, tag)  # a --tag naming another commit: likewise
         if remote.v1_files and (splits or schema.DEFAULT_CONFIG not in configs):
             # A push that would leave v1 splits beside v2 ones ends here, before any download or build
             # (without --splits, the splits are those of the raw data: publish checks them).
@@ -230,6 +251,20 @@ def push(
         # data as it is now (checked before anything is written; a damaged shard stops the run here).
         digests: dict[raw.Pair, str] = {}
         check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests)
+        splits_by_config = {c: splits for c in configs}
+        rebuild = _rebuild_command(sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset,
+                                   cache_dir=cache_dir, local_dir=given_local_dir, upload=upload, repo_id=repo_id,
+                                   on_missing_label=on_missing_label)
+        if upload:
+            # Likewise the splits the repo holds that this run keeps, by the build records in their footers:
+            # a stale one stops the run here, the Hub unchanged; one that cannot be checked is named.
+            for _, split in hub.kept_splits(remote, splits_by_config):
+                _list_split(split_dirs, listings, split, on_missing_label, holder=repo_id)
+            for note in hub.check_kept(api, repo_id, remote, rebuilt=splits_by_config, raw_splits=list(split_dirs),
+                                       pairs=listings, digests=digests, rebuild=rebuild, token=token, retry=retry):
+                print(note, file=sys.stderr)
+            hub.check_tag_at_head(api, repo_id, remote, tag, rebuilt=splits_by_config, pairs=listings,
+                                  digests=digests, token=token, retry=retry)
         if not upload:
             # The folder is what a user loads: its card lists every current split it holds complete.
             kept = local_sizes(local_dir, skip={*pairs, *check.stale})
@@ -244,7 +279,6 @@ def push(
             with _writing(local_dir / layout.PREVIEW_PATHS[config]) as preview:
                 card.render_preview(rows, preview)
 
-        splits_by_config = {c: splits for c in configs}
         if upload:
             kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
         sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
@@ -258,9 +292,6 @@ def push(
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
         # Removed after the new card is written, so that no card ever names shards the folder lacks.
-        rebuild = _rebuild_command(sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset,
-                                   cache_dir=cache_dir, local_dir=given_local_dir, upload=upload, repo_id=repo_id,
-                                   on_missing_label=on_missing_label)
         for note in _tidy(local_dir, check, rebuild, built=configs):
             print(note, file=sys.stderr)
         published = None
@@ -376,13 +407,7 @@ def _check_folder(
         if not is_complete(config, split, paths):
             unfinished[key] = paths
             continue
-        if split in split_dirs and split not in listings:
-            try:
-                listings[split] = raw.list_pairs(split_dirs[split], on_missing_label).pairs
-            except raw.RawDataError as e:  # say why a split the run was not asked to build is read at all
-                raise raw.RawDataError(
-                    f"checking the {split} split that {shown(local_dir)} holds against its raw data: {e}"
-                ) from None
+        _list_split(split_dirs, listings, split, on_missing_label, holder=shown(local_dir))
         why = stale_reason(local_dir, config, split, listings.get(split), digests)
         if why is None:
             current.add(key)
@@ -391,10 +416,27 @@ def _check_folder(
     return FolderCheck(frozenset(current), stale, unfinished)
 
 
+def _list_split(split_dirs: dict[str, Path], listings: dict[str, list[raw.Pair]], split: str,
+                on_missing_label: raw.MissingLabelPolicy, *, holder: str) -> None:
+    """List the raw `split` into `listings` as a rebuild would, unless listed already or absent from the raw data.
+
+    It is read because `holder` (the folder, the repo) holds a split built from it; its bad input is an error like
+    any other, said with why a split the run was not asked to build is read at all.
+    """
+    if split in split_dirs and split not in listings:
+        try:
+            listings[split] = raw.list_pairs(split_dirs[split], on_missing_label).pairs
+        except raw.RawDataError as e:
+            raise raw.RawDataError(
+                f"checking the {split} split that {holder} holds against its raw data: {e}"
+            ) from None
+
+
 def _rebuild_command(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
                      local_dir: Path | None, upload: bool, repo_id: str,
-                     on_missing_label: raw.MissingLabelPolicy) -> Callable[[str, Sequence[str]], str]:
-    """`rebuild(config, splits)`: the command line that builds those splits of `config` from this run's raw data."""
+                     on_missing_label: raw.MissingLabelPolicy) -> Callable[[str, Sequence[str] | None], str]:
+    """`rebuild(config, splits)`: the command line that builds those splits of `config` (or `all`) from this run's
+    raw data; `splits` None: every split it holds."""
     words = ["python", "push.py"]
     if sample:
         words.append("--sample")
@@ -407,14 +449,14 @@ def _rebuild_command(*, sample: bool, data_dir: Path | None, kaggle_dataset: str
     words += ["--repo-id", repo_id] if upload else ["--no-upload"]
     words += ["--skip-unlabeled"] if on_missing_label == "skip" else []
 
-    def rebuild(config: str, splits: Sequence[str]) -> str:
-        argv = [*words, "--config", config, "--splits", *splits]
+    def rebuild(config: str, splits: Sequence[str] | None) -> str:
+        argv = [*words, "--config", config, *(["--splits", *splits] if splits else [])]
         return " ".join(shlex.quote(word) if word.isprintable() else shown(word) for word in argv)
 
     return rebuild
 
 
-def _tidy(local_dir: Path, check: FolderCheck, rebuild: Callable[[str, Sequence[str]], str], *,
+def _tidy(local_dir: Path, check: FolderCheck, rebuild: Callable[[str, Sequence[str] | None], str], *,
           built: Sequence[str]) -> list[str]:
     """Remove the stale splits (and the preview of a config left with none); one line each, and one per unfinished."""
     notes = []
@@ -506,13 +548,6 @@ def byte_size(text: str) -> int:
     return size
 
 
-def folder_path(text: str) -> Path:
-    """A folder flag's value: an empty one (an unset shell variable) would silently mean the current folder."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is empty; expected a folder path (pass . for the current folder)")
-    return Path(text)
-
-
 def tag_name(text: str) -> str:
     """`--tag`: a name the Hub takes as a git tag and this tool does not reserve (`hub.check_tag`)."""
     try:
@@ -542,7 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "and may not be the default)")
     parser.add_argument("--tag", type=tag_name,
                         help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...); "
-                             "`v1` is reserved for the v1 data of a converted repo")
+                             "`v1` is reserved for the v1 data of a converted repo; a tag the repo already has is "
+                             "refused before the build, unless it names the head and the run publishes nothing new")
     parser.add_argument("--replace-card", action="store_true",
                         help="replace the Hub's README.md even if a person wrote or edited it (default: such a card "
                              "stops the run before the build, so that its text is not lost)")
@@ -565,9 +601,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     # An empty value (an unset shell variable) would silently mean the default: the default repo or slug.
     # (An empty --tag is refused by its type, `tag_name`.)
-    for flag, value in (("--repo-id", args.repo_id), ("--kaggle-dataset", args.kaggle_dataset)):
-        if value is not None and not value.strip():
-            parser.error(f"{flag} {value!r} is empty; expected a value, or leave {flag} out for its default")
+    download.refuse_empty(parser, {"--repo-id": args.repo_id, "--kaggle-dataset": args.kaggle_dataset})
     conflicts = [
         (args.sample and args.data_dir, "--sample", "--data-dir"),
         ((args.sample or args.data_dir) and args.kaggle_dataset, "--kaggle-dataset", "--sample/--data-dir"),

@@ -89,6 +89,7 @@ from tqdm import tqdm
 
 from openeds.disk import require_free_space, write_atomically
 from openeds.lock import hold
+from openeds.names import one_line, shown
 from openeds.raw import RawDataError, find_split_dirs
 from openeds.retry import (
     GaveUp,
@@ -154,7 +155,7 @@ def fetch_raw(
 
     counts = _complete_counts(marker, data, slug)
     if counts is not None:
-        _say(quiet, f"{slug}: already downloaded to {data}; skipping ({_describe(counts)})")
+        _say(quiet, f"{slug}: already downloaded to {shown(data)}; skipping ({_describe(counts)})")
         return data
 
     # One run at a time: two would share the archive's and the extraction's names, and each
@@ -163,9 +164,9 @@ def fetch_raw(
         counts = _complete_counts(marker, data, slug)  # another run may have finished it meanwhile
         if counts is None:
             counts = _download_and_extract(slug, folder, quiet=quiet, retry=retry)
-            _say(quiet, f"{slug}: extracted to {data} ({_describe(counts)})")
+            _say(quiet, f"{slug}: extracted to {shown(data)} ({_describe(counts)})")
         else:
-            _say(quiet, f"{slug}: already downloaded to {data}; skipping ({_describe(counts)})")
+            _say(quiet, f"{slug}: already downloaded to {shown(data)}; skipping ({_describe(counts)})")
     return data
 
 
@@ -186,7 +187,7 @@ def _download_and_extract(slug: str, folder: Path, *, quiet: bool, retry: RetryP
         except RawDataError as e:
             archive.unlink()
             raise DownloadError(
-                f"archive {archive.name} of {slug} does not hold the OpenEDS tree ({e}); "
+                f"archive {shown(archive.name)} of {slug} does not hold the OpenEDS tree ({e}); "
                 f"check --kaggle-dataset, {_NO_DATA_DIR_FIX}"
             ) from None
     except BaseException:
@@ -204,7 +205,9 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--kaggle-dataset SLUG`` and ``--cache-dir DIR`` (both default to None).
 
     None means "not given", so a CLI can refuse them next to ``--data-dir``; pass
-    ``args.kaggle_dataset or DEFAULT_SLUG`` and ``args.cache_dir`` to :func:`fetch_raw`.
+    ``args.kaggle_dataset or DEFAULT_SLUG`` and ``args.cache_dir`` to :func:`fetch_raw`, once
+    :func:`refuse_empty` has refused an empty ``--kaggle-dataset``. An empty ``--cache-dir`` is a
+    usage error here (:func:`folder_path`): it would mean the current folder.
     """
     group = parser.add_argument_group("Kaggle download (when no --data-dir is given)")
     group.add_argument(
@@ -215,9 +218,23 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--cache-dir",
         metavar="DIR",
-        type=Path,
+        type=folder_path,
         help=f"where downloads are kept and reused (default: {default_cache_dir()})",
     )
+
+
+def folder_path(text: str) -> Path:
+    """A folder flag's value: an empty one (an unset shell variable) would silently mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty; expected a folder path (pass . for the current folder)")
+    return Path(text)
+
+
+def refuse_empty(parser: argparse.ArgumentParser, flags: dict[str, str | None]) -> None:
+    """A usage error for a flag given an empty value (an unset shell variable): it would silently mean the default."""
+    for flag, value in flags.items():
+        if value is not None and not value.strip():
+            parser.error(f"{flag} {value!r} is empty; expected a value, or leave {flag} out for its default")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,13 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_retry_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
+    refuse_empty(parser, {"--kaggle-dataset": args.kaggle_dataset})  # "" would silently mean the default slug
     try:
         data = fetch_raw(
-            args.kaggle_dataset or DEFAULT_SLUG, args.cache_dir, quiet=args.quiet,
+            DEFAULT_SLUG if args.kaggle_dataset is None else args.kaggle_dataset, args.cache_dir, quiet=args.quiet,
             retry=RetryPolicy(total=args.retry_timeout, timeout=args.timeout),
         )
     except DownloadError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 1
     print(data)
     return 0
@@ -350,7 +368,7 @@ def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: R
 
     # kaggle prints progress lines on stdout; keep stdout for results (main prints the folder).
     with contextlib.redirect_stdout(sys.stderr), api.build_kaggle_client() as client:
-        _say(quiet, f"{slug}: downloading https://www.kaggle.com/datasets/{slug} to {archive}")
+        _say(quiet, f"{slug}: downloading https://www.kaggle.com/datasets/{slug} to {shown(archive)}")
         try:
             call_with_retries(
                 functools.partial(attempt, client),
@@ -371,7 +389,8 @@ def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: R
                     f"({gave_up.last.description}; {gave_up.tally}); expected a connection to Kaggle. "
                     f"Fix: check the network connection and the proxy settings, then run again, {_NO_DATA_DIR_FIX}"
                 ) from None
-            kept = f" ({progress.on_disk():,} bytes of it are kept in {archive.parent}, and the next run resumes)"
+            kept = (f" ({progress.on_disk():,} bytes of it are kept in {shown(archive.parent)}, and the next run "
+                    "resumes)")
             raise DownloadError(
                 f"Kaggle download of {slug} still fails after {gave_up.attempts} "
                 f"attempt{'s' * (gave_up.attempts != 1)} in {gave_up.elapsed:.1f} s "
@@ -381,12 +400,12 @@ def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: R
             ) from None
         except (requests.RequestException, ValueError) as e:  # ValueError: kaggle's size check, its date parsing
             raise DownloadError(
-                f"download of {slug} to {archive} stopped ({_one_line_typed(e)}); expected the complete archive. "
-                f"Fix: run again to resume it, {_NO_DATA_DIR_FIX}"
+                f"download of {slug} to {shown(archive)} stopped ({_one_line_typed(e)}); expected the complete "
+                f"archive. Fix: run again to resume it, {_NO_DATA_DIR_FIX}"
             ) from None
         except OSError as e:
             raise DownloadError(
-                f"cannot write {archive} ({_one_line_typed(e)}); expected a writable --cache-dir with room. "
+                f"cannot write {shown(archive)} ({_one_line_typed(e)}); expected a writable --cache-dir with room. "
                 f"Fix: {_CACHE_DISK_FIX} or free some space, then run again to resume it"
             ) from None
 
@@ -478,8 +497,8 @@ def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
                 if reason is not None:
                     archive.unlink()
                     raise DownloadError(
-                        f"archive {archive} has member {info.filename!r} that {reason}; expected plain files under "
-                        f"the extraction folder. Refused and deleted it. Fix: report it to the dataset's owner, "
+                        f"archive {shown(archive)} has member {info.filename!r} that {reason}; expected plain files "
+                        f"under the extraction folder. Refused and deleted it. Fix: report it to the dataset's owner, "
                         f"{_NO_DATA_DIR_FIX}"
                     )
             total = sum(info.file_size for info in members)
@@ -496,13 +515,13 @@ def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
     except (zipfile.BadZipFile, EOFError, zlib.error) as e:
         archive.unlink(missing_ok=True)
         raise DownloadError(
-            f"archive {archive} is damaged ({_one_line(e)}); expected a complete zip. Deleted it. "
+            f"archive {shown(archive)} is damaged ({_one_line(e)}); expected a complete zip. Deleted it. "
             f"Fix: run again to download it afresh, {_NO_DATA_DIR_FIX}"
         ) from None
     except OSError as e:
         raise DownloadError(
-            f"extracting {archive} into {target} failed ({_one_line(e)}); expected a writable folder with room. "
-            f"Fix: free some space or pass --cache-dir elsewhere and run again (the archive is kept)"
+            f"extracting {shown(archive)} into {shown(target)} failed ({_one_line(e)}); expected a writable folder "
+            f"with room. Fix: free some space or pass --cache-dir elsewhere and run again (the archive is kept)"
         ) from None
     return total
 

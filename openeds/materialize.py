@@ -15,6 +15,8 @@ The same records tell whether a split the folder holds but this run does not reb
 records with what the raw data would give now, without building anything (hashing the
 inputs costs about 0.3 % of a build, ``benchmarks/bench_rerun.py``). ``push.py`` removes
 such a split and says so, so that a folder never describes data built from other inputs.
+:func:`records_stale_reason` makes the same comparison from records read elsewhere: the
+footers of the shards a Hub repo holds (``openeds.hub.kept``).
 """
 
 from __future__ import annotations
@@ -195,31 +197,63 @@ def stale_reason(
     """Why the complete split ``config``/``split`` of ``out_dir`` is not what ``pairs`` would build now; None if it is.
 
     ``pairs`` is the raw split as it pairs up now (None: the raw data has no such split any
-    more). The shards' records are compared with what a rebuild would record, shard by shard,
-    with the shard size the folder was built with (so an earlier ``--max-shard-size`` is no
-    reason). The inputs are hashed (into ``digests``) only when the versions and frames agree.
-    A shard that cannot be read, or has no record of push.py's, is a :class:`MaterializeError`:
-    it is not this tool's to remove.
+    more). The shards' records are compared by :func:`records_stale_reason`. A shard that cannot
+    be read, or has no record of push.py's, is a :class:`MaterializeError`: it is not this tool's
+    to remove.
     """
     paths = _shard_paths(out_dir, config, split)
     records = [_record(out_dir, path, config, split) for path in paths]
+    return records_stale_reason(dict(enumerate(records)), len(records), config, split, pairs, digests)
+
+
+def records_stale_reason(
+    records: Mapping[int, Mapping],
+    count: int,
+    config: schema.ConfigName,
+    split: str,
+    pairs: Sequence[raw.Pair] | None,
+    digests: dict[raw.Pair, str],
+) -> str | None:
+    """Why shards with these build records are not what ``pairs`` would build now; None if they are.
+
+    ``records`` maps a shard's index to the record in its footer, of ``count`` shards in all (a
+    local folder's complete split, or the shards a Hub repo holds of one, some maybe missing).
+    The records are compared with what a rebuild would record, shard by shard, with the shard size
+    they were built with (so an earlier ``--max-shard-size`` is no reason). The inputs are hashed
+    (into ``digests``) only when the versions and frames agree.
+    """
     if pairs is None:
         return f"the raw data has no {split} split any more, so what it was built from cannot be checked"
     now = versions()
-    changed = [f"{key} {records[0].get(key)} -> {now[key]}" for key in now if records[0].get(key) != now[key]]
+    first = records[min(records)]
+    changed = [f"{key} {first.get(key)} -> {now[key]}" for key in now if first.get(key) != now[key]]
     if changed:
         return f"it was built by other versions ({', '.join(changed)}), which compute other numbers"
-    per_shard = records[0].get("rows")
-    tasks = _cut(pairs, config, split, per_shard) if isinstance(per_shard, int) and per_shard > 0 else []
-    held = sum(record.get("rows", 0) for record in records)
-    if len(tasks) != len(records) or any(
-        {key: record.get(key) for key in task.frames()} != task.frames() for task, record in zip(tasks, records, strict=True)
+    per_shard = _rows_per_shard(records, count, len(pairs))
+    tasks = _cut(pairs, config, split, per_shard) if per_shard else []
+    held = sum(rows for record in records.values() if isinstance(rows := record.get("rows"), int))
+    if len(tasks) != count or any(
+        {key: record.get(key) for key in tasks[i].frames()} != tasks[i].frames() for i, record in records.items()
     ):
         return f"it was built from other frames ({held} rows) than the raw split pairs up now ({len(pairs)} frames)"
     hash_inputs(pairs, digests)
-    if any(task.source(digests) != record for task, record in zip(tasks, records, strict=True)):
+    if any(tasks[i].source(digests) != record for i, record in records.items()):
         return "it was built from image or label files whose contents have changed since"
     return None
+
+
+def _rows_per_shard(records: Mapping[int, Mapping], count: int, frames: int) -> int | None:
+    """The rows per shard the records were built with: those of any shard but the last, which may hold fewer;
+    with the last one only, what the split's size implies. None if no positive whole number fits."""
+    inner = [record.get("rows") for index, record in records.items() if index < count - 1]
+    if inner:
+        rows = inner[0]
+    elif count == 1:
+        rows = records[0].get("rows")
+    else:
+        last = records[count - 1].get("rows")
+        rows = (frames - last) // (count - 1) if isinstance(last, int) and (frames - last) % (count - 1) == 0 else None
+    return rows if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0 else None
 
 
 def _record(out_dir: Path, path: str, config: str, split: str) -> dict:

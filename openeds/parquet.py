@@ -133,6 +133,17 @@ def read_source(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
         return None
 
 
+def source_of(metadata: pq.FileMetaData) -> dict[str, Any] | None:
+    """The ``source`` record in a shard's footer (its key-value metadata), as :func:`write_shard` stored it;
+    None if the footer has none, or one that is not a JSON object (a file push.py did not write)."""
+    raw = (metadata.metadata or {}).get(_META_KEY)
+    try:
+        record = json.loads(raw) if raw else None
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def num_rows(path: Path) -> int:
     return pq.read_metadata(path).num_rows
 

@@ -41,6 +41,9 @@ with write access to the repo's namespace (401 without a token, 403 without the 
 Gated repos (`server.gate(repo_id, granted=users)`): as on the Hub, anyone may list the files (the
 repo info says `gated`), but reading a file or `auth-check` needs a user granted access or one who
 may write to the namespace: else 403 (401 without a token) with `X-Error-Code: GatedRepo`.
+`auth-check/write` (`HfApi.auth_check(write=True)`) then needs write access to the namespace, gated
+or not: a user granted access to read a gated repo gets 403 there, without `GatedRepo`.
+whoami lists the namespaces a token may write to, besides the user's own, as its `orgs`.
 Tag names: a tag git refuses (`git check-ref-format refs/tags/NAME`, a leading `-`) gets 400.
 Fault injection: `server.fail(method, path_regex, status=..., times=..., headers=...)`; `drop=True` cuts the
 connection halfway through the request body, `lose_response=True` after handling the request;
@@ -51,7 +54,7 @@ A hung or stalled handler waits until the test's faults are reset or the server 
 plain TCP port that accepts connections and never answers, for an `HF_ENDPOINT` that hangs. `body=`
 (with `content_type=`) answers `status` with that body instead (an HTML page with 200: a captive portal).
 Headers given to a fault win over the server's own (`X-Error-Message`, `X-Error-Code`).
-`server.requests` logs every request (method, path, status, the oid of LFS uploads, and when).
+`server.requests` logs every request (method, path, status, the oid of LFS uploads, the Range header, and when).
 """
 
 from __future__ import annotations
@@ -249,6 +252,7 @@ class LoggedRequest:
     status: int | None  # None: the server dropped the connection
     lfs_oid: str | None = None  # set for LFS object uploads (PUT)
     time: float = field(default_factory=time.monotonic)  # when the request was answered
+    range: str | None = None  # the request's Range header, e.g. `bytes=-65536` (a ranged read of a file's end)
 
 
 class HubError(Exception):
@@ -756,21 +760,22 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(raw_path)
         route = self._route(raw_path)
         lfs_oid = route[1]["oid"] if route and route[0] == "lfs_put" else None
+        ranged = self.headers.get("Range")
         try:
             fault = self.hub.take_fault(self.command, path)
             body = self._read_body(drop=fault is not None and fault.drop)
             if fault is not None and fault.hang:
-                self.hub.log(LoggedRequest(self.command, path, None, lfs_oid))
+                self.hub.log(LoggedRequest(self.command, path, None, lfs_oid, range=ranged))
                 self._hold(fault)
                 return
             if fault is not None and fault.stall_after is not None:
                 status, payload, headers = self._dispatch(*route, parse_qs(query), body) if route else (404, b"", {})
-                self.hub.log(LoggedRequest(self.command, path, status, lfs_oid))
+                self.hub.log(LoggedRequest(self.command, path, status, lfs_oid, range=ranged))
                 self._respond(status, payload, headers, send=fault.stall_after)
                 self._hold(fault)
                 return
             if fault is not None and fault.body is not None and not fault.lose_response:
-                self.hub.log(LoggedRequest(self.command, path, fault.status, lfs_oid))
+                self.hub.log(LoggedRequest(self.command, path, fault.status, lfs_oid, range=ranged))
                 self._respond(fault.status, fault.body, {"Content-Type": fault.content_type, **fault.headers})
                 return
             if fault is not None and not fault.lose_response:
@@ -783,7 +788,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 raise _DropConnection
         except _DropConnection:
-            self.hub.log(LoggedRequest(self.command, path, None, lfs_oid))
+            self.hub.log(LoggedRequest(self.command, path, None, lfs_oid, range=ranged))
             self.close_connection = True
             with contextlib.suppress(OSError):  # the client may have gone already
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -797,7 +802,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = error.code
             headers.update(error.headers)  # a fault's headers win
             payload = json.dumps({"error": error.message}).encode()
-        self.hub.log(LoggedRequest(self.command, path, status, lfs_oid))
+        self.hub.log(LoggedRequest(self.command, path, status, lfs_oid, range=ranged))
         self._respond(status, payload, headers)
 
     def _read_body(self, drop: bool) -> bytes:
@@ -887,15 +892,12 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(416, f"unsupported Range {requested!r}", headers={"Content-Range": f"bytes */{size}"})
         first, last = match.groups()
         start, end = (size - int(last), size - 1) if first == "" else (int(first), min(int(last or size - 1), size - 1))
-        if start >= size or start > end:
+        start = max(start, 0)  # a suffix longer than the file: all of it
+        if start >= size or start > end:  # a file of 0 bytes has no range to serve, not even a suffix (RFC 9110)
             raise HubError(
                 416, f"Range {requested!r} outside {size} bytes", headers={"Content-Range": f"bytes */{size}"}
             )
-        return (
-            206,
-            content[max(start, 0) : end + 1],
-            {**headers, "Content-Range": f"bytes {max(start, 0)}-{end}/{size}"},
-        )
+        return 206, content[start : end + 1], {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
 
     def _respond(self, status: int, payload: bytes, headers: dict[str, str], send: int | None = None) -> None:
         """Answer `payload` with its full Content-Length; only its first `send` bytes if given (a stalled answer)."""

@@ -447,3 +447,39 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(stub: Ka
     finally:
         first.kill()
         first.wait()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--kaggle-dataset", ""], "--kaggle-dataset '' is empty; expected a value, or leave --kaggle-dataset out"),
+        (["--kaggle-dataset", " "], "--kaggle-dataset ' ' is empty; expected a value"),
+        (["--cache-dir", ""], "argument --cache-dir: '' is empty; expected a folder path (pass . for the current"),
+    ],
+    ids=["slug-empty", "slug-blank", "cache-dir-empty"],
+)
+def test_an_empty_flag_is_refused_not_taken_for_its_default(stub: KaggleStub, tmp_path: Path, flags: list[str],
+                                                             expected: str) -> None:
+    """An unset shell variable (`--kaggle-dataset "$SLUG"`) would silently mean the default slug, or the current
+    folder."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    cache = [] if "--cache-dir" in flags else ["--cache-dir", str(tmp_path / "cache")]
+    argv = [sys.executable, "-m", "openeds.download", *cache, *flags]
+    result = subprocess.run(argv, env=stub.client_env(tmp_path / "home"), cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert line.startswith("python -m openeds.download: error: ") and expected in line, line
+    assert stub.log == [] and list(cwd.iterdir()) == [] and not (tmp_path / "cache").exists()
+
+
+def test_a_path_with_a_line_break_stays_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "cache\ndir"
+    folder.mkdir()
+    archive = folder / "openeds-dataset.zip"
+    archive.write_bytes(b"PK\x03\x04 not a zip")
+    target = folder / "extract"
+    target.mkdir()
+    with pytest.raises(DownloadError) as error:
+        _extract(archive, target, quiet=True)
+    assert "\n" not in str(error.value) and "cache\\ndir" in str(error.value), str(error.value)

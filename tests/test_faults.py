@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -673,7 +674,7 @@ SHORT = ("--timeout", "1", "--retry-timeout", "2")
 KAGGLE = ("--local-dir", "{out}", "--no-upload", "--cache-dir", "{tmp}/kaggle", *SHORT)
 #: an endpoint that accepts connections and never answers, for the whole session
 _SILENT = SilentServer()
-#: huggingface_hub's own retries of the LFS upload and of HfFileSystem's reads: 6 tries, 1+2+4+8+8 s apart
+#: huggingface_hub's own retries of the LFS upload (the only requests it retries itself): 6 tries, 1+2+4+8+8 s apart
 _CLIENT_RETRIES = 6 * 1 + 23
 
 
@@ -764,12 +765,13 @@ NETWORK = [
          says=("/README.md got no data for 1 s (read timeout", "nothing was published"),
          arrange=_arrange(_published_first, _stalls("GET", "/datasets/{repo}/resolve/.*/README.md")),
          env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
+    # a ranged GET inside the project's own retries: the budget plus one timeout, not the client's 6 tries
     Case("parquet-footer-read-stalls", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
-         error="could not read the schema of faults/",
-         says=(".parquet got no data for 1 s (read timeout",),
+         error="could not read the parquet footer of faults/",
+         says=(".parquet got no data for 1 s (read timeout", "the retry budget is 2 s"),
          arrange=_arrange(_published_first, _card_without_dataset_info,
                           _stalls("GET", r"/datasets/{repo}/resolve/.*\.parquet")),
-         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(_CLIENT_RETRIES)),
+         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
     Case("hang-at-the-commit", (*PUBLISH, "--splits", "test", *SHORT), exit=1, error="could not commit to faults/",
          says=("/commit/main got no data for 1 s (read timeout", "the commit may have landed"),
          arrange=_arrange(_earlier_commit, _hangs("POST", "/api/datasets/{repo}/commit/main")),
@@ -1372,7 +1374,208 @@ HUB_SAFETY = [
          env=TOKEN_ENV),
 ]
 
-CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY]
+
+# -- follow-ups on the Hub (issue 14): stale remote splits, footer reads, access and tags before the build ---
+#
+# The splits a publication keeps are checked against the raw data as it is now by the build records in
+# their shards' footers: a stale one stops the run before the build, naming it and the command that
+# rebuilds it, the Hub unchanged; one that cannot be checked is kept and named. Footers are ranged GETs
+# inside the run's own retry budget. A repo the token may read but not write, a namespace that is not the
+# user's, and a --tag the repo already has are said before anything is fetched or built.
+
+PARQUET = r"/datasets/{repo}/resolve/.*\.parquet"
+
+
+def _published_all_first(world: World) -> None:
+    """An earlier publication of both configs of the whole sample."""
+    result = world.push(*PUBLISH, "--local-dir", str(world.tmp / "earlier"), "--config", "all", env=TOKEN_ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _nothing_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The run may have taken the staging folder (its lock), but built and wrote nothing in it."""
+    written = [p for p in world.out.rglob("*") if p.is_file() and not p.name.startswith(".lock")]
+    assert not written, f"the run built or wrote {written} before its refusal"
+
+
+def _ends_with(tail: str) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
+    """The error line ends with `tail` (`{raw}`, `{out}`, `{repo}` filled in), and nothing was built."""
+
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert line.endswith(world.fill(tail)), line
+        _nothing_built(world, result)
+
+    return check
+
+
+def _rewrite_record(path: str, edit: Callable[[dict], dict | None]) -> Callable[[World], None]:
+    """The published shard `path` again, with its build record changed by `edit` (None: no record at all),
+    committed with the real client: as an earlier version of this tool, or other versions, would have left it."""
+
+    def arrange(world: World) -> None:
+        table = pq.read_table(io.BytesIO(_head_files(world)[path]))
+        metadata = dict(table.schema.metadata)
+        record = edit(json.loads(metadata.pop(b"openeds")))
+        if record is not None:
+            metadata[b"openeds"] = json.dumps(record, sort_keys=True).encode()
+        buffer = io.BytesIO()
+        pq.write_table(table.replace_schema_metadata(metadata), buffer)
+        HfApi(token=TOKEN).create_commit(world.repo_id, [CommitOperationAdd(path, buffer.getvalue())],
+                                         commit_message="rewritten", repo_type="dataset")
+
+    return arrange
+
+
+def _card_rows(world: World) -> dict[str, dict[str, int]]:
+    infos = _card_at_head(world)["dataset_info"]
+    return {info["config_name"]: {s["name"]: s["num_examples"] for s in info["splits"]}
+            for info in (infos if isinstance(infos, list) else [infos])}
+
+
+def _card_rows_are(expected: dict[str, dict[str, int]]) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        assert _card_rows(world) == expected, _card_rows(world)
+
+    return check
+
+
+def _full_train_rebuilt(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The command the refusal names did it: full/train on the Hub is built from the fixed label now."""
+    record = json.loads(pq.read_schema(io.BytesIO(_head_files(world)["full/train-00000-of-00001.parquet"]))
+                        .metadata[b"openeds"])
+    assert record["inputs_xxh3_128"] != (world.tmp / "full-train.xxh3").read_text(), "full/train was not rebuilt"
+    assert _card_rows(world) == {"pupil": ALL_ROWS, "full": ALL_ROWS}
+
+
+def _remember_full_train(world: World) -> None:
+    record = pq.read_schema(io.BytesIO(_head_files(world)["full/train-00000-of-00001.parquet"])).metadata[b"openeds"]
+    (world.tmp / "full-train.xxh3").write_text(json.loads(record)["inputs_xxh3_128"])
+
+
+def _footers_read_once(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    reads = [r.path for r in world.hub.requests if r.method == "GET" and re.search(r"/resolve/.*\.parquet$", r.path)]
+    assert len(reads) == len(set(reads)) == 5, reads  # the five kept shards, each once (one ranged GET)
+
+
+def _moved_head(world: World) -> None:
+    """A commit after the publication: its tag `v2` no longer names the head."""
+    world.hub.write_files(world.repo_id, {"NOTES.md": b"notes\n"})
+
+
+def _gated_and_granted(world: World) -> None:
+    _gated_repo_of_someone_else(world)
+    world.hub.gate(world.repo_id, granted={"faults"})
+
+
+def _repo_of_someone_else(world: World) -> None:
+    _gated_repo_of_someone_else(world)
+    _repo(world).gated = False
+
+
+def _rerun_nothing_to_publish(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert "already holds this data at v2" in result.stdout, result.stdout
+    assert sorted(_repo(world).tags) == ["v2"]
+
+
+HUB_FOLLOW_UPS = [
+    # remote splits a run keeps, checked against the raw data as it is now
+    Case("stale-remote-config-after-a-fixed-label", PUBLISH, exit=1,
+         error="holds 1 split(s) that this run keeps but that were not built from the raw data as it is now "
+               "(full/train: it was built from image or label files whose contents have changed since)",
+         arrange=_arrange(_published_all_first, _fix_a_pupil_label("train")),
+         check=_ends_with("in one run: python push.py --data-dir {raw} --local-dir {out} --repo-id {repo} "
+                          "--config all"), env=TOKEN_ENV),
+    Case("stale-remote-split-with-splits-test", (*PUBLISH, "--splits", "test"), exit=1,
+         error="(pupil/train: it was built from image or label files whose contents have changed since)",
+         arrange=_arrange(_published_first, _fix_a_pupil_label("train")),
+         check=_ends_with("--config pupil --splits train test"), env=TOKEN_ENV),
+    Case("stale-remote-splits-of-both-configs-are-named-in-one-line", (*PUBLISH, "--splits", "validation"), exit=1,
+         error="holds 4 split(s) that this run keeps", says=("pupil/train: ", "pupil/test: ", "full/train: ",
+                                                              "full/test: "),
+         arrange=_arrange(_published_all_first, _fix_a_pupil_label("train"), _fix_a_pupil_label("test")),
+         check=_ends_with("--config all"), env=TOKEN_ENV),
+    Case("stale-remote-split-built-by-other-versions", (*PUBLISH, "--splits", "test"), exit=1,
+         error="(pupil/train: it was built by other versions (compute_version 0 -> ",
+         arrange=_arrange(_published_first, _rewrite_record("data/train-00000-of-00001.parquet",
+                                                            lambda r: {**r, "compute_version": 0})),
+         check=_nothing_built, env=TOKEN_ENV),
+    Case("stale-remote-split-of-other-frames", (*PUBLISH, "--splits", "test"), exit=1,
+         error="(pupil/train: it was built from other frames (3 rows) than the raw split pairs up now (2 frames))",
+         arrange=_arrange(_published_first, lambda w: [p.unlink() for p in (w.files("train", "images")[0],
+                                                                             w.files("train", "labels")[0])]),
+         check=_nothing_built, env=TOKEN_ENV),
+    Case("stale-remote-config-is-rebuilt-by-the-command-the-refusal-names", (*PUBLISH, "--config", "all"),
+         arrange=_arrange(_published_all_first, _remember_full_train, _fix_a_pupil_label("train")),
+         check=_full_train_rebuilt, env=TOKEN_ENV),
+    Case("remote-split-without-a-build-record-is-kept-and-named", (*PUBLISH, "--splits", "test"),
+         says=("pupil/train is kept as the Hub holds it, unchecked: 1 of its 1 shard(s) carry no build record",
+               "If its images or labels changed since, rebuild it with: python push.py --data-dir "),
+         arrange=_arrange(_published_first, _rewrite_record("data/train-00000-of-00001.parquet", lambda r: None)),
+         check=_card_rows_are({"pupil": ALL_ROWS}), env=TOKEN_ENV),
+    Case("remote-split-whose-raw-split-is-gone-is-kept-and-named", PUBLISH,
+         says=("pupil/validation is kept as the Hub holds it, unchecked: the raw data of this run has no validation "
+               "split to compare it with",),
+         arrange=_arrange(_published_first, lambda w: shutil.rmtree(w.split_dir / "validation")),
+         check=_card_rows_are({"pupil": ALL_ROWS}), env=TOKEN_ENV),
+    Case("current-remote-splits-are-kept-and-each-footer-is-read-once", (*PUBLISH, "--splits", "test"),
+         arrange=_published_all_first, check=_footers_read_once, env=TOKEN_ENV),
+    # footers: ranged GETs inside the run's own budget, one line for what is not parquet
+    Case("kept-shard-footer-read-stalls", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
+         error="could not read the parquet footer of faults/",
+         says=(".parquet got no data for 1 s (read timeout", "the retry budget is 2 s"),
+         arrange=_arrange(_published_first, _stalls("GET", PARQUET)), check=_nothing_built, env=TOKEN_ENV,
+         timeout=_ends_within(1)),
+    Case("kept-shard-footer-read-hangs", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
+         error="could not read the parquet footer of faults/", says=("got no data for 1 s (read timeout",),
+         arrange=_arrange(_published_first, _hangs("GET", PARQUET)), check=_nothing_built, env=TOKEN_ENV,
+         timeout=_ends_within(1)),
+    Case("kept-shard-footer-503-once-is-retried", (*PUBLISH, "--splits", "test"),
+         says=("Could not read the parquet footer of faults/",),
+         arrange=_arrange(_published_first, _fail("GET", PARQUET, status=503, times=1)), env=TOKEN_ENV),
+    Case("kept-shard-footer-answered-with-html", (*PUBLISH, "--splits", "test", *FAST), exit=1,
+         error="could not read the parquet footer of faults/", says=("answered with an HTML page",),
+         arrange=_arrange(_published_first, _fail("GET", PARQUET, status=200, body=HTML, times=1000)),
+         check=_nothing_built, env=TOKEN_ENV),
+    Case("kept-shard-that-is-empty", (*PUBLISH, "--splits", "test"), exit=1,
+         error="data/train-00000-of-00001.parquet (at ", says=("is not a parquet file (",),
+         arrange=_arrange(_published_first, lambda w: w.hub.write_files(
+             w.repo_id, {"data/train-00000-of-00001.parquet": b""})), check=_nothing_built, env=TOKEN_ENV),
+    # access: said right after connect, before anything is built
+    Case("gated-repo-readable-but-not-writable-is-said-before-the-build", PUBLISH, exit=1,
+         error="user 'faults' may read the gated dataset gatekeeper/", says=("(access was granted) but not write",),
+         arrange=_gated_and_granted, check=_not_built, env=TOKEN_ENV),
+    Case("repo-of-someone-else-is-said-before-the-build", PUBLISH, exit=1, error="user 'faults' may not write to "
+         "gatekeeper/", says=("(403 from ",), arrange=_repo_of_someone_else, check=_not_built, env=TOKEN_ENV),
+    Case("new-repo-in-a-namespace-of-someone-else-is-said-before-the-build",
+         ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", "someone/new"), exit=1,
+         error="user 'faults' may not write to someone/new: the repo does not exist, and creating it needs write "
+               "rights in 'someone'", check=_not_built, env=TOKEN_ENV),
+    Case("write-check-hangs", (*PUBLISH, *SHORT), exit=1, error="could not check write access to faults/",
+         says=("/auth-check/write got no data for 1 s",),
+         arrange=_arrange(_earlier_commit, _hangs("GET", "/api/datasets/{repo}/auth-check/write")), check=_not_built,
+         env=TOKEN_ENV, timeout=_ends_within(1)),
+    # tags the repo already has
+    Case("tag-of-another-commit-is-refused-before-the-build", (*PUBLISH, "--tag", "v2"), exit=1,
+         error="tag 'v2' already exists on faults/", says=("not the head", "pass another --tag, or none for the "
+                                                           "next one (v2.1)"),
+         arrange=_arrange(_published_first, _moved_head), check=_not_built, env=TOKEN_ENV),
+    Case("tag-naming-the-head-with-a-new-config-is-refused-before-the-build", (*PUBLISH, "--config", "all",
+                                                                               "--tag", "v2"), exit=1,
+         error="tag 'v2' already names the head of faults/", says=("(full/train is not on the Hub yet; ",),
+         arrange=_published_first, check=_nothing_built, env=TOKEN_ENV),
+    Case("tag-naming-the-head-after-a-fixed-label-is-refused-before-the-build", (*PUBLISH, "--tag", "v2"), exit=1,
+         error="tag 'v2' already names the head of faults/",
+         says=("pupil/train on the Hub: it was built from image or label files whose contents have changed since",),
+         arrange=_arrange(_published_first, _fix_a_pupil_label("train")), check=_nothing_built, env=TOKEN_ENV),
+    Case("tag-naming-the-head-on-a-rerun-publishes-nothing", (*PUBLISH, "--tag", "v2"), arrange=_published_first,
+         check=_rerun_nothing_to_publish, env=TOKEN_ENV),
+    # flags that are empty
+    Case("cache-dir-empty", ("--local-dir", "{out}", "--no-upload", "--cache-dir", ""), exit=2,
+         error="argument --cache-dir: '' is empty; expected a folder path", check=_not_built),
+]
+
+CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY, *HUB_FOLLOW_UPS]
 
 
 def test_the_catalogue_is_large_and_names_are_unique():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import re
 import shutil
@@ -11,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import datasets
@@ -22,12 +24,16 @@ import yaml
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, HfFileSystem
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
+from openeds import raw, schema
 from openeds.card import SplitSize, card_origin, sign
 from openeds.layout import shard_glob
 from openeds.hub import (
     PublishError,
     PublishResult,
     RetryPolicy,
+    check_kept,
+    check_tag_at_head,
+    check_tag_free,
     collect_local_files,
     connect,
     foreign_files,
@@ -38,8 +44,13 @@ from openeds.hub import (
     next_publication_tag,
     plan_operations,
     publish,
+    read_footer,
+    read_footers,
     tag_problem,
 )
+from openeds.materialize import hash_inputs, plan_shards
+from openeds.parquet import source_of
+from openeds.timeouts import use_hub_timeouts
 from tests.hub_server import HubServer
 
 pytestmark = pytest.mark.datasets_line
@@ -498,10 +509,13 @@ def test_bad_token(hub, repo_id, tmp_path, token, expected):
 @pytest.mark.parametrize("existing", [False, True])
 def test_forbidden_namespace(hub, api, tmp_path, existing):
     repo_id = f"openeds-org/openeds-{uuid.uuid4().hex[:8]}"
-    if existing:  # then create_repo(exist_ok=True) succeeds for bob, and the upload is refused
+    if existing:  # the write check (auth-check/write) refuses it, before any upload
         api.create_repo(repo_id, repo_type="dataset")
-    with pytest.raises(PublishError, match=rf"user 'bob' may not write to {repo_id} \(403.*namespace 'openeds-org'"):
+    why = r" \(403.*namespace 'openeds-org'" if existing else r": the repo does not exist, and creating it needs write"
+    with pytest.raises(PublishError, match=rf"user 'bob' may not write to {repo_id}{why}"):
         publish_train(tmp_path, repo_id, HfApi(token=BOB))
+    sent = [r.path for r in hub.requests if r.method in ("POST", "PUT")]
+    assert sent == (["/api/repos/create"] if existing else []), sent  # alice's own create_repo only
 
 
 def test_network_failure_gives_up_after_the_retry_budget(hub, api, repo_id, tmp_path):
@@ -1007,3 +1021,251 @@ def test_a_concurrent_commit_is_one_line(hub, api, repo_id, tmp_path):
     with pytest.raises(PublishError, match=rf"the head of {repo_id} moved from {before[0]} during the upload"):
         publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
     assert _state(api, repo_id) == before
+
+
+# --- parquet footers: plain ranged GETs inside the project's own retries ----------------------------------------
+
+
+def _commit_files(api: HfApi, repo_id: str, files: Mapping[str, bytes], message: str = "files") -> None:
+    if not api.repo_exists(repo_id, repo_type="dataset"):
+        api.create_repo(repo_id, repo_type="dataset")
+    api.create_commit(repo_id, [CommitOperationAdd(p, c) for p, c in files.items()], commit_message=message,
+                      repo_type="dataset")
+
+
+def _parquet(table: pa.Table, record: Mapping | None = None, **metadata: str) -> bytes:
+    """`table` as parquet bytes, with `record` as the build record push.py writes (key `openeds`) and `metadata`."""
+    extra = {**metadata, **({"openeds": json.dumps(record, sort_keys=True)} if record is not None else {})}
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **extra}), buffer)
+    return buffer.getvalue()
+
+
+def test_a_footer_is_read_with_ranged_gets_of_the_file_s_end_only(hub, api, repo_id):
+    # A footer longer than the first ranged read (64 KiB) takes a second one; the data itself is never read.
+    content = _parquet(pa.table({"x": list(range(50_000))}), {"rows": 50_000}, padding="p" * 100_000)
+    _commit_files(api, repo_id, {"data/train-00000-of-00001.parquet": content})
+    remote = inspect_remote(api, repo_id, token=WRITE)
+    assert list(remote.footers) == ["data/train-00000-of-00001.parquet"]  # read once already, to tell v1 from v2
+    remote.footers.clear()
+    hub.reset_faults_and_log()
+    footer = read_footer(api, repo_id, remote.head, "data/train-00000-of-00001.parquet", token=WRITE,
+                         retry=FAST_RETRY, cache=remote.footers)
+    assert footer.num_rows == 50_000 and source_of(footer) == {"rows": 50_000}
+    footer_size = int.from_bytes(content[-8:-4], "little") + 8
+    assert len(content) > footer_size + 100_000  # the data is large enough that reading it would show
+    reads = [r.range for r in hub.requests]
+    assert reads == ["bytes=-65536", f"bytes=-{footer_size}"], reads
+    read_footers(api, repo_id, remote.head, ["data/train-00000-of-00001.parquet"], token=WRITE, retry=FAST_RETRY,
+                 cache=remote.footers)
+    assert len(hub.requests) == 2  # read once: the cache answers
+
+
+def test_a_stalled_footer_read_ends_within_the_retry_budget(hub, api, repo_id):
+    _commit_files(api, repo_id, {"data/train-00000-of-00001.parquet": _parquet(pa.table({"x": [1, 2]}))})
+    remote = inspect_remote(api, repo_id, token=WRITE)
+    hub.fail("GET", r"/resolve/.*\.parquet", stall_after=4, times=1000)
+    policy = RetryPolicy(first_delay=0.1, max_delay=0.2, total=1.0, timeout=0.5)
+    use_hub_timeouts(policy.timeout)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PublishError) as error:
+            read_footer(api, repo_id, remote.head, "data/train-00000-of-00001.parquet", token=WRITE, retry=policy)
+    finally:
+        use_hub_timeouts(RetryPolicy().timeout)
+    elapsed = time.monotonic() - started
+    assert elapsed < policy.total + policy.timeout + 1.5, elapsed  # HfFileSystem's own 6 tries took ~30 s
+    message = str(error.value)
+    assert message.startswith(f"could not read the parquet footer of {repo_id}/data/train-00000-of-00001.parquet: ")
+    assert "got no data for 0.5 s (read timeout" in message and "the retry budget is 1 s" in message
+    assert len([r for r in hub.requests if "/resolve/" in r.path]) >= 2  # retried by the project's loop
+
+
+@pytest.mark.parametrize(("content", "seen"), [(b"", "Parquet file size is 0 bytes"),
+                                               (b"x" * 70_000 + b"\xff\xff\xff\x7fPAR1", "smaller than the size")],
+                         ids=["empty", "footer-longer-than-the-file"])
+def test_a_remote_file_that_only_looks_like_parquet_is_one_line(hub, api, repo_id, content, seen):
+    _commit_files(api, repo_id, {"README.md": b"x"})
+    hub.write_files(repo_id, {"data/train-00000-of-00001.parquet": content})
+    with pytest.raises(PublishError) as error:  # its footer tells v1 from v2 (the repo's card has no features)
+        inspect_remote(api, repo_id, token=WRITE)
+    assert str(error.value).startswith(f"the remote file {repo_id}/data/train-00000-of-00001.parquet (at ")
+    assert seen in str(error.value) and "\n" not in str(error.value)
+
+
+# --- the remote splits a run keeps, checked against the raw data ------------------------------------------------
+
+
+def _frames(folder: Path, count: int) -> list[raw.Pair]:
+    """`count` frames whose files are only hashed here, never decoded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for i in range(count):
+        image, label = folder / f"{i:06d}.png", folder / f"{i:06d}.npy"
+        image.write_bytes(b"image %d" % i)
+        label.write_bytes(b"label %d" % i)
+        pairs.append(raw.Pair(f"{i:06d}", image, label))
+    return pairs
+
+
+def _recorded_shards(config: str, split: str, pairs: list[raw.Pair], per_shard: int,
+                     edit: Callable[[dict], dict] = lambda r: r) -> dict[str, bytes]:
+    """The shards push.py would write for `pairs` (their build records as materialize makes them, `edit`-ed)."""
+    digests = hash_inputs(pairs, {})
+    tasks = plan_shards(pairs, config, split, per_shard * schema.raw_row_bytes(config))
+    return {task.relpath: _parquet(pa.table({"filename": [p.stem for p in task.pairs],
+                                             "preprocessed": [True] * len(task.pairs)}), edit(task.source(digests)))
+            for task in tasks}
+
+
+def _rebuild(config: str, splits: Sequence[str] | None) -> str:
+    return f"python push.py --config {config}" + (f" --splits {' '.join(splits)}" if splits else "")
+
+
+def _check(api: HfApi, repo_id: str, rebuilt: Mapping[str, Sequence[str]], pairs: Mapping[str, list[raw.Pair]],
+           raw_splits: Sequence[str] = ("train", "validation", "test")) -> list[str]:
+    remote = connect(api, repo_id, token=WRITE, retry=FAST_RETRY)
+    return check_kept(api, repo_id, remote, rebuilt=rebuilt, raw_splits=raw_splits, pairs=pairs, digests={},
+                      rebuild=_rebuild, token=WRITE, retry=FAST_RETRY)
+
+
+def test_kept_splits_built_from_the_raw_data_as_it_is_pass(hub, api, repo_id, tmp_path):
+    train = _frames(tmp_path / "train", 5)
+    _commit_files(api, repo_id, _recorded_shards("pupil", "train", train, per_shard=2))  # 3 shards: 2, 2, 1
+    assert _check(api, repo_id, {"pupil": ["test"]}, {"train": train}) == []
+
+
+@pytest.mark.parametrize("missing", [0, 2], ids=["first", "last"])
+def test_a_kept_split_missing_a_shard_is_checked_by_the_shards_it_holds(hub, api, repo_id, tmp_path, missing):
+    train = _frames(tmp_path / "train", 5)
+    shards = _recorded_shards("pupil", "train", train, per_shard=2)
+    del shards[f"data/train-0000{missing}-of-00003.parquet"]
+    _commit_files(api, repo_id, shards)
+    assert _check(api, repo_id, {"pupil": ["test"]}, {"train": train}) == []
+    (tmp_path / "train" / "000004.png").write_bytes(b"fixed")  # in the last shard
+    if missing == 2:
+        assert _check(api, repo_id, {"pupil": ["test"]}, {"train": train}) == []  # that shard is not on the Hub
+    else:
+        with pytest.raises(PublishError, match="pupil/train: it was built from image or label files whose contents"):
+            _check(api, repo_id, {"pupil": ["test"]}, {"train": train})
+
+
+def test_stale_kept_splits_are_refused_in_one_line_naming_them_and_one_command(hub, api, repo_id, tmp_path):
+    train, test = _frames(tmp_path / "train", 3), _frames(tmp_path / "test", 2)
+    _commit_files(api, repo_id, {**_recorded_shards("pupil", "train", train, per_shard=4),
+                                 **_recorded_shards("full", "test", test, per_shard=4,
+                                                    edit=lambda r: {**r, "opencv": "3.0.0"}),
+                                 **_recorded_shards("full", "validation", test, per_shard=4)})
+    (tmp_path / "train" / "000001.npy").write_bytes(b"a corrected label")
+    before = _state(api, repo_id)
+    with pytest.raises(PublishError) as error:  # full/validation is current: not named
+        _check(api, repo_id, {"pupil": ["validation"]}, {"train": train, "test": test, "validation": test})
+    message = str(error.value)
+    assert message.startswith(f"{repo_id} holds 2 split(s) that this run keeps but that were not built from the raw "
+                              "data as it is now (pupil/train: it was built from image or label files whose contents "
+                              "have changed since; full/test: it was built by other versions (opencv 3.0.0 -> ")
+    assert "\n" not in message and "full/validation" not in message
+    assert message.endswith("in one run: python push.py --config all")  # both configs, every split: no --splits
+    assert _state(api, repo_id) == before
+
+
+def test_kept_splits_that_cannot_be_checked_are_kept_and_named(hub, api, repo_id, tmp_path):
+    train = _frames(tmp_path / "train", 2)
+    _commit_files(api, repo_id, {"data/train-00000-of-00001.parquet": _parquet(pa.table(rows("train", 2))),  # no record
+                                 **_recorded_shards("full", "test", train, per_shard=4)})
+    notes = _check(api, repo_id, {"pupil": ["validation"]}, {}, raw_splits=["validation"])
+    assert notes == [
+        f"{repo_id}: pupil/train is kept as the Hub holds it, unchecked: 1 of its 1 shard(s) carry no build record "
+        "(published by a version of this tool before the records, or by another tool), so whether it was built from "
+        "the raw data as it is now cannot be told, and the card lists it. If its images or labels changed since, "
+        "rebuild it with: python push.py --config pupil --splits train",
+        f"{repo_id}: full/test is kept as the Hub holds it, unchecked: the raw data of this run has no test split to "
+        "compare it with, and the card lists it. To check or rebuild it, run from raw data that holds test: "
+        "python push.py --config full --splits test",
+    ]
+
+
+def test_shards_of_two_sets_of_one_split_are_stale(hub, api, repo_id, tmp_path):
+    train = _frames(tmp_path / "train", 4)
+    _commit_files(api, repo_id, {**_recorded_shards("pupil", "train", train, per_shard=4),
+                                 **_recorded_shards("pupil", "train", train, per_shard=2)})
+    with pytest.raises(PublishError, match=r"pupil/train: its shards are of more than one set \(-of-00001 and "
+                                           r"-of-00002\).*--config pupil --splits train test$"):
+        _check(api, repo_id, {"pupil": ["test"]}, {"train": train})
+
+
+def test_a_kept_footer_is_read_once_for_the_check_and_the_card(hub, api, repo_id, tmp_path):
+    train = _frames(tmp_path / "train", 3)
+    _commit_files(api, repo_id, _recorded_shards("pupil", "train", train, per_shard=2))
+    hub.reset_faults_and_log()
+    remote = connect(api, repo_id, token=WRITE, retry=FAST_RETRY)  # reads the first footer: v1 or v2?
+    check_kept(api, repo_id, remote, rebuilt={"pupil": ["test"]}, raw_splits=["train"], pairs={"train": train},
+               digests={}, rebuild=_rebuild, token=WRITE, retry=FAST_RETRY)
+    sizes = kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]}, token=WRITE, retry=FAST_RETRY)
+    assert sizes["pupil"]["train"].rows == 3  # no card: the rows come from the footers
+    assert sorted(r.path.rsplit("/", 1)[1] for r in hub.requests if "/resolve/" in r.path) == [
+        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]  # each once, for all three
+
+
+# --- access and tags, before anything is built ------------------------------------------------------------------
+
+
+def test_a_gated_repo_the_user_may_read_but_not_write_is_said_at_connect(hub, api, tmp_path):
+    repo_id = f"alice/gated-{uuid.uuid4().hex[:8]}"
+    publish_train(tmp_path, repo_id, api)
+    hub.gate(repo_id, granted={"bob"})
+    with pytest.raises(PublishError) as error:
+        connect(HfApi(token=BOB), repo_id, token=BOB)
+    message = str(error.value)
+    assert message.startswith(f"user 'bob' may read the gated dataset {repo_id} (access was granted) but not write to "
+                              f"it (403 from {api.endpoint}: You don't have the rights to write to the namespace")
+    assert message.endswith(f"or publish to bob/{repo_id.split('/')[1]}")
+
+
+def test_a_whoami_without_organizations_leaves_the_namespace_to_the_hub(hub, api):
+    body = json.dumps({"type": "user", "name": "alice", "auth": {"accessToken": {"role": "write"}}}).encode()
+    hub.fail("GET", "/api/whoami-v2", status=200, body=body, content_type="application/json")
+    remote = connect(api, "someone/new-repo", token=WRITE, retry=FAST_RETRY)  # not refused: the Hub will say
+    assert not remote.exists
+
+
+def test_a_tag_the_repo_has_on_another_commit_is_refused(hub, api, repo_id, tmp_path):
+    publish_train(tmp_path / "a", repo_id, api)
+    remote = inspect_remote(api, repo_id)
+    check_tag_free(repo_id, remote, "v2")  # it names the head: a re-run's
+    check_tag_free(repo_id, remote, "v3")
+    hub.write_files(repo_id, {"NOTES.md": b"notes"})
+    moved = inspect_remote(api, repo_id)
+    with pytest.raises(PublishError, match=rf"tag 'v2' already exists on {repo_id} and names commit "
+                                           rf"{remote.head[:12]}, not the head {moved.head[:12]}; .*\(v2\.1\)$"):
+        check_tag_free(repo_id, moved, "v2")
+    with pytest.raises(PublishError, match="tag 'v2' already exists"):  # publish says so too, before uploading
+        publish(build(tmp_path / "b", {"data": {"train": 1}}), repo_id, splits_by_config={"pupil": ["train"]},
+                api=api, tag="v2")
+
+
+def test_a_tag_naming_the_head_is_refused_when_the_run_would_commit(hub, api, repo_id, tmp_path):
+    train = _frames(tmp_path / "train", 2)
+    _commit_files(api, repo_id, _recorded_shards("pupil", "train", train, per_shard=4))
+    api.create_tag(repo_id, tag="v2", repo_type="dataset")
+    remote = connect(api, repo_id, token=WRITE, retry=FAST_RETRY)
+
+    def check(rebuilt: Mapping[str, Sequence[str]]) -> None:
+        check_tag_at_head(api, repo_id, remote, "v2", rebuilt=rebuilt, pairs={"train": train, "test": train},
+                          digests={}, token=WRITE, retry=FAST_RETRY)
+
+    check({"pupil": ["train"]})  # the Hub holds it, from these inputs: the run can only confirm it
+    with pytest.raises(PublishError, match=r"tag 'v2' already names the head of .* \(pupil/test is not on the Hub "
+                                           r"yet\); expected a new tag .*\(v2\.1\)$"):
+        check({"pupil": ["train", "test"]})
+    (tmp_path / "train" / "000000.npy").write_bytes(b"fixed")
+    with pytest.raises(PublishError, match="pupil/train on the Hub: it was built from image or label files whose"):
+        check({"pupil": ["train"]})
+
+
+def test_names_in_messages_about_the_local_folder_stay_one_line(tmp_path):
+    folder = build(tmp_path / "out\nput", {"data": {"train": 1}})
+    (folder / "data" / "x\ny.txt").write_text("x")
+    with pytest.raises(PublishError) as error:
+        collect_local_files(folder, {"pupil": ["train"]})
+    assert "\n" not in str(error.value) and "x\\ny.txt" in str(error.value) and "out\\nput" in str(error.value)

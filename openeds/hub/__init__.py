@@ -12,8 +12,11 @@ untouched, and rewrites the card and the preview picture of each config it is gi
 2. read the remote once (`inspect_remote`): head commit, every file with its size and hash, tags,
    the card's text, and whether the data is v1 (flat list columns, no `preprocessed` column).
    A repo that does not exist, or has no README.md in its listing, has no card; a card the
-   listing names but that cannot be downloaded is an error, never "no card". A gated repo the
-   token may not read is said here, before anything is built;
+   listing names but that cannot be downloaded is an error, never "no card". Then whether the
+   token may write (`connect`): a gated repo it may not read, a repo it may read but not write
+   (gated or not: `HfApi.auth_check(write=True)`), a repo to create in a namespace that is neither
+   the user's nor one of their organizations (whoami's `orgs`) are each one line here, before
+   anything is built, as is a `--tag` the repo has on another commit than its head (`check_tag_free`);
 3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits.
    Only what this tool writes is deleted: the shards of the splits it replaces (the names
    `openeds.layout` gives them), its previews, and the v1 data files it converts. Every other file
@@ -37,46 +40,60 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    (`parent_commit`), so the Hub never shows a card naming files it lacks;
 9. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
 
-push.py calls `check_repo_id` and `check_tag` right after parsing its arguments, `connect` (steps 1-2)
-and `check_card` before it fetches or builds anything, `kept_sizes` so that its card lists every split
-the repo keeps with their real sizes, then `publish(..., remote=...)`.
+push.py calls `check_repo_id` and `check_tag` right after parsing its arguments; `connect` (steps 1-2),
+`check_card` and `check_tag_free` before it fetches or builds anything; once the raw data is listed,
+and before anything is built, `check_kept` and `check_tag_at_head` (`openeds.hub.kept`): the remote
+splits the run keeps are checked against the raw data as it is now by the build records in their
+shards' footers. One built from other inputs or versions stops the run in one line naming it, why,
+and the command that rebuilds it with the rest (the Hub unchanged); one without a build record (a
+version of this tool before the records, or another tool), or whose raw split the raw data lacks,
+cannot be checked: it is kept, and a warning line names it. Then `kept_sizes` (the same footers, not
+read again) so that its card lists every split the repo keeps with their real sizes, then
+`publish(..., remote=...)`.
 
-Retries: huggingface_hub already retries each HTTP call of the LFS upload (preupload, LFS batch, PUT,
-verify: 5 retries, 1-8 s apart) and this module does not wrap those. The other calls (whoami, create
-repo, repo info, refs, card download, footers, commit, tag) are sent once by the client;
-`openeds.retry.call_with_retries` retries them on connection errors, 5xx and 429 within the budgets of
-a `RetryPolicy`. Every failure is a `PublishError` of one line naming the step, what the Hub said,
-whether anything was published, and whether re-running helps. A remote that is not what it claims
-is one such line naming the file or the endpoint: an answer that is not JSON, or JSON of another
-shape than the API's (a captive portal, a wrong HF_ENDPOINT), a card that is not UTF-8, a shard that
-is not parquet. A 401 after the token
-check says the Hub rejected the token (revoked or expired during the run), a 403 that the user may
-not write, a 403 `GatedRepo` that the repo is gated.
+Retries: huggingface_hub retries each HTTP call of the LFS upload itself (preupload, LFS batch, PUT,
+verify: 5 retries, 1-8 s apart, outside this project's budgets) and this module does not wrap those.
+The other calls (whoami, auth checks, create repo, repo info, refs, card download, footers, commit,
+tag) are sent once by the client; `openeds.retry.call_with_retries` retries them on connection
+errors, 5xx and 429 within the budgets of a `RetryPolicy`. Every failure is a `PublishError` of one
+line naming the step, what the Hub said, whether anything was published, and whether re-running
+helps. A remote that is not what it claims is one such line naming the file or the endpoint: an
+answer that is not JSON, or JSON of another shape than the API's (a captive portal, a wrong
+HF_ENDPOINT), a card that is not UTF-8, a shard that is not parquet. A 401 after the token check
+says the Hub rejected the token (revoked or expired during the run), a 403 that the user may not
+write, a 403 `GatedRepo` that the repo is gated. Names put into these lines go through
+`openeds.names.shown`, so each stays one line.
 
 Timeouts: `connect` gives every request from then on `RetryPolicy.timeout` per phase (`openeds.timeouts`),
 so a Hub that accepts a request and never answers, or stops sending mid-answer, is a transient error
-like a 503. Where the client retries itself (the LFS upload, `HfFileSystem`'s footer reads), it tries
-6 times, 1-8 s apart: up to 6 timeouts and 23 s of waits.
+like a 503. A parquet footer is read with plain ranged GETs, each one attempt of the project's own
+retries (`openeds.hub.footers`), so a stalled footer read ends within about the retry budget plus one
+timeout. Only the LFS upload retries itself: 6 tries, 1-8 s apart, so up to 6 timeouts and 23 s of waits.
 
 The token is never printed or logged.
 
 The package, one concern a module (each imports only those above it):
 
     errors.py       error classification: HTTP errors as one-line PublishErrors, and which are retried
-    remote.py       remote state: the repo's listing, tags, card and parquet footers, read once (connect)
+    footers.py      parquet footers of remote shards, by ranged GETs inside the project's retries
+    remote.py       remote state: the repo's listing, tags and card, read once, and the access checks (connect)
     planning.py     inputs checked before any request, and the operations of the one commit (pure)
+    kept.py         the remote splits a run keeps: checked against the raw data, and sized for the card
     publishing.py   the commit and its tags (publish)
 
-`from openeds import hub` gives every public name of the four (`hub.publish`, `hub.connect`,
-`hub.PublishError`, `hub.kept_sizes`, ...), as push.py and the tests use them.
+`from openeds import hub` gives every public name of the six (`hub.publish`, `hub.connect`,
+`hub.PublishError`, `hub.check_kept`, ...), as push.py and the tests use them.
 """
 
 from openeds.hub.errors import DEFAULT_RETRY, NOTHING_PUBLISHED, PublishError
+from openeds.hub.footers import read_footer, read_footers
+from openeds.hub.kept import check_kept, check_tag_at_head, kept_sizes, kept_splits
 from openeds.hub.planning import (
     V2_TAG,
     Plan,
     check_card,
     check_tag,
+    check_tag_free,
     collect_local_files,
     foreign_files,
     git_blob_id,
@@ -99,7 +116,6 @@ from openeds.hub.remote import (
     connect,
     has_v1_revision,
     inspect_remote,
-    kept_sizes,
     remote_splits,
 )
 from openeds.retry import RetryPolicy
@@ -118,8 +134,11 @@ __all__ = [
     "RemoteState",
     "RetryPolicy",
     "check_card",
+    "check_kept",
     "check_repo_id",
     "check_tag",
+    "check_tag_at_head",
+    "check_tag_free",
     "collect_local_files",
     "connect",
     "foreign_files",
@@ -128,9 +147,12 @@ __all__ = [
     "holds",
     "inspect_remote",
     "kept_sizes",
+    "kept_splits",
     "next_publication_tag",
     "plan_operations",
     "publish",
+    "read_footer",
+    "read_footers",
     "refuse_mixing",
     "remote_splits",
     "replaces_v1_card",

@@ -105,7 +105,7 @@ class _explain_access:
 
 
 def _http_error(error: BaseException) -> HfHubHTTPError | None:
-    """The first HTTP error of the Hub in the chain of `error` (HfFileSystem wraps some in FileNotFoundError)."""
+    """The first HTTP error of the Hub in the chain of `error` (a client may wrap it in an error of its own)."""
     return next((link for link in error_chain(error) if isinstance(link, HfHubHTTPError)), None)
 
 

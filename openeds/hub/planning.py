@@ -3,11 +3,12 @@
 Checked without a request: a tag name (`check_tag`: git's rules for tag names, which the Hub applies,
 and the names this tool reserves), the token (`require_token`: offline mode, a token at all,
 printable ASCII) and the local folder (`collect_local_files`). Checked against the remote state:
-a push that would leave v1 splits beside v2 splits (`refuse_mixing`) and a card that a person wrote
-or edited (`check_card`). Then, as pure functions: the additions and deletions of the commit
-(`plan_operations`: only this tool's shards, previews and the v1 data it converts are deleted), the
-files it leaves that this tool did not write (`foreign_files`), whether the remote already holds
-the publication (`holds`), and the next publication tag.
+a push that would leave v1 splits beside v2 splits (`refuse_mixing`), a card that a person wrote
+or edited (`check_card`) and a tag the repo already has on another commit (`check_tag_free`).
+Then, as pure functions: the additions and deletions of the commit (`plan_operations`: only this
+tool's shards, previews and the v1 data it converts are deleted), the files it leaves that this
+tool did not write (`foreign_files`), whether the remote already holds the publication (`holds`),
+and the next publication tag.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from openeds.layout import (
     complete_shard_set,
     split_prefix,
 )
+from openeds.names import shown
 from openeds.schema import DEFAULT_CONFIG
 
 V2_TAG: Final = "v2"
@@ -107,6 +109,21 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def check_tag_free(repo_id: str, remote: RemoteState, tag: str | None) -> None:
+    """Refuse a `tag` that the repo already has on another commit than its head: it cannot name this publication.
+
+    push.py calls it right after `connect`, before anything is fetched or built. A tag that names the head
+    may still be a re-run's: `openeds.hub.kept.check_tag_at_head` tells, once the raw data is listed.
+    """
+    if tag is None or tag not in remote.tags or remote.tags[tag] == remote.head:
+        return
+    raise PublishError(
+        f"tag {tag!r} already exists on {repo_id} and names commit {remote.tags[tag][:12]}, not the head "
+        f"{remote.head[:12]}; expected a new tag for this publication (a tag is never moved); {NOTHING_PUBLISHED} "
+        f"and nothing was built; pass another --tag, or none for the next one ({next_publication_tag(remote.tags)})"
+    )
+
+
 def next_publication_tag(tags: Iterable[str]) -> str:
     """`v2` for the first v2 publication, then `v2.1`, `v2.2`, ... (one past the highest seen)."""
     tags = set(tags)
@@ -154,8 +171,8 @@ def foreign_files(remote_files: Iterable[str], plan: Plan) -> list[str]:
 
 def _names(paths: Sequence[str], most: int = 10) -> str:
     """Up to `most` paths, each quoted on one line (repr), then how many more."""
-    shown = ", ".join(repr(path) for path in paths[:most])
-    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+    listed = ", ".join(repr(path) for path in paths[:most])
+    return listed + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
 def replaces_v1_card(remote: RemoteState) -> bool:
@@ -237,7 +254,7 @@ def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence
     for required in (CARD_PATH, *(PREVIEW_PATHS[config] for config in splits_by_config)):  # type: ignore[index]
         if required not in files:
             raise PublishError(
-                f"{local_dir / required} is missing; expected the card and the preview of each config pushed "
+                f"{shown(local_dir / required)} is missing; expected the card and the preview of each config pushed "
                 f"({', '.join(splits_by_config)}) in the folder to publish; build the folder again"
             )
     folders = sorted(CONFIG_DIRS.values())
@@ -246,8 +263,8 @@ def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence
         shard = SHARD_RE.fullmatch(path)
         if path not in named and not (shard and shard["dir"] in folders):
             raise PublishError(
-                f"{local_dir / path} is not a file to publish; expected only {', '.join(named)} and "
-                f"{{{','.join(folders)}}}/{{split}}-{{i:05d}}-of-{{n:05d}}.parquet; remove it from {local_dir}"
+                f"{shown(local_dir / path)} is not a file to publish; expected only {', '.join(named)} and "
+                f"{{{','.join(folders)}}}/{{split}}-{{i:05d}}-of-{{n:05d}}.parquet; remove it from {shown(local_dir)}"
             )
     for config, splits in splits_by_config.items():
         for prefix in (split_prefix(config, split) for split in splits):
@@ -259,13 +276,13 @@ def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:
     """The shards of one split are exactly {prefix}00000-of-N ... {prefix}(N-1)-of-N."""
     if not paths:
         raise PublishError(
-            f"no shard {local_dir / prefix}*.parquet; expected the split to be built before it is pushed; "
+            f"no shard {shown(local_dir / prefix)}*.parquet; expected the split to be built before it is pushed; "
             "build it or leave it out of the splits to push"
         )
     expected = complete_shard_set(prefix, paths)
     if paths != expected:
         raise PublishError(
-            f"shards {local_dir / prefix}* are {paths}; expected the {len(expected)} shards {expected[0]} ... "
+            f"shards {shown(local_dir / prefix)}* are {paths}; expected the {len(expected)} shards {expected[0]} ... "
             f"{expected[-1]}; build the split again"
         )
 

@@ -37,6 +37,7 @@ from openeds.hub.planning import (
     _names,
     check_card,
     check_tag,
+    check_tag_free,
     collect_local_files,
     foreign_files,
     holds,
@@ -101,9 +102,11 @@ def publish(
     defaults to the api's token, then to `HF_TOKEN` or the `hf auth login` token. `remote` is the
     state `connect` read (read here when not given). `tag` names the publication; by default each
     publication that changes the repo gets the next of `v2`, `v2.1`, `v2.2`, ... (see
-    `next_publication_tag`); it must pass `check_tag`. A run that would change nothing (`holds`) makes no
-    commit and no tag, unless the head is untagged (an earlier run stopped between its commit and its
-    tag): it is tagged. A remote card a person wrote or edited is replaced only with `replace_card`
+    `next_publication_tag`); it must pass `check_tag`, and may not name another commit than the head
+    (`check_tag_free`). A run that would change nothing (`holds`) makes no commit and no tag, unless the
+    head is untagged (an earlier run stopped between its commit and its tag): it is tagged. A `tag` that
+    names the head already is refused if the run would commit (push.py says so before the build:
+    `openeds.hub.kept.check_tag_at_head`). A remote card a person wrote or edited is replaced only with `replace_card`
     (`check_card`). Remote files this tool did not write stay, and a warning names them.
     """
     check_repo_id(repo_id)
@@ -113,6 +116,7 @@ def publish(
     api = api or HfApi()
     token = require_token(api, repo_id, token)
     remote = remote or connect(api, repo_id, token=token, retry=retry)
+    check_tag_free(repo_id, remote, tag)  # push.py checked it before the build already
     prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
     replaced = [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
@@ -141,8 +145,9 @@ def publish(
 
         if tag is not None and tag in remote.tags:
             raise PublishError(
-                f"tag {tag!r} already exists on {repo_id}; expected a new tag for this publication; "
-                "pick another tag or delete the old one"
+                f"tag {tag!r} already names the head of {repo_id} ({remote.head[:12]}), and this publication is a "
+                f"new commit; expected a new tag for a new publication (a tag is never moved); {NOTHING_PUBLISHED}; "
+                f"pass another --tag, or none for the next one ({next_publication_tag(remote.tags)})"
             )
         if hand_card := check_card(repo_id, remote, replace_card=replace_card):
             logger.warning(

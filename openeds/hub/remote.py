@@ -1,12 +1,15 @@
-"""Remote state: what the dataset repo on the Hub holds (listing, tags, card, parquet footers), read once.
+"""Remote state: what the dataset repo on the Hub holds (listing, tags, card), and who may write to it; read once.
 
-`connect` checks the token with the Hub (`whoami`) and reads the remote (`inspect_remote`): head
+`connect` checks the token with the Hub (`whoami`), reads the remote (`inspect_remote`): head
 commit, every file with its size and hash, tags, the card's text, and whether the data is v1 (flat
-list columns, no `preprocessed` column). A repo that does not exist, or has no README.md in its
-listing, has no card; a card the listing names but that cannot be downloaded is an error, never "no
-card"; a gated repo the token may not read is said here. `kept_sizes` sizes the remote splits a run
-keeps, from the listing and the card or the shards' footers (ranged reads). A remote file that is not
-what it claims (a card that is not UTF-8, a shard that is not parquet) is one line naming it.
+list columns, no `preprocessed` column), then whether the token may write to the repo
+(`_check_write`). A repo that does not exist, or has no README.md in its listing, has no card; a card
+the listing names but that cannot be downloaded is an error, never "no card". Said here, before
+anything is built: a gated repo the token may not read, a repo (gated or not) it may read but not
+write (`HfApi.auth_check(write=True)`), and a repo to create in a namespace that is neither the
+user's nor one of their organizations (whoami's `orgs`). A remote file that is not what it claims (a
+card that is not UTF-8, a shard that is not parquet) is one line naming it. Parquet footers are read
+by `openeds.hub.footers` and kept in `RemoteState.footers`, so none is read twice in a run.
 """
 
 from __future__ import annotations
@@ -14,31 +17,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
-import httpx2
-import pyarrow as pa
 import pyarrow.parquet as pq
-from huggingface_hub import HfApi, HfFileSystem, get_session, hf_hub_url
+from huggingface_hub import HfApi, get_session, hf_hub_url
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, validate_repo_id
 
-from openeds.card import SplitSize, card_data, rows_from_card
+from openeds.card import card_data
 from openeds.hub.errors import (
     DEFAULT_RETRY,
     NOTHING_PUBLISHED,
     PublishError,
     _describe,
     _explain_access,
-    _http_error,
     _not_the_hub,
     _retry,
+    _server_message,
     _status,
 )
-from openeds.layout import CARD_PATH, CONFIG_DIRS, SHARD_RE, complete_shard_set, split_prefix
-from openeds.retry import RetryPolicy, error_chain
+from openeds.hub.footers import HTML_STARTS, read_footer
+from openeds.layout import CARD_PATH, CONFIG_DIRS, SHARD_RE
+from openeds.retry import RetryPolicy
 from openeds.timeouts import use_hub_timeouts
 
 logger = logging.getLogger(__name__)
@@ -50,8 +52,6 @@ V2_COLUMN: Final = "preprocessed"  # the column v2 added; v1 data has none
 # A v1 shard as `push_to_hub` named them for the default config (v1 had no other), under `data/`; older
 # versions of datasets append a fingerprint: data/train-00000-of-00003-ab12.parquet
 _V1_SHARD = re.compile(r"data/(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
-#: How an HTML page starts (a captive portal's, a wrong endpoint's), never a dataset card.
-_HTML_STARTS: Final = (b"<!doctype html", b"<html")
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class RemoteState:
     card: str | None = None  # the text of README.md at `head`; None if the listing has none
     exists: bool = True
     user: str | None = None  # who the token belongs to, when `connect` checked it
+    gated: bool = False  # the repo is gated: reading its files needs access granted
+    #: parquet footers read so far (path -> metadata), filled by `openeds.hub.footers` as they are read
+    footers: dict[str, pq.FileMetaData] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def head_tags(self) -> list[str]:
@@ -108,16 +111,19 @@ def _shard_prefix(path: str) -> str | None:
 
 
 def connect(api: HfApi, repo_id: str, *, token: str, retry: RetryPolicy = DEFAULT_RETRY) -> RemoteState:
-    """Check the token with the Hub (valid, not read-only), then read the remote once (`inspect_remote`).
+    """Check the token with the Hub (valid, not read-only), read the remote once (`inspect_remote`), and check
+    that the token may write to the repo (`_check_write`).
 
-    A repo the user may not read (gated, and not granted) is one PublishError here, before any build.
+    A repo the user may not read (gated, and not granted), or may read but not write, is one PublishError
+    here, before any build.
     """
     check_repo_id(repo_id)
     use_hub_timeouts(retry.timeout)  # every request from here on, this module's and the client's own
-    user = _check_token(api, token, retry)
-    with _explain_access(api, repo_id, user):
+    me = _whoami(api, token, retry)
+    with _explain_access(api, repo_id, me.name):
         state = inspect_remote(api, repo_id, token=token, retry=retry)
-    return dataclasses.replace(state, user=user)
+        _check_write(api, repo_id, state, me, token, retry)
+    return dataclasses.replace(state, user=me.name)
 
 
 def inspect_remote(
@@ -144,7 +150,7 @@ def inspect_remote(
     except RepositoryNotFoundError:
         return RemoteState("", {}, {}, frozenset(), exists=False)
     if info.gated:
-        _check_gate(api, repo_id, token, retry)
+        _check_access(api, repo_id, token, retry, write=False)
     refs = _retry(
         retry,
         f"list the tags of {repo_id}",
@@ -162,22 +168,25 @@ def inspect_remote(
     # Only shards tell v1 from v2, this tool's names first: a user's other parquet file does not.
     ours = sorted(path for path in files if _shard_prefix(path) is not None)
     shards = ours + sorted(path for path in files if _V1_SHARD.fullmatch(path) and path not in ours)
-    v1 = bool(shards) and V2_COLUMN not in _remote_columns(api, repo_id, head, card, shards[0], token, retry)
+    footers: dict[str, pq.FileMetaData] = {}
+    v1 = bool(shards) and V2_COLUMN not in _remote_columns(api, repo_id, head, card, shards[0], token, retry, footers)
     v1_files = frozenset(path for path in shards if _V1_SHARD.fullmatch(path)) if v1 else frozenset()
     tags = {ref.name: ref.target_commit for ref in refs.tags}
-    return RemoteState(head, files, tags, v1_files, card)
+    return RemoteState(head, files, tags, v1_files, card, gated=bool(info.gated), footers=footers)
 
 
-def _check_gate(api: HfApi, repo_id: str, token: str | None, retry: RetryPolicy) -> None:
-    """Ask the Hub whether the token may read the gated repo (`HfApi.auth_check`): a `GatedRepoError` if not.
+def _check_access(api: HfApi, repo_id: str, token: str | None, retry: RetryPolicy, *, write: bool) -> None:
+    """Ask the Hub whether the token may read (or write to) the repo (`HfApi.auth_check`); an HTTP error if not
+    (a `GatedRepoError` for a gated repo the user may not read).
 
     A Hub without that endpoint (404) is not asked again: the reads and the commit that follow say what they meet.
     """
+    what = f"check {'write' if write else 'read'} access to {'' if write else 'the gated repo '}{repo_id}"
     try:
         _retry(
             retry,
-            f"check access to the gated repo {repo_id}",
-            lambda: api.auth_check(repo_id, repo_type="dataset", token=token),
+            what,
+            lambda: api.auth_check(repo_id, repo_type="dataset", token=token, write=write),
             passthrough=(403, 404),
             endpoint=api.endpoint,
         )
@@ -186,6 +195,38 @@ def _check_gate(api: HfApi, repo_id: str, token: str | None, retry: RetryPolicy)
             raise
         logger.debug("%s has no auth-check endpoint (%s); the commit will say whether the token may write",
                      api.endpoint, _describe(error))
+
+
+def _check_write(api: HfApi, repo_id: str, state: RemoteState, me: _Me, token: str, retry: RetryPolicy) -> None:
+    """Refuse a repo the token may not write to, as the commit (or the repo's creation) would after the build.
+
+    An existing repo: `auth_check(write=True)`; a 403 there is said here (a gated repo the user may read but
+    not write, in words of its own; any other by `_explain_access`). A repo to create: its namespace must be
+    the user's or one of their organizations (whoami's `orgs`); whether the token may write there is for the
+    Hub to say when it is created.
+    """
+    namespace, name = repo_id.split("/")
+    if not state.exists:
+        if me.namespaces is not None and namespace not in me.namespaces:
+            orgs = ", ".join(repr(org) for org in sorted(me.namespaces - {me.name})) or "none"
+            raise PublishError(
+                f"user {me.name!r} may not write to {repo_id}: the repo does not exist, and creating it needs write "
+                f"rights in {namespace!r}, which is neither the user's namespace nor one of their organizations "
+                f"({orgs}); expected a token with write access to the namespace {namespace!r}; {NOTHING_PUBLISHED}; "
+                f"use the token of a member of {namespace!r} with write rights, or publish to {me.name}/{name}"
+            )
+        return
+    try:
+        _check_access(api, repo_id, token, retry, write=True)
+    except HfHubHTTPError as error:
+        if not state.gated or isinstance(error, GatedRepoError) or _status(error) != 403:
+            raise
+        raise PublishError(
+            f"user {me.name!r} may read the gated dataset {repo_id} (access was granted) but not write to it (403 "
+            f"from {api.endpoint}: {_server_message(error)}); expected a token with write access to the namespace "
+            f"{namespace!r}; {NOTHING_PUBLISHED}; use the token of a member of {namespace!r} with write rights, or "
+            f"publish to {me.name}/{name}"
+        ) from error
 
 
 def remote_splits(remote: RemoteState) -> dict[str, dict[str, list[str]]]:
@@ -197,71 +238,6 @@ def remote_splits(remote: RemoteState) -> dict[str, dict[str, list[str]]]:
         if shard and shard["dir"] in config_of and path not in remote.v1_files:
             splits.setdefault(config_of[shard["dir"]], {}).setdefault(shard["split"], []).append(path)
     return splits
-
-
-def kept_sizes(
-    api: HfApi,
-    repo_id: str,
-    remote: RemoteState,
-    *,
-    rebuilt: Mapping[str, Sequence[str]],
-    token: str | None = None,
-    retry: RetryPolicy = DEFAULT_RETRY,
-) -> dict[str, dict[str, SplitSize]]:
-    """Sizes of the remote splits this run does not rebuild (`rebuilt`: `{config: splits}`), so the new card lists them.
-
-    Bytes are the sizes of the split's shards in the remote listing. Rows are the published card's
-    `num_examples` for a split it lists whole, else the sum of the shards' parquet footers (ranged
-    reads). Every remote split is kept, listed or not, so a new card never hides files the repo holds.
-    """
-    card_rows = rows_from_card(remote.card)
-    sizes: dict[str, dict[str, SplitSize]] = {}
-    for config, splits in remote_splits(remote).items():
-        for split, paths in splits.items():
-            if split in rebuilt.get(config, ()):
-                continue
-            complete = paths == complete_shard_set(split_prefix(config, split), paths)
-            if not complete:
-                expected = len(complete_shard_set(split_prefix(config, split), paths))
-                logger.warning(
-                    "%s holds %d of the %d shards of %s/%s; the card lists those", repo_id, len(paths), expected,
-                    config, split,
-                )
-            rows = card_rows.get(config, {}).get(split) if complete else None
-            if rows is None:
-                rows = sum(_remote_rows(api, repo_id, remote.head, path, token, retry) for path in paths)
-            sizes.setdefault(config, {})[split] = SplitSize(rows, sum(remote.files[path].size for path in paths))
-    return sizes
-
-
-def _remote_rows(api: HfApi, repo_id: str, head: str, path: str, token: str | None, retry: RetryPolicy) -> int:
-    return _retry(
-        retry,
-        f"read the row count of {repo_id}/{path}",
-        lambda: _footer(api, repo_id, head, path, token, fix="or rebuild its split (--splits) so that this run "
-                        "replaces it").num_rows,
-        endpoint=api.endpoint,
-    )
-
-
-def _footer(api: HfApi, repo_id: str, head: str, path: str, token: str | None, *, fix: str = "") -> pq.FileMetaData:
-    """The parquet footer of a remote file, by ranged reads of its end only.
-
-    A file that is not parquet is one PublishError naming it (`fix`: what else than replacing it helps);
-    the Hub's own errors (HTTP, connection) go to the caller's retries unchanged.
-    """
-    fs = HfFileSystem(endpoint=api.endpoint, token=token)
-    try:
-        with fs.open(f"datasets/{repo_id}@{head}/{path}", "rb") as file:
-            return pq.ParquetFile(file).metadata
-    except (OSError, pa.ArrowException) as error:
-        if _http_error(error) is not None or any(isinstance(link, httpx2.HTTPError) for link in error_chain(error)):
-            raise
-        raise PublishError(
-            f"the remote file {repo_id}/{path} (at {head[:12]}) is not a parquet file ({_describe(error)}); "
-            f"expected a parquet shard, whose footer gives its rows and columns; {NOTHING_PUBLISHED}; replace or "
-            f"delete it on the Hub{' ' + fix if fix else ''}, then re-run"
-        ) from None
 
 
 def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, retry: RetryPolicy) -> str:
@@ -280,7 +256,7 @@ def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, r
         response = get_session().get(url, headers=build_hf_headers(token=token), follow_redirects=True)
         hf_raise_for_status(response)
         content_type = response.headers.get("Content-Type", "")
-        if content_type.startswith("text/html") and response.content.lstrip()[:15].lower().startswith(_HTML_STARTS):
+        if content_type.startswith("text/html") and response.content.lstrip()[:15].lower().startswith(HTML_STARTS):
             raise _not_the_hub(what, api.endpoint, f"an HTML page (Content-Type {content_type!r})", outcome)
         try:
             return response.content.decode("utf-8")
@@ -295,9 +271,10 @@ def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, r
 
 
 def _remote_columns(
-    api: HfApi, repo_id: str, head: str, card: str | None, data_file: str, token: str | None, retry: RetryPolicy
+    api: HfApi, repo_id: str, head: str, card: str | None, data_file: str, token: str | None, retry: RetryPolicy,
+    footers: dict[str, pq.FileMetaData],
 ) -> set[str]:
-    """Columns of the remote data: from the card's `dataset_info.features`, else from the schema of `data_file`."""
+    """Columns of the remote data: from the card's `dataset_info.features`, else from the footer of `data_file`."""
     data = card_data(card)
     dataset_info = data.get("dataset_info") if data is not None else None
     listed = dataset_info if isinstance(dataset_info, list) else [dataset_info]
@@ -308,15 +285,26 @@ def _remote_columns(
     ]
     if any(per_config):
         return set.intersection(*filter(None, per_config))  # one config without the v2 column is v1 data
+    footer = read_footer(api, repo_id, head, data_file, token=token, retry=retry, cache=footers)
+    return set(footer.schema.to_arrow_schema().names)
 
-    def read_schema() -> set[str]:
-        return set(_footer(api, repo_id, head, data_file, token).schema.to_arrow_schema().names)
 
-    return _retry(retry, f"read the schema of {repo_id}/{data_file}", read_schema, endpoint=api.endpoint)
+@dataclass(frozen=True)
+class _Me:
+    """Who the token belongs to, as whoami says: the name, and the namespaces (the user's and their
+    organizations'; None when the answer lists no organizations)."""
+
+    name: str
+    namespaces: frozenset[str] | None
 
 
 def _check_token(api: HfApi, token: str, retry: RetryPolicy) -> str:
     """The user name of `token`, once the Hub has accepted it and it is not read-only."""
+    return _whoami(api, token, retry).name
+
+
+def _whoami(api: HfApi, token: str, retry: RetryPolicy) -> _Me:
+    """Who `token` belongs to, once the Hub has accepted it and it is not read-only."""
     what = "check the Hugging Face token"
     me = _retry(retry, what, lambda: api.whoami(token=token), endpoint=api.endpoint)
     if not isinstance(me, dict) or not isinstance(me.get("name"), str):
@@ -328,4 +316,7 @@ def _check_token(api: HfApi, token: str, retry: RetryPolicy) -> str:
             f"the Hugging Face token of user {me['name']!r} is read-only (role 'read'); "
             "expected a token with write access; create one at https://huggingface.co/settings/tokens"
         )
-    return me["name"]
+    orgs = me.get("orgs")
+    names = [org.get("name") for org in orgs if isinstance(org, dict)] if isinstance(orgs, list) else None
+    namespaces = None if names is None else frozenset({me["name"], *(n for n in names if isinstance(n, str))})
+    return _Me(me["name"], namespaces)
