@@ -121,6 +121,9 @@ _CACHE_DISK_FIX = "pass --cache-dir on a larger disk"
 FileCounts = dict[str, dict[str, int]]
 
 
+#: the retry budgets and the timeout when the caller gives none (a frozen dataclass: one shared instance)
+DEFAULT_RETRY = RetryPolicy()
+
 class DownloadError(RuntimeError):
     """The raw data could not be fetched. The message is one line: what, value seen, expected, fix."""
 
@@ -138,7 +141,7 @@ def fetch_raw(
     cache_dir: str | Path | None = None,
     *,
     quiet: bool = False,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> Path:
     """Download and unzip the Kaggle dataset ``slug`` once; return the extracted folder.
 

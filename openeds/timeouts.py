@@ -17,7 +17,8 @@ is not cut; a transfer that stops moving fails with the client's timeout error, 
   `timeout=None` explicitly (`HfApi.dataset_info`, `repo_info`), which httpx2 takes as "no
   timeout" rather than "the client's default";
 * `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT`, the timeouts huggingface_hub passes
-  itself to metadata calls and downloads (`HfFileSystem` reads of a parquet footer): the same
+  itself to metadata calls and downloads (the card and the parquet footers are read through
+  `get_session()` instead, each GET one attempt of the project's retry loop): the same
   value, in `huggingface_hub.constants`, where huggingface_hub reads them at each call (the
   environment variables are read once, at import). `--timeout` thus replaces whatever those
   variables say, so that one flag bounds every request.

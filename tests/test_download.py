@@ -9,8 +9,8 @@ the runner script.
 from __future__ import annotations
 
 import io
+import itertools
 import json
-import shutil
 import socket
 import stat
 import subprocess
@@ -201,7 +201,7 @@ def test_retry_after_zero_still_waits(stub: KaggleStub, tmp_path: Path) -> None:
     _check_output(result)
     assert "still fails after" in _error(result) and "HTTP 429" in _error(result)
     attempts = [r.time for r in stub.requests_to("api")]
-    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     assert 2 <= len(attempts) <= 5 and min(gaps) >= 0.45, gaps  # the 0.5 s floor, not a hammering loop
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -26,7 +27,6 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from openeds import raw, schema
 from openeds.card import SplitSize, card_origin, sign
-from openeds.layout import shard_glob
 from openeds.hub import (
     PublishError,
     PublishResult,
@@ -48,6 +48,7 @@ from openeds.hub import (
     read_footers,
     tag_problem,
 )
+from openeds.layout import shard_glob
 from openeds.materialize import hash_inputs, plan_shards
 from openeds.parquet import source_of
 from openeds.timeouts import use_hub_timeouts
@@ -635,7 +636,7 @@ def test_retry_after_zero_still_waits_the_floor(hub, api, repo_id, tmp_path):
     hub.fail("GET", "/api/whoami-v2", status=429, times=3, headers={"Retry-After": "0"})
     publish_train(tmp_path, repo_id, api, retry=RetryPolicy(first_delay=0.2, total=10))
     times = [r.time for r in hub.requests if r.path == "/api/whoami-v2"]
-    assert len(times) == 4 and min(b - a for a, b in zip(times, times[1:])) >= 0.1
+    assert len(times) == 4 and min(b - a for a, b in itertools.pairwise(times)) >= 0.1
 
 
 # --- what the remote holds: kept splits, unchanged data ---------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def write_folder(root: Path, shards: dict[str, list[datasets.Dataset]], card: bo
 
 def parts(data: datasets.Dataset, *sizes: int) -> list[datasets.Dataset]:
     starts = np.cumsum((0, *sizes))
-    return [data.select(range(a, b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    return [data.select(range(a, b)) for a, b in itertools.pairwise(starts)]
 
 
 def stream_of(folder: str, split: str = "train") -> datasets.IterableDataset:

@@ -96,7 +96,7 @@ def read_footers(
         try:
             for path, footer in zip(todo, executor.map(
                 lambda p: read_footer(api, repo_id, head, p, token=token, retry=retry, fix=fix), todo
-            )):
+            ), strict=True):
                 cache[path] = footer
         finally:
             executor.shutdown(wait=True, cancel_futures=True)  # a failure: the reads not started are not made

@@ -212,7 +212,7 @@ def _judge(key: Key, paths: Sequence[str], remote: RemoteState, raw_splits: Coll
     if len(counts) != 1:
         sets = " and ".join(f"-of-{count:05d}" for count in counts)
         return "stale", f"its shards are of more than one set ({sets}), as no single build writes them"
-    records = {int(shard["index"]): source_of(remote.footers[path]) for shard, path in zip(shards, paths) if shard}
+    records = {int(shard["index"]): source_of(remote.footers[path]) for shard, path in zip(shards, paths, strict=True) if shard}
     if any(record is None for record in records.values()):
         lacking = sum(record is None for record in records.values())
         return "unrecorded", (f"{lacking} of its {len(records)} shard(s) carry no build record (published by a "
