@@ -124,15 +124,26 @@ class Summary:
         """The one line on what to do next: load it, train on it, or publish it."""
         if self.published:
             where = self.published.repo_id
-            return (f"next: datasets.load_dataset({where!r}), or train on it: "
-                    f"python examples/train_tiny.py {shlex.quote(where)}")
+            return (
+                f"next: datasets.load_dataset({where!r}), or train on it: "
+                f"python examples/train_tiny.py {shlex.quote(where)}"
+            )
         where = str(self.local_dir)
-        return (f"next: datasets.load_dataset({where!r}), train on it: python examples/train_tiny.py "
-                f"{shlex.quote(where)}, or publish it: the same command with --repo-id YOU/NAME instead of --no-upload")
+        return (
+            f"next: datasets.load_dataset({where!r}), train on it: python examples/train_tiny.py "
+            f"{shlex.quote(where)}, or publish it: the same command with --repo-id YOU/NAME instead of --no-upload"
+        )
 
 
-def _resolve_raw(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
-                 scratch: Path, retry: RetryPolicy) -> tuple[Path, card.Source]:
+def _resolve_raw(
+    *,
+    sample: bool,
+    data_dir: Path | None,
+    kaggle_dataset: str | None,
+    cache_dir: Path | None,
+    scratch: Path,
+    retry: RetryPolicy,
+) -> tuple[Path, card.Source]:
     """The raw data folder and where it came from (for the card)."""
     if sample:
         return write_sample(scratch / "sample"), card.Source("sample")
@@ -228,7 +239,11 @@ def push(
     # before any download or build work.
     with _staging(local_dir), tempfile.TemporaryDirectory(prefix="openeds-") as scratch:
         raw_dir, source = _resolve_raw(
-            sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset, cache_dir=cache_dir, scratch=Path(scratch),
+            sample=sample,
+            data_dir=data_dir,
+            kaggle_dataset=kaggle_dataset,
+            cache_dir=cache_dir,
+            scratch=Path(scratch),
             retry=retry,
         )
         split_dirs = raw.find_split_dirs(raw_dir)
@@ -252,19 +267,45 @@ def push(
         digests: dict[raw.Pair, str] = {}
         check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests)
         splits_by_config = {c: splits for c in configs}
-        rebuild = _rebuild_command(sample=sample, data_dir=data_dir, kaggle_dataset=kaggle_dataset,
-                                   cache_dir=cache_dir, local_dir=given_local_dir, upload=upload, repo_id=repo_id,
-                                   on_missing_label=on_missing_label)
+        rebuild = _rebuild_command(
+            sample=sample,
+            data_dir=data_dir,
+            kaggle_dataset=kaggle_dataset,
+            cache_dir=cache_dir,
+            local_dir=given_local_dir,
+            upload=upload,
+            repo_id=repo_id,
+            on_missing_label=on_missing_label,
+        )
         if upload:
             # Likewise the splits the repo holds that this run keeps, by the build records in their footers:
             # a stale one stops the run here, the Hub unchanged; one that cannot be checked is named.
             for _, split in hub.kept_splits(remote, splits_by_config):
                 _list_split(split_dirs, listings, split, on_missing_label, holder=repo_id)
-            for note in hub.check_kept(api, repo_id, remote, rebuilt=splits_by_config, raw_splits=list(split_dirs),
-                                       pairs=listings, digests=digests, rebuild=rebuild, token=token, retry=retry):
+            for note in hub.check_kept(
+                api,
+                repo_id,
+                remote,
+                rebuilt=splits_by_config,
+                raw_splits=list(split_dirs),
+                pairs=listings,
+                digests=digests,
+                rebuild=rebuild,
+                token=token,
+                retry=retry,
+            ):
                 print(note, file=sys.stderr)
-            hub.check_tag_at_head(api, repo_id, remote, tag, rebuilt=splits_by_config, pairs=listings,
-                                  digests=digests, token=token, retry=retry)
+            hub.check_tag_at_head(
+                api,
+                repo_id,
+                remote,
+                tag,
+                rebuilt=splits_by_config,
+                pairs=listings,
+                digests=digests,
+                token=token,
+                retry=retry,
+            )
         if not upload:
             # The folder is what a user loads: its card lists every current split it holds complete.
             kept = local_sizes(local_dir, skip={*pairs, *check.stale})
@@ -285,10 +326,16 @@ def push(
         # The card shows the previews the repo (or the folder) holds once this run is done.
         held = set(remote.files) if upload else {p for p in layout.PREVIEW_PATHS.values() if (local_dir / p).is_file()}
         previews = {c: layout.PREVIEW_PATHS[c] for c in sizes if c in configs or layout.PREVIEW_PATHS[c] in held}
-        text = str(card.render_card(
-            sizes, repo_id=repo_id, source=source, command=command, previews=previews,
-            v1_revision=upload and hub.has_v1_revision(remote),  # a folder's card names no revision
-        ))
+        text = str(
+            card.render_card(
+                sizes,
+                repo_id=repo_id,
+                source=source,
+                command=command,
+                previews=previews,
+                v1_revision=upload and hub.has_v1_revision(remote),  # a folder's card names no revision
+            )
+        )
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
         # Removed after the new card is written, so that no card ever names shards the folder lacks.
@@ -297,8 +344,15 @@ def push(
         published = None
         if upload:
             published = hub.publish(
-                local_dir, repo_id, splits_by_config=splits_by_config, api=api, token=token, tag=tag, retry=retry,
-                remote=remote, replace_card=replace_card,
+                local_dir,
+                repo_id,
+                splits_by_config=splits_by_config,
+                api=api,
+                token=token,
+                tag=tag,
+                retry=retry,
+                remote=remote,
+                replace_card=replace_card,
             )
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 
@@ -416,8 +470,14 @@ def _check_folder(
     return FolderCheck(frozenset(current), stale, unfinished)
 
 
-def _list_split(split_dirs: dict[str, Path], listings: dict[str, list[raw.Pair]], split: str,
-                on_missing_label: raw.MissingLabelPolicy, *, holder: str) -> None:
+def _list_split(
+    split_dirs: dict[str, Path],
+    listings: dict[str, list[raw.Pair]],
+    split: str,
+    on_missing_label: raw.MissingLabelPolicy,
+    *,
+    holder: str,
+) -> None:
     """List the raw `split` into `listings` as a rebuild would, unless listed already or absent from the raw data.
 
     It is read because `holder` (the folder, the repo) holds a split built from it; its bad input is an error like
@@ -432,9 +492,17 @@ def _list_split(split_dirs: dict[str, Path], listings: dict[str, list[raw.Pair]]
             ) from None
 
 
-def _rebuild_command(*, sample: bool, data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None,
-                     local_dir: Path | None, upload: bool, repo_id: str,
-                     on_missing_label: raw.MissingLabelPolicy) -> Callable[[str, Sequence[str] | None], str]:
+def _rebuild_command(
+    *,
+    sample: bool,
+    data_dir: Path | None,
+    kaggle_dataset: str | None,
+    cache_dir: Path | None,
+    local_dir: Path | None,
+    upload: bool,
+    repo_id: str,
+    on_missing_label: raw.MissingLabelPolicy,
+) -> Callable[[str, Sequence[str] | None], str]:
     """`rebuild(config, splits)`: the command line that builds those splits of `config` (or `all`) from this run's
     raw data; `splits` None: every split it holds."""
     words = ["python", "push.py"]
@@ -443,8 +511,10 @@ def _rebuild_command(*, sample: bool, data_dir: Path | None, kaggle_dataset: str
     elif data_dir is not None:
         words += ["--data-dir", str(data_dir)]
     else:
-        words += [*(["--kaggle-dataset", kaggle_dataset] if kaggle_dataset else []),
-                  *(["--cache-dir", str(cache_dir)] if cache_dir else [])]
+        words += [
+            *(["--kaggle-dataset", kaggle_dataset] if kaggle_dataset else []),
+            *(["--cache-dir", str(cache_dir)] if cache_dir else []),
+        ]
     words += ["--local-dir", str(local_dir)] if local_dir is not None else []
     words += ["--repo-id", repo_id] if upload else ["--no-upload"]
     words += ["--skip-unlabeled"] if on_missing_label == "skip" else []
@@ -456,8 +526,9 @@ def _rebuild_command(*, sample: bool, data_dir: Path | None, kaggle_dataset: str
     return rebuild
 
 
-def _tidy(local_dir: Path, check: FolderCheck, rebuild: Callable[[str, Sequence[str] | None], str], *,
-          built: Sequence[str]) -> list[str]:
+def _tidy(
+    local_dir: Path, check: FolderCheck, rebuild: Callable[[str, Sequence[str] | None], str], *, built: Sequence[str]
+) -> list[str]:
     """Remove the stale splits (and the preview of a config left with none); one line each, and one per unfinished."""
     notes = []
     for (config, split), stale in sorted(check.stale.items()):
@@ -481,8 +552,11 @@ def _tidy(local_dir: Path, check: FolderCheck, rebuild: Callable[[str, Sequence[
 
 
 #: where push.py writes temporary files in the staging folder (see openeds.layout)
-_TEMPORARY_GLOBS = (".*.partial", *(f"{folder}/.*.partial" for folder in layout.CONFIG_DIRS.values()),
-                    f"{Path(layout.PREVIEW_PATH).parent}/.*.partial")
+_TEMPORARY_GLOBS = (
+    ".*.partial",
+    *(f"{folder}/.*.partial" for folder in layout.CONFIG_DIRS.values()),
+    f"{Path(layout.PREVIEW_PATH).parent}/.*.partial",
+)
 
 
 @contextmanager
@@ -527,8 +601,11 @@ def _writing(path: Path) -> Iterator[Path]:
 #: `--max-shard-size`: a number (decimals allowed), optionally a unit; KB, MB, GB, TB are powers of 1000 as in
 #: `push_to_hub(max_shard_size=...)`, KiB, MiB, GiB, TiB powers of 1024, B or no unit bytes
 _SIZE_RE = re.compile(r"(?P<number>-?(?:\d+(?:\.\d+)?|\.\d+))\s*(?P<unit>[KMGT]i?B|B)?", re.IGNORECASE)
-_SIZE_UNITS = {"B": 1, **{f"{p}B": 1000 ** (i + 1) for i, p in enumerate("KMGT")},
-               **{f"{p}IB": 1024 ** (i + 1) for i, p in enumerate("KMGT")}}
+_SIZE_UNITS = {
+    "B": 1,
+    **{f"{p}B": 1000 ** (i + 1) for i, p in enumerate("KMGT")},
+    **{f"{p}IB": 1024 ** (i + 1) for i, p in enumerate("KMGT")},
+}
 _SIZE_FORM = "a size of 1 byte or more: a number with an optional unit, e.g. 500MB (the default), 1.5GB, 2GiB or 750000"
 
 
@@ -567,31 +644,66 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--data-dir", type=folder_path, metavar="RAW", help="the raw Kaggle OpenEDS folder")
     source.add_argument("--sample", action="store_true", help="use a small synthetic sample instead of real data")
     download.add_download_arguments(parser)
-    parser.add_argument("--local-dir", type=folder_path, metavar="OUT",
-                        help="folder to materialise into; it then holds exactly what goes to the Hub "
-                             "(default: a staging folder under the cache)")
-    parser.add_argument("--no-upload", dest="upload", action="store_false",
-                        help="materialise only; no credentials needed")
-    parser.add_argument("--repo-id", default=None, metavar="ID",
-                        help=f"Hub dataset repo (default: {DEFAULT_REPO_ID}; with --sample it is needed to publish, "
-                             "and may not be the default)")
-    parser.add_argument("--tag", type=tag_name,
-                        help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...); "
-                             "`v1` is reserved for the v1 data of a converted repo; a tag the repo already has is "
-                             "refused before the build, unless it names the head and the run publishes nothing new")
-    parser.add_argument("--replace-card", action="store_true",
-                        help="replace the Hub's README.md even if a person wrote or edited it (default: such a card "
-                             "stops the run before the build, so that its text is not lost)")
-    parser.add_argument("--config", choices=[*schema.CONFIG_NAMES, "all"], default=schema.DEFAULT_CONFIG,
-                        help="which config to build (default: pupil, the config load_dataset(repo) loads)")
-    parser.add_argument("--splits", nargs="+", choices=schema.SPLITS, metavar="SPLIT",
-                        help="splits to build and push, of train validation test (default: all present); "
-                             "the others stay as they are on the Hub")
+    parser.add_argument(
+        "--local-dir",
+        type=folder_path,
+        metavar="OUT",
+        help="folder to materialise into; it then holds exactly what goes to the Hub "
+        "(default: a staging folder under the cache)",
+    )
+    parser.add_argument(
+        "--no-upload", dest="upload", action="store_false", help="materialise only; no credentials needed"
+    )
+    parser.add_argument(
+        "--repo-id",
+        default=None,
+        metavar="ID",
+        help=f"Hub dataset repo (default: {DEFAULT_REPO_ID}; with --sample it is needed to publish, "
+        "and may not be the default)",
+    )
+    parser.add_argument(
+        "--tag",
+        type=tag_name,
+        help="tag for this publication (default: `v2` the first time, then `v2.1`, `v2.2`, ...); "
+        "`v1` is reserved for the v1 data of a converted repo; a tag the repo already has is "
+        "refused before the build, unless it names the head and the run publishes nothing new",
+    )
+    parser.add_argument(
+        "--replace-card",
+        action="store_true",
+        help="replace the Hub's README.md even if a person wrote or edited it (default: such a card "
+        "stops the run before the build, so that its text is not lost)",
+    )
+    parser.add_argument(
+        "--config",
+        choices=[*schema.CONFIG_NAMES, "all"],
+        default=schema.DEFAULT_CONFIG,
+        help="which config to build (default: pupil, the config load_dataset(repo) loads)",
+    )
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        choices=schema.SPLITS,
+        metavar="SPLIT",
+        help="splits to build and push, of train validation test (default: all present); "
+        "the others stay as they are on the Hub",
+    )
     parser.add_argument("--num-proc", type=int, default=1, metavar="N", help="processes building shards (default 1)")
-    parser.add_argument("--max-shard-size", type=byte_size, default=DEFAULT_MAX_SHARD_BYTES, metavar="SIZE",
-                        help="upper bound of a shard, e.g. 500MB (default)")
-    parser.add_argument("--skip-unlabeled", dest="on_missing_label", action="store_const", const="skip",
-                        default="error", help="leave out images without a label (default: error)")
+    parser.add_argument(
+        "--max-shard-size",
+        type=byte_size,
+        default=DEFAULT_MAX_SHARD_BYTES,
+        metavar="SIZE",
+        help="upper bound of a shard, e.g. 500MB (default)",
+    )
+    parser.add_argument(
+        "--skip-unlabeled",
+        dest="on_missing_label",
+        action="store_const",
+        const="skip",
+        default="error",
+        help="leave out images without a label (default: error)",
+    )
     add_retry_argument(parser)
     return parser
 
@@ -632,8 +744,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             )
         if args.repo_id is None:
             if args.tag:
-                parser.error("--tag conflicts with --sample without --repo-id, which does not publish; "
-                             "pass --repo-id YOU/NAME to publish the sample, or drop --tag")
+                parser.error(
+                    "--tag conflicts with --sample without --repo-id, which does not publish; "
+                    "pass --repo-id YOU/NAME to publish the sample, or drop --tag"
+                )
             args.upload, args.sample_not_published = False, True
     args.repo_id = args.repo_id or DEFAULT_REPO_ID
     return args

@@ -56,18 +56,35 @@ def main(argv: list[str] | None = None) -> dict:
         raw = write_sample(Path(tmp) / "raw", {"train": args.frames})
         variants = [
             ("builder_pupil_batch16", [sys.executable, "-c", _BUILDER, str(raw), "pupil", f"{tmp}/c1", "16"]),
-            ("push_all_configs", [sys.executable, "push.py", "--data-dir", str(raw), "--local-dir", f"{tmp}/out",
-                                  "--no-upload", "--config", "all"]),
+            (
+                "push_all_configs",
+                [
+                    sys.executable,
+                    "push.py",
+                    "--data-dir",
+                    str(raw),
+                    "--local-dir",
+                    f"{tmp}/out",
+                    "--no-upload",
+                    "--config",
+                    "all",
+                ],
+            ),
             ("builder_full_batch16", [sys.executable, "-c", _BUILDER, str(raw), "full", f"{tmp}/c2", "16"]),
-            ("baseline_builder_pupil_batch1000", [sys.executable, "-c", _BUILDER, str(raw), "pupil", f"{tmp}/c3", "1000"]),
+            (
+                "baseline_builder_pupil_batch1000",
+                [sys.executable, "-c", _BUILDER, str(raw), "pupil", f"{tmp}/c3", "1000"],
+            ),
         ]
         for name, command in variants:
             results[name + "_peak_mb"] = round(_peak_mb(command))
             print(f"{name:34s} peak RSS {results[name + '_peak_mb']:6,d} MB")
     base = results["baseline_builder_pupil_batch1000_peak_mb"]
     results["builder_pupil_ratio_to_baseline"] = round(results["builder_pupil_batch16_peak_mb"] / base, 3)
-    print(f"builder (batch 16) / default writer batch: {results['builder_pupil_ratio_to_baseline']:.2f}x; "
-          f"goal: every variant <= 1024 MB")
+    print(
+        f"builder (batch 16) / default writer batch: {results['builder_pupil_ratio_to_baseline']:.2f}x; "
+        f"goal: every variant <= 1024 MB"
+    )
     print(f"wrote {write_results('memory', results)}")
     return results
 

@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "ours_build_and_write_s": round(ours_s, 2),
             }
             results["configs"][config] = row
-            print(f"{config:5s}: to_parquet {row['baseline_mb_per_row']:.3f} MB/row, push.py "
-                  f"{row['ours_mb_per_row']:.3f} MB/row, ratio {row['ratio']:.2f}x (goal <= 0.7x)")
+            print(
+                f"{config:5s}: to_parquet {row['baseline_mb_per_row']:.3f} MB/row, push.py "
+                f"{row['ours_mb_per_row']:.3f} MB/row, ratio {row['ratio']:.2f}x (goal <= 0.7x)"
+            )
     print(f"wrote {write_results('parquet', results)}")
     return results
 

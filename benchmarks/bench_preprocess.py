@@ -29,8 +29,12 @@ def reference_row(pair: raw.Pair, config: str) -> dict:
     image = cv2.imread(str(pair.image), cv2.IMREAD_UNCHANGED)
     raw_label = np.load(pair.label)
     label, weights, dist = reference.targets(raw_label, config)
-    return {"image": reference.image(image), "label": label, "spatial_weights": weights,
-            "dist_map": dist.astype(np.float32)}
+    return {
+        "image": reference.image(image),
+        "label": label,
+        "spatial_weights": weights,
+        "dist_map": dist.astype(np.float32),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,8 +60,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "fast_ms_per_sample": round(t_fast * 1e3, 2),
                 "speedup": round(t_ref / t_fast, 2),
             }
-            print(f"{config:5s}: reference {t_ref * 1e3:6.1f} ms/sample, fast {t_fast * 1e3:5.1f} ms/sample, "
-                  f"speed-up {t_ref / t_fast:.1f}x per core (goal >= 5x)")
+            print(
+                f"{config:5s}: reference {t_ref * 1e3:6.1f} ms/sample, fast {t_fast * 1e3:5.1f} ms/sample, "
+                f"speed-up {t_ref / t_fast:.1f}x per core (goal >= 5x)"
+            )
     results["load_average_after"] = os.getloadavg()
     print(f"load average {results['load_average'][0]:.2f} before, {results['load_average_after'][0]:.2f} after")
     print(f"wrote {write_results('preprocess', results)}")

@@ -54,9 +54,13 @@ def main(argv: list[str] | None = None) -> dict:
         "build_s": round(build_s, 2),
         "rerun_over_build": round(rerun_s / build_s, 4),
     }
-    print(f"hashing {results['input_mb']} MB of inputs: {hash_s:.3f} s, {results['hash_mb_per_s']:,d} MB/s (page cache)")
-    print(f"re-run with every shard current: {rerun_s:.3f} s, {results['rerun_over_build']:.1%} of building "
-          f"from scratch ({build_s:.1f} s)")
+    print(
+        f"hashing {results['input_mb']} MB of inputs: {hash_s:.3f} s, {results['hash_mb_per_s']:,d} MB/s (page cache)"
+    )
+    print(
+        f"re-run with every shard current: {rerun_s:.3f} s, {results['rerun_over_build']:.1%} of building "
+        f"from scratch ({build_s:.1f} s)"
+    )
     print(f"wrote {write_results('rerun', results)}")
     return results
 

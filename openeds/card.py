@@ -133,8 +133,9 @@ def dataset_infos(sizes: dict[str, dict[str, SplitSize]]) -> DatasetInfosDict:
         split_dict = datasets.SplitDict()
         for split in ordered:
             split_dict.add(
-                datasets.SplitInfo(split, num_bytes=splits[split].rows * schema.raw_row_bytes(config),
-                                   num_examples=splits[split].rows)
+                datasets.SplitInfo(
+                    split, num_bytes=splits[split].rows * schema.raw_row_bytes(config), num_examples=splits[split].rows
+                )
             )
         infos[config] = datasets.DatasetInfo(
             features=schema.features_for(config),
@@ -214,7 +215,7 @@ def _canonical(text: str) -> str:
             header = None
         if isinstance(header, dict):
             kept = {key: value for key, value in header.items() if key not in DATA_KEYS}
-            text = f"---\n{yaml.safe_dump(kept, sort_keys=True, allow_unicode=True)}---\n{text[match.end():]}"
+            text = f"---\n{yaml.safe_dump(kept, sort_keys=True, allow_unicode=True)}---\n{text[match.end() :]}"
     return text.rstrip()
 
 

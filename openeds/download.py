@@ -124,10 +124,9 @@ FileCounts = dict[str, dict[str, int]]
 #: the retry budgets and the timeout when the caller gives none (a frozen dataclass: one shared instance)
 DEFAULT_RETRY = RetryPolicy()
 
+
 class DownloadError(RuntimeError):
     """The raw data could not be fetched. The message is one line: what, value seen, expected, fix."""
-
-
 
 
 def default_cache_dir() -> Path:
@@ -254,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     refuse_empty(parser, {"--kaggle-dataset": args.kaggle_dataset})  # "" would silently mean the default slug
     try:
         data = fetch_raw(
-            DEFAULT_SLUG if args.kaggle_dataset is None else args.kaggle_dataset, args.cache_dir, quiet=args.quiet,
+            DEFAULT_SLUG if args.kaggle_dataset is None else args.kaggle_dataset,
+            args.cache_dir,
+            quiet=args.quiet,
             retry=RetryPolicy(total=args.retry_timeout, timeout=args.timeout),
         )
     except DownloadError as e:
@@ -313,8 +314,12 @@ def _kaggle_api(retry: RetryPolicy) -> KaggleApi:
             from kaggle.api.kaggle_api_extended import KaggleApi
 
             api = KaggleApi()
-            call_with_retries(api.authenticate, what="check the Kaggle access token",
-                              classify=functools.partial(_classify, timeout=retry.timeout), policy=retry)
+            call_with_retries(
+                api.authenticate,
+                what="check the Kaggle access token",
+                classify=functools.partial(_classify, timeout=retry.timeout),
+                policy=retry,
+            )
     except ImportError as e:
         raise DownloadError(
             f"the kaggle client cannot be imported ({e}); expected kaggle>=2.2 and six. "
@@ -357,13 +362,25 @@ def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: R
             if not api.download_needed(response, str(archive), quiet):  # step 2
                 return
             size = int(response.headers.get("Content-Length") or 0)
-            require_free_space(archive.parent, size - progress.on_disk(), purpose=f"to download {slug}",
-                               fix=_CACHE_DISK_FIX, error=DownloadError)
+            require_free_space(
+                archive.parent,
+                size - progress.on_disk(),
+                purpose=f"to download {slug}",
+                fix=_CACHE_DISK_FIX,
+                error=DownloadError,
+            )
             # Step 3, one try: the retries are this loop's, within the budget. kaggle's own lines about
             # them ("Download failed after 0 retries", ...) would mislead; its progress bar stays.
             with contextlib.redirect_stdout(io.StringIO()):
-                api.download_file(response, str(archive), client.http_client(), quiet=quiet, resume=True,
-                                  max_retries=0, timeout=(retry.timeout, retry.timeout))
+                api.download_file(
+                    response,
+                    str(archive),
+                    client.http_client(),
+                    quiet=quiet,
+                    resume=True,
+                    max_retries=0,
+                    timeout=(retry.timeout, retry.timeout),
+                )
 
     def say(failure: Transient, retries: int, wait: float) -> None:
         kept = f"; {progress.on_disk():,} bytes kept, resuming" if progress.on_disk() else ""
@@ -392,8 +409,9 @@ def _download(api: KaggleApi, slug: str, archive: Path, *, quiet: bool, retry: R
                     f"({gave_up.last.description}; {gave_up.tally}); expected a connection to Kaggle. "
                     f"Fix: check the network connection and the proxy settings, then run again, {_NO_DATA_DIR_FIX}"
                 ) from None
-            kept = (f" ({progress.on_disk():,} bytes of it are kept in {shown(archive.parent)}, and the next run "
-                    "resumes)")
+            kept = (
+                f" ({progress.on_disk():,} bytes of it are kept in {shown(archive.parent)}, and the next run resumes)"
+            )
             raise DownloadError(
                 f"Kaggle download of {slug} still fails after {gave_up.attempts} "
                 f"attempt{'s' * (gave_up.attempts != 1)} in {gave_up.elapsed:.1f} s "
@@ -505,8 +523,9 @@ def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
                         f"{_NO_DATA_DIR_FIX}"
                     )
             total = sum(info.file_size for info in members)
-            require_free_space(target, total, purpose=f"to extract {archive.name}", fix=_CACHE_DISK_FIX,
-                               error=DownloadError)
+            require_free_space(
+                target, total, purpose=f"to extract {archive.name}", fix=_CACHE_DISK_FIX, error=DownloadError
+            )
             for info in tqdm(members, desc=f"extracting {archive.name}", unit=" files", disable=quiet):
                 dest = target.joinpath(*PurePosixPath(info.filename).parts)
                 if info.is_dir():

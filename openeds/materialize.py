@@ -134,9 +134,7 @@ def plan_shards(
 
 def _cut(pairs: Sequence[raw.Pair], config: schema.ConfigName, split: str, per_shard: int) -> list[ShardTask]:
     count = -(-len(pairs) // per_shard)  # integers: a --max-shard-size of any size never rounds to 0 shards
-    return [
-        ShardTask(config, split, i, count, tuple(pairs[i * per_shard : (i + 1) * per_shard])) for i in range(count)
-    ]
+    return [ShardTask(config, split, i, count, tuple(pairs[i * per_shard : (i + 1) * per_shard])) for i in range(count)]
 
 
 def _build(task: ShardTask, source: dict, out_dir: Path, progress: Callable[[int], None] | None = None) -> int:

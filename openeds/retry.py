@@ -55,8 +55,9 @@ import urllib3
 _JITTER = random.Random()  # jitter needs no seed, and must not draw from the global random state
 _MAX_EXPONENT = 64  # 2**64 times any first delay is past every max_delay; no float overflow after it
 #: errno values of a connection that could not be made (the network, the route or the port)
-_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN,
-                                 errno.EHOSTDOWN})
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+)
 
 DEFAULT_RETRY_TIMEOUT = 600.0
 DEFAULT_NETWORK_TIMEOUT = 60.0
@@ -84,9 +85,12 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         numbers = (self.first_delay, self.max_delay, self.total, self.network_total, self.timeout)
-        if not all(math.isfinite(n) for n in numbers) or not (0 < self.first_delay <= self.max_delay) or min(
-            self.total, self.network_total
-        ) < 0 or self.timeout <= 0:
+        if (
+            not all(math.isfinite(n) for n in numbers)
+            or not (0 < self.first_delay <= self.max_delay)
+            or min(self.total, self.network_total) < 0
+            or self.timeout <= 0
+        ):
             raise ValueError(
                 f"RetryPolicy(first_delay={self.first_delay}, max_delay={self.max_delay}, total={self.total}, "
                 f"network_total={self.network_total}, timeout={self.timeout}); expected finite numbers with "
@@ -358,14 +362,20 @@ def request_timeout(text: str) -> float:
 def add_retry_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--retry-timeout SECONDS`` (default 600) and ``--timeout SECONDS`` (default 30)."""
     parser.add_argument(
-        "--retry-timeout", type=retry_timeout, default=DEFAULT_RETRY_TIMEOUT, metavar="SECONDS",
+        "--retry-timeout",
+        type=retry_timeout,
+        default=DEFAULT_RETRY_TIMEOUT,
+        metavar="SECONDS",
         help=f"how long to keep retrying transient server errors (5xx, 429, a server that stopped answering) "
-             f"(default {DEFAULT_RETRY_TIMEOUT:g}); an unreachable network or endpoint is retried for the smaller "
-             f"of this and {DEFAULT_NETWORK_TIMEOUT:g} s",
+        f"(default {DEFAULT_RETRY_TIMEOUT:g}); an unreachable network or endpoint is retried for the smaller "
+        f"of this and {DEFAULT_NETWORK_TIMEOUT:g} s",
     )
     parser.add_argument(
-        "--timeout", type=request_timeout, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        "--timeout",
+        type=request_timeout,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
         help=f"how long one network request may wait to connect, or for the next data to arrive or leave "
-             f"(default {DEFAULT_TIMEOUT:g}); a request that waits longer is retried as a transient error. "
-             "It bounds each wait, not a whole transfer: a slow upload or download that keeps moving is not cut",
+        f"(default {DEFAULT_TIMEOUT:g}); a request that waits longer is retried as a transient error. "
+        "It bounds each wait, not a whole transfer: a slow upload or download that keeps moving is not cut",
     )

@@ -91,9 +91,7 @@ def render_eye(rng: np.random.Generator, kind: str = "normal") -> tuple[np.ndarr
     return image, label
 
 
-def write_sample(
-    root: str | Path, counts: Mapping[str, int] = DEFAULT_COUNTS, seed: int = 0
-) -> Path:
+def write_sample(root: str | Path, counts: Mapping[str, int] = DEFAULT_COUNTS, seed: int = 0) -> Path:
     """Write the sample under ``root/openEDS/openEDS/<split>/{images,labels,masks}``.
 
     Deterministic for a given ``counts`` and ``seed``. Returns ``root``.

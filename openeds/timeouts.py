@@ -88,9 +88,15 @@ class TimeoutAdapter(HTTPAdapter):
         super().__init__()
         self.seconds = seconds
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
-             verify: bool | str = True, cert: Any = None, proxies: Mapping[str, str] | None = None
-             ) -> requests.Response:
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         timeout = (self.seconds, self.seconds) if timeout is None else timeout
         return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
 

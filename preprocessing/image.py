@@ -45,8 +45,7 @@ def _clahe_op() -> cv2.CLAHE:
 def _check_gray_uint8(image: np.ndarray, name: str) -> None:
     if image.dtype != np.uint8 or image.ndim != 2:
         raise ValueError(
-            f"{name} must be a 2-D uint8 grayscale image; got dtype {image.dtype} "
-            f"with shape {image.shape}"
+            f"{name} must be a 2-D uint8 grayscale image; got dtype {image.dtype} with shape {image.shape}"
         )
 
 

@@ -122,7 +122,8 @@ def _decision(item: pytest.Item) -> str | None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--datasets-line-only", action="store_true",
+        "--datasets-line-only",
+        action="store_true",
         help=f"run only the tests whose closest mark is {LINE}: the datasets 3.6 pass of .ci/run (tests/conftest.py)",
     )
 
@@ -143,7 +144,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if len(_module_decision(module)) != 1:
             problems[module.nodeid] = (
                 f"{module.nodeid}: say at module level which datasets line its tests need: "
-                f"`pytestmark = pytest.mark.{LINE}` or `pytestmark = pytest.mark.{INDEPENDENT}(\"why\")` "
+                f'`pytestmark = pytest.mark.{LINE}` or `pytestmark = pytest.mark.{INDEPENDENT}("why")` '
                 "(tests/conftest.py says which)"
             )
         elif _decision(item) == INDEPENDENT:

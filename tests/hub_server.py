@@ -324,8 +324,19 @@ class HubServer:
     ) -> Fault:
         """Answer the next `times` matching requests with `status` and `headers` (or `body`), cut the
         connection, hang or stall (`Fault`)."""
-        fault = Fault(method.upper(), re.compile(path_regex), status, times, drop, lose_response, dict(headers or {}),
-                      hang=hang, stall_after=stall_after, body=body, content_type=content_type)
+        fault = Fault(
+            method.upper(),
+            re.compile(path_regex),
+            status,
+            times,
+            drop,
+            lose_response,
+            dict(headers or {}),
+            hang=hang,
+            stall_after=stall_after,
+            body=body,
+            content_type=content_type,
+        )
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -679,8 +690,10 @@ def tag_name_problem(tag: str) -> str | None:
         (any(c in tag for c in " ~^:?*[\\"), "holds one of ' ~^:?*[\\'"),
         (".." in tag or "@{" in tag, "holds '..' or '@{'"),
         (any(not part for part in parts), "has an empty component (a leading, trailing or double '/')"),
-        (any(part.startswith(".") or part.endswith(".lock") for part in parts),
-         "a component starts with '.' or ends with '.lock'"),
+        (
+            any(part.startswith(".") or part.endswith(".lock") for part in parts),
+            "a component starts with '.' or ends with '.lock'",
+        ),
         (tag.endswith("."), "ends with '.'"),
     ]
     return next((why for broken, why in rules if broken), None)

@@ -56,8 +56,9 @@ def test_every_row_matches_the_reference(built, sample_dir):
             np.testing.assert_array_equal(row["label"], label, err_msg=case)
             np.testing.assert_array_equal(row["spatial_weights"], weights, err_msg=case)
             # v1 stored np.float32 of SciPy's float64 result; v2 equals it bit for bit.
-            np.testing.assert_array_equal(row["dist_map"].view(np.uint32), dist.astype(np.float32).view(np.uint32),
-                                          err_msg=f"{case}: dist_map")
+            np.testing.assert_array_equal(
+                row["dist_map"].view(np.uint32), dist.astype(np.float32).view(np.uint32), err_msg=f"{case}: dist_map"
+            )
             assert row["preprocessed"]
 
 
@@ -118,9 +119,22 @@ def test_datasets_cli_test_runs_the_script(sample_dir, tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_DATASETS_OFFLINE": "1"}
     cli = Path(sys.executable).with_name("datasets-cli")
     result = subprocess.run(
-        [str(cli), "test", "openeds_precomputed.py", "--data_dir", str(sample_dir),
-         "--trust_remote_code", "--all_configs", "--cache_dir", str(tmp_path / "cache")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(cli),
+            "test",
+            "openeds_precomputed.py",
+            "--data_dir",
+            str(sample_dir),
+            "--trust_remote_code",
+            "--all_configs",
+            "--cache_dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Test successful" in result.stdout + result.stderr

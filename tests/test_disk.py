@@ -17,8 +17,16 @@ pytestmark = pytest.mark.datasets_independent("sizes, free space and atomic writ
 
 @pytest.mark.parametrize(
     "n,text",
-    [(0, "0 B"), (999, "999 B"), (1000, "1.00 kB"), (640_000, "640 kB"), (12_345_678, "12.3 MB"),
-     (99_949_999, "99.9 MB"), (1_500_000_000, "1.50 GB"), (2_000_000_000_000, "2000 GB")],
+    [
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1.00 kB"),
+        (640_000, "640 kB"),
+        (12_345_678, "12.3 MB"),
+        (99_949_999, "99.9 MB"),
+        (1_500_000_000, "1.50 GB"),
+        (2_000_000_000_000, "2000 GB"),
+    ],
 )
 def test_human_bytes(n, text):
     assert human_bytes(n) == text
@@ -31,8 +39,9 @@ class Refused(RuntimeError):
 def test_not_enough_space_names_the_folder_both_sizes_and_the_fix(tmp_path):
     free = shutil.disk_usage(tmp_path).free
     with pytest.raises(Refused) as info:
-        require_free_space(tmp_path, 2 * free + 10**9, purpose="to extract x.zip", fix="pass --cache-dir elsewhere",
-                           error=Refused)
+        require_free_space(
+            tmp_path, 2 * free + 10**9, purpose="to extract x.zip", fix="pass --cache-dir elsewhere", error=Refused
+        )
     message = str(info.value)
     assert message.startswith(f"not enough free disk space in {tmp_path}: ")
     assert re.search(r": \d+(\.\d+)? [kMG]?B free, about \d+(\.\d+)? [kMG]?B needed to extract x\.zip; ", message)

@@ -309,8 +309,17 @@ def test_a_server_that_stops_answering_ends_within_the_budget(
 
 def test_the_cli_passes_its_timeout_to_kaggle(stub: KaggleStub, tmp_path: Path) -> None:
     stub.hang(times=1000)
-    argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(tmp_path / "cache"), "--timeout", "0.5",
-            "--retry-timeout", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "openeds.download",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--timeout",
+        "0.5",
+        "--retry-timeout",
+        "1",
+    ]
     result = subprocess.run(argv, env=stub.client_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
     _check_output(result)
     assert f"{DOWNLOAD_PATH} got no data for 0.5 s (read timeout" in _error(result)
@@ -420,8 +429,9 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(stub: Ka
     out, cache = tmp_path / "out", tmp_path / "cache"
     env = stub.client_env(tmp_path / "home") | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     push = [sys.executable, str(REPO_ROOT / "push.py"), "--local-dir", str(out), "--no-upload"]
-    first = subprocess.Popen([*push, "--cache-dir", str(cache)], env=env, cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [*push, "--cache-dir", str(cache)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         owners = [out / ".lock.owner", cache / SLUG_DIR / ".lock.owner"]
         deadline = time.monotonic() + 60
@@ -430,18 +440,27 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(stub: Ka
             time.sleep(0.1)
         assert all(p.exists() for p in owners) and stub.requests_to("api"), "the first run is not retrying yet"
 
-        second = subprocess.run([*push, "--sample"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                                timeout=60)
-        third = subprocess.run([sys.executable, "-m", "openeds.download", "--cache-dir", str(cache)], env=env,
-                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        second = subprocess.run([*push, "--sample"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        third = subprocess.run(
+            [sys.executable, "-m", "openeds.download", "--cache-dir", str(cache)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         holder = f"another push.py (pid {first.pid} on "
-        for result, what, option in ((second, f"the staging folder {out}", "--local-dir"),
-                                     (third, f"the Kaggle cache {cache / SLUG_DIR}", "--cache-dir")):
+        for result, what, option in (
+            (second, f"the staging folder {out}", "--local-dir"),
+            (third, f"the Kaggle cache {cache / SLUG_DIR}", "--cache-dir"),
+        ):
             _check_output(result)
             assert result.returncode == 1
             [line] = result.stderr.strip().splitlines()
-            assert line.startswith(f"error: {holder}") and f"is using {what}; wait for it to finish or pass another " \
-                f"{option}" in line, line
+            assert (
+                line.startswith(f"error: {holder}")
+                and f"is using {what}; wait for it to finish or pass another {option}" in line
+            ), line
         assert sorted(p.name for p in out.iterdir()) == [".lock", ".lock.owner"], "the second run wrote into it"
         assert first.poll() is None
     finally:
@@ -458,15 +477,18 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(stub: Ka
     ],
     ids=["slug-empty", "slug-blank", "cache-dir-empty"],
 )
-def test_an_empty_flag_is_refused_not_taken_for_its_default(stub: KaggleStub, tmp_path: Path, flags: list[str],
-                                                             expected: str) -> None:
+def test_an_empty_flag_is_refused_not_taken_for_its_default(
+    stub: KaggleStub, tmp_path: Path, flags: list[str], expected: str
+) -> None:
     """An unset shell variable (`--kaggle-dataset "$SLUG"`) would silently mean the default slug, or the current
     folder."""
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     cache = [] if "--cache-dir" in flags else ["--cache-dir", str(tmp_path / "cache")]
     argv = [sys.executable, "-m", "openeds.download", *cache, *flags]
-    result = subprocess.run(argv, env=stub.client_env(tmp_path / "home"), cwd=cwd, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        argv, env=stub.client_env(tmp_path / "home"), cwd=cwd, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2, result.stderr
     [line] = [line for line in result.stderr.splitlines() if "error:" in line]
     assert line.startswith("python -m openeds.download: error: ") and expected in line, line

@@ -77,11 +77,16 @@ class World:
     def files(self, split: str, kind: str) -> list[Path]:
         return sorted((self.split_dir / split / kind).iterdir())
 
-    def push(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
-             ) -> subprocess.CompletedProcess[str]:
+    def push(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(REPO / "push.py"), *(self.fill(a) for a in args)],
-            capture_output=True, text=True, timeout=timeout, env={**self.env, **(env or {})}, cwd=self.tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
+            cwd=self.tmp,
         )
 
     def fill(self, arg: str) -> str:
@@ -97,7 +102,8 @@ class World:
             return {}
         return {
             p.relative_to(self.out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(self.out.rglob("*")) if p.is_file()
+            for p in sorted(self.out.rglob("*"))
+            if p.is_file()
         }
 
 
@@ -180,8 +186,12 @@ def _earlier_commit(world: World) -> None:
     them, so that a publication may replace it) and a tag."""
     api = HfApi(token=TOKEN)
     api.create_repo(world.repo_id, repo_type="dataset")
-    api.create_commit(world.repo_id, [CommitOperationAdd("README.md", sign("# earlier\n").encode())],
-                      commit_message="earlier", repo_type="dataset")
+    api.create_commit(
+        world.repo_id,
+        [CommitOperationAdd("README.md", sign("# earlier\n").encode())],
+        commit_message="earlier",
+        repo_type="dataset",
+    )
     api.create_tag(world.repo_id, tag="v2", repo_type="dataset")
 
 
@@ -237,16 +247,25 @@ def _published_under_old_names(world: World) -> None:
     files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".lock") and p.name != "README.md"]
     api = HfApi(token=TOKEN)
     api.create_repo(world.repo_id, repo_type="dataset")
-    api.create_commit(world.repo_id, [CommitOperationAdd("README.md", text.encode()),
-                                      *(CommitOperationAdd(p.relative_to(folder).as_posix(), p) for p in files)],
-                      commit_message="v2 with the old config names", repo_type="dataset")
+    api.create_commit(
+        world.repo_id,
+        [
+            CommitOperationAdd("README.md", text.encode()),
+            *(CommitOperationAdd(p.relative_to(folder).as_posix(), p) for p in files),
+        ],
+        commit_message="v2 with the old config names",
+        repo_type="dataset",
+    )
 
 
 def _renamed_in_one_commit(world: World, result: subprocess.CompletedProcess[str]) -> None:
     repo = _repo(world)
     head = repo.commits[repo.branches["main"]]
     assert f"published: {world.hub.url}/datasets/{world.repo_id}/commit/" in result.stdout, result.stdout
-    assert [c.title for c in repo.history(head)][:2] == ["Publish OpenEDS precomputed v2", "v2 with the old config names"]
+    assert [c.title for c in repo.history(head)][:2] == [
+        "Publish OpenEDS precomputed v2",
+        "v2 with the old config names",
+    ]
     configs = {c["config_name"]: c.get("default", False) for c in _card_at_head(world)["configs"]}
     assert configs == {"pupil": True}, configs
     shards = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (_prebuilt(world) / "data").iterdir()}
@@ -280,34 +299,73 @@ SUCCESSES = [
     Case("sample-local", ("--sample", "--local-dir", "{out}", "--no-upload")),
     Case("data-dir-local", LOCAL),
     Case("rerun-skips-finished-shards", LOCAL, arrange=_built_first, check=_skips_every_shard),
-    Case("skip-unlabeled-warns-with-a-count", (*LOCAL, "--skip-unlabeled"),
-         says=("train: skipped 1 images without a label",),
-         arrange=_edit(_first("train", "labels"), Path.unlink)),
+    Case(
+        "skip-unlabeled-warns-with-a-count",
+        (*LOCAL, "--skip-unlabeled"),
+        says=("train: skipped 1 images without a label",),
+        arrange=_edit(_first("train", "labels"), Path.unlink),
+    ),
     Case("publish", PUBLISH, env={"HF_TOKEN": TOKEN}),
-    Case("sample-without-repo-id-does-not-publish", ("--sample", "--local-dir", "{out}"),
-         says=("not publishing: --sample without --repo-id materialises only",),
-         check=_no_hub_request, env={"HF_TOKEN": TOKEN}),
-    Case("unchanged-data-is-not-republished", PUBLISH, arrange=_published_first, check=_not_republished,
-         env={"HF_TOKEN": TOKEN}),
-    Case("card-naming-default-is-renamed-in-one-commit", PUBLISH, arrange=_published_under_old_names,
-         check=_renamed_in_one_commit, env={"HF_TOKEN": TOKEN}),
-    Case("tag-on-unchanged-data-is-not-created", (*PUBLISH, "--tag", "v2-final"), arrange=_published_first,
-         check=_tag_not_created, env={"HF_TOKEN": TOKEN}),
+    Case(
+        "sample-without-repo-id-does-not-publish",
+        ("--sample", "--local-dir", "{out}"),
+        says=("not publishing: --sample without --repo-id materialises only",),
+        check=_no_hub_request,
+        env={"HF_TOKEN": TOKEN},
+    ),
+    Case(
+        "unchanged-data-is-not-republished",
+        PUBLISH,
+        arrange=_published_first,
+        check=_not_republished,
+        env={"HF_TOKEN": TOKEN},
+    ),
+    Case(
+        "card-naming-default-is-renamed-in-one-commit",
+        PUBLISH,
+        arrange=_published_under_old_names,
+        check=_renamed_in_one_commit,
+        env={"HF_TOKEN": TOKEN},
+    ),
+    Case(
+        "tag-on-unchanged-data-is-not-created",
+        (*PUBLISH, "--tag", "v2-final"),
+        arrange=_published_first,
+        check=_tag_not_created,
+        env={"HF_TOKEN": TOKEN},
+    ),
 ]
 
 # -- flags a user can get wrong (argparse's usage errors, exit 2) --------------------------------
 
 USAGE = [
-    Case("sample-and-data-dir", ("--sample", "--data-dir", "{raw}"), exit=2, error="--sample conflicts with --data-dir"),
-    Case("repo-id-without-upload", ("--sample", "--no-upload", "--repo-id", "a/b"), exit=2,
-         error="--repo-id conflicts with --no-upload"),
-    Case("num-proc-0", ("--sample", "--no-upload", "--num-proc", "0"), exit=2, error="--num-proc 0: expected 1 or more"),
+    Case(
+        "sample-and-data-dir", ("--sample", "--data-dir", "{raw}"), exit=2, error="--sample conflicts with --data-dir"
+    ),
+    Case(
+        "repo-id-without-upload",
+        ("--sample", "--no-upload", "--repo-id", "a/b"),
+        exit=2,
+        error="--repo-id conflicts with --no-upload",
+    ),
+    Case(
+        "num-proc-0", ("--sample", "--no-upload", "--num-proc", "0"), exit=2, error="--num-proc 0: expected 1 or more"
+    ),
     Case("unknown-config", ("--sample", "--no-upload", "--config", "iris"), exit=2, error="invalid choice: 'iris'"),
     Case("unknown-split", ("--sample", "--no-upload", "--splits", "dev"), exit=2, error="invalid choice: 'dev'"),
-    Case("sample-to-the-default-repo", ("--sample", "--repo-id", "Conner/openeds-precomputed"), exit=2,
-         error="--sample conflicts with --repo-id Conner/openeds-precomputed", env={"HF_TOKEN": TOKEN}),
-    Case("negative-retry-timeout", ("--sample", "--no-upload", "--retry-timeout", "-5"), exit=2,
-         error="argument --retry-timeout: '-5' is not a number of seconds; expected 0 or more"),
+    Case(
+        "sample-to-the-default-repo",
+        ("--sample", "--repo-id", "Conner/openeds-precomputed"),
+        exit=2,
+        error="--sample conflicts with --repo-id Conner/openeds-precomputed",
+        env={"HF_TOKEN": TOKEN},
+    ),
+    Case(
+        "negative-retry-timeout",
+        ("--sample", "--no-upload", "--retry-timeout", "-5"),
+        exit=2,
+        error="argument --retry-timeout: '-5' is not a number of seconds; expected 0 or more",
+    ),
 ]
 
 
@@ -339,56 +397,145 @@ def _no_decoder_noise(world: World, result: subprocess.CompletedProcess[str]) ->
 # -- bad raw input ---------------------------------------------------------------------------------
 
 RAW = [
-    Case("data-dir-missing", ("--data-dir", "{tmp}/nowhere", "--local-dir", "{out}", "--no-upload"), exit=1,
-         error="nowhere does not exist or is not a folder"),
-    Case("data-dir-without-splits", ("--data-dir", "{tmp}", "--local-dir", "{out}", "--no-upload"), exit=1,
-         error="no split folders with images/ found"),
-    Case("split-asked-but-absent", (*LOCAL, "--splits", "validation"), exit=1,
-         error="--splits validation not found",
-         arrange=lambda w: shutil.rmtree(w.split_dir / "validation")),
-    Case("image-without-label", LOCAL, exit=1, error="has no label",
-         arrange=_edit(_first("test", "labels"), Path.unlink)),
-    Case("png-that-is-not-a-png", LOCAL, exit=1, error="is not a decodable PNG",
-         arrange=_edit(_first("test", "images"), lambda p: p.write_bytes(b"broken"))),
-    Case("rgb-image", LOCAL, exit=1, error="has 3 channel(s) of uint8",
-         arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640, 3), np.uint8)))),
-    Case("16-bit-image", LOCAL, exit=1, error="channel(s) of uint16",
-         arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640), np.uint16)))),
-    Case("portrait-2019-release", LOCAL, exit=1, error="2019 portrait release",
-         arrange=_edit(_first("test", "images"), _write_image(np.zeros((640, 400), np.uint8)))),
-    Case("label-of-another-shape", LOCAL, exit=1, error="has shape (640, 400); expected (400, 640)",
-         arrange=_edit(_first("test", "labels"), _save_label(np.zeros((640, 400), np.uint8)))),
-    Case("label-values-out-of-range", LOCAL, exit=1, error="..7; expected class ids 0..3",
-         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.where(np.load(p) == 3, 7, np.load(p))))),
-    Case("label-of-floats", LOCAL, exit=1, error="has dtype float64; expected integer class ids",
-         arrange=_edit(_first("test", "labels"), _save_label(np.zeros((400, 640))))),
-    Case("shard-size-below-one-row", (*LOCAL, "--max-shard-size", "1MB"), exit=2,
-         error="is smaller than one pupil row"),
-    Case("npz-saved-under-a-npy-name", LOCAL, exit=1,
-         error="is an .npz archive (zip data, from numpy.savez) under a .npy name",
-         arrange=_edit(_first("test", "labels"), lambda p: _savez(p, np.load(p)))),
-    Case("text-file-named-npy", LOCAL, exit=1,
-         error="is a text file (it starts with 'class ids: 0 1 2 3\\n'), not a .npy array",
-         arrange=_edit(_first("test", "labels"), lambda p: p.write_text("class ids: 0 1 2 3\n"))),
-    Case("labels-without-an-image-warn-with-a-count", LOCAL,
-         says=("train: ignored 1 labels without an image (e.g. labels/",),
-         arrange=_edit(_first("train", "images"), Path.unlink)),
-    Case("image-that-is-a-folder", LOCAL, exit=1, error=".png is a folder; expected an 8-bit grayscale PNG file",
-         arrange=_edit(_first("test", "images"), lambda p: (p.unlink(), p.mkdir()))),
-    Case("image-that-is-a-broken-symlink", LOCAL, exit=1, error="is a broken symbolic link (to ",
-         arrange=_edit(_first("test", "images"), lambda p: (p.unlink(), p.symlink_to(p.with_name("gone.png"))))),
-    Case("same-frame-in-two-splits", LOCAL, exit=1,
-         error="is in both train and test with the same content (1 identical frames in the two splits)",
-         arrange=_same_stem_in_train_and_test),
-    Case("same-name-for-different-frames-warns", LOCAL,
-         says=("train and test: 1 image names appear in both, with different images",),
-         arrange=_same_name_in_train_and_test),
-    Case("jpeg-data-in-a-png", LOCAL, exit=1, error="holds JPEG data, not PNG",
-         arrange=_edit(_first("test", "images"),
-                       lambda p: p.write_bytes(cv2.imencode(".jpg", cv2.imread(str(p), cv2.IMREAD_UNCHANGED))[1]))),
-    Case("truncated-png-prints-nothing-but-the-error", LOCAL, exit=1, error="is not a decodable PNG (",
-         arrange=_edit(_first("test", "images"), lambda p: p.write_bytes(p.read_bytes()[:-2000])),
-         check=_no_decoder_noise),
+    Case(
+        "data-dir-missing",
+        ("--data-dir", "{tmp}/nowhere", "--local-dir", "{out}", "--no-upload"),
+        exit=1,
+        error="nowhere does not exist or is not a folder",
+    ),
+    Case(
+        "data-dir-without-splits",
+        ("--data-dir", "{tmp}", "--local-dir", "{out}", "--no-upload"),
+        exit=1,
+        error="no split folders with images/ found",
+    ),
+    Case(
+        "split-asked-but-absent",
+        (*LOCAL, "--splits", "validation"),
+        exit=1,
+        error="--splits validation not found",
+        arrange=lambda w: shutil.rmtree(w.split_dir / "validation"),
+    ),
+    Case(
+        "image-without-label", LOCAL, exit=1, error="has no label", arrange=_edit(_first("test", "labels"), Path.unlink)
+    ),
+    Case(
+        "png-that-is-not-a-png",
+        LOCAL,
+        exit=1,
+        error="is not a decodable PNG",
+        arrange=_edit(_first("test", "images"), lambda p: p.write_bytes(b"broken")),
+    ),
+    Case(
+        "rgb-image",
+        LOCAL,
+        exit=1,
+        error="has 3 channel(s) of uint8",
+        arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640, 3), np.uint8))),
+    ),
+    Case(
+        "16-bit-image",
+        LOCAL,
+        exit=1,
+        error="channel(s) of uint16",
+        arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640), np.uint16))),
+    ),
+    Case(
+        "portrait-2019-release",
+        LOCAL,
+        exit=1,
+        error="2019 portrait release",
+        arrange=_edit(_first("test", "images"), _write_image(np.zeros((640, 400), np.uint8))),
+    ),
+    Case(
+        "label-of-another-shape",
+        LOCAL,
+        exit=1,
+        error="has shape (640, 400); expected (400, 640)",
+        arrange=_edit(_first("test", "labels"), _save_label(np.zeros((640, 400), np.uint8))),
+    ),
+    Case(
+        "label-values-out-of-range",
+        LOCAL,
+        exit=1,
+        error="..7; expected class ids 0..3",
+        arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.where(np.load(p) == 3, 7, np.load(p)))),
+    ),
+    Case(
+        "label-of-floats",
+        LOCAL,
+        exit=1,
+        error="has dtype float64; expected integer class ids",
+        arrange=_edit(_first("test", "labels"), _save_label(np.zeros((400, 640)))),
+    ),
+    Case(
+        "shard-size-below-one-row", (*LOCAL, "--max-shard-size", "1MB"), exit=2, error="is smaller than one pupil row"
+    ),
+    Case(
+        "npz-saved-under-a-npy-name",
+        LOCAL,
+        exit=1,
+        error="is an .npz archive (zip data, from numpy.savez) under a .npy name",
+        arrange=_edit(_first("test", "labels"), lambda p: _savez(p, np.load(p))),
+    ),
+    Case(
+        "text-file-named-npy",
+        LOCAL,
+        exit=1,
+        error="is a text file (it starts with 'class ids: 0 1 2 3\\n'), not a .npy array",
+        arrange=_edit(_first("test", "labels"), lambda p: p.write_text("class ids: 0 1 2 3\n")),
+    ),
+    Case(
+        "labels-without-an-image-warn-with-a-count",
+        LOCAL,
+        says=("train: ignored 1 labels without an image (e.g. labels/",),
+        arrange=_edit(_first("train", "images"), Path.unlink),
+    ),
+    Case(
+        "image-that-is-a-folder",
+        LOCAL,
+        exit=1,
+        error=".png is a folder; expected an 8-bit grayscale PNG file",
+        arrange=_edit(_first("test", "images"), lambda p: (p.unlink(), p.mkdir())),
+    ),
+    Case(
+        "image-that-is-a-broken-symlink",
+        LOCAL,
+        exit=1,
+        error="is a broken symbolic link (to ",
+        arrange=_edit(_first("test", "images"), lambda p: (p.unlink(), p.symlink_to(p.with_name("gone.png")))),
+    ),
+    Case(
+        "same-frame-in-two-splits",
+        LOCAL,
+        exit=1,
+        error="is in both train and test with the same content (1 identical frames in the two splits)",
+        arrange=_same_stem_in_train_and_test,
+    ),
+    Case(
+        "same-name-for-different-frames-warns",
+        LOCAL,
+        says=("train and test: 1 image names appear in both, with different images",),
+        arrange=_same_name_in_train_and_test,
+    ),
+    Case(
+        "jpeg-data-in-a-png",
+        LOCAL,
+        exit=1,
+        error="holds JPEG data, not PNG",
+        arrange=_edit(
+            _first("test", "images"),
+            lambda p: p.write_bytes(cv2.imencode(".jpg", cv2.imread(str(p), cv2.IMREAD_UNCHANGED))[1]),
+        ),
+    ),
+    Case(
+        "truncated-png-prints-nothing-but-the-error",
+        LOCAL,
+        exit=1,
+        error="is not a decodable PNG (",
+        arrange=_edit(_first("test", "images"), lambda p: p.write_bytes(p.read_bytes()[:-2000])),
+        check=_no_decoder_noise,
+    ),
 ]
 
 
@@ -422,7 +569,8 @@ def _digests(folder: Path) -> dict[str, str]:
     """Every file but the lock's, by path: the lock file stays, its owner record goes."""
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".lock")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".lock")
     }
 
 
@@ -443,8 +591,9 @@ def _mount_tmpfs(world: World, size: str) -> None:
     """A small tmpfs at the local folder, unmounted after the case."""
     _root_or_skip("a small disk")
     world.out.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(world.out)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(world.out)], capture_output=True, text=True
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     world.cleanups.append(lambda: subprocess.run(["umount", "-l", str(world.out)], check=True))
@@ -511,8 +660,13 @@ def _without_permission(world: World) -> None:
 def _held_by_another_process(folder_of: Callable[[World], Path]) -> Callable[[World], None]:
     def arrange(world: World) -> None:
         folder = folder_of(world)
-        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], cwd=REPO, text=True,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(folder)],
+            cwd=REPO,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         world.cleanups.append(lambda: (holder.kill(), holder.wait()))
         assert holder.stdout.readline() == "held\n"
         (world.tmp / "holder.pid").write_text(str(holder.pid))
@@ -546,8 +700,10 @@ def _corrupt(relpath: str) -> Callable[[World], None]:
 
 
 def _corrupt_shard_kept_and_nothing_else_changed(world: World, result: subprocess.CompletedProcess[str]) -> None:
-    expected = {**_digests(_prebuilt(world)), "data/train-00000-of-00001.parquet":
-                hashlib.sha256(b"not parquet").hexdigest()}
+    expected = {
+        **_digests(_prebuilt(world)),
+        "data/train-00000-of-00001.parquet": hashlib.sha256(b"not parquet").hexdigest(),
+    }
     assert _digests(world.out) == expected
 
 
@@ -559,8 +715,12 @@ def _corrupt_shard_rebuilt(world: World, result: subprocess.CompletedProcess[str
 
 def _killed_run_leftovers(world: World) -> None:
     _copy_prebuilt(world)
-    for leftover in ("data/.train-00000-of-00001.parquet.partial", "images/.preview.png.partial",
-                     ".README.md.partial", "full/.test-00000-of-00001.parquet.partial"):
+    for leftover in (
+        "data/.train-00000-of-00001.parquet.partial",
+        "images/.preview.png.partial",
+        ".README.md.partial",
+        "full/.test-00000-of-00001.parquet.partial",
+    ):
         (world.out / leftover).parent.mkdir(exist_ok=True)
         (world.out / leftover).write_bytes(b"half written")
     (world.out / ".lock.owner").write_text('{"pid": 999999999, "host": "gone", "started": 0}')
@@ -579,33 +739,92 @@ def _sizes_differ(world: World, result: subprocess.CompletedProcess[str]) -> Non
 
 
 LOCAL_DIR = [
-    Case("local-dir-is-a-file", LOCAL, exit=1, error="out is a file, not a folder; expected a folder",
-         arrange=lambda w: w.out.write_text("my notes"),
-         check=lambda w, r: w.out.read_text() == "my notes" or pytest.fail("the file changed")),
-    Case("local-dir-read-only", LOCAL, exit=1, error="cannot be written: Read-only file system",
-         arrange=_read_only, check=_earlier_state_intact),
-    Case("local-dir-without-permission", LOCAL, exit=1, error="cannot be written: ",
-         arrange=_without_permission, check=_earlier_state_intact),
-    Case("staging-folder-in-use", LOCAL, exit=1,
-         error="is using the staging folder", arrange=_held_by_another_process(lambda w: w.out),
-         check=_names_the_holder),
-    Case("kaggle-cache-in-use", ("--local-dir", "{out}", "--no-upload", "--cache-dir", "{tmp}/kaggle"), exit=1,
-         error="is using the Kaggle cache",
-         arrange=_held_by_another_process(lambda w: w.tmp / "kaggle" / "soumicksarker--openeds-dataset"),
-         check=_names_the_holder),
-    Case("disk-too-small-for-the-shards", LOCAL, exit=1, error="not enough free disk space in",
-         arrange=lambda w: _mount_tmpfs(w, "2m"), check=_sizes_differ),
-    Case("disk-full-while-writing-the-preview", LOCAL, exit=1, error="preview.png is full (No space left",
-         arrange=_disk_full_at("preview"), check=_full_disk_kept_the_rest),
-    Case("disk-full-while-writing-the-card", LOCAL, exit=1, error="README.md is full (No space left",
-         arrange=_disk_full_at("card"), check=_full_disk_kept_the_rest),
-    Case("a-file-where-images-should-be", LOCAL, exit=1, error="preview.png: File exists (",
-         arrange=_file_where_images_should_be, check=_only_the_preview_is_missing),
-    Case("corrupt-shard-of-a-split-not-rebuilt", (*LOCAL, "--splits", "test"), exit=1,
-         error="train-00000-of-00001.parquet cannot be read (",
-         arrange=_corrupt("data/train-00000-of-00001.parquet"), check=_corrupt_shard_kept_and_nothing_else_changed),
-    Case("corrupt-shard-of-a-rebuilt-split-is-rebuilt", LOCAL,
-         arrange=_corrupt("data/test-00000-of-00001.parquet"), check=_corrupt_shard_rebuilt),
+    Case(
+        "local-dir-is-a-file",
+        LOCAL,
+        exit=1,
+        error="out is a file, not a folder; expected a folder",
+        arrange=lambda w: w.out.write_text("my notes"),
+        check=lambda w, r: w.out.read_text() == "my notes" or pytest.fail("the file changed"),
+    ),
+    Case(
+        "local-dir-read-only",
+        LOCAL,
+        exit=1,
+        error="cannot be written: Read-only file system",
+        arrange=_read_only,
+        check=_earlier_state_intact,
+    ),
+    Case(
+        "local-dir-without-permission",
+        LOCAL,
+        exit=1,
+        error="cannot be written: ",
+        arrange=_without_permission,
+        check=_earlier_state_intact,
+    ),
+    Case(
+        "staging-folder-in-use",
+        LOCAL,
+        exit=1,
+        error="is using the staging folder",
+        arrange=_held_by_another_process(lambda w: w.out),
+        check=_names_the_holder,
+    ),
+    Case(
+        "kaggle-cache-in-use",
+        ("--local-dir", "{out}", "--no-upload", "--cache-dir", "{tmp}/kaggle"),
+        exit=1,
+        error="is using the Kaggle cache",
+        arrange=_held_by_another_process(lambda w: w.tmp / "kaggle" / "soumicksarker--openeds-dataset"),
+        check=_names_the_holder,
+    ),
+    Case(
+        "disk-too-small-for-the-shards",
+        LOCAL,
+        exit=1,
+        error="not enough free disk space in",
+        arrange=lambda w: _mount_tmpfs(w, "2m"),
+        check=_sizes_differ,
+    ),
+    Case(
+        "disk-full-while-writing-the-preview",
+        LOCAL,
+        exit=1,
+        error="preview.png is full (No space left",
+        arrange=_disk_full_at("preview"),
+        check=_full_disk_kept_the_rest,
+    ),
+    Case(
+        "disk-full-while-writing-the-card",
+        LOCAL,
+        exit=1,
+        error="README.md is full (No space left",
+        arrange=_disk_full_at("card"),
+        check=_full_disk_kept_the_rest,
+    ),
+    Case(
+        "a-file-where-images-should-be",
+        LOCAL,
+        exit=1,
+        error="preview.png: File exists (",
+        arrange=_file_where_images_should_be,
+        check=_only_the_preview_is_missing,
+    ),
+    Case(
+        "corrupt-shard-of-a-split-not-rebuilt",
+        (*LOCAL, "--splits", "test"),
+        exit=1,
+        error="train-00000-of-00001.parquet cannot be read (",
+        arrange=_corrupt("data/train-00000-of-00001.parquet"),
+        check=_corrupt_shard_kept_and_nothing_else_changed,
+    ),
+    Case(
+        "corrupt-shard-of-a-rebuilt-split-is-rebuilt",
+        LOCAL,
+        arrange=_corrupt("data/test-00000-of-00001.parquet"),
+        check=_corrupt_shard_rebuilt,
+    ),
     Case("killed-run-leftovers-are-swept", LOCAL, arrange=_killed_run_leftovers, check=_swept_and_skipped),
 ]
 
@@ -614,50 +833,108 @@ LOCAL_DIR = [
 HUB = [
     Case("unknown-token", PUBLISH, exit=1, error="token was rejected", env={"HF_TOKEN": "hf_not_a_token"}),
     Case("read-only-token", PUBLISH, exit=1, error="is read-only", env={"HF_TOKEN": READ_TOKEN}),
-    Case("namespace-of-someone-else", ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", "someone/else"),
-         exit=1, error="may not write to someone/else", env={"HF_TOKEN": TOKEN}),
-    Case("repo-id-without-namespace", ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", "openeds"), exit=1,
-         error="is not of the form namespace/name", env={"HF_TOKEN": TOKEN}),
+    Case(
+        "namespace-of-someone-else",
+        ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", "someone/else"),
+        exit=1,
+        error="may not write to someone/else",
+        env={"HF_TOKEN": TOKEN},
+    ),
+    Case(
+        "repo-id-without-namespace",
+        ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", "openeds"),
+        exit=1,
+        error="is not of the form namespace/name",
+        env={"HF_TOKEN": TOKEN},
+    ),
     Case("no-token", PUBLISH, exit=1, error="no Hugging Face token found", check=_nothing_built_or_sent),
-    Case("offline-mode", PUBLISH, exit=1, error="HF_HUB_OFFLINE is set, so nothing can be published",
-         check=_nothing_built_or_sent, env={"HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"}),
-    Case("card-download-500-with-splits-test", (*PUBLISH, "--splits", "test", *FAST), exit=1,
-         error="could not download the card README.md of",
-         arrange=_arrange(_published_first, _fail("GET", "/datasets/{repo}/resolve/.*/README.md", times=1000)),
-         check=_lists_every_split, env={"HF_TOKEN": TOKEN}),
+    Case(
+        "offline-mode",
+        PUBLISH,
+        exit=1,
+        error="HF_HUB_OFFLINE is set, so nothing can be published",
+        check=_nothing_built_or_sent,
+        env={"HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"},
+    ),
+    Case(
+        "card-download-500-with-splits-test",
+        (*PUBLISH, "--splits", "test", *FAST),
+        exit=1,
+        error="could not download the card README.md of",
+        arrange=_arrange(_published_first, _fail("GET", "/datasets/{repo}/resolve/.*/README.md", times=1000)),
+        check=_lists_every_split,
+        env={"HF_TOKEN": TOKEN},
+    ),
     *(
-        Case(f"commit-refused-{status}", (*PUBLISH, "--splits", "test"), exit=1,
-             error=f"the Hub answered HTTP {status}: injected fault",
-             says=("nothing was published (the commit is atomic; the files already uploaded are not sent again); "
-                   "re-running will not help",),
-             arrange=_arrange(_earlier_commit, _fail("POST", "/api/datasets/{repo}/commit/main", status=status)),
-             env={"HF_TOKEN": TOKEN})
+        Case(
+            f"commit-refused-{status}",
+            (*PUBLISH, "--splits", "test"),
+            exit=1,
+            error=f"the Hub answered HTTP {status}: injected fault",
+            says=(
+                "nothing was published (the commit is atomic; the files already uploaded are not sent again); "
+                "re-running will not help",
+            ),
+            arrange=_arrange(_earlier_commit, _fail("POST", "/api/datasets/{repo}/commit/main", status=status)),
+            env={"HF_TOKEN": TOKEN},
+        )
         for status in (400, 413, 422)
     ),
-    Case("commit-500-after-retries", (*PUBLISH, "--splits", "test", *FAST), exit=1,
-         error="could not commit to faults/", says=("HTTP 500", "nothing was published (the commit is atomic;"),
-         arrange=_arrange(_earlier_commit, _fail("POST", "/api/datasets/{repo}/commit/main", times=1000)),
-         env={"HF_TOKEN": TOKEN}),
-    Case("lfs-upload-refused-413", (*PUBLISH, "--splits", "test"), exit=1,
-         error="could not upload the files to faults/", says=("HTTP 413", "nothing was published"),
-         arrange=_arrange(_earlier_commit, _fail("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch", status=413)),
-         env={"HF_TOKEN": TOKEN}),
-    Case("endpoint-refuses-connections", (*PUBLISH, *FAST), exit=1,
-         error=f"the network or the Hub endpoint {CLOSED_ENDPOINT} is unreachable",
-         says=("Connection refused", "the network budget is 2 s"), check=_not_built,
-         env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": CLOSED_ENDPOINT}),
-    Case("endpoint-does-not-resolve", (*PUBLISH, *FAST), exit=1,
-         error="the network or the Hub endpoint http://hub.openeds.invalid is unreachable",
-         says=("Name or service not known",), check=_not_built,
-         env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": "http://hub.openeds.invalid"}),
-    Case("splits-test-on-a-v1-repo", (*PUBLISH, "--splits", "test"), exit=1,
-         error="holds v1 data (no 'preprocessed' column) in splits ['test', 'train', 'validation']",
-         says=("which would leave ['train', 'validation'] as v1 beside v2 splits",),
-         arrange=_v1_published, check=_v1_untouched_and_not_built, env={"HF_TOKEN": TOKEN}),
-    Case("rate-limited-with-retry-after-0", (*PUBLISH, *FAST), exit=1,
-         error="could not check the Hugging Face token: HTTP 429",
-         arrange=_fail("GET", "/api/whoami-v2", status=429, times=1000, headers={"Retry-After": "0"}),
-         check=_at_most_five_whoami, env={"HF_TOKEN": TOKEN}),
+    Case(
+        "commit-500-after-retries",
+        (*PUBLISH, "--splits", "test", *FAST),
+        exit=1,
+        error="could not commit to faults/",
+        says=("HTTP 500", "nothing was published (the commit is atomic;"),
+        arrange=_arrange(_earlier_commit, _fail("POST", "/api/datasets/{repo}/commit/main", times=1000)),
+        env={"HF_TOKEN": TOKEN},
+    ),
+    Case(
+        "lfs-upload-refused-413",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="could not upload the files to faults/",
+        says=("HTTP 413", "nothing was published"),
+        arrange=_arrange(_earlier_commit, _fail("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch", status=413)),
+        env={"HF_TOKEN": TOKEN},
+    ),
+    Case(
+        "endpoint-refuses-connections",
+        (*PUBLISH, *FAST),
+        exit=1,
+        error=f"the network or the Hub endpoint {CLOSED_ENDPOINT} is unreachable",
+        says=("Connection refused", "the network budget is 2 s"),
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": CLOSED_ENDPOINT},
+    ),
+    Case(
+        "endpoint-does-not-resolve",
+        (*PUBLISH, *FAST),
+        exit=1,
+        error="the network or the Hub endpoint http://hub.openeds.invalid is unreachable",
+        says=("Name or service not known",),
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": "http://hub.openeds.invalid"},
+    ),
+    Case(
+        "splits-test-on-a-v1-repo",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="holds v1 data (no 'preprocessed' column) in splits ['test', 'train', 'validation']",
+        says=("which would leave ['train', 'validation'] as v1 beside v2 splits",),
+        arrange=_v1_published,
+        check=_v1_untouched_and_not_built,
+        env={"HF_TOKEN": TOKEN},
+    ),
+    Case(
+        "rate-limited-with-retry-after-0",
+        (*PUBLISH, *FAST),
+        exit=1,
+        error="could not check the Hugging Face token: HTTP 429",
+        arrange=_fail("GET", "/api/whoami-v2", status=429, times=1000, headers={"Retry-After": "0"}),
+        check=_at_most_five_whoami,
+        env={"HF_TOKEN": TOKEN},
+    ),
 ]
 
 
@@ -693,8 +970,9 @@ def _stalls(method: str, path: str, after: int = 10, times: int = 1000) -> Calla
 
 def _card_without_dataset_info(world: World) -> None:
     """The published sample under a card a person wrote: no YAML, so the columns come from a shard's footer."""
-    HfApi(token=TOKEN).create_commit(world.repo_id, [CommitOperationAdd("README.md", b"# my notes\n")],
-                                     commit_message="notes", repo_type="dataset")
+    HfApi(token=TOKEN).create_commit(
+        world.repo_id, [CommitOperationAdd("README.md", b"# my notes\n")], commit_message="notes", repo_type="dataset"
+    )
 
 
 def _landed_once(world: World, result: subprocess.CompletedProcess[str]) -> None:
@@ -741,81 +1019,176 @@ def _resumed_with_range(world: World, result: subprocess.CompletedProcess[str]) 
     assert gets[0].range is None and gets[-1].range is not None and gets[-1].range.startswith("bytes="), gets
     assert "bytes kept, resuming" in result.stderr, result.stderr[-2000:]
     assert sorted(p.name for p in (world.out / "data").iterdir()) == [
-        "test-00000-of-00001.parquet", "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
+        "test-00000-of-00001.parquet",
+        "train-00000-of-00001.parquet",
+        "validation-00000-of-00001.parquet",
+    ]
 
 
 NETWORK = [
-    Case("hang-at-the-token-check", (*PUBLISH, *SHORT), exit=1,
-         error="could not check the Hugging Face token: GET http://127.0.0.1:",
-         says=("/api/whoami-v2 got no data for 1 s (read timeout; --timeout sets it)", "the retry budget is 2 s"),
-         arrange=_hangs("GET", "/api/whoami-v2"), check=_not_built, env={"HF_TOKEN": TOKEN},
-         timeout=_ends_within(1)),
-    Case("endpoint-that-never-answers", (*PUBLISH, *SHORT), exit=1,
-         error=f"could not check the Hugging Face token: GET {_SILENT.url}/api/whoami-v2 got no data for 1 s",
-         check=_not_built, env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": _SILENT.url}, timeout=_ends_within(1)),
-    Case("hang-at-the-repo-listing", (*PUBLISH, *SHORT), exit=1, error="could not list the files of faults/",
-         says=("got no data for 1 s (read timeout",), arrange=_hangs("GET", "^/api/datasets/{repo}$"),
-         check=_not_built, env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
-    Case("hang-at-the-tag-listing", (*PUBLISH, *SHORT), exit=1, error="could not list the tags of faults/",
-         says=("/refs got no data for 1 s (read timeout",),
-         arrange=_arrange(_earlier_commit, _hangs("GET", "/api/datasets/{repo}/refs")),
-         check=_not_built, env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
-    Case("card-download-stalls-mid-body", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
-         error="could not download the card README.md of",
-         says=("/README.md got no data for 1 s (read timeout", "nothing was published"),
-         arrange=_arrange(_published_first, _stalls("GET", "/datasets/{repo}/resolve/.*/README.md")),
-         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
+    Case(
+        "hang-at-the-token-check",
+        (*PUBLISH, *SHORT),
+        exit=1,
+        error="could not check the Hugging Face token: GET http://127.0.0.1:",
+        says=("/api/whoami-v2 got no data for 1 s (read timeout; --timeout sets it)", "the retry budget is 2 s"),
+        arrange=_hangs("GET", "/api/whoami-v2"),
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "endpoint-that-never-answers",
+        (*PUBLISH, *SHORT),
+        exit=1,
+        error=f"could not check the Hugging Face token: GET {_SILENT.url}/api/whoami-v2 got no data for 1 s",
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN, "HF_ENDPOINT": _SILENT.url},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "hang-at-the-repo-listing",
+        (*PUBLISH, *SHORT),
+        exit=1,
+        error="could not list the files of faults/",
+        says=("got no data for 1 s (read timeout",),
+        arrange=_hangs("GET", "^/api/datasets/{repo}$"),
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "hang-at-the-tag-listing",
+        (*PUBLISH, *SHORT),
+        exit=1,
+        error="could not list the tags of faults/",
+        says=("/refs got no data for 1 s (read timeout",),
+        arrange=_arrange(_earlier_commit, _hangs("GET", "/api/datasets/{repo}/refs")),
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "card-download-stalls-mid-body",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="could not download the card README.md of",
+        says=("/README.md got no data for 1 s (read timeout", "nothing was published"),
+        arrange=_arrange(_published_first, _stalls("GET", "/datasets/{repo}/resolve/.*/README.md")),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
     # a ranged GET inside the project's own retries: the budget plus one timeout, not the client's 6 tries
-    Case("parquet-footer-read-stalls", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
-         error="could not read the parquet footer of faults/",
-         says=(".parquet got no data for 1 s (read timeout", "the retry budget is 2 s"),
-         arrange=_arrange(_published_first, _card_without_dataset_info,
-                          _stalls("GET", r"/datasets/{repo}/resolve/.*\.parquet")),
-         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
-    Case("hang-at-the-commit", (*PUBLISH, "--splits", "test", *SHORT), exit=1, error="could not commit to faults/",
-         says=("/commit/main got no data for 1 s (read timeout", "the commit may have landed"),
-         arrange=_arrange(_earlier_commit, _hangs("POST", "/api/datasets/{repo}/commit/main")),
-         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
+    Case(
+        "parquet-footer-read-stalls",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="could not read the parquet footer of faults/",
+        says=(".parquet got no data for 1 s (read timeout", "the retry budget is 2 s"),
+        arrange=_arrange(
+            _published_first, _card_without_dataset_info, _stalls("GET", r"/datasets/{repo}/resolve/.*\.parquet")
+        ),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "hang-at-the-commit",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="could not commit to faults/",
+        says=("/commit/main got no data for 1 s (read timeout", "the commit may have landed"),
+        arrange=_arrange(_earlier_commit, _hangs("POST", "/api/datasets/{repo}/commit/main")),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
     # a budget that surely leaves room for a second attempt after the 1 s timeout and a wait of up to 1 s
-    Case("commit-answer-stalls-and-the-retry-finds-it-landed",
-         (*PUBLISH, "--splits", "test", "--timeout", "1", "--retry-timeout", "5"),
-         says=("/commit/main got no data for 1 s (read timeout",),
-         arrange=_arrange(_earlier_commit, _stalls("POST", "/api/datasets/{repo}/commit/main", times=1)),
-         check=_landed_once, env={"HF_TOKEN": TOKEN}, timeout=_ends_within(4)),
-    Case("hang-at-the-v1-tag", (*PUBLISH, *SHORT), exit=1, error="could not tag faults/",
-         says=("as 'v1': POST http://127.0.0.1:", "got no data for 1 s (read timeout", "nothing was published"),
-         arrange=_arrange(_v1_published, _hangs("POST", "/api/datasets/{repo}/tag/")),
-         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(1)),
-    Case("hang-at-the-lfs-batch", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
-         error="uploading to faults/",
-         says=("failed after the client's retries (POST http://127.0.0.1:",
-               "/info/lfs/objects/batch got no data for 1 s", "nothing was published"),
-         arrange=_arrange(_earlier_commit, _hangs("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch")),
-         env={"HF_TOKEN": TOKEN}, timeout=_ends_within(_CLIENT_RETRIES)),
-    Case("kaggle-api-call-hangs", KAGGLE, exit=1,
-         error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
-         says=("POST http://localhost/api/v1/datasets.DatasetApiService/DownloadDataset got no data for 1 s",),
-         arrange=_kaggle(lambda stub, size: stub.hang(times=1000)), check=_no_shard_built, timeout=_ends_within(1)),
-    Case("kaggle-token-check-hangs", KAGGLE, exit=1, error="could not reach Kaggle to check the access token (POST ",
-         says=("/security.OAuthService/IntrospectToken got no data for 1 s (read timeout",),
-         arrange=_kaggle(lambda stub, size: stub.hang(on="auth", times=1000), credentials="token"),
-         check=_no_shard_built, timeout=_ends_within(2)),  # import kaggle checks the token once already
-    Case("kaggle-archive-stalls-mid-file", KAGGLE, exit=1,
-         error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
-         says=(f"http://storage.localhost/files/{KAGGLE_STUB_SLUG}.zip got no data for 1 s (read timeout",),
-         arrange=_kaggle(lambda stub, size: stub.stall_transfers(size // 2, times=1000)), check=_no_shard_built,
-         timeout=_ends_within(1)),
-    Case("kaggle-archive-stalled-once-is-resumed", (*KAGGLE, "--retry-timeout", "5"),  # room for the retry
-         says=(f"{KAGGLE_STUB_SLUG}.zip got no data for 1 s (read timeout",),
-         arrange=_kaggle(lambda stub, size: stub.stall_transfers(size - 1000, times=1)),
-         check=_resumed_with_range, timeout=_ends_within(4)),
-    Case("kaggle-connection-cut-on-every-try", KAGGLE, exit=1,
-         error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
-         says=("IncompleteRead", "the retry budget is 2 s"),
-         arrange=_kaggle(lambda stub, size: stub.cut_transfers(1000, times=1000)), check=_no_shard_built,
-         timeout=_ends_within(0)),
-    Case("negative-timeout", ("--sample", "--no-upload", "--timeout", "0"), exit=2,
-         error="argument --timeout: '0' is not a number of seconds; expected more than 0"),
+    Case(
+        "commit-answer-stalls-and-the-retry-finds-it-landed",
+        (*PUBLISH, "--splits", "test", "--timeout", "1", "--retry-timeout", "5"),
+        says=("/commit/main got no data for 1 s (read timeout",),
+        arrange=_arrange(_earlier_commit, _stalls("POST", "/api/datasets/{repo}/commit/main", times=1)),
+        check=_landed_once,
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(4),
+    ),
+    Case(
+        "hang-at-the-v1-tag",
+        (*PUBLISH, *SHORT),
+        exit=1,
+        error="could not tag faults/",
+        says=("as 'v1': POST http://127.0.0.1:", "got no data for 1 s (read timeout", "nothing was published"),
+        arrange=_arrange(_v1_published, _hangs("POST", "/api/datasets/{repo}/tag/")),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "hang-at-the-lfs-batch",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="uploading to faults/",
+        says=(
+            "failed after the client's retries (POST http://127.0.0.1:",
+            "/info/lfs/objects/batch got no data for 1 s",
+            "nothing was published",
+        ),
+        arrange=_arrange(_earlier_commit, _hangs("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch")),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(_CLIENT_RETRIES),
+    ),
+    Case(
+        "kaggle-api-call-hangs",
+        KAGGLE,
+        exit=1,
+        error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
+        says=("POST http://localhost/api/v1/datasets.DatasetApiService/DownloadDataset got no data for 1 s",),
+        arrange=_kaggle(lambda stub, size: stub.hang(times=1000)),
+        check=_no_shard_built,
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "kaggle-token-check-hangs",
+        KAGGLE,
+        exit=1,
+        error="could not reach Kaggle to check the access token (POST ",
+        says=("/security.OAuthService/IntrospectToken got no data for 1 s (read timeout",),
+        arrange=_kaggle(lambda stub, size: stub.hang(on="auth", times=1000), credentials="token"),
+        check=_no_shard_built,
+        timeout=_ends_within(2),
+    ),  # import kaggle checks the token once already
+    Case(
+        "kaggle-archive-stalls-mid-file",
+        KAGGLE,
+        exit=1,
+        error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
+        says=(f"http://storage.localhost/files/{KAGGLE_STUB_SLUG}.zip got no data for 1 s (read timeout",),
+        arrange=_kaggle(lambda stub, size: stub.stall_transfers(size // 2, times=1000)),
+        check=_no_shard_built,
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "kaggle-archive-stalled-once-is-resumed",
+        (*KAGGLE, "--retry-timeout", "5"),  # room for the retry
+        says=(f"{KAGGLE_STUB_SLUG}.zip got no data for 1 s (read timeout",),
+        arrange=_kaggle(lambda stub, size: stub.stall_transfers(size - 1000, times=1)),
+        check=_resumed_with_range,
+        timeout=_ends_within(4),
+    ),
+    Case(
+        "kaggle-connection-cut-on-every-try",
+        KAGGLE,
+        exit=1,
+        error=f"Kaggle download of {KAGGLE_STUB_SLUG} still fails after ",
+        says=("IncompleteRead", "the retry budget is 2 s"),
+        arrange=_kaggle(lambda stub, size: stub.cut_transfers(1000, times=1000)),
+        check=_no_shard_built,
+        timeout=_ends_within(0),
+    ),
+    Case(
+        "negative-timeout",
+        ("--sample", "--no-upload", "--timeout", "0"),
+        exit=2,
+        error="argument --timeout: '0' is not a number of seconds; expected more than 0",
+    ),
 ]
 
 
@@ -866,8 +1239,9 @@ def _card_lists(expected: dict[str, dict[str, int]]) -> Callable[[World, subproc
     def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
         assert _rows_in_card(world) == expected, _rows_in_card(world)
         shards = {p.relative_to(world.out).as_posix() for p in world.out.rglob("*.parquet")}
-        held = {f"{'data' if c == 'pupil' else 'full'}/{s}-00000-of-00001.parquet"
-                for c in expected for s in expected[c]}
+        held = {
+            f"{'data' if c == 'pupil' else 'full'}/{s}-00000-of-00001.parquet" for c in expected for s in expected[c]
+        }
         assert shards == held, f"the folder holds {sorted(shards)}, its card lists {sorted(held)}"
         for config, preview in (("pupil", "preview.png"), ("full", "preview-full.png")):
             assert (world.out / "images" / preview).is_file() == (config in expected), f"{preview} and the card differ"
@@ -902,8 +1276,11 @@ def _fix_a_pupil_label(split: str) -> Callable[[World], None]:
 
 
 def _raw_digests(world: World) -> dict[str, str]:
-    return {p.relative_to(world.raw).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(world.raw.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(world.raw).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(world.raw.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _remember_raw(world: World) -> None:
@@ -989,159 +1366,392 @@ _SIZE_FORM = "expected a size of 1 byte or more: a number with an optional unit,
 
 RAW_AND_STAGING = [
     # stems that collide once the suffix is normalised, in images and in labels
-    Case("image-png-and-PNG-of-one-frame", LOCAL, exit=1, error=".png in ",
-         says=("are two files for the frame", "suffixes are matched ignoring case"),
-         arrange=_copy_as(_first("test", "images"), "{stem}.PNG")),
-    Case("label-npy-and-NPY-of-one-frame", LOCAL, exit=1, error=".npy in ",
-         says=("labels 000000200000.NPY and 000000200000.npy in ", "are two files for the frame 000000200000"),
-         arrange=_copy_as(_first("test", "labels"), "{stem}.NPY")),
-    Case("image-Png-and-png-across-the-train-split", LOCAL, exit=1, error="are two files for the frame",
-         arrange=_copy_as(_first("train", "images"), "{stem}.Png")),
+    Case(
+        "image-png-and-PNG-of-one-frame",
+        LOCAL,
+        exit=1,
+        error=".png in ",
+        says=("are two files for the frame", "suffixes are matched ignoring case"),
+        arrange=_copy_as(_first("test", "images"), "{stem}.PNG"),
+    ),
+    Case(
+        "label-npy-and-NPY-of-one-frame",
+        LOCAL,
+        exit=1,
+        error=".npy in ",
+        says=("labels 000000200000.NPY and 000000200000.npy in ", "are two files for the frame 000000200000"),
+        arrange=_copy_as(_first("test", "labels"), "{stem}.NPY"),
+    ),
+    Case(
+        "image-Png-and-png-across-the-train-split",
+        LOCAL,
+        exit=1,
+        error="are two files for the frame",
+        arrange=_copy_as(_first("train", "images"), "{stem}.Png"),
+    ),
     # the suffixes of images and labels alike
-    Case("label-with-suffix-NPY-is-its-frame-s-label", LOCAL, check=_card_lists({"pupil": ALL_ROWS}),
-         arrange=_rename_as(_first("test", "labels"), "{stem}.NPY")),
-    Case("image-with-suffix-PNG-and-label-NpY", LOCAL, check=_card_lists({"pupil": ALL_ROWS}),
-         arrange=_arrange(_rename_as(_first("train", "images"), "{stem}.PNG"),
-                          _rename_as(_first("train", "labels"), "{stem}.NpY"))),
-    Case("missing-label-names-the-npz-of-that-stem", LOCAL, exit=1,
-         error="has no label ", says=("(labels/ holds 000000200000.npz, not a .npy); expected one .npy per image",),
-         arrange=_edit(_first("test", "labels"), _label_to_npz)),
+    Case(
+        "label-with-suffix-NPY-is-its-frame-s-label",
+        LOCAL,
+        check=_card_lists({"pupil": ALL_ROWS}),
+        arrange=_rename_as(_first("test", "labels"), "{stem}.NPY"),
+    ),
+    Case(
+        "image-with-suffix-PNG-and-label-NpY",
+        LOCAL,
+        check=_card_lists({"pupil": ALL_ROWS}),
+        arrange=_arrange(
+            _rename_as(_first("train", "images"), "{stem}.PNG"), _rename_as(_first("train", "labels"), "{stem}.NpY")
+        ),
+    ),
+    Case(
+        "missing-label-names-the-npz-of-that-stem",
+        LOCAL,
+        exit=1,
+        error="has no label ",
+        says=("(labels/ holds 000000200000.npz, not a .npy); expected one .npy per image",),
+        arrange=_edit(_first("test", "labels"), _label_to_npz),
+    ),
     # split folders with one of images/ and labels/, or neither
-    Case("split-with-labels-but-no-images", LOCAL, exit=1, error="test has labels/ but no images/; expected both",
-         arrange=lambda w: shutil.rmtree(w.split_dir / "test" / "images")),
-    Case("split-with-labels-but-no-images-with-splits-train", (*LOCAL, "--splits", "train"), exit=1,
-         error="validation has labels/ but no images/",
-         arrange=lambda w: shutil.rmtree(w.split_dir / "validation" / "images")),
-    Case("split-with-images-but-no-labels", (*LOCAL, "--skip-unlabeled"), exit=1,
-         error="validation has images/ but no labels/; expected both",
-         arrange=lambda w: shutil.rmtree(w.split_dir / "validation" / "labels")),
-    Case("split-folder-that-is-empty", LOCAL, exit=1, error="test holds neither images/ nor labels/",
-         arrange=_empty_folder(lambda w: w.split_dir / "test")),
-    Case("images-folder-that-is-empty", LOCAL, exit=1, error="test/images holds no .png images",
-         arrange=_empty_folder(lambda w: w.split_dir / "test" / "images")),
-    Case("images-that-is-a-file", LOCAL, exit=1, error="test/images is not a folder; expected the folder of the",
-         arrange=lambda w: (shutil.rmtree(w.split_dir / "test" / "images"),
-                            (w.split_dir / "test" / "images").write_text("x"))),
+    Case(
+        "split-with-labels-but-no-images",
+        LOCAL,
+        exit=1,
+        error="test has labels/ but no images/; expected both",
+        arrange=lambda w: shutil.rmtree(w.split_dir / "test" / "images"),
+    ),
+    Case(
+        "split-with-labels-but-no-images-with-splits-train",
+        (*LOCAL, "--splits", "train"),
+        exit=1,
+        error="validation has labels/ but no images/",
+        arrange=lambda w: shutil.rmtree(w.split_dir / "validation" / "images"),
+    ),
+    Case(
+        "split-with-images-but-no-labels",
+        (*LOCAL, "--skip-unlabeled"),
+        exit=1,
+        error="validation has images/ but no labels/; expected both",
+        arrange=lambda w: shutil.rmtree(w.split_dir / "validation" / "labels"),
+    ),
+    Case(
+        "split-folder-that-is-empty",
+        LOCAL,
+        exit=1,
+        error="test holds neither images/ nor labels/",
+        arrange=_empty_folder(lambda w: w.split_dir / "test"),
+    ),
+    Case(
+        "images-folder-that-is-empty",
+        LOCAL,
+        exit=1,
+        error="test/images holds no .png images",
+        arrange=_empty_folder(lambda w: w.split_dir / "test" / "images"),
+    ),
+    Case(
+        "images-that-is-a-file",
+        LOCAL,
+        exit=1,
+        error="test/images is not a folder; expected the folder of the",
+        arrange=lambda w: (
+            shutil.rmtree(w.split_dir / "test" / "images"),
+            (w.split_dir / "test" / "images").write_text("x"),
+        ),
+    ),
     # labels that are not integer class ids
-    Case("label-of-bools", LOCAL, exit=1, error="holds a bool array (a True/False mask); expected integer class ids",
-         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p) == 3))),
-    Case("label-of-whole-float32", LOCAL, exit=1, error="has dtype float32; expected integer class ids 0..3",
-         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype(np.float32)))),
-    Case("label-of-timedelta", LOCAL, exit=1, error="has dtype timedelta64[s]; expected integer class ids",
-         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype("m8[s]")))),
-    Case("label-of-big-endian-int32-is-read", LOCAL, check=_card_lists({"pupil": ALL_ROWS}),
-         arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype(">i4")))),
+    Case(
+        "label-of-bools",
+        LOCAL,
+        exit=1,
+        error="holds a bool array (a True/False mask); expected integer class ids",
+        arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p) == 3)),
+    ),
+    Case(
+        "label-of-whole-float32",
+        LOCAL,
+        exit=1,
+        error="has dtype float32; expected integer class ids 0..3",
+        arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype(np.float32))),
+    ),
+    Case(
+        "label-of-timedelta",
+        LOCAL,
+        exit=1,
+        error="has dtype timedelta64[s]; expected integer class ids",
+        arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype("m8[s]"))),
+    ),
+    Case(
+        "label-of-big-endian-int32-is-read",
+        LOCAL,
+        check=_card_lists({"pupil": ALL_ROWS}),
+        arrange=_edit(_first("test", "labels"), lambda p: np.save(p, np.load(p).astype(">i4"))),
+    ),
     # names that are not one printable line
-    Case("newline-in-an-image-name", LOCAL, exit=1, error="x\\ny.png' has no label ",
-         says=("expected one .npy per image",), check=_line_with("expected one .npy per image"),
-         arrange=_image_without_label("x\ny.png")),
-    Case("terminal-escape-in-an-image-name", LOCAL, exit=1, error="\\x1b[2J.png' has no label",
-         check=_line_with("has no label"), arrange=_image_without_label("\x1b[2J.png")),
-    Case("newline-in-an-orphan-label-name-warns-on-one-line", LOCAL,
-         says=("train: ignored 1 labels without an image (e.g. 'labels/x\\ny.npy')",),
-         arrange=_copy_as(_first("train", "labels"), "x\ny.npy")),
-    Case("newline-in-the-local-dir", ("--data-dir", "{raw}", "--local-dir", "{tmp}/o\nut", "--no-upload"), exit=1,
-         error="the staging folder '", says=("o\\nut' is a file, not a folder",), check=_line_with("is a file"),
-         arrange=lambda w: (w.tmp / "o\nut").write_text("a file")),
-    Case("newline-in-a-duplicate-image-name", LOCAL, exit=1, error="are two files for the frame 'x\\ny'",
-         arrange=_arrange(_image_without_label("x\ny.png"), _image_without_label("x\ny.PNG"))),
+    Case(
+        "newline-in-an-image-name",
+        LOCAL,
+        exit=1,
+        error="x\\ny.png' has no label ",
+        says=("expected one .npy per image",),
+        check=_line_with("expected one .npy per image"),
+        arrange=_image_without_label("x\ny.png"),
+    ),
+    Case(
+        "terminal-escape-in-an-image-name",
+        LOCAL,
+        exit=1,
+        error="\\x1b[2J.png' has no label",
+        check=_line_with("has no label"),
+        arrange=_image_without_label("\x1b[2J.png"),
+    ),
+    Case(
+        "newline-in-an-orphan-label-name-warns-on-one-line",
+        LOCAL,
+        says=("train: ignored 1 labels without an image (e.g. 'labels/x\\ny.npy')",),
+        arrange=_copy_as(_first("train", "labels"), "x\ny.npy"),
+    ),
+    Case(
+        "newline-in-the-local-dir",
+        ("--data-dir", "{raw}", "--local-dir", "{tmp}/o\nut", "--no-upload"),
+        exit=1,
+        error="the staging folder '",
+        says=("o\\nut' is a file, not a folder",),
+        check=_line_with("is a file"),
+        arrange=lambda w: (w.tmp / "o\nut").write_text("a file"),
+    ),
+    Case(
+        "newline-in-a-duplicate-image-name",
+        LOCAL,
+        exit=1,
+        error="are two files for the frame 'x\\ny'",
+        arrange=_arrange(_image_without_label("x\ny.png"), _image_without_label("x\ny.PNG")),
+    ),
     # the staging folder: splits this run does not rebuild
-    Case("stale-config-after-a-fixed-label", LOCAL,
-         says=("full/train: removed its 1 shard(s) from ", "since it was built from image or label files whose "
-               "contents have changed since; the folder's card no longer lists it. Rebuild it with: python push.py "
-               "--data-dir "),
-         arrange=_arrange(_built_all_configs(), _fix_a_pupil_label("train")),
-         check=_card_lists({"pupil": ALL_ROWS, "full": {"validation": 1, "test": 1}})),
-    Case("stale-configs-after-a-fixed-label-in-every-split", LOCAL,
-         says=("full/test: removed", "full/train: removed", "--config full --splits train test"),
-         arrange=_arrange(_built_all_configs(), _fix_a_pupil_label("train"), _fix_a_pupil_label("test")),
-         check=_card_lists({"pupil": ALL_ROWS, "full": {"validation": 1}})),
-    Case("stale-split-of-the-same-config-after-a-split-run", (*LOCAL, "--splits", "train"),
-         says=("pupil/test: removed its 1 shard(s)", "--config pupil --splits test"),
-         arrange=_arrange(_built_first, _fix_a_pupil_label("test")),
-         check=_card_lists({"pupil": {"train": 3, "validation": 1}})),
-    Case("stale-split-whose-raw-split-is-gone", LOCAL,
-         says=("pupil/test: removed its 1 shard(s)", "since the raw data has no test split any more",
-               "Rebuild it, from raw data that holds test, with:"),
-         arrange=_arrange(_built_first, lambda w: shutil.rmtree(w.split_dir / "test")),
-         check=_card_lists({"pupil": {"train": 3, "validation": 1}})),
-    Case("stale-config-after-a-sample-run-in-the-same-folder", ("--sample", "--local-dir", "{out}", "--no-upload"),
-         says=("full/train: removed", "full/validation: removed", "full/test: removed",
-               "Rebuild it with: python push.py --sample --local-dir "),
-         arrange=_built_all_configs(),
-         check=_card_lists({"pupil": {"train": 8, "validation": 3, "test": 3}})),
-    Case("split-not-asked-for-is-read-with-the-run-s-label-policy", (*LOCAL, "--splits", "test"), exit=1,
-         error="checking the train split that ", says=("holds against its raw data: image ", "has no label "),
-         arrange=_arrange(lambda w: w.files("train", "labels")[0].unlink(),
-                          lambda w: _ok(w.push(*LOCAL, "--skip-unlabeled"))),
-         check=_card_lists({"pupil": {"train": 2, "validation": 1, "test": 1}})),
-    Case("current-config-is-kept-whatever-its-shard-size", LOCAL,
-         arrange=_built_all_configs("--max-shard-size", "12MB"), check=_only_pupil_built),
-    Case("unfinished-split-of-another-config-is-named-and-kept", LOCAL,
-         says=("full/train: ", "holds 1 of its shards, not the whole set (an unfinished build), so the folder's card "
-               "does not list it. Finish it with: python push.py"),
-         arrange=_half_of_full_train, check=_unfinished_left_alone),
-    Case("foreign-parquet-named-as-a-shard-is-left-alone", LOCAL, exit=1,
-         error="test-00000-of-00001.parquet has no build record of push.py", arrange=_a_foreign_parquet,
-         check=_folder_unchanged),
+    Case(
+        "stale-config-after-a-fixed-label",
+        LOCAL,
+        says=(
+            "full/train: removed its 1 shard(s) from ",
+            "since it was built from image or label files whose "
+            "contents have changed since; the folder's card no longer lists it. Rebuild it with: python push.py "
+            "--data-dir ",
+        ),
+        arrange=_arrange(_built_all_configs(), _fix_a_pupil_label("train")),
+        check=_card_lists({"pupil": ALL_ROWS, "full": {"validation": 1, "test": 1}}),
+    ),
+    Case(
+        "stale-configs-after-a-fixed-label-in-every-split",
+        LOCAL,
+        says=("full/test: removed", "full/train: removed", "--config full --splits train test"),
+        arrange=_arrange(_built_all_configs(), _fix_a_pupil_label("train"), _fix_a_pupil_label("test")),
+        check=_card_lists({"pupil": ALL_ROWS, "full": {"validation": 1}}),
+    ),
+    Case(
+        "stale-split-of-the-same-config-after-a-split-run",
+        (*LOCAL, "--splits", "train"),
+        says=("pupil/test: removed its 1 shard(s)", "--config pupil --splits test"),
+        arrange=_arrange(_built_first, _fix_a_pupil_label("test")),
+        check=_card_lists({"pupil": {"train": 3, "validation": 1}}),
+    ),
+    Case(
+        "stale-split-whose-raw-split-is-gone",
+        LOCAL,
+        says=(
+            "pupil/test: removed its 1 shard(s)",
+            "since the raw data has no test split any more",
+            "Rebuild it, from raw data that holds test, with:",
+        ),
+        arrange=_arrange(_built_first, lambda w: shutil.rmtree(w.split_dir / "test")),
+        check=_card_lists({"pupil": {"train": 3, "validation": 1}}),
+    ),
+    Case(
+        "stale-config-after-a-sample-run-in-the-same-folder",
+        ("--sample", "--local-dir", "{out}", "--no-upload"),
+        says=(
+            "full/train: removed",
+            "full/validation: removed",
+            "full/test: removed",
+            "Rebuild it with: python push.py --sample --local-dir ",
+        ),
+        arrange=_built_all_configs(),
+        check=_card_lists({"pupil": {"train": 8, "validation": 3, "test": 3}}),
+    ),
+    Case(
+        "split-not-asked-for-is-read-with-the-run-s-label-policy",
+        (*LOCAL, "--splits", "test"),
+        exit=1,
+        error="checking the train split that ",
+        says=("holds against its raw data: image ", "has no label "),
+        arrange=_arrange(
+            lambda w: w.files("train", "labels")[0].unlink(), lambda w: _ok(w.push(*LOCAL, "--skip-unlabeled"))
+        ),
+        check=_card_lists({"pupil": {"train": 2, "validation": 1, "test": 1}}),
+    ),
+    Case(
+        "current-config-is-kept-whatever-its-shard-size",
+        LOCAL,
+        arrange=_built_all_configs("--max-shard-size", "12MB"),
+        check=_only_pupil_built,
+    ),
+    Case(
+        "unfinished-split-of-another-config-is-named-and-kept",
+        LOCAL,
+        says=(
+            "full/train: ",
+            "holds 1 of its shards, not the whole set (an unfinished build), so the folder's card "
+            "does not list it. Finish it with: python push.py",
+        ),
+        arrange=_half_of_full_train,
+        check=_unfinished_left_alone,
+    ),
+    Case(
+        "foreign-parquet-named-as-a-shard-is-left-alone",
+        LOCAL,
+        exit=1,
+        error="test-00000-of-00001.parquet has no build record of push.py",
+        arrange=_a_foreign_parquet,
+        check=_folder_unchanged,
+    ),
     # the staging folder and the raw data apart
-    Case("local-dir-inside-the-raw-test-split", ("--data-dir", "{raw}", "--local-dir", "{raw}/openEDS/openEDS/test",
-                                                 "--no-upload"), exit=1,
-         error="openEDS/openEDS/test is inside the raw data /", arrange=_remember_raw,
-         check=_raw_untouched_and_nothing_written),
-    Case("local-dir-is-the-data-dir", ("--data-dir", "{raw}", "--local-dir", "{raw}", "--no-upload"), exit=1,
-         error="/raw/openEDS/openEDS is inside --local-dir ", arrange=_remember_raw,
-         check=_raw_untouched_and_nothing_written),
-    Case("local-dir-is-the-folder-of-the-split-folders", ("--data-dir", "{raw}", "--local-dir",
-                                                          "{raw}/openEDS/openEDS", "--no-upload"), exit=1,
-         error="openEDS/openEDS is inside the raw data ", arrange=_remember_raw,
-         check=_raw_untouched_and_nothing_written),
-    Case("local-dir-inside-a-split-folder-linked-from-elsewhere",
-         ("--data-dir", "{raw}", "--local-dir", "{tmp}/elsewhere/test/out", "--no-upload"), exit=1,
-         error="elsewhere/test/out is inside the raw test split ", arrange=_test_split_linked_from_elsewhere),
-    Case("local-dir-beside-the-split-folders-under-the-data-dir", ("--data-dir", "{raw}", "--local-dir",
-                                                                   "{raw}/out", "--no-upload"),
-         arrange=_arrange(lambda w: setattr(w, "out", w.raw / "out"), _built_first),
-         check=_card_lists({"pupil": ALL_ROWS})),
-    Case("local-dir-links-into-the-raw-images", ("--data-dir", "{raw}", "--local-dir", "{tmp}/link/out", "--no-upload"),
-         exit=1, error="link/out (which resolves to ", says=("openEDS/openEDS/test/images/out) is inside the raw",),
-         arrange=_link_to_raw_images, check=_raw_untouched_and_nothing_written),
-    Case("raw-data-inside-the-local-dir", ("--data-dir", "{out}/raw", "--local-dir", "{out}", "--no-upload"), exit=1,
-         error="/raw/openEDS/openEDS is inside --local-dir ", arrange=_raw_moved_into_out,
-         check=_out_holds_only_the_raw_data),
-    Case("local-dir-inside-the-kaggle-cache", ("--local-dir", "{tmp}/kaggle/soumicksarker--openeds-dataset/data/out",
-                                               "--no-upload", "--cache-dir", "{tmp}/kaggle"), exit=1,
-         error="data/out is inside the Kaggle download cache (--cache-dir) of the raw data ",
-         check=lambda w, r: not (w.tmp / "kaggle").exists() or pytest.fail("the cache was written")),
-    Case("kaggle-cache-inside-the-local-dir", ("--local-dir", "{tmp}", "--no-upload", "--cache-dir", "{tmp}/kaggle"),
-         exit=1, error="is inside --local-dir ",
-         check=lambda w, r: not (w.tmp / ".lock").exists() or pytest.fail("the folder was written")),
-    Case("local-dir-empty", ("--data-dir", "{raw}", "--local-dir", "", "--no-upload"), exit=2,
-         error="argument --local-dir: '' is empty; expected a folder path"),
-    Case("data-dir-empty", ("--data-dir", "", "--local-dir", "{out}", "--no-upload"), exit=2,
-         error="argument --data-dir: '' is empty; expected a folder path"),
-    Case("repo-id-empty", ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", ""), exit=2,
-         error="--repo-id '' is empty; expected a value, or leave --repo-id out for its default", check=_not_built,
-         env={"HF_TOKEN": TOKEN}),  # an empty --tag: tag-empty-is-refused-before-the-build
-    Case("kaggle-dataset-empty", ("--local-dir", "{out}", "--no-upload", "--kaggle-dataset", " "), exit=2,
-         error="--kaggle-dataset ' ' is empty; expected a value", check=_not_built),
+    Case(
+        "local-dir-inside-the-raw-test-split",
+        ("--data-dir", "{raw}", "--local-dir", "{raw}/openEDS/openEDS/test", "--no-upload"),
+        exit=1,
+        error="openEDS/openEDS/test is inside the raw data /",
+        arrange=_remember_raw,
+        check=_raw_untouched_and_nothing_written,
+    ),
+    Case(
+        "local-dir-is-the-data-dir",
+        ("--data-dir", "{raw}", "--local-dir", "{raw}", "--no-upload"),
+        exit=1,
+        error="/raw/openEDS/openEDS is inside --local-dir ",
+        arrange=_remember_raw,
+        check=_raw_untouched_and_nothing_written,
+    ),
+    Case(
+        "local-dir-is-the-folder-of-the-split-folders",
+        ("--data-dir", "{raw}", "--local-dir", "{raw}/openEDS/openEDS", "--no-upload"),
+        exit=1,
+        error="openEDS/openEDS is inside the raw data ",
+        arrange=_remember_raw,
+        check=_raw_untouched_and_nothing_written,
+    ),
+    Case(
+        "local-dir-inside-a-split-folder-linked-from-elsewhere",
+        ("--data-dir", "{raw}", "--local-dir", "{tmp}/elsewhere/test/out", "--no-upload"),
+        exit=1,
+        error="elsewhere/test/out is inside the raw test split ",
+        arrange=_test_split_linked_from_elsewhere,
+    ),
+    Case(
+        "local-dir-beside-the-split-folders-under-the-data-dir",
+        ("--data-dir", "{raw}", "--local-dir", "{raw}/out", "--no-upload"),
+        arrange=_arrange(lambda w: setattr(w, "out", w.raw / "out"), _built_first),
+        check=_card_lists({"pupil": ALL_ROWS}),
+    ),
+    Case(
+        "local-dir-links-into-the-raw-images",
+        ("--data-dir", "{raw}", "--local-dir", "{tmp}/link/out", "--no-upload"),
+        exit=1,
+        error="link/out (which resolves to ",
+        says=("openEDS/openEDS/test/images/out) is inside the raw",),
+        arrange=_link_to_raw_images,
+        check=_raw_untouched_and_nothing_written,
+    ),
+    Case(
+        "raw-data-inside-the-local-dir",
+        ("--data-dir", "{out}/raw", "--local-dir", "{out}", "--no-upload"),
+        exit=1,
+        error="/raw/openEDS/openEDS is inside --local-dir ",
+        arrange=_raw_moved_into_out,
+        check=_out_holds_only_the_raw_data,
+    ),
+    Case(
+        "local-dir-inside-the-kaggle-cache",
+        (
+            "--local-dir",
+            "{tmp}/kaggle/soumicksarker--openeds-dataset/data/out",
+            "--no-upload",
+            "--cache-dir",
+            "{tmp}/kaggle",
+        ),
+        exit=1,
+        error="data/out is inside the Kaggle download cache (--cache-dir) of the raw data ",
+        check=lambda w, r: not (w.tmp / "kaggle").exists() or pytest.fail("the cache was written"),
+    ),
+    Case(
+        "kaggle-cache-inside-the-local-dir",
+        ("--local-dir", "{tmp}", "--no-upload", "--cache-dir", "{tmp}/kaggle"),
+        exit=1,
+        error="is inside --local-dir ",
+        check=lambda w, r: not (w.tmp / ".lock").exists() or pytest.fail("the folder was written"),
+    ),
+    Case(
+        "local-dir-empty",
+        ("--data-dir", "{raw}", "--local-dir", "", "--no-upload"),
+        exit=2,
+        error="argument --local-dir: '' is empty; expected a folder path",
+    ),
+    Case(
+        "data-dir-empty",
+        ("--data-dir", "", "--local-dir", "{out}", "--no-upload"),
+        exit=2,
+        error="argument --data-dir: '' is empty; expected a folder path",
+    ),
+    Case(
+        "repo-id-empty",
+        ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", ""),
+        exit=2,
+        error="--repo-id '' is empty; expected a value, or leave --repo-id out for its default",
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN},
+    ),  # an empty --tag: tag-empty-is-refused-before-the-build
+    Case(
+        "kaggle-dataset-empty",
+        ("--local-dir", "{out}", "--no-upload", "--kaggle-dataset", " "),
+        exit=2,
+        error="--kaggle-dataset ' ' is empty; expected a value",
+        check=_not_built,
+    ),
     # --max-shard-size
     *(
-        Case(f"max-shard-size-{name}", (*LOCAL, f"--max-shard-size={value}"), exit=2,
-             error=f"argument --max-shard-size: {value!r} {why}; {_SIZE_FORM}", check=_not_built)
-        for name, value, why in [("inf", "infGB", "is not a size"), ("nan", "nanGB", "is not a size"),
-                                 ("negative", "-5MB", "is below 1 byte"), ("zero", "0", "is below 1 byte"),
-                                 ("below-one-byte", "0.5", "is below 1 byte"), ("junk", "lots", "is not a size"),
-                                 ("exponent", "1e9", "is not a size"), ("empty", "", "is not a size"),
-                                 ("megabits", "500Mbit", "is not a size")]
+        Case(
+            f"max-shard-size-{name}",
+            (*LOCAL, f"--max-shard-size={value}"),
+            exit=2,
+            error=f"argument --max-shard-size: {value!r} {why}; {_SIZE_FORM}",
+            check=_not_built,
+        )
+        for name, value, why in [
+            ("inf", "infGB", "is not a size"),
+            ("nan", "nanGB", "is not a size"),
+            ("negative", "-5MB", "is below 1 byte"),
+            ("zero", "0", "is below 1 byte"),
+            ("below-one-byte", "0.5", "is below 1 byte"),
+            ("junk", "lots", "is not a size"),
+            ("exponent", "1e9", "is not a size"),
+            ("empty", "", "is not a size"),
+            ("megabits", "500Mbit", "is not a size"),
+        ]
     ),
-    Case("max-shard-size-below-one-full-row", (*LOCAL, "--config", "all", "--max-shard-size", "5MB"), exit=2,
-         error="--max-shard-size 5,000,000 bytes is smaller than one full row (5,632,000 bytes); expected at least",
-         check=_not_built),
-    Case("max-shard-size-of-400-digits", (*LOCAL, "--max-shard-size", "1" + "0" * 400 + "GB"),
-         check=_card_lists({"pupil": ALL_ROWS})),
-    Case("max-shard-size-in-binary-units", (*LOCAL, "--max-shard-size", "4MiB"),
-         check=lambda w, r: len(list((w.out / "data").glob("train-*-of-00003.parquet"))) == 3 or pytest.fail("")),
+    Case(
+        "max-shard-size-below-one-full-row",
+        (*LOCAL, "--config", "all", "--max-shard-size", "5MB"),
+        exit=2,
+        error="--max-shard-size 5,000,000 bytes is smaller than one full row (5,632,000 bytes); expected at least",
+        check=_not_built,
+    ),
+    Case(
+        "max-shard-size-of-400-digits",
+        (*LOCAL, "--max-shard-size", "1" + "0" * 400 + "GB"),
+        check=_card_lists({"pupil": ALL_ROWS}),
+    ),
+    Case(
+        "max-shard-size-in-binary-units",
+        (*LOCAL, "--max-shard-size", "4MiB"),
+        check=lambda w, r: len(list((w.out / "data").glob("train-*-of-00003.parquet"))) == 3 or pytest.fail(""),
+    ),
 ]
 
 
@@ -1169,8 +1779,12 @@ COMMIT = "/api/datasets/{repo}/commit/main"
 
 def _with_user_files(files: Mapping[str, bytes]) -> Callable[[World], None]:
     def arrange(world: World) -> None:
-        HfApi(token=TOKEN).create_commit(world.repo_id, [CommitOperationAdd(p, c) for p, c in files.items()],
-                                         commit_message="the owner's files", repo_type="dataset")
+        HfApi(token=TOKEN).create_commit(
+            world.repo_id,
+            [CommitOperationAdd(p, c) for p, c in files.items()],
+            commit_message="the owner's files",
+            repo_type="dataset",
+        )
         (world.tmp / "user-files.txt").write_text("\n".join(files))
 
     return arrange
@@ -1203,8 +1817,12 @@ def _owner_card(edit: Callable[[str], str]) -> Callable[[World], None]:
 
     def arrange(world: World) -> None:
         text = edit(_head_files(world)["README.md"].decode())
-        HfApi(token=TOKEN).create_commit(world.repo_id, [CommitOperationAdd("README.md", text.encode())],
-                                         commit_message="my card", repo_type="dataset")
+        HfApi(token=TOKEN).create_commit(
+            world.repo_id,
+            [CommitOperationAdd("README.md", text.encode())],
+            commit_message="my card",
+            repo_type="dataset",
+        )
         (world.tmp / "owner-card.txt").write_text(text)
 
     return arrange
@@ -1239,16 +1857,22 @@ def _broken_kept_shard(world: World) -> None:
     for config in card.data.configs:
         config["data_files"] = [f for f in config["data_files"] if f["split"] != "train"]
     card.data.dataset_info["splits"] = [s for s in card.data.dataset_info["splits"] if s["name"] != "train"]
-    operations = [CommitOperationAdd("README.md", str(card).encode()),
-                  CommitOperationAdd("data/train-00000-of-00001.parquet", b"this is not parquet " * 8)]
+    operations = [
+        CommitOperationAdd("README.md", str(card).encode()),
+        CommitOperationAdd("data/train-00000-of-00001.parquet", b"this is not parquet " * 8),
+    ]
     HfApi(token=TOKEN).create_commit(world.repo_id, operations, commit_message="broken", repo_type="dataset")
 
 
 def _shard_without_card(world: World) -> None:
     api = HfApi(token=TOKEN)
     api.create_repo(world.repo_id, repo_type="dataset")
-    api.create_commit(world.repo_id, [CommitOperationAdd("data/train-00000-of-00001.parquet", b"<html>oops</html>")],
-                      commit_message="not parquet", repo_type="dataset")
+    api.create_commit(
+        world.repo_id,
+        [CommitOperationAdd("data/train-00000-of-00001.parquet", b"<html>oops</html>")],
+        commit_message="not parquet",
+        repo_type="dataset",
+    )
 
 
 def _gated_repo_of_someone_else(world: World) -> None:
@@ -1256,8 +1880,12 @@ def _gated_repo_of_someone_else(world: World) -> None:
     world.repo_id = world.repo_id.replace("faults/", "gatekeeper/")
     api = HfApi(token="hf_faults_gatekeeper")
     api.create_repo(world.repo_id, repo_type="dataset")
-    api.create_commit(world.repo_id, [CommitOperationAdd("README.md", sign("# gated\n").encode())],
-                      commit_message="gated", repo_type="dataset")
+    api.create_commit(
+        world.repo_id,
+        [CommitOperationAdd("README.md", sign("# gated\n").encode())],
+        commit_message="gated",
+        repo_type="dataset",
+    )
     world.hub.gate(world.repo_id, granted={"someone-else"})
 
 
@@ -1273,105 +1901,267 @@ def _head_moved_message(world: World, result: subprocess.CompletedProcess[str]) 
 
 HUB_SAFETY = [
     # the owner's files: nothing this tool did not write is deleted or read as data, and the run names them
-    Case("user-files-stay-are-named-and-are-not-read-as-data", (*PUBLISH, "--config", "all"),
-         says=("holds 5 files this tool did not write; they stay as they are", "'data/train-notes.txt'"),
-         arrange=_arrange(_published_first, _with_user_files({**USER_FILES, **SHARD_LIKE})),
-         check=_user_files_stay_unread, env=TOKEN_ENV),
-    Case("v1-conversion-keeps-user-files", PUBLISH, says=("holds 4 files this tool did not write",),
-         arrange=_arrange(_v1_published, _with_user_files(USER_FILES)), check=_v1_converted_and_user_files_stay,
-         env=TOKEN_ENV),
+    Case(
+        "user-files-stay-are-named-and-are-not-read-as-data",
+        (*PUBLISH, "--config", "all"),
+        says=("holds 5 files this tool did not write; they stay as they are", "'data/train-notes.txt'"),
+        arrange=_arrange(_published_first, _with_user_files({**USER_FILES, **SHARD_LIKE})),
+        check=_user_files_stay_unread,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "v1-conversion-keeps-user-files",
+        PUBLISH,
+        says=("holds 4 files this tool did not write",),
+        arrange=_arrange(_v1_published, _with_user_files(USER_FILES)),
+        check=_v1_converted_and_user_files_stay,
+        env=TOKEN_ENV,
+    ),
     # the owner's card: refused before the build, or replaced when asked and kept at its revision
-    Case("hand-written-card-is-refused-before-the-build", PUBLISH, exit=1, error="README.md of faults/",
-         says=("was written or edited by hand (it has no checksum line of this tool", "re-run with --replace-card"),
-         arrange=_arrange(_published_first, _owner_card(lambda text: MY_NOTES)), check=_not_built, env=TOKEN_ENV),
-    Case("card-with-owner-text-added-is-refused", PUBLISH, exit=1,
-         error="was written or edited by hand (its text no longer matches the checksum",
-         arrange=_arrange(_published_first, _owner_card(lambda text: text + MY_NOTES)), check=_not_built,
-         env=TOKEN_ENV),
-    Case("card-edited-inside-the-generated-text-is-refused", PUBLISH, exit=1,
-         error="was written or edited by hand (its text no longer matches the checksum",
-         arrange=_arrange(_published_first, _owner_card(_edited_inside)), check=_not_built, env=TOKEN_ENV),
-    Case("card-of-an-earlier-version-without-checksum-is-refused", PUBLISH, exit=1,
-         error="it has no checksum line of this tool",
-         arrange=_arrange(_published_first, _owner_card(_without_checksum)), check=_not_built, env=TOKEN_ENV),
-    Case("hand-written-card-is-replaced-with-replace-card", (*PUBLISH, "--replace-card"),
-         says=("Replacing the card README.md of faults/", "the replaced card stays readable at"),
-         arrange=_arrange(_published_first, _owner_card(lambda text: MY_NOTES)),
-         check=_owner_card_replaced_and_kept_at_its_revision, env=TOKEN_ENV),
-    Case("replace-card-without-upload", (*LOCAL, "--replace-card"), exit=2,
-         error="--replace-card conflicts with --no-upload"),
+    Case(
+        "hand-written-card-is-refused-before-the-build",
+        PUBLISH,
+        exit=1,
+        error="README.md of faults/",
+        says=("was written or edited by hand (it has no checksum line of this tool", "re-run with --replace-card"),
+        arrange=_arrange(_published_first, _owner_card(lambda text: MY_NOTES)),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-with-owner-text-added-is-refused",
+        PUBLISH,
+        exit=1,
+        error="was written or edited by hand (its text no longer matches the checksum",
+        arrange=_arrange(_published_first, _owner_card(lambda text: text + MY_NOTES)),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-edited-inside-the-generated-text-is-refused",
+        PUBLISH,
+        exit=1,
+        error="was written or edited by hand (its text no longer matches the checksum",
+        arrange=_arrange(_published_first, _owner_card(_edited_inside)),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-of-an-earlier-version-without-checksum-is-refused",
+        PUBLISH,
+        exit=1,
+        error="it has no checksum line of this tool",
+        arrange=_arrange(_published_first, _owner_card(_without_checksum)),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "hand-written-card-is-replaced-with-replace-card",
+        (*PUBLISH, "--replace-card"),
+        says=("Replacing the card README.md of faults/", "the replaced card stays readable at"),
+        arrange=_arrange(_published_first, _owner_card(lambda text: MY_NOTES)),
+        check=_owner_card_replaced_and_kept_at_its_revision,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "replace-card-without-upload",
+        (*LOCAL, "--replace-card"),
+        exit=2,
+        error="--replace-card conflicts with --no-upload",
+    ),
     # tags: reserved ones, and names the Hub refuses, said right after the arguments are parsed
-    *(Case(f"tag-{label}-is-reserved", (*PUBLISH, f"--tag={tag}"), exit=2,
-           error=f"argument --tag: tag {tag!r} is reserved", arrange=_earlier_commit, env=TOKEN_ENV)
-      for label, tag in (("v1", "v1"), ("V1", "V1"), ("v1.0", "v1.0"), ("main", "main"))),
-    *(Case(f"tag-{label}-is-refused-before-the-build", (*PUBLISH, f"--tag={tag}"), exit=2,
-           error=f"argument --tag: tag {tag!r} is not a tag name the Hub accepts", check=_nothing_built_or_sent,
-           env=TOKEN_ENV)
-      for label, tag in (("with-a-space", "v2 final"), ("with-dots", "v2..1"), ("ending-in-lock", "v2.lock"),
-                         ("with-a-leading-dash", "-v2"), ("with-a-line-break", "v2\nfinal"),
-                         ("with-a-colon", "v2:1"), ("with-a-star", "v2*"), ("empty", ""))),
+    *(
+        Case(
+            f"tag-{label}-is-reserved",
+            (*PUBLISH, f"--tag={tag}"),
+            exit=2,
+            error=f"argument --tag: tag {tag!r} is reserved",
+            arrange=_earlier_commit,
+            env=TOKEN_ENV,
+        )
+        for label, tag in (("v1", "v1"), ("V1", "V1"), ("v1.0", "v1.0"), ("main", "main"))
+    ),
+    *(
+        Case(
+            f"tag-{label}-is-refused-before-the-build",
+            (*PUBLISH, f"--tag={tag}"),
+            exit=2,
+            error=f"argument --tag: tag {tag!r} is not a tag name the Hub accepts",
+            check=_nothing_built_or_sent,
+            env=TOKEN_ENV,
+        )
+        for label, tag in (
+            ("with-a-space", "v2 final"),
+            ("with-dots", "v2..1"),
+            ("ending-in-lock", "v2.lock"),
+            ("with-a-leading-dash", "-v2"),
+            ("with-a-line-break", "v2\nfinal"),
+            ("with-a-colon", "v2:1"),
+            ("with-a-star", "v2*"),
+            ("empty", ""),
+        )
+    ),
     # repo ids huggingface_hub refuses: one line, before any request
-    *(Case(f"repo-id-{label}", ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", repo_id), exit=1,
-           error=error, check=_nothing_built_or_sent, env=TOKEN_ENV)
-      for label, repo_id, error in (
-          ("too-long", "faults/" + "x" * 97, "maximum length is 96"),
-          ("with-dots", "faults/a..b", "Cannot have -- or .. in repo_id"),
-          ("with-double-dash", "faults/a--b", "Cannot have -- or .. in repo_id"),
-          ("ending-in-git", "faults/data.git", "cannot end by '.git'"),
-          ("non-ascii", "faults/daten-für-alle", "is not of the form namespace/name"),
-          ("with-a-line-break", "faults/a\nb", "repo id 'faults/a\\nb' is not of the form namespace/name"),
-      )),
+    *(
+        Case(
+            f"repo-id-{label}",
+            ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", repo_id),
+            exit=1,
+            error=error,
+            check=_nothing_built_or_sent,
+            env=TOKEN_ENV,
+        )
+        for label, repo_id, error in (
+            ("too-long", "faults/" + "x" * 97, "maximum length is 96"),
+            ("with-dots", "faults/a..b", "Cannot have -- or .. in repo_id"),
+            ("with-double-dash", "faults/a--b", "Cannot have -- or .. in repo_id"),
+            ("ending-in-git", "faults/data.git", "cannot end by '.git'"),
+            ("non-ascii", "faults/daten-für-alle", "is not of the form namespace/name"),
+            ("with-a-line-break", "faults/a\nb", "repo id 'faults/a\\nb' is not of the form namespace/name"),
+        )
+    ),
     # tokens no HTTP header can carry: one line, before any request, the token never shown
-    *(Case(f"token-{label}", PUBLISH, exit=1,
-           error="the Hugging Face token from HF_TOKEN holds a character that is not printable ASCII",
-           check=_nothing_built_or_sent, env={"HF_TOKEN": token})
-      for label, token in (("with-an-accent", "hf_faults_wríte_token"), ("with-a-space-inside", "hf_faults write"),
-                           ("with-a-control-character", "hf_faults\x01write"))),
+    *(
+        Case(
+            f"token-{label}",
+            PUBLISH,
+            exit=1,
+            error="the Hugging Face token from HF_TOKEN holds a character that is not printable ASCII",
+            check=_nothing_built_or_sent,
+            env={"HF_TOKEN": token},
+        )
+        for label, token in (
+            ("with-an-accent", "hf_faults_wríte_token"),
+            ("with-a-space-inside", "hf_faults write"),
+            ("with-a-control-character", "hf_faults\x01write"),
+        )
+    ),
     # a Hub that is not what it claims: one line naming the endpoint or the file
-    Case("endpoint-answers-html-with-200", (*PUBLISH, *FAST), exit=1,
-         error=f"could not check the Hugging Face token: {HUB_URL} answered with text that is not JSON",
-         says=("check HF_ENDPOINT and the proxy settings",), arrange=_html_everywhere, check=_not_built,
-         env=TOKEN_ENV),
-    Case("whoami-answers-json-of-another-shape", PUBLISH, exit=1,
-         error=f"{HUB_URL} answered with JSON without a user name (list)",
-         arrange=_fail("GET", "/api/whoami-v2", status=200, body=b'["not", "a", "user"]',
-                       content_type="application/json", times=1000), check=_not_built, env=TOKEN_ENV),
-    Case("listing-answers-json-of-another-shape", PUBLISH, exit=1,
-         error="could not list the files of faults/", says=(f"{HUB_URL} answered with JSON of another shape (",),
-         arrange=_fail("GET", "/api/datasets/{repo}$", status=200, body=b"{}", content_type="application/json",
-                       times=1000), check=_not_built, env=TOKEN_ENV),
-    Case("card-download-answers-an-html-page", (*PUBLISH, *FAST), exit=1,
-         error="could not download the card README.md of faults/", says=("answered with an HTML page",),
-         arrange=_arrange(_published_first, _fail("GET", "/datasets/{repo}/resolve/.*/README.md", status=200,
-                                                  body=HTML, times=1000)), check=_not_built, env=TOKEN_ENV),
-    Case("commit-answered-with-html", (*PUBLISH, "--splits", "test", *FAST), exit=1,
-         error="could not commit to faults/",
-         says=("answered with text that is not JSON", "the commit may have landed"),
-         arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=200, body=HTML, times=1000)), env=TOKEN_ENV),
-    Case("card-that-is-not-utf8", PUBLISH, exit=1, error="is not UTF-8 text (byte 0xfc at offset 11)",
-         arrange=_arrange(_published_first, _latin1_card), check=_not_built, env=TOKEN_ENV),
-    Case("kept-shard-that-is-not-parquet", (*PUBLISH, "--splits", "test"), exit=1,
-         error="data/train-00000-of-00001.parquet (at ", says=("is not a parquet file (ArrowInvalid",),
-         arrange=_arrange(_published_first, _broken_kept_shard), env=TOKEN_ENV),
-    Case("first-shard-that-is-not-parquet-without-a-card", PUBLISH, exit=1,
-         error="data/train-00000-of-00001.parquet (at ", says=("is not a parquet file",),
-         arrange=_shard_without_card, check=_not_built, env=TOKEN_ENV),
+    Case(
+        "endpoint-answers-html-with-200",
+        (*PUBLISH, *FAST),
+        exit=1,
+        error=f"could not check the Hugging Face token: {HUB_URL} answered with text that is not JSON",
+        says=("check HF_ENDPOINT and the proxy settings",),
+        arrange=_html_everywhere,
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "whoami-answers-json-of-another-shape",
+        PUBLISH,
+        exit=1,
+        error=f"{HUB_URL} answered with JSON without a user name (list)",
+        arrange=_fail(
+            "GET",
+            "/api/whoami-v2",
+            status=200,
+            body=b'["not", "a", "user"]',
+            content_type="application/json",
+            times=1000,
+        ),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "listing-answers-json-of-another-shape",
+        PUBLISH,
+        exit=1,
+        error="could not list the files of faults/",
+        says=(f"{HUB_URL} answered with JSON of another shape (",),
+        arrange=_fail(
+            "GET", "/api/datasets/{repo}$", status=200, body=b"{}", content_type="application/json", times=1000
+        ),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-download-answers-an-html-page",
+        (*PUBLISH, *FAST),
+        exit=1,
+        error="could not download the card README.md of faults/",
+        says=("answered with an HTML page",),
+        arrange=_arrange(
+            _published_first, _fail("GET", "/datasets/{repo}/resolve/.*/README.md", status=200, body=HTML, times=1000)
+        ),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "commit-answered-with-html",
+        (*PUBLISH, "--splits", "test", *FAST),
+        exit=1,
+        error="could not commit to faults/",
+        says=("answered with text that is not JSON", "the commit may have landed"),
+        arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=200, body=HTML, times=1000)),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-that-is-not-utf8",
+        PUBLISH,
+        exit=1,
+        error="is not UTF-8 text (byte 0xfc at offset 11)",
+        arrange=_arrange(_published_first, _latin1_card),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "kept-shard-that-is-not-parquet",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="data/train-00000-of-00001.parquet (at ",
+        says=("is not a parquet file (ArrowInvalid",),
+        arrange=_arrange(_published_first, _broken_kept_shard),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "first-shard-that-is-not-parquet-without-a-card",
+        PUBLISH,
+        exit=1,
+        error="data/train-00000-of-00001.parquet (at ",
+        says=("is not a parquet file",),
+        arrange=_shard_without_card,
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
     # access: a gated repo, a token revoked during the run, a concurrent writer
-    Case("gated-repo-is-said-before-the-build", PUBLISH, exit=1,
-         error="is a gated dataset and user 'faults' has not been granted access to it (403 GatedRepo",
-         arrange=_gated_repo_of_someone_else, check=_not_built, env=TOKEN_ENV),
-    Case("gated-answer-of-the-listing-is-not-a-missing-repo", PUBLISH, exit=1,
-         error="is a gated dataset and user 'faults'",
-         arrange=_fail("GET", "/api/datasets/{repo}$", status=403, headers={"X-Error-Code": "GatedRepo"}, times=1000),
-         check=_not_built, env=TOKEN_ENV),
-    Case("token-revoked-before-the-commit", (*PUBLISH, "--splits", "test"), exit=1,
-         error="the Hugging Face token was rejected by",
-         says=("when trying to commit to faults/", "nothing was published"),
-         arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=401, headers=REVOKED)), env=TOKEN_ENV),
-    Case("commit-412-from-a-concurrent-writer", (*PUBLISH, "--splits", "test"), exit=1,
-         error="moved from", says=("nothing was published",),
-         arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=412)), check=_head_moved_message,
-         env=TOKEN_ENV),
+    Case(
+        "gated-repo-is-said-before-the-build",
+        PUBLISH,
+        exit=1,
+        error="is a gated dataset and user 'faults' has not been granted access to it (403 GatedRepo",
+        arrange=_gated_repo_of_someone_else,
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "gated-answer-of-the-listing-is-not-a-missing-repo",
+        PUBLISH,
+        exit=1,
+        error="is a gated dataset and user 'faults'",
+        arrange=_fail("GET", "/api/datasets/{repo}$", status=403, headers={"X-Error-Code": "GatedRepo"}, times=1000),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "token-revoked-before-the-commit",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="the Hugging Face token was rejected by",
+        says=("when trying to commit to faults/", "nothing was published"),
+        arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=401, headers=REVOKED)),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "commit-412-from-a-concurrent-writer",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="moved from",
+        says=("nothing was published",),
+        arrange=_arrange(_earlier_commit, _fail("POST", COMMIT, status=412)),
+        check=_head_moved_message,
+        env=TOKEN_ENV,
+    ),
 ]
 
 
@@ -1421,16 +2211,22 @@ def _rewrite_record(path: str, edit: Callable[[dict], dict | None]) -> Callable[
             metadata[b"openeds"] = json.dumps(record, sort_keys=True).encode()
         buffer = io.BytesIO()
         pq.write_table(table.replace_schema_metadata(metadata), buffer)
-        HfApi(token=TOKEN).create_commit(world.repo_id, [CommitOperationAdd(path, buffer.getvalue())],
-                                         commit_message="rewritten", repo_type="dataset")
+        HfApi(token=TOKEN).create_commit(
+            world.repo_id,
+            [CommitOperationAdd(path, buffer.getvalue())],
+            commit_message="rewritten",
+            repo_type="dataset",
+        )
 
     return arrange
 
 
 def _card_rows(world: World) -> dict[str, dict[str, int]]:
     infos = _card_at_head(world)["dataset_info"]
-    return {info["config_name"]: {s["name"]: s["num_examples"] for s in info["splits"]}
-            for info in (infos if isinstance(infos, list) else [infos])}
+    return {
+        info["config_name"]: {s["name"]: s["num_examples"] for s in info["splits"]}
+        for info in (infos if isinstance(infos, list) else [infos])
+    }
 
 
 def _card_rows_are(expected: dict[str, dict[str, int]]) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
@@ -1442,8 +2238,9 @@ def _card_rows_are(expected: dict[str, dict[str, int]]) -> Callable[[World, subp
 
 def _full_train_rebuilt(world: World, result: subprocess.CompletedProcess[str]) -> None:
     """The command the refusal names did it: full/train on the Hub is built from the fixed label now."""
-    record = json.loads(pq.read_schema(io.BytesIO(_head_files(world)["full/train-00000-of-00001.parquet"]))
-                        .metadata[b"openeds"])
+    record = json.loads(
+        pq.read_schema(io.BytesIO(_head_files(world)["full/train-00000-of-00001.parquet"])).metadata[b"openeds"]
+    )
     assert record["inputs_xxh3_128"] != (world.tmp / "full-train.xxh3").read_text(), "full/train was not rebuilt"
     assert _card_rows(world) == {"pupil": ALL_ROWS, "full": ALL_ROWS}
 
@@ -1480,99 +2277,234 @@ def _rerun_nothing_to_publish(world: World, result: subprocess.CompletedProcess[
 
 HUB_FOLLOW_UPS = [
     # remote splits a run keeps, checked against the raw data as it is now
-    Case("stale-remote-config-after-a-fixed-label", PUBLISH, exit=1,
-         error="holds 1 split(s) that this run keeps but that were not built from the raw data as it is now "
-               "(full/train: it was built from image or label files whose contents have changed since)",
-         arrange=_arrange(_published_all_first, _fix_a_pupil_label("train")),
-         check=_ends_with("in one run: python push.py --data-dir {raw} --local-dir {out} --repo-id {repo} "
-                          "--config all"), env=TOKEN_ENV),
-    Case("stale-remote-split-with-splits-test", (*PUBLISH, "--splits", "test"), exit=1,
-         error="(pupil/train: it was built from image or label files whose contents have changed since)",
-         arrange=_arrange(_published_first, _fix_a_pupil_label("train")),
-         check=_ends_with("--config pupil --splits train test"), env=TOKEN_ENV),
-    Case("stale-remote-splits-of-both-configs-are-named-in-one-line", (*PUBLISH, "--splits", "validation"), exit=1,
-         error="holds 4 split(s) that this run keeps", says=("pupil/train: ", "pupil/test: ", "full/train: ",
-                                                              "full/test: "),
-         arrange=_arrange(_published_all_first, _fix_a_pupil_label("train"), _fix_a_pupil_label("test")),
-         check=_ends_with("--config all"), env=TOKEN_ENV),
-    Case("stale-remote-split-built-by-other-versions", (*PUBLISH, "--splits", "test"), exit=1,
-         error="(pupil/train: it was built by other versions (compute_version 0 -> ",
-         arrange=_arrange(_published_first, _rewrite_record("data/train-00000-of-00001.parquet",
-                                                            lambda r: {**r, "compute_version": 0})),
-         check=_nothing_built, env=TOKEN_ENV),
-    Case("stale-remote-split-of-other-frames", (*PUBLISH, "--splits", "test"), exit=1,
-         error="(pupil/train: it was built from other frames (3 rows) than the raw split pairs up now (2 frames))",
-         arrange=_arrange(_published_first, lambda w: [p.unlink() for p in (w.files("train", "images")[0],
-                                                                             w.files("train", "labels")[0])]),
-         check=_nothing_built, env=TOKEN_ENV),
-    Case("stale-remote-config-is-rebuilt-by-the-command-the-refusal-names", (*PUBLISH, "--config", "all"),
-         arrange=_arrange(_published_all_first, _remember_full_train, _fix_a_pupil_label("train")),
-         check=_full_train_rebuilt, env=TOKEN_ENV),
-    Case("remote-split-without-a-build-record-is-kept-and-named", (*PUBLISH, "--splits", "test"),
-         says=("pupil/train is kept as the Hub holds it, unchecked: 1 of its 1 shard(s) carry no build record",
-               "If its images or labels changed since, rebuild it with: python push.py --data-dir "),
-         arrange=_arrange(_published_first, _rewrite_record("data/train-00000-of-00001.parquet", lambda r: None)),
-         check=_card_rows_are({"pupil": ALL_ROWS}), env=TOKEN_ENV),
-    Case("remote-split-whose-raw-split-is-gone-is-kept-and-named", PUBLISH,
-         says=("pupil/validation is kept as the Hub holds it, unchecked: the raw data of this run has no validation "
-               "split to compare it with",),
-         arrange=_arrange(_published_first, lambda w: shutil.rmtree(w.split_dir / "validation")),
-         check=_card_rows_are({"pupil": ALL_ROWS}), env=TOKEN_ENV),
-    Case("current-remote-splits-are-kept-and-each-footer-is-read-once", (*PUBLISH, "--splits", "test"),
-         arrange=_published_all_first, check=_footers_read_once, env=TOKEN_ENV),
+    Case(
+        "stale-remote-config-after-a-fixed-label",
+        PUBLISH,
+        exit=1,
+        error="holds 1 split(s) that this run keeps but that were not built from the raw data as it is now "
+        "(full/train: it was built from image or label files whose contents have changed since)",
+        arrange=_arrange(_published_all_first, _fix_a_pupil_label("train")),
+        check=_ends_with("in one run: python push.py --data-dir {raw} --local-dir {out} --repo-id {repo} --config all"),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "stale-remote-split-with-splits-test",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="(pupil/train: it was built from image or label files whose contents have changed since)",
+        arrange=_arrange(_published_first, _fix_a_pupil_label("train")),
+        check=_ends_with("--config pupil --splits train test"),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "stale-remote-splits-of-both-configs-are-named-in-one-line",
+        (*PUBLISH, "--splits", "validation"),
+        exit=1,
+        error="holds 4 split(s) that this run keeps",
+        says=("pupil/train: ", "pupil/test: ", "full/train: ", "full/test: "),
+        arrange=_arrange(_published_all_first, _fix_a_pupil_label("train"), _fix_a_pupil_label("test")),
+        check=_ends_with("--config all"),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "stale-remote-split-built-by-other-versions",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="(pupil/train: it was built by other versions (compute_version 0 -> ",
+        arrange=_arrange(
+            _published_first,
+            _rewrite_record("data/train-00000-of-00001.parquet", lambda r: {**r, "compute_version": 0}),
+        ),
+        check=_nothing_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "stale-remote-split-of-other-frames",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="(pupil/train: it was built from other frames (3 rows) than the raw split pairs up now (2 frames))",
+        arrange=_arrange(
+            _published_first,
+            lambda w: [p.unlink() for p in (w.files("train", "images")[0], w.files("train", "labels")[0])],
+        ),
+        check=_nothing_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "stale-remote-config-is-rebuilt-by-the-command-the-refusal-names",
+        (*PUBLISH, "--config", "all"),
+        arrange=_arrange(_published_all_first, _remember_full_train, _fix_a_pupil_label("train")),
+        check=_full_train_rebuilt,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "remote-split-without-a-build-record-is-kept-and-named",
+        (*PUBLISH, "--splits", "test"),
+        says=(
+            "pupil/train is kept as the Hub holds it, unchecked: 1 of its 1 shard(s) carry no build record",
+            "If its images or labels changed since, rebuild it with: python push.py --data-dir ",
+        ),
+        arrange=_arrange(_published_first, _rewrite_record("data/train-00000-of-00001.parquet", lambda r: None)),
+        check=_card_rows_are({"pupil": ALL_ROWS}),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "remote-split-whose-raw-split-is-gone-is-kept-and-named",
+        PUBLISH,
+        says=(
+            "pupil/validation is kept as the Hub holds it, unchecked: the raw data of this run has no validation "
+            "split to compare it with",
+        ),
+        arrange=_arrange(_published_first, lambda w: shutil.rmtree(w.split_dir / "validation")),
+        check=_card_rows_are({"pupil": ALL_ROWS}),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "current-remote-splits-are-kept-and-each-footer-is-read-once",
+        (*PUBLISH, "--splits", "test"),
+        arrange=_published_all_first,
+        check=_footers_read_once,
+        env=TOKEN_ENV,
+    ),
     # footers: ranged GETs inside the run's own budget, one line for what is not parquet
-    Case("kept-shard-footer-read-stalls", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
-         error="could not read the parquet footer of faults/",
-         says=(".parquet got no data for 1 s (read timeout", "the retry budget is 2 s"),
-         arrange=_arrange(_published_first, _stalls("GET", PARQUET)), check=_nothing_built, env=TOKEN_ENV,
-         timeout=_ends_within(1)),
-    Case("kept-shard-footer-read-hangs", (*PUBLISH, "--splits", "test", *SHORT), exit=1,
-         error="could not read the parquet footer of faults/", says=("got no data for 1 s (read timeout",),
-         arrange=_arrange(_published_first, _hangs("GET", PARQUET)), check=_nothing_built, env=TOKEN_ENV,
-         timeout=_ends_within(1)),
-    Case("kept-shard-footer-503-once-is-retried", (*PUBLISH, "--splits", "test"),
-         says=("Could not read the parquet footer of faults/",),
-         arrange=_arrange(_published_first, _fail("GET", PARQUET, status=503, times=1)), env=TOKEN_ENV),
-    Case("kept-shard-footer-answered-with-html", (*PUBLISH, "--splits", "test", *FAST), exit=1,
-         error="could not read the parquet footer of faults/", says=("answered with an HTML page",),
-         arrange=_arrange(_published_first, _fail("GET", PARQUET, status=200, body=HTML, times=1000)),
-         check=_nothing_built, env=TOKEN_ENV),
-    Case("kept-shard-that-is-empty", (*PUBLISH, "--splits", "test"), exit=1,
-         error="data/train-00000-of-00001.parquet (at ", says=("is not a parquet file (",),
-         arrange=_arrange(_published_first, lambda w: w.hub.write_files(
-             w.repo_id, {"data/train-00000-of-00001.parquet": b""})), check=_nothing_built, env=TOKEN_ENV),
+    Case(
+        "kept-shard-footer-read-stalls",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="could not read the parquet footer of faults/",
+        says=(".parquet got no data for 1 s (read timeout", "the retry budget is 2 s"),
+        arrange=_arrange(_published_first, _stalls("GET", PARQUET)),
+        check=_nothing_built,
+        env=TOKEN_ENV,
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "kept-shard-footer-read-hangs",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="could not read the parquet footer of faults/",
+        says=("got no data for 1 s (read timeout",),
+        arrange=_arrange(_published_first, _hangs("GET", PARQUET)),
+        check=_nothing_built,
+        env=TOKEN_ENV,
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "kept-shard-footer-503-once-is-retried",
+        (*PUBLISH, "--splits", "test"),
+        says=("Could not read the parquet footer of faults/",),
+        arrange=_arrange(_published_first, _fail("GET", PARQUET, status=503, times=1)),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "kept-shard-footer-answered-with-html",
+        (*PUBLISH, "--splits", "test", *FAST),
+        exit=1,
+        error="could not read the parquet footer of faults/",
+        says=("answered with an HTML page",),
+        arrange=_arrange(_published_first, _fail("GET", PARQUET, status=200, body=HTML, times=1000)),
+        check=_nothing_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "kept-shard-that-is-empty",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="data/train-00000-of-00001.parquet (at ",
+        says=("is not a parquet file (",),
+        arrange=_arrange(
+            _published_first, lambda w: w.hub.write_files(w.repo_id, {"data/train-00000-of-00001.parquet": b""})
+        ),
+        check=_nothing_built,
+        env=TOKEN_ENV,
+    ),
     # access: said right after connect, before anything is built
-    Case("gated-repo-readable-but-not-writable-is-said-before-the-build", PUBLISH, exit=1,
-         error="user 'faults' may read the gated dataset gatekeeper/", says=("(access was granted) but not write",),
-         arrange=_gated_and_granted, check=_not_built, env=TOKEN_ENV),
-    Case("repo-of-someone-else-is-said-before-the-build", PUBLISH, exit=1, error="user 'faults' may not write to "
-         "gatekeeper/", says=("(403 from ",), arrange=_repo_of_someone_else, check=_not_built, env=TOKEN_ENV),
-    Case("new-repo-in-a-namespace-of-someone-else-is-said-before-the-build",
-         ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", "someone/new"), exit=1,
-         error="user 'faults' may not write to someone/new: the repo does not exist, and creating it needs write "
-               "rights in 'someone'", check=_not_built, env=TOKEN_ENV),
-    Case("write-check-hangs", (*PUBLISH, *SHORT), exit=1, error="could not check write access to faults/",
-         says=("/auth-check/write got no data for 1 s",),
-         arrange=_arrange(_earlier_commit, _hangs("GET", "/api/datasets/{repo}/auth-check/write")), check=_not_built,
-         env=TOKEN_ENV, timeout=_ends_within(1)),
+    Case(
+        "gated-repo-readable-but-not-writable-is-said-before-the-build",
+        PUBLISH,
+        exit=1,
+        error="user 'faults' may read the gated dataset gatekeeper/",
+        says=("(access was granted) but not write",),
+        arrange=_gated_and_granted,
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "repo-of-someone-else-is-said-before-the-build",
+        PUBLISH,
+        exit=1,
+        error="user 'faults' may not write to gatekeeper/",
+        says=("(403 from ",),
+        arrange=_repo_of_someone_else,
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "new-repo-in-a-namespace-of-someone-else-is-said-before-the-build",
+        ("--data-dir", "{raw}", "--local-dir", "{out}", "--repo-id", "someone/new"),
+        exit=1,
+        error="user 'faults' may not write to someone/new: the repo does not exist, and creating it needs write "
+        "rights in 'someone'",
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "write-check-hangs",
+        (*PUBLISH, *SHORT),
+        exit=1,
+        error="could not check write access to faults/",
+        says=("/auth-check/write got no data for 1 s",),
+        arrange=_arrange(_earlier_commit, _hangs("GET", "/api/datasets/{repo}/auth-check/write")),
+        check=_not_built,
+        env=TOKEN_ENV,
+        timeout=_ends_within(1),
+    ),
     # tags the repo already has
-    Case("tag-of-another-commit-is-refused-before-the-build", (*PUBLISH, "--tag", "v2"), exit=1,
-         error="tag 'v2' already exists on faults/", says=("not the head", "pass another --tag, or none for the "
-                                                           "next one (v2.1)"),
-         arrange=_arrange(_published_first, _moved_head), check=_not_built, env=TOKEN_ENV),
-    Case("tag-naming-the-head-with-a-new-config-is-refused-before-the-build", (*PUBLISH, "--config", "all",
-                                                                               "--tag", "v2"), exit=1,
-         error="tag 'v2' already names the head of faults/", says=("(full/train is not on the Hub yet; ",),
-         arrange=_published_first, check=_nothing_built, env=TOKEN_ENV),
-    Case("tag-naming-the-head-after-a-fixed-label-is-refused-before-the-build", (*PUBLISH, "--tag", "v2"), exit=1,
-         error="tag 'v2' already names the head of faults/",
-         says=("pupil/train on the Hub: it was built from image or label files whose contents have changed since",),
-         arrange=_arrange(_published_first, _fix_a_pupil_label("train")), check=_nothing_built, env=TOKEN_ENV),
-    Case("tag-naming-the-head-on-a-rerun-publishes-nothing", (*PUBLISH, "--tag", "v2"), arrange=_published_first,
-         check=_rerun_nothing_to_publish, env=TOKEN_ENV),
+    Case(
+        "tag-of-another-commit-is-refused-before-the-build",
+        (*PUBLISH, "--tag", "v2"),
+        exit=1,
+        error="tag 'v2' already exists on faults/",
+        says=("not the head", "pass another --tag, or none for the next one (v2.1)"),
+        arrange=_arrange(_published_first, _moved_head),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "tag-naming-the-head-with-a-new-config-is-refused-before-the-build",
+        (*PUBLISH, "--config", "all", "--tag", "v2"),
+        exit=1,
+        error="tag 'v2' already names the head of faults/",
+        says=("(full/train is not on the Hub yet; ",),
+        arrange=_published_first,
+        check=_nothing_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "tag-naming-the-head-after-a-fixed-label-is-refused-before-the-build",
+        (*PUBLISH, "--tag", "v2"),
+        exit=1,
+        error="tag 'v2' already names the head of faults/",
+        says=("pupil/train on the Hub: it was built from image or label files whose contents have changed since",),
+        arrange=_arrange(_published_first, _fix_a_pupil_label("train")),
+        check=_nothing_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "tag-naming-the-head-on-a-rerun-publishes-nothing",
+        (*PUBLISH, "--tag", "v2"),
+        arrange=_published_first,
+        check=_rerun_nothing_to_publish,
+        env=TOKEN_ENV,
+    ),
     # flags that are empty
-    Case("cache-dir-empty", ("--local-dir", "{out}", "--no-upload", "--cache-dir", ""), exit=2,
-         error="argument --cache-dir: '' is empty; expected a folder path", check=_not_built),
+    Case(
+        "cache-dir-empty",
+        ("--local-dir", "{out}", "--no-upload", "--cache-dir", ""),
+        exit=2,
+        error="argument --cache-dir: '' is empty; expected a folder path",
+        check=_not_built,
+    ),
 ]
 
 CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY, *HUB_FOLLOW_UPS]
@@ -1595,8 +2527,14 @@ def world(hub: HubServer, small_sample: Path, tmp_path: Path) -> Iterator[World]
     hub.add_token(READ_TOKEN, "reader", write=())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_TOKEN", "KAGGLE_"))}
     env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"))
-    world = World(tmp_path, Path(shutil.copytree(small_sample, tmp_path / "raw")), tmp_path / "out",
-                  f"faults/openeds-{uuid.uuid4().hex[:8]}", hub, env)
+    world = World(
+        tmp_path,
+        Path(shutil.copytree(small_sample, tmp_path / "raw")),
+        tmp_path / "out",
+        f"faults/openeds-{uuid.uuid4().hex[:8]}",
+        hub,
+        env,
+    )
     yield world
     for undo in reversed(world.cleanups):
         undo()
@@ -1625,8 +2563,11 @@ def test_fault(case: Case, world: World):
         assert not error_lines, error_lines
     for promised in case.says:
         assert promised in result.stderr, f"{promised!r} not in:\n{result.stderr[-3000:]}"
-    leftovers = [p for p in world.tmp.rglob("*") if p.name.endswith((".partial", ".tmp"))
-                 and not p.name.endswith(".kaggle-partial")]  # kaggle's resume marker stays on purpose
+    leftovers = [
+        p
+        for p in world.tmp.rglob("*")
+        if p.name.endswith((".partial", ".tmp")) and not p.name.endswith(".kaggle-partial")
+    ]  # kaggle's resume marker stays on purpose
     assert not leftovers, f"temporary files left behind: {leftovers}"
     if case.check:
         case.check(world, result)

@@ -100,8 +100,13 @@ def card(
 
     `pupil` is marked the default, as push.py writes it; `default` is the name earlier cards gave it.
     """
-    dtypes = {"filename": "string", "pixel_sum": "int64", "preprocessed": "bool", "image": {"sequence": "int64"},
-              "label": {"sequence": "int64"}}  # v1's flat list columns, as datasets 2.x/3.x wrote them
+    dtypes = {
+        "filename": "string",
+        "pixel_sum": "int64",
+        "preprocessed": "bool",
+        "image": {"sequence": "int64"},
+        "label": {"sequence": "int64"},
+    }  # v1's flat list columns, as datasets 2.x/3.x wrote them
     folders = {"pupil": "data", "default": "data", "full": "full"}
     metadata = {
         "configs": [
@@ -621,8 +626,12 @@ def test_an_unreachable_endpoint_gives_up_on_the_network_budget(repo_id, tmp_pat
         endpoint = f"http://127.0.0.1:{port}" if failure == "refused" else "http://hub.openeds.invalid"
         started = time.monotonic()
         with pytest.raises(PublishError) as error:
-            publish_train(tmp_path, repo_id, HfApi(endpoint=endpoint, token=WRITE),
-                          retry=RetryPolicy(first_delay=0.05, total=30, network_total=0.5))
+            publish_train(
+                tmp_path,
+                repo_id,
+                HfApi(endpoint=endpoint, token=WRITE),
+                retry=RetryPolicy(first_delay=0.05, total=30, network_total=0.5),
+            )
     assert time.monotonic() - started < 3  # the network budget (0.5 s), not the retry budget (30 s)
     message = str(error.value)
     assert message.startswith(
@@ -730,10 +739,18 @@ def test_a_repo_without_a_card_is_not_taken_as_unchanged(hub, api, repo_id, tmp_
 
 @pytest.mark.parametrize("header", ["- a list", "dataset_info: 7"])
 def test_a_card_with_a_header_of_another_shape_is_not_used(hub, api, repo_id, tmp_path, header):
-    publish(build(tmp_path / "a", {"data": {"train": 1, "test": 1}}), repo_id,
-            splits_by_config={"pupil": ["train", "test"]}, api=api)
-    api.create_commit(repo_id, [CommitOperationAdd("README.md", f"---\n{header}\n---\n".encode())],
-                      commit_message="a card of another shape", repo_type="dataset")
+    publish(
+        build(tmp_path / "a", {"data": {"train": 1, "test": 1}}),
+        repo_id,
+        splits_by_config={"pupil": ["train", "test"]},
+        api=api,
+    )
+    api.create_commit(
+        repo_id,
+        [CommitOperationAdd("README.md", f"---\n{header}\n---\n".encode())],
+        commit_message="a card of another shape",
+        repo_type="dataset",
+    )
     remote = inspect_remote(api, repo_id)
     assert remote.v1_files == frozenset()  # told from the parquet schema instead
     assert kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]})["pupil"]["train"].rows == 2  # from the footer
@@ -753,8 +770,15 @@ USER_FILES = {
 
 
 def test_plan_deletes_only_this_tools_shards_and_names_the_rest():
-    remote = {".gitattributes", "README.md", "images/preview.png", "data/test-00000-of-00003.parquet",
-              "data/test-00001-of-00003.parquet", "full/test-00000-of-00001.parquet", *USER_FILES}
+    remote = {
+        ".gitattributes",
+        "README.md",
+        "images/preview.png",
+        "data/test-00000-of-00003.parquet",
+        "data/test-00001-of-00003.parquet",
+        "full/test-00000-of-00001.parquet",
+        *USER_FILES,
+    }
     local = {p: Path("/out") / p for p in ("README.md", "images/preview.png", "data/train-00000-of-00001.parquet")}
     plan = plan_operations(local, remote, ["data/train-", "data/test-"], ["images/preview.png"])
     assert plan.deletions == ["data/test-00000-of-00003.parquet", "data/test-00001-of-00003.parquet"]
@@ -762,12 +786,21 @@ def test_plan_deletes_only_this_tools_shards_and_names_the_rest():
 
 
 def test_files_the_tool_did_not_write_stay_are_named_and_are_not_read_as_data(hub, api, repo_id, tmp_path, caplog):
-    publish(build(tmp_path / "a", {"data": {"train": 1, "test": 1}}), repo_id,
-            splits_by_config={"pupil": ["train", "test"]}, api=api)
-    api.create_commit(repo_id, [CommitOperationAdd(p, c) for p, c in USER_FILES.items()], commit_message="mine",
-                      repo_type="dataset")
-    result = publish(build(tmp_path / "b", {"data": {"train": 2, "test": 1}}), repo_id,
-                     splits_by_config={"pupil": ["train"]}, api=api)
+    publish(
+        build(tmp_path / "a", {"data": {"train": 1, "test": 1}}),
+        repo_id,
+        splits_by_config={"pupil": ["train", "test"]},
+        api=api,
+    )
+    api.create_commit(
+        repo_id, [CommitOperationAdd(p, c) for p, c in USER_FILES.items()], commit_message="mine", repo_type="dataset"
+    )
+    result = publish(
+        build(tmp_path / "b", {"data": {"train": 2, "test": 1}}),
+        repo_id,
+        splits_by_config={"pupil": ["train"]},
+        api=api,
+    )
     assert result.deletions == ("data/train-00000-of-00001.parquet",)
     after = remote_blobs(api, repo_id)
     for path, content in USER_FILES.items():
@@ -798,8 +831,9 @@ MY_NOTES = "# MY NOTES\n\nPlease cite our paper.\n"
 
 def _hand_card(api: HfApi, repo_id: str, text: str) -> str:
     """The owner's card committed over the published one; returns the head it makes."""
-    api.create_commit(repo_id, [CommitOperationAdd("README.md", text.encode())], commit_message="my card",
-                      repo_type="dataset")
+    api.create_commit(
+        repo_id, [CommitOperationAdd("README.md", text.encode())], commit_message="my card", repo_type="dataset"
+    )
     return api.dataset_info(repo_id).sha
 
 
@@ -841,9 +875,36 @@ def test_the_card_of_v1_data_is_replaced_but_not_once_v1_is_tagged_elsewhere(hub
 # --- tags and repo ids the Hub refuses, found before anything is sent -----------------------------------
 
 
-TAG_NAMES = ["v2-final", "release/2026-12", "é", "@", "", "a b", "a..b", "a~1", "a^", "a:b", "a?", "a*", "a[1]",
-             "a\\b", "a@{1}", "x.", "/a", "a/", "a//b", ".a", "a/.b", "x.lock", "x.lock/y", "-x", "a\nb", "a\tb",
-             "a\x7fb", "v2.1.lock"]
+TAG_NAMES = [
+    "v2-final",
+    "release/2026-12",
+    "é",
+    "@",
+    "",
+    "a b",
+    "a..b",
+    "a~1",
+    "a^",
+    "a:b",
+    "a?",
+    "a*",
+    "a[1]",
+    "a\\b",
+    "a@{1}",
+    "x.",
+    "/a",
+    "a/",
+    "a//b",
+    ".a",
+    "a/.b",
+    "x.lock",
+    "x.lock/y",
+    "-x",
+    "a\nb",
+    "a\tb",
+    "a\x7fb",
+    "v2.1.lock",
+]
 
 
 @pytest.mark.parametrize("name", TAG_NAMES, ids=[repr(n) for n in TAG_NAMES])
@@ -948,8 +1009,12 @@ def test_json_of_another_shape_is_one_line(hub, api, repo_id, tmp_path, path, bo
     with pytest.raises(PublishError) as error:
         connect(api, repo_id, token=WRITE)
     message = str(error.value)
-    assert message.startswith(f"could not {what.format(repo=repo_id)}: {api.endpoint} answered with JSON of another "
-                              "shape (") and "\n" not in message
+    assert (
+        message.startswith(
+            f"could not {what.format(repo=repo_id)}: {api.endpoint} answered with JSON of another shape ("
+        )
+        and "\n" not in message
+    )
 
 
 def test_a_card_that_is_not_utf8_is_one_line_naming_it(hub, api, repo_id, tmp_path):
@@ -1002,14 +1067,19 @@ def test_a_gated_answer_of_the_listing_is_not_a_missing_repo(hub, api, repo_id, 
 def test_a_token_revoked_before_the_commit_is_said_so(hub, api, repo_id, tmp_path):
     publish_train(tmp_path / "a", repo_id, api)
     before = _state(api, repo_id)
-    hub.fail("POST", f"/api/datasets/{re.escape(repo_id)}/commit/", status=401,
-             headers={"X-Error-Message": "Invalid credentials in Authorization header"})
+    hub.fail(
+        "POST",
+        f"/api/datasets/{re.escape(repo_id)}/commit/",
+        status=401,
+        headers={"X-Error-Message": "Invalid credentials in Authorization header"},
+    )
     folder = build(tmp_path / "b", {"data": {"train": 1, "test": 1}})
     with pytest.raises(PublishError) as error:
         publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
     message = str(error.value)
-    assert message.startswith(f"the Hugging Face token was rejected by {api.endpoint} (401 Unauthorized) when "
-                              f"trying to commit to {repo_id}")
+    assert message.startswith(
+        f"the Hugging Face token was rejected by {api.endpoint} (401 Unauthorized) when trying to commit to {repo_id}"
+    )
     assert "may have been revoked" in message and "nothing was published" in message and "may not write" not in message
     assert _state(api, repo_id) == before
 
@@ -1030,8 +1100,9 @@ def test_a_concurrent_commit_is_one_line(hub, api, repo_id, tmp_path):
 def _commit_files(api: HfApi, repo_id: str, files: Mapping[str, bytes], message: str = "files") -> None:
     if not api.repo_exists(repo_id, repo_type="dataset"):
         api.create_repo(repo_id, repo_type="dataset")
-    api.create_commit(repo_id, [CommitOperationAdd(p, c) for p, c in files.items()], commit_message=message,
-                      repo_type="dataset")
+    api.create_commit(
+        repo_id, [CommitOperationAdd(p, c) for p, c in files.items()], commit_message=message, repo_type="dataset"
+    )
 
 
 def _parquet(table: pa.Table, record: Mapping | None = None, **metadata: str) -> bytes:
@@ -1050,15 +1121,29 @@ def test_a_footer_is_read_with_ranged_gets_of_the_file_s_end_only(hub, api, repo
     assert list(remote.footers) == ["data/train-00000-of-00001.parquet"]  # read once already, to tell v1 from v2
     remote.footers.clear()
     hub.reset_faults_and_log()
-    footer = read_footer(api, repo_id, remote.head, "data/train-00000-of-00001.parquet", token=WRITE,
-                         retry=FAST_RETRY, cache=remote.footers)
+    footer = read_footer(
+        api,
+        repo_id,
+        remote.head,
+        "data/train-00000-of-00001.parquet",
+        token=WRITE,
+        retry=FAST_RETRY,
+        cache=remote.footers,
+    )
     assert footer.num_rows == 50_000 and source_of(footer) == {"rows": 50_000}
     footer_size = int.from_bytes(content[-8:-4], "little") + 8
     assert len(content) > footer_size + 100_000  # the data is large enough that reading it would show
     reads = [r.range for r in hub.requests]
     assert reads == ["bytes=-65536", f"bytes=-{footer_size}"], reads
-    read_footers(api, repo_id, remote.head, ["data/train-00000-of-00001.parquet"], token=WRITE, retry=FAST_RETRY,
-                 cache=remote.footers)
+    read_footers(
+        api,
+        repo_id,
+        remote.head,
+        ["data/train-00000-of-00001.parquet"],
+        token=WRITE,
+        retry=FAST_RETRY,
+        cache=remote.footers,
+    )
     assert len(hub.requests) == 2  # read once: the cache answers
 
 
@@ -1082,9 +1167,11 @@ def test_a_stalled_footer_read_ends_within_the_retry_budget(hub, api, repo_id):
     assert len([r for r in hub.requests if "/resolve/" in r.path]) >= 2  # retried by the project's loop
 
 
-@pytest.mark.parametrize(("content", "seen"), [(b"", "Parquet file size is 0 bytes"),
-                                               (b"x" * 70_000 + b"\xff\xff\xff\x7fPAR1", "smaller than the size")],
-                         ids=["empty", "footer-longer-than-the-file"])
+@pytest.mark.parametrize(
+    ("content", "seen"),
+    [(b"", "Parquet file size is 0 bytes"), (b"x" * 70_000 + b"\xff\xff\xff\x7fPAR1", "smaller than the size")],
+    ids=["empty", "footer-longer-than-the-file"],
+)
 def test_a_remote_file_that_only_looks_like_parquet_is_one_line(hub, api, repo_id, content, seen):
     _commit_files(api, repo_id, {"README.md": b"x"})
     hub.write_files(repo_id, {"data/train-00000-of-00001.parquet": content})
@@ -1109,25 +1196,45 @@ def _frames(folder: Path, count: int) -> list[raw.Pair]:
     return pairs
 
 
-def _recorded_shards(config: str, split: str, pairs: list[raw.Pair], per_shard: int,
-                     edit: Callable[[dict], dict] = lambda r: r) -> dict[str, bytes]:
+def _recorded_shards(
+    config: str, split: str, pairs: list[raw.Pair], per_shard: int, edit: Callable[[dict], dict] = lambda r: r
+) -> dict[str, bytes]:
     """The shards push.py would write for `pairs` (their build records as materialize makes them, `edit`-ed)."""
     digests = hash_inputs(pairs, {})
     tasks = plan_shards(pairs, config, split, per_shard * schema.raw_row_bytes(config))
-    return {task.relpath: _parquet(pa.table({"filename": [p.stem for p in task.pairs],
-                                             "preprocessed": [True] * len(task.pairs)}), edit(task.source(digests)))
-            for task in tasks}
+    return {
+        task.relpath: _parquet(
+            pa.table({"filename": [p.stem for p in task.pairs], "preprocessed": [True] * len(task.pairs)}),
+            edit(task.source(digests)),
+        )
+        for task in tasks
+    }
 
 
 def _rebuild(config: str, splits: Sequence[str] | None) -> str:
     return f"python push.py --config {config}" + (f" --splits {' '.join(splits)}" if splits else "")
 
 
-def _check(api: HfApi, repo_id: str, rebuilt: Mapping[str, Sequence[str]], pairs: Mapping[str, list[raw.Pair]],
-           raw_splits: Sequence[str] = ("train", "validation", "test")) -> list[str]:
+def _check(
+    api: HfApi,
+    repo_id: str,
+    rebuilt: Mapping[str, Sequence[str]],
+    pairs: Mapping[str, list[raw.Pair]],
+    raw_splits: Sequence[str] = ("train", "validation", "test"),
+) -> list[str]:
     remote = connect(api, repo_id, token=WRITE, retry=FAST_RETRY)
-    return check_kept(api, repo_id, remote, rebuilt=rebuilt, raw_splits=raw_splits, pairs=pairs, digests={},
-                      rebuild=_rebuild, token=WRITE, retry=FAST_RETRY)
+    return check_kept(
+        api,
+        repo_id,
+        remote,
+        rebuilt=rebuilt,
+        raw_splits=raw_splits,
+        pairs=pairs,
+        digests={},
+        rebuild=_rebuild,
+        token=WRITE,
+        retry=FAST_RETRY,
+    )
 
 
 def test_kept_splits_built_from_the_raw_data_as_it_is_pass(hub, api, repo_id, tmp_path):
@@ -1153,18 +1260,25 @@ def test_a_kept_split_missing_a_shard_is_checked_by_the_shards_it_holds(hub, api
 
 def test_stale_kept_splits_are_refused_in_one_line_naming_them_and_one_command(hub, api, repo_id, tmp_path):
     train, test = _frames(tmp_path / "train", 3), _frames(tmp_path / "test", 2)
-    _commit_files(api, repo_id, {**_recorded_shards("pupil", "train", train, per_shard=4),
-                                 **_recorded_shards("full", "test", test, per_shard=4,
-                                                    edit=lambda r: {**r, "opencv": "3.0.0"}),
-                                 **_recorded_shards("full", "validation", test, per_shard=4)})
+    _commit_files(
+        api,
+        repo_id,
+        {
+            **_recorded_shards("pupil", "train", train, per_shard=4),
+            **_recorded_shards("full", "test", test, per_shard=4, edit=lambda r: {**r, "opencv": "3.0.0"}),
+            **_recorded_shards("full", "validation", test, per_shard=4),
+        },
+    )
     (tmp_path / "train" / "000001.npy").write_bytes(b"a corrected label")
     before = _state(api, repo_id)
     with pytest.raises(PublishError) as error:  # full/validation is current: not named
         _check(api, repo_id, {"pupil": ["validation"]}, {"train": train, "test": test, "validation": test})
     message = str(error.value)
-    assert message.startswith(f"{repo_id} holds 2 split(s) that this run keeps but that were not built from the raw "
-                              "data as it is now (pupil/train: it was built from image or label files whose contents "
-                              "have changed since; full/test: it was built by other versions (opencv 3.0.0 -> ")
+    assert message.startswith(
+        f"{repo_id} holds 2 split(s) that this run keeps but that were not built from the raw "
+        "data as it is now (pupil/train: it was built from image or label files whose contents "
+        "have changed since; full/test: it was built by other versions (opencv 3.0.0 -> "
+    )
     assert "\n" not in message and "full/validation" not in message
     assert message.endswith("in one run: python push.py --config all")  # both configs, every split: no --splits
     assert _state(api, repo_id) == before
@@ -1172,8 +1286,14 @@ def test_stale_kept_splits_are_refused_in_one_line_naming_them_and_one_command(h
 
 def test_kept_splits_that_cannot_be_checked_are_kept_and_named(hub, api, repo_id, tmp_path):
     train = _frames(tmp_path / "train", 2)
-    _commit_files(api, repo_id, {"data/train-00000-of-00001.parquet": _parquet(pa.table(rows("train", 2))),  # no record
-                                 **_recorded_shards("full", "test", train, per_shard=4)})
+    _commit_files(
+        api,
+        repo_id,
+        {
+            "data/train-00000-of-00001.parquet": _parquet(pa.table(rows("train", 2))),  # no record
+            **_recorded_shards("full", "test", train, per_shard=4),
+        },
+    )
     notes = _check(api, repo_id, {"pupil": ["validation"]}, {}, raw_splits=["validation"])
     assert notes == [
         f"{repo_id}: pupil/train is kept as the Hub holds it, unchecked: 1 of its 1 shard(s) carry no build record "
@@ -1188,10 +1308,19 @@ def test_kept_splits_that_cannot_be_checked_are_kept_and_named(hub, api, repo_id
 
 def test_shards_of_two_sets_of_one_split_are_stale(hub, api, repo_id, tmp_path):
     train = _frames(tmp_path / "train", 4)
-    _commit_files(api, repo_id, {**_recorded_shards("pupil", "train", train, per_shard=4),
-                                 **_recorded_shards("pupil", "train", train, per_shard=2)})
-    with pytest.raises(PublishError, match=r"pupil/train: its shards are of more than one set \(-of-00001 and "
-                                           r"-of-00002\).*--config pupil --splits train test$"):
+    _commit_files(
+        api,
+        repo_id,
+        {
+            **_recorded_shards("pupil", "train", train, per_shard=4),
+            **_recorded_shards("pupil", "train", train, per_shard=2),
+        },
+    )
+    with pytest.raises(
+        PublishError,
+        match=r"pupil/train: its shards are of more than one set \(-of-00001 and "
+        r"-of-00002\).*--config pupil --splits train test$",
+    ):
         _check(api, repo_id, {"pupil": ["test"]}, {"train": train})
 
 
@@ -1200,12 +1329,24 @@ def test_a_kept_footer_is_read_once_for_the_check_and_the_card(hub, api, repo_id
     _commit_files(api, repo_id, _recorded_shards("pupil", "train", train, per_shard=2))
     hub.reset_faults_and_log()
     remote = connect(api, repo_id, token=WRITE, retry=FAST_RETRY)  # reads the first footer: v1 or v2?
-    check_kept(api, repo_id, remote, rebuilt={"pupil": ["test"]}, raw_splits=["train"], pairs={"train": train},
-               digests={}, rebuild=_rebuild, token=WRITE, retry=FAST_RETRY)
+    check_kept(
+        api,
+        repo_id,
+        remote,
+        rebuilt={"pupil": ["test"]},
+        raw_splits=["train"],
+        pairs={"train": train},
+        digests={},
+        rebuild=_rebuild,
+        token=WRITE,
+        retry=FAST_RETRY,
+    )
     sizes = kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]}, token=WRITE, retry=FAST_RETRY)
     assert sizes["pupil"]["train"].rows == 3  # no card: the rows come from the footers
     assert sorted(r.path.rsplit("/", 1)[1] for r in hub.requests if "/resolve/" in r.path) == [
-        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]  # each once, for all three
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]  # each once, for all three
 
 
 # --- access and tags, before anything is built ------------------------------------------------------------------
@@ -1218,8 +1359,10 @@ def test_a_gated_repo_the_user_may_read_but_not_write_is_said_at_connect(hub, ap
     with pytest.raises(PublishError) as error:
         connect(HfApi(token=BOB), repo_id, token=BOB)
     message = str(error.value)
-    assert message.startswith(f"user 'bob' may read the gated dataset {repo_id} (access was granted) but not write to "
-                              f"it (403 from {api.endpoint}: You don't have the rights to write to the namespace")
+    assert message.startswith(
+        f"user 'bob' may read the gated dataset {repo_id} (access was granted) but not write to "
+        f"it (403 from {api.endpoint}: You don't have the rights to write to the namespace"
+    )
     assert message.endswith(f"or publish to bob/{repo_id.split('/')[1]}")
 
 
@@ -1237,12 +1380,20 @@ def test_a_tag_the_repo_has_on_another_commit_is_refused(hub, api, repo_id, tmp_
     check_tag_free(repo_id, remote, "v3")
     hub.write_files(repo_id, {"NOTES.md": b"notes"})
     moved = inspect_remote(api, repo_id)
-    with pytest.raises(PublishError, match=rf"tag 'v2' already exists on {repo_id} and names commit "
-                                           rf"{remote.head[:12]}, not the head {moved.head[:12]}; .*\(v2\.1\)$"):
+    with pytest.raises(
+        PublishError,
+        match=rf"tag 'v2' already exists on {repo_id} and names commit "
+        rf"{remote.head[:12]}, not the head {moved.head[:12]}; .*\(v2\.1\)$",
+    ):
         check_tag_free(repo_id, moved, "v2")
     with pytest.raises(PublishError, match="tag 'v2' already exists"):  # publish says so too, before uploading
-        publish(build(tmp_path / "b", {"data": {"train": 1}}), repo_id, splits_by_config={"pupil": ["train"]},
-                api=api, tag="v2")
+        publish(
+            build(tmp_path / "b", {"data": {"train": 1}}),
+            repo_id,
+            splits_by_config={"pupil": ["train"]},
+            api=api,
+            tag="v2",
+        )
 
 
 def test_a_tag_naming_the_head_is_refused_when_the_run_would_commit(hub, api, repo_id, tmp_path):
@@ -1252,12 +1403,24 @@ def test_a_tag_naming_the_head_is_refused_when_the_run_would_commit(hub, api, re
     remote = connect(api, repo_id, token=WRITE, retry=FAST_RETRY)
 
     def check(rebuilt: Mapping[str, Sequence[str]]) -> None:
-        check_tag_at_head(api, repo_id, remote, "v2", rebuilt=rebuilt, pairs={"train": train, "test": train},
-                          digests={}, token=WRITE, retry=FAST_RETRY)
+        check_tag_at_head(
+            api,
+            repo_id,
+            remote,
+            "v2",
+            rebuilt=rebuilt,
+            pairs={"train": train, "test": train},
+            digests={},
+            token=WRITE,
+            retry=FAST_RETRY,
+        )
 
     check({"pupil": ["train"]})  # the Hub holds it, from these inputs: the run can only confirm it
-    with pytest.raises(PublishError, match=r"tag 'v2' already names the head of .* \(pupil/test is not on the Hub "
-                                           r"yet\); expected a new tag .*\(v2\.1\)$"):
+    with pytest.raises(
+        PublishError,
+        match=r"tag 'v2' already names the head of .* \(pupil/test is not on the Hub "
+        r"yet\); expected a new tag .*\(v2\.1\)$",
+    ):
         check({"pupil": ["train", "test"]})
     (tmp_path / "train" / "000000.npy").write_bytes(b"fixed")
     with pytest.raises(PublishError, match="pupil/train on the Hub: it was built from image or label files whose"):

@@ -48,8 +48,13 @@ class Busy(RuntimeError):
 
 @contextmanager
 def holder(folder: Path, kind: str = "record") -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder), kind], cwd=REPO, text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder), kind],
+        cwd=REPO,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert process.stdout.readline() == "held\n"
         yield process

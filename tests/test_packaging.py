@@ -39,7 +39,10 @@ def _imported_modules() -> dict[str, set[str]]:
 def _declared() -> dict[str, str]:
     """Normalised distribution name -> its requirement string, over dependencies and every extra."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    requirements = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
     return {_normalise(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]): r for r in requirements}
 
 

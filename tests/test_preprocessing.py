@@ -18,7 +18,6 @@ from tests import reference
 pytestmark = pytest.mark.datasets_independent("pure NumPy/OpenCV/SciPy arrays")
 
 
-
 def assert_bits_equal(got: np.ndarray, reference_float64: np.ndarray, err_msg: str) -> None:
     """``got`` is v1's ``np.float32(reference_float64)`` bit for bit (the sign of zero included)."""
     want = reference_float64.astype(np.float32)
@@ -145,9 +144,7 @@ def test_spatial_weights_full_uses_raw_label():
     label = np.zeros((16, 16), np.uint8)
     label[4:12, 4:12] = 1  # class-1 step of height 1 is below Canny's threshold of 3
     label[6:10, 6:10] = 2
-    np.testing.assert_array_equal(
-        preprocessing.spatial_weights(label, binary=False), reference.spatial_weights(label)
-    )
+    np.testing.assert_array_equal(preprocessing.spatial_weights(label, binary=False), reference.spatial_weights(label))
 
 
 def test_all_true_mask_golden():
@@ -201,8 +198,9 @@ def test_rows_are_bit_identical_across_processes_and_thread_counts(sample_dir):
     import sys
 
     runs = [
-        subprocess.run([sys.executable, "-c", _HASH_ROWS, str(sample_dir), threads],
-                       capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", _HASH_ROWS, str(sample_dir), threads], capture_output=True, text=True, check=True
+        ).stdout
         for threads in ("1", "0", "1", "2")
     ]
     assert len(set(runs)) == 1, runs

@@ -38,14 +38,18 @@ REPO = Path(__file__).resolve().parents[1]
 def run_push(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO / "push.py"), *args],
-        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
     )
 
 
 def digests(folder: Path) -> dict[str, str]:
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -105,12 +109,23 @@ def test_card_names_configs_sizes_and_provenance(out_all):
     # datasets writes the configs sorted by name; `default: true` is what makes `pupil` the default.
     assert {c["config_name"]: c.get("default", False) for c in header.configs} == {"pupil": True, "full": False}
     assert sorted(info["config_name"] for info in header.dataset_info) == ["full", "pupil"]
-    for needle in ("config_name: pupil", "path: data/train-?????-of-?????.parquet", "config_name: full",
-                   "path: full/test-?????-of-?????.parquet",
-                   "num_examples: 8", "license: other", "license_name: openeds-dataset-license",
-                   "image-segmentation", "arXiv:1905.03702", "OpenEDS dataset license agreement",
-                   "images/preview.png", "(3, 3)", 'with_format("numpy", dtype=None)', "python push.py --data-dir",
-                   "Built from <!-- provenance -->a local copy of OpenEDS in the Kaggle layout (`--data-dir`)"):
+    for needle in (
+        "config_name: pupil",
+        "path: data/train-?????-of-?????.parquet",
+        "config_name: full",
+        "path: full/test-?????-of-?????.parquet",
+        "num_examples: 8",
+        "license: other",
+        "license_name: openeds-dataset-license",
+        "image-segmentation",
+        "arXiv:1905.03702",
+        "OpenEDS dataset license agreement",
+        "images/preview.png",
+        "(3, 3)",
+        'with_format("numpy", dtype=None)',
+        "python push.py --data-dir",
+        "Built from <!-- provenance -->a local copy of OpenEDS in the Kaggle layout (`--data-dir`)",
+    ):
         assert needle in text, needle
     # Only what is known of this build: no Kaggle slug (a --data-dir copy may come from anywhere), no
     # revision v1 (a folder has no revisions), no link that is not the licence's.
@@ -137,8 +152,10 @@ def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
     # Earlier cards named `pupil` `default`: read as `pupil`, so a push onto such a repo keeps its rows.
     assert card.rows_from_card(one.replace("config_name: pupil", "config_name: default")) == card.rows_from_card(one)
-    both = "".join(f"- config_name: {name}\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: {rows}\n"
-                   for name, rows in (("pupil", 8), ("default", 5), ("other", 1)))
+    both = "".join(
+        f"- config_name: {name}\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: {rows}\n"
+        for name, rows in (("pupil", 8), ("default", 5), ("other", 1))
+    )
     assert card.rows_from_card(f"---\ndataset_info:\n{both}---\n") == {"pupil": {"train": 8}}  # the current name wins
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
     changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, command="push.py"))
@@ -237,7 +254,9 @@ def test_corrected_label_of_the_same_size_is_rebuilt(sample_dir, tmp_path):
     result = run_push(*argv)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "already complete" not in result.stdout
-    loaded = datasets.load_dataset(str(out), split="test", cache_dir=str(tmp_path / "c")).with_format("numpy", dtype=None)
+    loaded = datasets.load_dataset(str(out), split="test", cache_dir=str(tmp_path / "c")).with_format(
+        "numpy", dtype=None
+    )
     row = loaded[[p.stem for p in sorted((tree / "openEDS/openEDS/test/images").iterdir())].index(label_path.stem)]
     assert row["filename"] == label_path.stem
     np.testing.assert_array_equal(row["label"], np.zeros_like(label), err_msg="the shard still holds the old pupil")
@@ -266,8 +285,17 @@ def test_num_proc_2_writes_the_same_bytes(sample_dir, tmp_path):
     outs = []
     for n in ("1", "2"):
         out = tmp_path / f"out{n}"
-        args = ("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--num-proc", n,
-                "--max-shard-size", "20MB")
+        args = (
+            "--data-dir",
+            str(sample_dir),
+            "--local-dir",
+            str(out),
+            "--no-upload",
+            "--num-proc",
+            n,
+            "--max-shard-size",
+            "20MB",
+        )
         assert run_push(*args).returncode == 0
         outs.append({k: v for k, v in digests(out).items() if k.endswith(".parquet")})
     assert outs[0] == outs[1] and len(outs[0]) > 3
@@ -299,8 +327,17 @@ def test_bad_raw_input_is_one_line_without_traceback(sample_dir, tmp_path, num_p
     tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
     bad = sorted((tree / "openEDS/openEDS/train/images").iterdir())[2]
     bad.write_bytes(b"broken")
-    result = run_push("--data-dir", str(tree), "--local-dir", str(tmp_path / "out"), "--no-upload",
-                      "--num-proc", num_proc, "--max-shard-size", "10MB")
+    result = run_push(
+        "--data-dir",
+        str(tree),
+        "--local-dir",
+        str(tmp_path / "out"),
+        "--no-upload",
+        "--num-proc",
+        num_proc,
+        "--max-shard-size",
+        "10MB",
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -311,7 +348,9 @@ def test_bad_raw_input_is_one_line_without_traceback(sample_dir, tmp_path, num_p
 def test_missing_split_is_named(sample_dir, tmp_path):
     tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
     shutil.rmtree(tree / "openEDS/openEDS/validation")
-    result = run_push("--data-dir", str(tree), "--local-dir", str(tmp_path / "o"), "--no-upload", "--splits", "validation")
+    result = run_push(
+        "--data-dir", str(tree), "--local-dir", str(tmp_path / "o"), "--no-upload", "--splits", "validation"
+    )
     assert result.returncode == 1
     assert "--splits validation not found" in result.stderr and "the data has train, test" in result.stderr
 
@@ -340,8 +379,11 @@ REPO_ID = "Conner/openeds-precomputed"
 
 
 def _shard_paths(hub, oids: list[str], staging: Path) -> set[str]:
-    by_oid = {hashlib.sha256(p.read_bytes()).hexdigest(): p.relative_to(staging).as_posix()
-              for p in staging.rglob("*") if p.is_file()}
+    by_oid = {
+        hashlib.sha256(p.read_bytes()).hexdigest(): p.relative_to(staging).as_posix()
+        for p in staging.rglob("*")
+        if p.is_file()
+    }
     return {by_oid.get(oid, oid) for oid in oids}
 
 
@@ -349,8 +391,9 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
     hub.add_token(TOKEN, "conner", write={"Conner"})
     env = {"HF_TOKEN": TOKEN}
     first = tmp_path / "staging1"
-    result = run_push("--data-dir", str(sample_dir), "--local-dir", str(first), "--splits", "train", "validation",
-                      env=env)
+    result = run_push(
+        "--data-dir", str(sample_dir), "--local-dir", str(first), "--splits", "train", "validation", env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "published:" in result.stdout and "(tags: v2)" in result.stdout
     assert result.stdout.splitlines()[-1] == (
@@ -392,8 +435,14 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
 
 @OURS
 def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
-    result = run_push("--sample", "--local-dir", str(tmp_path / "s"), "--repo-id", "someone/sample",
-                      env={"HF_TOKEN": "hf_not_a_token"})
+    result = run_push(
+        "--sample",
+        "--local-dir",
+        str(tmp_path / "s"),
+        "--repo-id",
+        "someone/sample",
+        env={"HF_TOKEN": "hf_not_a_token"},
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "hf_not_a_token" not in result.stdout + result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -445,20 +494,40 @@ def test_the_same_data_from_another_folder_is_not_published_again(hub, publisher
 
 def test_a_split_push_lists_every_split_the_repo_holds(hub, publisher, small_sample, tmp_path):
     repo_id = "pusher/openeds-hidden"
-    first = run_push("--data-dir", str(small_sample), "--repo-id", repo_id, "--local-dir", str(tmp_path / "one"),
-                     "--splits", "train", "validation", env=publisher)
+    first = run_push(
+        "--data-dir",
+        str(small_sample),
+        "--repo-id",
+        repo_id,
+        "--local-dir",
+        str(tmp_path / "one"),
+        "--splits",
+        "train",
+        "validation",
+        env=publisher,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     # Someone's card lists train only: validation's shards are there but hidden.
     api = HfApi(token=TOKEN)
     hiding = DatasetCard((tmp_path / "one" / "README.md").read_text())
     hiding.data.configs[0]["data_files"] = [f for f in hiding.data.configs[0]["data_files"] if f["split"] == "train"]
     hiding.data.dataset_info["splits"] = [s for s in hiding.data.dataset_info["splits"] if s["name"] == "train"]
-    api.create_commit(repo_id, [CommitOperationAdd("README.md", str(hiding).encode())], commit_message="hide",
-                      repo_type="dataset")
+    api.create_commit(
+        repo_id, [CommitOperationAdd("README.md", str(hiding).encode())], commit_message="hide", repo_type="dataset"
+    )
     assert list(datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "hidden"))) == ["train"]
 
-    result = run_push("--data-dir", str(small_sample), "--repo-id", repo_id, "--local-dir", str(tmp_path / "two"),
-                      "--splits", "test", env=publisher)
+    result = run_push(
+        "--data-dir",
+        str(small_sample),
+        "--repo-id",
+        repo_id,
+        "--local-dir",
+        str(tmp_path / "two"),
+        "--splits",
+        "test",
+        env=publisher,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = datasets.load_dataset(repo_id, cache_dir=str(tmp_path / "c"))
     assert {s: loaded[s].num_rows for s in loaded} == {"train": 2, "validation": 1, "test": 1}
@@ -500,8 +569,9 @@ def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publ
     old = DatasetCard((tmp_path / "one" / "README.md").read_text())
     for entry in [*old.data.configs, *old.data.dataset_info]:
         entry["config_name"] = "default" if entry["config_name"] == "pupil" else entry["config_name"]
-    api.create_commit(repo_id, [CommitOperationAdd("README.md", str(old).encode())], commit_message="old names",
-                      repo_type="dataset")
+    api.create_commit(
+        repo_id, [CommitOperationAdd("README.md", str(old).encode())], commit_message="old names", repo_type="dataset"
+    )
     files = _lfs_files(repo_id)
     assert sorted(p for p in files if p.startswith("images/")) == ["images/preview-full.png", "images/preview.png"]
     hub.reset_faults_and_log()
@@ -513,15 +583,18 @@ def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publ
     text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
     header = DatasetCard(text).data
     every_split = ["train", "validation", "test"]
-    assert {c["config_name"]: (c.get("default", False), [f["split"] for f in c["data_files"]])
-            for c in header.configs} == {"pupil": (True, every_split), "full": (False, every_split)}
+    assert {
+        c["config_name"]: (c.get("default", False), [f["split"] for f in c["data_files"]]) for c in header.configs
+    } == {"pupil": (True, every_split), "full": (False, every_split)}
     now = _lfs_files(repo_id)
     now.pop("images/preview.png")  # redrawn from the test split, which this push built
     assert now == {p: sha for p, sha in files.items() if p != "images/preview.png"}  # the data stays where it was
     assert "](images/preview.png)" in text and "](images/preview-full.png)" in text  # full's is kept, and shown
     assert 'revision="v1"' not in text  # this repo has no revision v1
     # Each kept shard's footer was read once (its build record checked against the raw data), and no other shard's.
-    reads = sorted(r.path.split("/", 6)[6] for r in hub.requests if "/resolve/" in r.path and r.path.endswith(".parquet"))
+    reads = sorted(
+        r.path.split("/", 6)[6] for r in hub.requests if "/resolve/" in r.path and r.path.endswith(".parquet")
+    )
     assert reads == sorted(p for p in files if p.endswith(".parquet") and p != "data/test-00000-of-00001.parquet")
     cache = str(tmp_path / "c")
     counts = {"train": 2, "validation": 1, "test": 1}
@@ -565,8 +638,11 @@ def test_a_published_repo_loads_every_config_by_name_and_its_card_code_runs(hub,
 
     text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
     for config in schema.CONFIG_NAMES:
-        download = sum(s.size for s in api.dataset_info(repo_id, files_metadata=True).siblings
-                       if s.rfilename.startswith(f"{'data' if config == 'pupil' else 'full'}/"))
+        download = sum(
+            s.size
+            for s in api.dataset_info(repo_id, files_metadata=True).siblings
+            if s.rfilename.startswith(f"{'data' if config == 'pupil' else 'full'}/")
+        )
         arrow = disk.human_bytes(4 * schema.raw_row_bytes(config))
         assert f"| `{config}` | 4 | {disk.human_bytes(download)} | about {arrow} |" in text, config
     assert "about 3.58 MB a row for\n`pupil` and 5.63 MB for `full`" in text

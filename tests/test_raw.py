@@ -76,7 +76,11 @@ def _flip_byte(data: bytes, at: int) -> bytes:
 
 # (name, how to damage the first train frame, regex the one-line error must match)
 DAMAGE = [
-    ("corrupt_png", lambda p: p.image.write_bytes(b"\x89PNG\r\n\x1a\n garbage"), r"image .*\.png is not a decodable PNG"),
+    (
+        "corrupt_png",
+        lambda p: p.image.write_bytes(b"\x89PNG\r\n\x1a\n garbage"),
+        r"image .*\.png is not a decodable PNG",
+    ),
     ("empty_png", lambda p: p.image.write_bytes(b""), r"image .*\.png is not a decodable PNG \(0 bytes\)"),
     (
         "truncated_png",
@@ -266,8 +270,11 @@ def _broken_link(path: Path) -> None:
     "role,make,message",
     [
         ("image", _folder, r"image .*/images/(?P<stem>\w+)\.png is a folder; expected an 8-bit grayscale PNG file"),
-        ("image", _broken_link,
-         r"image .*\.png is a broken symbolic link \(to .*gone\.png\); expected an 8-bit grayscale PNG file"),
+        (
+            "image",
+            _broken_link,
+            r"image .*\.png is a broken symbolic link \(to .*gone\.png\); expected an 8-bit grayscale PNG file",
+        ),
         ("label", _folder, r"label .*/labels/\w+\.npy is a folder; expected a \.npy file"),
         ("label", _broken_link, r"label .*\.npy is a broken symbolic link \(to .*gone\.npy\); expected a \.npy file"),
     ],

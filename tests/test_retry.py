@@ -77,9 +77,17 @@ def test_network_budget_is_the_smaller_of_the_two():
 
 @pytest.mark.parametrize(
     "options",
-    [{"first_delay": 0}, {"first_delay": 2, "max_delay": 1}, {"total": -1}, {"network_total": -1},
-     {"total": float("inf")}, {"first_delay": float("nan")}, {"timeout": 0}, {"timeout": -1},
-     {"timeout": float("inf")}],
+    [
+        {"first_delay": 0},
+        {"first_delay": 2, "max_delay": 1},
+        {"total": -1},
+        {"network_total": -1},
+        {"total": float("inf")},
+        {"first_delay": float("nan")},
+        {"timeout": 0},
+        {"timeout": -1},
+        {"timeout": float("inf")},
+    ],
 )
 def test_bad_policies_are_refused(options):
     with pytest.raises(ValueError, match=r"RetryPolicy\(.*expected finite numbers"):
@@ -88,8 +96,19 @@ def test_bad_policies_are_refused(options):
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("120", 120.0), (" 7 ", 7.0), ("1.5", 1.5), ("0", 0.0), ("-3", 0.0), (None, None), ("", None),
-     ("soon", None), ("nan", None), ("inf", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("1.5", 1.5),
+        ("0", 0.0),
+        ("-3", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],
 )
 def test_parse_retry_after(value, seconds):
     assert parse_retry_after(value) == seconds
@@ -226,9 +245,15 @@ def test_a_failure_after_real_progress_starts_the_budgets_again():
         return call.calls == 3
 
     with pytest.raises(GaveUp) as gave_up:
-        call_with_retries(call, what="fetch x", classify=lambda e: e.transient,
-                          policy=RetryPolicy(max_delay=2, total=10), fresh_start=fresh_start, clock=clock,
-                          sleep=clock.sleep)
+        call_with_retries(
+            call,
+            what="fetch x",
+            classify=lambda e: e.transient,
+            policy=RetryPolicy(max_delay=2, total=10),
+            fresh_start=fresh_start,
+            clock=clock,
+            sleep=clock.sleep,
+        )
     [since] = restarted
     assert since + 8 < clock.now <= since + 10  # (waits of 2 s at most) the second budget, used nearly whole
     assert gave_up.value.elapsed <= 10 and gave_up.value.attempts == call.calls - 2  # counted from the fresh start
@@ -396,8 +421,9 @@ def _timed(call) -> tuple[Exception, float]:
 def test_a_hub_request_without_an_answer_times_out_and_says_where(silent, hub_timeouts):
     error, seconds = _timed(lambda: get_session().get(f"{silent}/api/whoami-v2"))
     assert isinstance(error, httpx2.ReadTimeout) and TIMEOUT <= seconds < TIMEOUT + 2
-    assert describe_timeout(error) == f"GET {silent}/api/whoami-v2 got no data for 0.3 s (read timeout; " \
-        "--timeout sets it)"
+    assert (
+        describe_timeout(error) == f"GET {silent}/api/whoami-v2 got no data for 0.3 s (read timeout; --timeout sets it)"
+    )
     assert not is_unreachable(error)  # the server was there: the retry budget, not the network budget
 
 
@@ -405,8 +431,10 @@ def test_a_hub_call_that_asks_for_no_timeout_gets_one(silent, hub_timeouts):
     # HfApi.dataset_info passes timeout=None, which httpx2 takes as "wait forever".
     error, seconds = _timed(lambda: HfApi(endpoint=silent).dataset_info("someone/data"))
     assert TIMEOUT <= seconds < TIMEOUT + 2
-    assert describe_timeout(error) == f"GET {silent}/api/datasets/someone/data got no data for 0.3 s " \
+    assert (
+        describe_timeout(error) == f"GET {silent}/api/datasets/someone/data got no data for 0.3 s "
         "(read timeout; --timeout sets it)"
+    )
 
 
 def test_huggingface_hubs_own_timeouts_are_the_same(hub_timeouts):
@@ -416,8 +444,9 @@ def test_huggingface_hubs_own_timeouts_are_the_same(hub_timeouts):
 def test_a_hub_body_that_stalls_times_out_and_the_query_is_not_said(stalls, hub_timeouts):
     error, seconds = _timed(lambda: get_session().get(f"{stalls}/file.parquet?X-Amz-Signature=secret"))
     assert isinstance(error, httpx2.ReadTimeout) and seconds < TIMEOUT + 2
-    assert describe_timeout(error) == f"GET {stalls}/file.parquet got no data for 0.3 s (read timeout; " \
-        "--timeout sets it)"
+    assert (
+        describe_timeout(error) == f"GET {stalls}/file.parquet got no data for 0.3 s (read timeout; --timeout sets it)"
+    )
 
 
 def test_a_slow_transfer_that_keeps_moving_is_not_cut(trickles, hub_timeouts):
@@ -430,13 +459,17 @@ def test_a_requests_session_bounded_by_the_adapter_times_out(silent, stalls):
     session = bound_session(requests.Session(), TIMEOUT)
     error, seconds = _timed(lambda: session.post(f"{silent}/api/v1/x", json={}))
     assert isinstance(error, requests.ReadTimeout) and TIMEOUT <= seconds < TIMEOUT + 2
-    assert describe_timeout(error, TIMEOUT) == f"POST {silent}/api/v1/x got no data for 0.3 s (read timeout; " \
+    assert (
+        describe_timeout(error, TIMEOUT) == f"POST {silent}/api/v1/x got no data for 0.3 s (read timeout; "
         "--timeout sets it)"
+    )
     response = session.get(f"{stalls}/archive.zip?sig=secret", stream=True)  # the headers arrive, the body stalls
     error, seconds = _timed(lambda: b"".join(response.iter_content(1024)))
     assert isinstance(error, requests.ConnectionError) and seconds < TIMEOUT + 2
-    assert describe_timeout(error, TIMEOUT, url=response.url) == f"{stalls}/archive.zip got no data for 0.3 s " \
+    assert (
+        describe_timeout(error, TIMEOUT, url=response.url) == f"{stalls}/archive.zip got no data for 0.3 s "
         "(read timeout; --timeout sets it)"
+    )
     error, seconds = _timed(lambda: session.get(f"{silent}/", timeout=1.0))
     assert isinstance(error, requests.ReadTimeout) and seconds >= 1.0  # a timeout the caller set is kept
     assert isinstance(session.get_adapter("https://kaggle.com"), TimeoutAdapter)

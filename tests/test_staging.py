@@ -154,8 +154,18 @@ def test_names_in_the_overlap_message_stay_one_line(small_raw, tmp_path):
 
 @pytest.mark.parametrize(
     "text,size",
-    [("500MB", 500_000_000), ("1.5GB", 1_500_000_000), ("750kb", 750_000), ("2GiB", 2 * 1024**3), ("4MiB", 4 * 1024**2),
-     ("100000000", 100_000_000), (" 12 MB ", 12_000_000), ("1TB", 10**12), ("7B", 7), (".5KB", 500)],
+    [
+        ("500MB", 500_000_000),
+        ("1.5GB", 1_500_000_000),
+        ("750kb", 750_000),
+        ("2GiB", 2 * 1024**3),
+        ("4MiB", 4 * 1024**2),
+        ("100000000", 100_000_000),
+        (" 12 MB ", 12_000_000),
+        ("1TB", 10**12),
+        ("7B", 7),
+        (".5KB", 500),
+    ],
 )
 def test_byte_size_reads_sizes(text, size):
     assert byte_size(text) == size
@@ -163,9 +173,20 @@ def test_byte_size_reads_sizes(text, size):
 
 @pytest.mark.parametrize(
     "text,why",
-    [("infGB", "is not a size"), ("nan", "is not a size"), ("-5MB", "is below 1 byte"), ("0", "is below 1 byte"),
-     ("0.4", "is below 1 byte"), ("lots", "is not a size"), ("1e9", "is not a size"), ("", "is not a size"),
-     ("500Mbit", "is not a size"), ("5 M B", "is not a size"), ("1,000", "is not a size"), ("1_000", "is not a size")],
+    [
+        ("infGB", "is not a size"),
+        ("nan", "is not a size"),
+        ("-5MB", "is below 1 byte"),
+        ("0", "is below 1 byte"),
+        ("0.4", "is below 1 byte"),
+        ("lots", "is not a size"),
+        ("1e9", "is not a size"),
+        ("", "is not a size"),
+        ("500Mbit", "is not a size"),
+        ("5 M B", "is not a size"),
+        ("1,000", "is not a size"),
+        ("1_000", "is not a size"),
+    ],
 )
 def test_byte_size_refuses_what_is_not_a_size(text, why):
     with pytest.raises(argparse.ArgumentTypeError) as info:
@@ -187,9 +208,14 @@ def test_the_example_refuses_counts_out_of_range(capsys):
     spec = importlib.util.spec_from_file_location("train_tiny", REPO / "examples" / "train_tiny.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    bad = [("--batch-size", "0", "'0' is below 1"), ("--max-steps", "-3", "'-3' is below 1"),
-           ("--num-workers", "-1", "'-1' is below 0"), ("--num-threads", "0", "'0' is below 1"),
-           ("--seed", "-1", "'-1' is below 0"), ("--batch-size", "two", "'two' is not an integer")]
+    bad = [
+        ("--batch-size", "0", "'0' is below 1"),
+        ("--max-steps", "-3", "'-3' is below 1"),
+        ("--num-workers", "-1", "'-1' is below 0"),
+        ("--num-threads", "0", "'0' is below 1"),
+        ("--seed", "-1", "'-1' is below 0"),
+        ("--batch-size", "two", "'two' is not an integer"),
+    ]
     for flag, value, message in bad:
         with pytest.raises(SystemExit) as info:
             module.main(["nowhere", flag, value])

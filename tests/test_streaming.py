@@ -236,7 +236,9 @@ def test_set_epoch_reaches_persistent_dataloader_workers(v2, tmp_path):
         fresh_set = IrisIterableDataset(stream, transform=AUGMENT, seed=3, shuffle_buffer=2)
         fresh = epoch_items(torch.utils.data.DataLoader(fresh_set, batch_size=None, num_workers=2), fresh_set, epoch)
         assert [name for name, _ in kept[epoch]] == [name for name, _ in fresh], f"epoch {epoch}: order"
-        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(kept[epoch], fresh, strict=True)), f"epoch {epoch}: draws"
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(kept[epoch], fresh, strict=True)), (
+            f"epoch {epoch}: draws"
+        )
         assert sorted(name for name, _ in fresh) == sorted(data["filename"]), f"epoch {epoch}: every row once"
     assert [n for n, _ in kept[0]] != [n for n, _ in kept[1]], "the workers read epoch 1, not epoch 0 again"
 

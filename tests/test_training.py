@@ -137,7 +137,9 @@ def test_flip_equals_the_reference_on_the_mirrored_raw_label(config, case):
     label, weights, dist = reference.targets(raw_label, config)
     stored = Sample(np.zeros_like(label), label, weights, dist.astype(np.float32))  # as v1 and v2 store them
     flipped = HorizontalFlip(p=1.0).apply(stored)
-    expected = dict(zip(("label", "spatial_weights", "dist_map"), reference.targets(raw_label[:, ::-1], config), strict=True))
+    expected = dict(
+        zip(("label", "spatial_weights", "dist_map"), reference.targets(raw_label[:, ::-1], config), strict=True)
+    )
     where = f"{config}/{case}"
     np.testing.assert_array_equal(flipped.label, expected["label"], err_msg=f"{where}: label")
     np.testing.assert_array_equal(flipped.spatial_weights, expected["spatial_weights"], err_msg=f"{where}: weights")
@@ -278,7 +280,9 @@ def test_item_dtypes_and_shapes(config, version, v1, v2):
 def test_flip_in_the_dataset_equals_the_precompute_of_the_mirrored_frame(v2, sample_dir):
     data = v2["full"]["train"]
     plain, flipped = IrisDataset(data), IrisDataset(data, transform=HorizontalFlip(p=1.0))
-    raw_labels = {pair.stem: raw.read_pair(pair)[1] for pair in raw.list_pairs(raw.find_split_dirs(sample_dir)["train"]).pairs}
+    raw_labels = {
+        pair.stem: raw.read_pair(pair)[1] for pair in raw.list_pairs(raw.find_split_dirs(sample_dir)["train"]).pairs
+    }
     for i in range(len(data)):  # includes a pupil cut by the left border, and a closed eye
         (image, *_), (mirrored, label, name, weights, dist) = plain[i], flipped[i]
         ref_label, ref_weights, ref_dist = reference.targets(raw_labels[name][:, ::-1], "full")

@@ -94,9 +94,11 @@ def read_footers(
     if todo:
         executor = ThreadPoolExecutor(max_workers=min(_PARALLEL, len(todo)), thread_name_prefix="footer")
         try:
-            for path, footer in zip(todo, executor.map(
-                lambda p: read_footer(api, repo_id, head, p, token=token, retry=retry, fix=fix), todo
-            ), strict=True):
+            for path, footer in zip(
+                todo,
+                executor.map(lambda p: read_footer(api, repo_id, head, p, token=token, retry=retry, fix=fix), todo),
+                strict=True,
+            ):
                 cache[path] = footer
         finally:
             executor.shutdown(wait=True, cancel_futures=True)  # a failure: the reads not started are not made
@@ -127,4 +129,3 @@ def _not_parquet(repo_id: str, head: str, path: str, seen: str, fix: str) -> Pub
         f"parquet shard, whose footer gives its rows, columns and build record; {NOTHING_PUBLISHED}; replace or "
         f"delete it on the Hub{' ' + fix if fix else ''}, then re-run"
     )
-

@@ -139,8 +139,9 @@ def check_tag_at_head(
         return
     held = remote_splits(remote)
     changes = ["it converts the v1 data"] if remote.v1_files else []
-    wanted = {(config, split): held.get(config, {}).get(split, []) for config, splits in rebuilt.items()
-              for split in splits}
+    wanted = {
+        (config, split): held.get(config, {}).get(split, []) for config, splits in rebuilt.items() for split in splits
+    }
     _read(api, repo_id, remote, wanted.values(), token, retry)
     for key, paths in sorted(wanted.items(), key=_order):
         name = "/".join(key)
@@ -182,29 +183,46 @@ def kept_sizes(
         if not complete:
             expected = len(complete_shard_set(split_prefix(config, split), paths))
             logger.warning(
-                "%s holds %d of the %d shards of %s/%s; the card lists those", repo_id, len(paths), expected,
-                config, split,
+                "%s holds %d of the %d shards of %s/%s; the card lists those",
+                repo_id,
+                len(paths),
+                expected,
+                config,
+                split,
             )
         rows = card_rows.get(config, {}).get(split) if complete else None
         if rows is None:
             rows = sum(
-                read_footer(api, repo_id, remote.head, path, token=token, retry=retry, cache=remote.footers,
-                            fix=_REBUILD_FIX).num_rows
+                read_footer(
+                    api, repo_id, remote.head, path, token=token, retry=retry, cache=remote.footers, fix=_REBUILD_FIX
+                ).num_rows
                 for path in paths
             )
         sizes.setdefault(config, {})[split] = SplitSize(rows, sum(remote.files[path].size for path in paths))
     return sizes
 
 
-def _read(api: HfApi, repo_id: str, remote: RemoteState, shard_sets: Iterable[Sequence[str]], token: str | None,
-          retry: RetryPolicy) -> None:
+def _read(
+    api: HfApi,
+    repo_id: str,
+    remote: RemoteState,
+    shard_sets: Iterable[Sequence[str]],
+    token: str | None,
+    retry: RetryPolicy,
+) -> None:
     """Read the footers of every shard of `shard_sets` (lists of paths) into `remote.footers`."""
     paths = [path for paths in shard_sets for path in paths]
     read_footers(api, repo_id, remote.head, paths, token=token, retry=retry, cache=remote.footers, fix=_REBUILD_FIX)
 
 
-def _judge(key: Key, paths: Sequence[str], remote: RemoteState, raw_splits: Collection[str],
-           pairs: Mapping[str, Sequence[raw.Pair]], digests: dict[raw.Pair, str]) -> tuple[Verdict, str]:
+def _judge(
+    key: Key,
+    paths: Sequence[str],
+    remote: RemoteState,
+    raw_splits: Collection[str],
+    pairs: Mapping[str, Sequence[raw.Pair]],
+    digests: dict[raw.Pair, str],
+) -> tuple[Verdict, str]:
     """Whether the remote split `key` (its shards' footers read) is what the raw data builds now, and why not."""
     config, split = key
     shards = [SHARD_RE.fullmatch(path) for path in paths]
@@ -212,19 +230,27 @@ def _judge(key: Key, paths: Sequence[str], remote: RemoteState, raw_splits: Coll
     if len(counts) != 1:
         sets = " and ".join(f"-of-{count:05d}" for count in counts)
         return "stale", f"its shards are of more than one set ({sets}), as no single build writes them"
-    records = {int(shard["index"]): source_of(remote.footers[path]) for shard, path in zip(shards, paths, strict=True) if shard}
+    records = {
+        int(shard["index"]): source_of(remote.footers[path]) for shard, path in zip(shards, paths, strict=True) if shard
+    }
     if any(record is None for record in records.values()):
         lacking = sum(record is None for record in records.values())
-        return "unrecorded", (f"{lacking} of its {len(records)} shard(s) carry no build record (published by a "
-                              "version of this tool before the records, or by another tool)")
+        return "unrecorded", (
+            f"{lacking} of its {len(records)} shard(s) carry no build record (published by a "
+            "version of this tool before the records, or by another tool)"
+        )
     if split not in raw_splits:
         return "gone", f"the raw data has no {split} split"
     why = records_stale_reason(records, counts[0], config, split, pairs[split], digests)  # type: ignore[arg-type]
     return ("current", "") if why is None else ("stale", why)
 
 
-def _rebuild_all(stale: Mapping[Key, str], rebuilt: Mapping[str, Sequence[str]], raw_splits: Collection[str],
-                 rebuild: Callable[[str, Sequence[str] | None], str]) -> str:
+def _rebuild_all(
+    stale: Mapping[Key, str],
+    rebuilt: Mapping[str, Sequence[str]],
+    raw_splits: Collection[str],
+    rebuild: Callable[[str, Sequence[str] | None], str],
+) -> str:
     """One command building what the run builds and the stale splits: every config and split of either.
 
     It may rebuild a current split too; its shards then come out byte for byte as the Hub holds them, and
@@ -238,5 +264,7 @@ def _rebuild_all(stale: Mapping[Key, str], rebuilt: Mapping[str, Sequence[str]],
 
 def _order(item: tuple[Key, object]) -> tuple[int, int]:
     (config, split), _ = item
-    return (CONFIG_NAMES.index(config) if config in CONFIG_NAMES else len(CONFIG_NAMES),
-            SPLITS.index(split) if split in SPLITS else len(SPLITS))
+    return (
+        CONFIG_NAMES.index(config) if config in CONFIG_NAMES else len(CONFIG_NAMES),
+        SPLITS.index(split) if split in SPLITS else len(SPLITS),
+    )

@@ -152,13 +152,22 @@ def publish(
         if hand_card := check_card(repo_id, remote, replace_card=replace_card):
             logger.warning(
                 "Replacing the card %s of %s, which was written or edited by hand (%s), as --replace-card asks; "
-                "the replaced card stays readable at %s/datasets/%s/blob/%s/%s", CARD_PATH, repo_id, hand_card,
-                api.endpoint, repo_id, remote.head, CARD_PATH,
+                "the replaced card stays readable at %s/datasets/%s/blob/%s/%s",
+                CARD_PATH,
+                repo_id,
+                hand_card,
+                api.endpoint,
+                repo_id,
+                remote.head,
+                CARD_PATH,
             )
         if kept := foreign_files(remote.files, plan):
             logger.warning(
                 "%s holds %d files this tool did not write; they stay as they are, and the card's data_files do "
-                "not read them: %s", repo_id, len(kept), _names(kept),
+                "not read them: %s",
+                repo_id,
+                len(kept),
+                _names(kept),
             )
         if not remote.exists:
             _retry(

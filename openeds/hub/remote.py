@@ -193,8 +193,11 @@ def _check_access(api: HfApi, repo_id: str, token: str | None, retry: RetryPolic
     except HfHubHTTPError as error:
         if isinstance(error, GatedRepoError) or _status(error) != 404:
             raise
-        logger.debug("%s has no auth-check endpoint (%s); the commit will say whether the token may write",
-                     api.endpoint, _describe(error))
+        logger.debug(
+            "%s has no auth-check endpoint (%s); the commit will say whether the token may write",
+            api.endpoint,
+            _describe(error),
+        )
 
 
 def _check_write(api: HfApi, repo_id: str, state: RemoteState, me: _Me, token: str, retry: RetryPolicy) -> None:
@@ -271,7 +274,13 @@ def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, r
 
 
 def _remote_columns(
-    api: HfApi, repo_id: str, head: str, card: str | None, data_file: str, token: str | None, retry: RetryPolicy,
+    api: HfApi,
+    repo_id: str,
+    head: str,
+    card: str | None,
+    data_file: str,
+    token: str | None,
+    retry: RetryPolicy,
     footers: dict[str, pq.FileMetaData],
 ) -> set[str]:
     """Columns of the remote data: from the card's `dataset_info.features`, else from the footer of `data_file`."""

@@ -72,7 +72,8 @@ class Slot:
         dtypes = (*layout, np.float32, np.float32)
         if pinned:  # page-locked, so that the copy to the GPU can be asynchronous
             self.tensors = [
-                torch.empty(shape, dtype=_TORCH_DTYPES[dtype], pin_memory=True) for shape, dtype in zip(shapes, dtypes, strict=True)
+                torch.empty(shape, dtype=_TORCH_DTYPES[dtype], pin_memory=True)
+                for shape, dtype in zip(shapes, dtypes, strict=True)
             ]
             self.arrays = [tensor.numpy() for tensor in self.tensors]
         else:

@@ -44,9 +44,7 @@ def to_item(sample: Sample, filename: str) -> Item:
     )
 
 
-def prepare(
-    sample: Sample, preprocessed: bool, transform: Transform | None, rng: np.random.Generator | None
-) -> Sample:
+def prepare(sample: Sample, preprocessed: bool, transform: Transform | None, rng: np.random.Generator | None) -> Sample:
     """A stored sample as training sees it: gamma + CLAHE if the image is raw (v1), then ``transform``."""
     if not preprocessed:
         sample = sample._replace(image=preprocess_image(sample.image))

@@ -221,9 +221,7 @@ class StreamRows:
         #: whether the stored images already have gamma + CLAHE (v2), from the columns
         self.preprocessed = check_requested(preprocessed, has_column, has_column)
         #: distance-map channels, which is also the number of label classes: 2 (pupil) or 4 (full)
-        self.num_classes = (
-            _channels(features["dist_map"]) if first is None else dist_channels(first.column("dist_map"))
-        )
+        self.num_classes = _channels(features["dist_map"]) if first is None else dist_channels(first.column("dist_map"))
         #: the split's row count from the dataset card, or None
         self.num_rows = split_rows(stream)
         self.stream = stream
