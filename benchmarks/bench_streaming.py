@@ -204,8 +204,10 @@ def report(results: dict, rows: int, shards: int, megabytes: float, args: argpar
     for name, r in results.items():
         load = "/".join(f"{x:.2f}" for x in r["load_average"][:3])
         spread = ", ".join(f"{x:.0f}" for x in r["rounds_samples_per_s"])
-        print(f"{name:34s} {r['samples_per_s']:7.1f} samples/s (rounds {spread}), {r['cpu_ms_per_sample']:5.2f} "
-              f"CPU ms/sample, {rate[name] / limit:5.2f}x (l), peak RSS {r['peak_rss_mb']:,} MB, load {load}")  # fmt: skip
+        print(
+            f"{name:34s} {r['samples_per_s']:7.1f} samples/s (rounds {spread}), {r['cpu_ms_per_sample']:5.2f} "
+            f"CPU ms/sample, {rate[name] / limit:5.2f}x (l), peak RSS {r['peak_rss_mb']:,} MB, load {load}"
+        )
     for name in ("s_streaming_1_thread", "s_shuffled_streaming_1_thread"):
         met = ratios[f"{name}_over_l"] >= GOAL
         print(f"goal {name} >= {GOAL}x (l): {ratios[f'{name}_over_l']:.2f} {'met' if met else 'NOT met'}")
