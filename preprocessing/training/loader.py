@@ -34,7 +34,7 @@ cost:
   or v2 detected, channels counted); :attr:`IrisLoader.dataset` reads the same source,
   and each epoch is planned from ``(seed, epoch)`` and the batch positions alone.
 
-Nothing of ``torchdata.nodes`` is used; the README's "Training side" section gives
+Nothing of ``torchdata.nodes`` is used; docs/training.md ("Why not `torchdata.nodes`") gives
 the measurements behind that choice.
 """
 
