@@ -20,6 +20,8 @@ from huggingface_hub import HfApi
 from openeds.synthetic import write_sample
 from push import DEFAULT_REPO_ID, push
 
+pytestmark = pytest.mark.datasets_line  # the blocks call load_dataset, streaming and the training feeds
+
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 TOKEN = "hf_docs_write_token"

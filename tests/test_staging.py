@@ -18,6 +18,8 @@ from openeds.materialize import MaterializeError, folder_splits, is_complete, ma
 from openeds.synthetic import write_sample
 from push import _raw_area, _refuse_overlap, byte_size, folder_path
 
+pytestmark = pytest.mark.datasets_independent("shard records, size flags and folder overlap: pyarrow and our code")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
