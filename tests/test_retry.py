@@ -287,21 +287,9 @@ def closed_port() -> Iterator[int]:
 
 @pytest.fixture
 def hangs_up() -> Iterator[int]:
-    """A local server that accepts a connection and closes it without answering."""
-    server = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        while True:
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                return
-            connection.recv(65536)
-            connection.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
+    """A local server that accepts a connection and closes it without answering; yields its port."""
+    for url in _serve(lambda connection, released: connection.close()):
+        yield int(url.rsplit(":", 1)[1])
 
 
 def _error_of(call) -> Exception:
