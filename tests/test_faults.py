@@ -44,6 +44,7 @@ from openeds.card import card_origin, sign
 from openeds.synthetic import write_sample
 from tests.hub_server import HubServer, SilentServer
 from tests.kaggle_server import Credentials, KaggleStub
+from tests.push_runner import run_push
 from tests.test_hub import push_v1
 
 pytestmark = pytest.mark.datasets_independent("our checks decide push.py's failures; a Case says when it needs both")
@@ -80,14 +81,7 @@ class World:
     def push(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(REPO / "push.py"), *(self.fill(a) for a in args)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**self.env, **(env or {})},
-            cwd=self.tmp,
-        )
+        return run_push([self.fill(a) for a in args], env={**self.env, **(env or {})}, cwd=self.tmp, timeout=timeout)
 
     def fill(self, arg: str) -> str:
         return arg.format(raw=self.raw, out=self.out, repo=self.repo_id, tmp=self.tmp)
@@ -125,7 +119,8 @@ class Case:
     env: Mapping[str, str] = field(default_factory=dict)
     #: seconds after which the run is killed and the case fails (a run that hangs)
     timeout: float = 600
-    #: runs on datasets 3.6 too (tests/conftest.py says when); None: if it succeeds (it builds, writes the card)
+    #: runs on datasets 3.6 too (tests/conftest.py says when); None: if its arrange or check code reads the
+    #: result with a `datasets` API (found at collection), else on the default line only
     datasets_line: bool | None = None
 
 
@@ -296,7 +291,8 @@ def _at_most_five_whoami(world: World, result: subprocess.CompletedProcess[str])
 # -- cases that end well, or with a warning ------------------------------------------------------
 
 SUCCESSES = [
-    Case("sample-local", ("--sample", "--local-dir", "{out}", "--no-upload")),
+    # the end-to-end runs, on both datasets lines: the build writes datasets' Features and card metadata
+    Case("sample-local", ("--sample", "--local-dir", "{out}", "--no-upload"), datasets_line=True),
     Case("data-dir-local", LOCAL),
     Case("rerun-skips-finished-shards", LOCAL, arrange=_built_first, check=_skips_every_shard),
     Case(
@@ -305,7 +301,7 @@ SUCCESSES = [
         says=("train: skipped 1 images without a label",),
         arrange=_edit(_first("train", "labels"), Path.unlink),
     ),
-    Case("publish", PUBLISH, env={"HF_TOKEN": TOKEN}),
+    Case("publish", PUBLISH, env={"HF_TOKEN": TOKEN}, datasets_line=True),
     Case(
         "sample-without-repo-id-does-not-publish",
         ("--sample", "--local-dir", "{out}"),

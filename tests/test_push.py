@@ -26,6 +26,7 @@ from openeds.hub import PublishError
 from openeds.synthetic import write_sample
 from openeds_precomputed import OpenEDSPrecomputed
 from push import DEFAULT_REPO_ID, push
+from tests import push_runner
 from tests.test_hub import push_v1
 
 pytestmark = pytest.mark.datasets_line
@@ -36,13 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_push(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "push.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
+    """``python push.py *args`` in a process of its own (forked from a zygote: tests/push_runner.py)."""
+    return push_runner.run_push(list(args), env={**os.environ, **(env or {})})
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -663,3 +659,40 @@ def test_a_published_repo_loads_every_config_by_name_and_its_card_code_runs(hub,
             assert namespace["filenames"] == loaded["pupil"]["train"]["filename"]
         namespace.clear()
         gc.collect()  # no stream outlives the test (see the card: pyarrow aborts on one left at exit)
+
+
+@OURS
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("--max-shard-size", "0"), ("--data-dir", "{raw}", "--local-dir", "out", "--no-upload")],
+    ids=["help", "usage-error", "build"],
+)
+def test_the_zygote_runs_push_as_a_fresh_process_does(args, sample_dir, tmp_path):
+    """The runner's forked processes (tests/push_runner.py) and `python push.py` give the same exit code, the same
+    output (but for the time it took) and the same files, byte for byte."""
+    runs = {}
+    for way in ("fresh", "forked"):
+        folder = tmp_path / way
+        folder.mkdir()
+        argv = [a.format(raw=sample_dir) for a in args]
+        env = dict(os.environ)
+        if way == "fresh":
+            result = subprocess.run(
+                [sys.executable, str(REPO / "push.py"), *argv], capture_output=True, text=True, env=env, cwd=folder
+            )
+        else:
+            assert push_runner.PushRunner().forks(env)
+            result = push_runner.run_push(argv, env=env, cwd=folder)
+        shown = [line for line in result.stdout.splitlines() if not line.strip().startswith("time: ")]
+        errors = [line for line in result.stderr.splitlines() if "error" in line]
+        runs[way] = (result.returncode, shown, errors, digests(folder))
+    assert runs["forked"] == runs["fresh"]
+    assert runs["fresh"][1] or runs["fresh"][2], "nothing to compare"
+
+
+@OURS
+def test_a_run_that_sets_an_import_time_variable_is_not_forked():
+    runner = push_runner.PushRunner()
+    assert runner.forks({**os.environ, "HF_TOKEN": "x", "HOME": "/elsewhere"})
+    assert not runner.forks({**os.environ, "PYTHONHASHSEED": "1"})
+    assert not runner.forks({**os.environ, "OMP_NUM_THREADS": "1"})
