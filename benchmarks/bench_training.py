@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import importlib.util
 import json
 import os
@@ -98,7 +97,6 @@ from preprocessing.augment import TRAIN_AUGMENT
 from preprocessing.training import IrisDataset, IrisLoader
 from preprocessing.training.buffers import IMAGE_TABLE, WIRE, HostBatches, Pool, Slot, lease, slot_bytes
 from preprocessing.training.source import MapRows
-from tests.v1data import v1_split
 
 GOAL_RATIO, GOAL_PER_CORE = 50.0, 1500.0
 #: (f) / (d), (g) / (d'), (f) / (h)
@@ -108,6 +106,9 @@ BATCH, THREADS = 64, 2
 
 def build_data(work: Path, frames: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(v1, v2) train splits of ``frames`` synthetic frames, memory-mapped on disk under ``work``."""
+    # Imported here: it brings SciPy (0.2-0.4 s), which the feed children and the device run never use.
+    from tests.v1data import v1_split
+
     v2 = build_v2(work, frames)
     pairs = raw.list_pairs(raw.find_split_dirs(work / "raw")["train"]).pairs
     v1_split(pairs, "pupil").save_to_disk(str(work / "v1"))
@@ -446,8 +447,7 @@ class DataLoaderFeed:
             yield tuple(t.to(self.device, non_blocking=True) for t in (image, label, weights, dist))
 
     def close(self) -> None:
-        self._loader = None  # its iterator goes with it, and that stops the workers
-        gc.collect()
+        self._loader = None  # its iterator goes with it (no cycle holds them), and that stops the workers
 
 
 class IrisLoaderFeed:
