@@ -36,7 +36,8 @@ SCRIPTS = [
 def test_benchmark_runs_and_writes_its_results(script, args, keys, tmp_path):
     if script in ("bench_training", "bench_streaming"):
         pytest.importorskip("torch")
-    env = {**os.environ, "OPENEDS_BENCH_RESULTS": str(tmp_path)}
+    # the feeds' "children" run in the script's own process (benchmarks/_common.py: run_in_child)
+    env = {**os.environ, "OPENEDS_BENCH_RESULTS": str(tmp_path), "OPENEDS_BENCH_IN_PROCESS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{script}", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -57,7 +58,8 @@ DEVICE_RUN += ("--epochs", "1", "--rounds", "1")
 def test_bench_training_on_a_device_runs_its_cpu_branches(tmp_path):
     """The device run's code on the CPU: every feed, the model step, the clock and the wait fraction."""
     pytest.importorskip("torch")
-    env = {**os.environ, "OPENEDS_BENCH_RESULTS": str(tmp_path)}
+    # the feeds' "children" run in the script's own process (benchmarks/_common.py: run_in_child)
+    env = {**os.environ, "OPENEDS_BENCH_RESULTS": str(tmp_path), "OPENEDS_BENCH_IN_PROCESS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_training", "--device", "cpu", *DEVICE_RUN],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
