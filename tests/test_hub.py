@@ -54,7 +54,9 @@ from openeds.parquet import source_of
 from openeds.timeouts import use_hub_timeouts
 from tests.hub_server import HubServer
 
-pytestmark = pytest.mark.datasets_line
+pytestmark = pytest.mark.datasets_independent("the publishing protocol against the test Hub: our code decides it")
+#: the tests that read the publication back with datasets (load_dataset, the card's metadata): both lines
+READS_BACK = pytest.mark.datasets_line
 
 WRITE = "hf_alice_write"  # alice, may write to alice/* and openeds-org/*
 BOB = "hf_bob_write"  # bob, may write to bob/* only
@@ -307,6 +309,7 @@ def test_hub_server_serves_the_client_calls(hub, api, repo_id):
         api.repo_info("alice/nothing-here", repo_type="dataset")
 
 
+@READS_BACK
 def test_publish_then_load_dataset(hub, api, repo_id, tmp_path):
     folder = build(tmp_path, {"data": {"train": 2, "test": 1}, "full": {"train": 1, "test": 1}})
     result = publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"], "full": ["train", "test"]}, api=api)
@@ -356,6 +359,7 @@ def test_a_run_that_died_before_tagging_is_tagged_by_the_rerun(hub, api, repo_id
     assert api.list_repo_refs(repo_id, repo_type="dataset").tags[0].target_commit == head
 
 
+@READS_BACK
 def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_path):
     folder = build(tmp_path, {"data": {"train": 2, "test": 1}, "full": {"train": 1}})
     lfs_files = sorted(p for p in folder.rglob("*") if p.suffix in (".parquet", ".png"))
@@ -392,6 +396,7 @@ def test_a_dropped_upload_is_retried_by_the_client(hub, api, repo_id, tmp_path):
     assert [r.status for r in hub.requests if r.lfs_oid == victim] == [None, 200]
 
 
+@READS_BACK
 def test_adding_a_split_keeps_the_other_splits_byte_identical(hub, api, repo_id, tmp_path):
     publish(
         build(tmp_path / "v2", {"data": {"train": 2, "test": 3}, "full": {"train": 1}}),
@@ -433,6 +438,7 @@ def push_v1(api: HfApi, repo_id: str, *, with_card: bool) -> dict[str, bytes]:
     return files
 
 
+@READS_BACK
 def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path):
     v1_files = push_v1(api, repo_id, with_card=True)
     v1_head = api.repo_info(repo_id, repo_type="dataset").sha
@@ -692,6 +698,7 @@ def _with_provenance(folder: Path, command: str) -> None:
     card_path.write_text(sign(card_path.read_text() + f"\n## Provenance\n\n{block}"))
 
 
+@READS_BACK
 def test_unchanged_data_is_not_published_again(hub, api, repo_id, tmp_path):
     first_folder = build(tmp_path / "a", {"data": {"train": 1, "test": 1}})
     _with_provenance(first_folder, f"python push.py --local-dir {tmp_path / 'a'}")
@@ -785,6 +792,7 @@ def test_plan_deletes_only_this_tools_shards_and_names_the_rest():
     assert foreign_files(remote, plan) == sorted(USER_FILES)
 
 
+@READS_BACK
 def test_files_the_tool_did_not_write_stay_are_named_and_are_not_read_as_data(hub, api, repo_id, tmp_path, caplog):
     publish(
         build(tmp_path / "a", {"data": {"train": 1, "test": 1}}),
