@@ -36,8 +36,8 @@ import hashlib
 import json
 import os
 import pickle
+import secrets
 import sys
-import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -119,7 +119,9 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
     A kill at any point leaves either the previous checkpoint or the new one, whole.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open, not mkstemp: the checkpoint gets the umask's permissions, as torch.save(path) would give it
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(checkpoint, file)

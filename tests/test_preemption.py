@@ -29,6 +29,7 @@ torch = pytest.importorskip("torch")
 from openeds import schema  # noqa: E402
 from preprocessing.augment import order_rng  # noqa: E402
 from push import push  # noqa: E402
+from tests.test_training import load_example  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line  # the script loads map-style and streamed splits through datasets
 
@@ -176,3 +177,32 @@ def test_ddp_on_two_processes_killed_and_resumed_on_one_trains_each_row_of_the_e
     assert after == order[consumed:], "after the resume: the rest of the epoch's order"
     assert sorted(before + after) == sorted(names), "every row of the epoch trained once"
     assert {line["epoch"] for line in steps(tmp_path / "one.jsonl")} == set(range(epoch, 3)), "then the next epochs"
+
+
+def test_the_example_refuses_a_checkpoint_that_does_not_fit_in_one_line(v2, tmp_path, capsys):
+    v2["pupil"]["train"].to_parquet(str(tmp_path / "data" / "data" / "train-00000-of-00001.parquet"))
+    checkpoint = tmp_path / "ckpt.pt"
+    main = load_example().main
+    args = [str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "1", "--num-threads", "1"]
+    args += ["--batch-size", "2", "--checkpoint", str(checkpoint)]
+    assert main(args) == 0 and checkpoint.exists()
+    assert not list(tmp_path.glob(".ckpt.pt.*")), "no temporary file left"
+    capsys.readouterr()
+    assert main([*args, "--resume", "--batch-size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot resume from {checkpoint}: field 'batch_size' is 2 in the state; expected 3")
+    assert err.count("\n") == 1
+    checkpoint.write_bytes(b"not a checkpoint")
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: cannot resume from {checkpoint}: not a checkpoint torch.load reads")
+        and err.count("\n") == 1
+    )
+    for flags, message in [
+        (["--resume"], "--resume needs --checkpoint PATH"),
+        (["--dataloader", "--checkpoint", str(checkpoint)], "--checkpoint and --resume need IrisLoader's state_dict()"),
+    ]:
+        with pytest.raises(SystemExit):
+            main([str(tmp_path / "data"), *flags])
+        assert message in capsys.readouterr().err

@@ -84,6 +84,23 @@ def test_the_state_is_small_plain_and_carried_by_torch_save_and_json(v2):
     assert json.loads(json.dumps(state)) == state
 
 
+def test_torch_distributed_checkpoint_carries_the_loader_as_a_stateful(v2, tmp_path):
+    from torch.distributed.checkpoint import load, save
+    from torch.distributed.checkpoint.stateful import Stateful
+
+    data = v2["pupil"]["train"]
+    with IrisLoader(data, 2, seed=3) as loader, IrisLoader(data, 2, seed=3) as resumed:
+        assert isinstance(loader, Stateful)
+        batches = iter(loader)
+        next(batches), next(batches)
+        with pytest.warns(UserWarning, match="single process"):  # no process group: DCP saves as one process
+            save({"loader": loader}, checkpoint_id=tmp_path / "dcp")
+        with pytest.warns(UserWarning, match="single process"):
+            load({"loader": resumed}, checkpoint_id=tmp_path / "dcp")
+        assert resumed.state_dict() == loader.state_dict() and resumed.state_dict()["consumed"] == 4
+        assert [batch[2] for batch in resumed] == [batch[2] for batch in batches]
+
+
 # --- exact resume ---------------------------------------------------------------------------
 
 

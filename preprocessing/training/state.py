@@ -68,7 +68,7 @@ SETTINGS = (
 #: ``kind``: what each kind of loader reads, for the messages.
 KINDS = {"map": "a map-style split", "stream": "a streamed split"}
 
-_FIX = "load it into a loader built with the same arguments (num_threads may differ)"
+_FIX = "Load it into a loader built with the same arguments (num_threads may differ)"
 
 
 def make_state(settings: Mapping[str, object], epoch: int, consumed: int) -> dict:
