@@ -27,12 +27,17 @@ SCRIPTS = [
     ("bench_memory", ("--frames", "4"), ()),
     ("bench_training", ("--frames", "4", "--repeat", "2", "--epochs", "1", "--rounds", "1"), ("results", "goals")),
     ("bench_streaming", ("--frames", "4", "--repeat", "2", "--seconds", "0.5", "--rounds", "1"), ("results", "goal")),
+    (
+        "bench_resume",
+        ("--frames", "4", "--repeat", "2", "--epochs", "1", "--rounds", "1", "--repeats", "1"),
+        ("goals",),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("script", "args", "keys"), SCRIPTS, ids=[s[0] for s in SCRIPTS])
 def test_benchmark_runs_and_writes_its_results(script, args, keys, tmp_path):
-    if script in ("bench_training", "bench_streaming"):
+    if script in ("bench_training", "bench_streaming", "bench_resume"):
         pytest.importorskip("torch")
     env = {**os.environ, "OPENEDS_BENCH_RESULTS": str(tmp_path)}
     done = subprocess.run(
