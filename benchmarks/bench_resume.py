@@ -10,9 +10,11 @@ repeated to a few hundred rows, then measures, batch 64, 2 threads, model-ready 
 * **state_dict()**: per call, taken between two batches of a running loop (goal: under
   1 ms), and ``load_state_dict`` (its checks);
 * **the state's size**: pickled, through ``torch.save``, as JSON;
-* **steady state**: samples/s of (f) ``IrisLoader`` and (g) with ``TRAIN_AUGMENT``, as in
+* **steady state**: samples/s and CPU ms a sample (all threads; steadier than the rate
+  on busy shared cores) of (f) ``IrisLoader`` and (g) with ``TRAIN_AUGMENT``, as in
   ``bench_training``, and (f) with ``state_dict()`` taken after every batch, each in a
-  child process, the best of ``--rounds`` interleaved rounds. With ``--baseline PATH``
+  child process, the best of ``--rounds`` interleaved rounds (the highest rate, the
+  least CPU). With ``--baseline PATH``
   (a checkout without resume support, e.g. the main branch before it) the same child
   code imports that checkout's ``preprocessing`` instead, in the same rounds: the
   ratio is the cost of resume support (goal: none measurable).
@@ -65,21 +67,23 @@ def rate(transform, take_state):
         for batch_ in loader:
             pass
     del batch_
-    samples, wall = 0, time.perf_counter()
+    samples, wall, cpu = 0, time.perf_counter(), time.process_time()
     for _ in range(epochs):
         for batch_ in loader:
             samples += len(batch_[2])
             if take_state:
                 loader.state_dict()
         del batch_
-    wall = time.perf_counter() - wall
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     loader.close()
-    return samples / wall
+    return samples / wall, cpu / samples * 1e3
 resumable = hasattr(IrisLoader, "state_dict")
-out = {"loader": loader_module.__file__, "resumable": resumable}
-out.update(f=rate(None, False), g=rate(TRAIN_AUGMENT, False))
+loops = {"f": (None, False), "g": (TRAIN_AUGMENT, False)}
 if resumable:
-    out["f_state_every_batch"] = rate(None, True)
+    loops["f_state_every_batch"] = (None, True)
+out = {"loader": loader_module.__file__, "resumable": resumable}
+for name, (transform, take_state) in loops.items():
+    out[name], out[name + "_cpu_ms_a_sample"] = rate(transform, take_state)
 print(json.dumps(out))
 """
 
@@ -195,7 +199,7 @@ def best(runs: list[dict]) -> dict:
     """Each loop's best round (the least disturbed), with every round's figures and load."""
     loops = [key for key in runs[0] if key not in ("loader", "resumable", "load_average")]
     return {
-        **{loop: max(run[loop] for run in runs) for loop in loops},
+        **{loop: (min if loop.endswith("_cpu_ms_a_sample") else max)(run[loop] for run in runs) for loop in loops},
         "rounds": [{loop: round(run[loop], 1) for loop in loops} for run in runs],
         "rounds_load_average": [run["load_average"] for run in runs],
         "loader": runs[0]["loader"],
@@ -209,7 +213,7 @@ def report(results: dict, rows: int, args: argparse.Namespace) -> None:
         name: {"goal": GOALS[name], "measured": value, "met": value <= GOALS[name]} for name, value in measured.items()
     }
     if "baseline" in steady:
-        for loop in ("f", "g"):
+        for loop in ("f", "g", "f_cpu_ms_a_sample", "g_cpu_ms_a_sample"):
             ratio = steady["resume"][loop] / steady["baseline"][loop]
             goals[f"{loop}_resume_over_baseline"] = {"goal": "no measurable change", "measured": ratio}
     load = "/".join(f"{x:.2f}" for x in first["load_average"])
@@ -223,11 +227,12 @@ def report(results: dict, rows: int, args: argparse.Namespace) -> None:
         f"us; the state: {sizes}"
     )
     for name, loops in steady.items():
+        names = [loop for loop in loops if loop in ("f", "g", "f_state_every_batch")]
         figures = ", ".join(
-            f"({loop}) {loops[loop]:.0f}" for loop in loops if loop not in ("rounds", "rounds_load_average", "loader")
+            f"({loop}) {loops[loop]:.0f}/s {loops[loop + '_cpu_ms_a_sample']:.2f} cpu-ms" for loop in names
         )
         loads = "; ".join("/".join(f"{x:.2f}" for x in r) for r in loops["rounds_load_average"])
-        print(f"steady, {name}: {figures} samples/s (load before/after each round {loads})")
+        print(f"steady, {name}: {figures} a sample (load before/after each round {loads})")
     for goal, g in goals.items():
         met = "" if "met" not in g else (" met" if g["met"] else " NOT met")
         print(f"goal {goal}: {g['measured']:.3f} (goal {g['goal']}){met}")

@@ -58,7 +58,13 @@ def run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     return done
 
 
-def kill_between_checkpoints(process: subprocess.Popen, workers: list[int], log: Path, after: int) -> int:
+def start(args: list[str], stderr: Path) -> subprocess.Popen:
+    """The run to kill, niced, its output to a file (a pipe nobody reads could fill and stall it)."""
+    with stderr.open("w") as err:
+        return subprocess.Popen([*NICE, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def kill_between_checkpoints(process: subprocess.Popen, workers: list[int], log: Path, after: int, err: Path) -> int:
     """SIGKILL ``process`` (and its ``workers``) once ``log`` shows a step past ``after`` that is not a
     checkpoint step; the last step it logged.
 
@@ -71,7 +77,7 @@ def kill_between_checkpoints(process: subprocess.Popen, workers: list[int], log:
     while time.monotonic() < deadline:
         time.sleep(0.005)
         if process.poll() is not None:
-            pytest.fail(f"the run ended (exit {process.returncode}) before step {after + 1}: {process.stderr.read()}")
+            pytest.fail(f"the run ended (exit {process.returncode}) before the kill: {err.read_text()[-3000:]}")
         if not log.exists() or log.stat().st_size == size:
             continue
         size = log.stat().st_size
@@ -103,11 +109,9 @@ def compare_runs(source: str, extra: list[str], tmp_path: Path) -> None:
     run([*args, "--checkpoint", str(tmp_path / "whole.pt"), "--log-batches", str(whole)])
     uninterrupted = steps(whole)
     assert len(uninterrupted) == 8, "8 rows, batches of 2, 2 epochs"
-    killed = subprocess.Popen(
-        [*NICE, *args, "--checkpoint", str(tmp_path / "cut.pt"), "--resume", "--log-batches", str(cut)],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    last = kill_between_checkpoints(killed, [killed.pid], cut, after=EVERY)
+    killed = start([*args, "--checkpoint", str(tmp_path / "cut.pt"), "--resume", "--log-batches", str(cut)],
+                   tmp_path / "cut.err")  # fmt: skip
+    last = kill_between_checkpoints(killed, [killed.pid], cut, EVERY, tmp_path / "cut.err")
     checkpoint = torch.load(tmp_path / "cut.pt", weights_only=True)
     assert checkpoint["step"] == EVERY * (last // EVERY) < last, "killed between two checkpoints"
     assert checkpoint["loader"]["consumed"] > 0, "the checkpoint is mid-epoch"
@@ -146,17 +150,15 @@ def test_ddp_on_two_processes_killed_and_resumed_on_one_trains_each_row_of_the_e
     args = [EXAMPLE, str(tmp_path / "data"), "--batch-size", "2", "--epochs", "3", "--num-threads", "1"]
     args += ["--checkpoint-every", str(EVERY), "--cache-dir", str(tmp_path / "cache")]
     args += ["--checkpoint", str(tmp_path / "ddp.pt"), "--resume"]
-    launcher = subprocess.Popen(
-        [*NICE, sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args,
-         "--log-batches", str(tmp_path / "ddp.jsonl")],
-        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    launcher = start([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args,
+                      "--log-batches", str(tmp_path / "ddp.jsonl")], tmp_path / "ddp.err")  # fmt: skip
     workers = []
     while len(workers) < 2 and launcher.poll() is None:  # torch.distributed.run starts them in sessions of their own
         children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")
         workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
         time.sleep(0.05)
-    last = kill_between_checkpoints(launcher, workers, tmp_path / "ddp-rank0.jsonl", after=EVERY)
+    assert all(b"train_tiny.py" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in workers), workers
+    last = kill_between_checkpoints(launcher, workers, tmp_path / "ddp-rank0.jsonl", EVERY, tmp_path / "ddp.err")
     checkpoint = torch.load(tmp_path / "ddp.pt", weights_only=True)
     state = checkpoint["loader"]
     assert checkpoint["step"] == EVERY * (last // EVERY) and state["world_size"] == 2
