@@ -5,6 +5,18 @@ Shows the training side end to end: ``load_dataset`` -> ``IrisLoader`` (or, with
 surface loss that uses every array of the batch. The model is deliberately tiny; swap
 in your own.
 
+**Preemption.** With ``--checkpoint PATH`` the model, the optimiser and the loader's
+state (``IrisLoader.state_dict()``) are saved every ``--checkpoint-every`` steps and at
+the end, atomically (a temporary file in the same folder, fsync'd, then renamed over
+PATH: a kill mid-save leaves the previous checkpoint whole). ``--resume`` starts from it
+when it exists: the loader gives exactly the batches the killed run would have given
+next, mid-epoch, so the run ends as if it had never stopped. Under
+``torch.distributed.run`` it trains with DDP on gloo (the CPU), rank 0 saves, and a
+checkpoint of ``N`` processes resumes on any number (the rest of the epoch is dealt to
+the new ranks). ``--log-batches PATH`` writes one JSON line per step: the step, the
+epoch, the filenames and a SHA-256 of every tensor of the batch (``PATH`` with
+``-rank<r>`` before its suffix under DDP).
+
 Usage::
 
     python examples/train_tiny.py Conner/openeds-precomputed --max-steps 100
@@ -12,13 +24,24 @@ Usage::
     python examples/train_tiny.py ./parquet_folder   # any local copy, v1 or v2 (v1: gamma + CLAHE on the CPU)
     python examples/train_tiny.py ./parquet_folder --dataloader --num-workers 2   # the DataLoader feed
     python examples/train_tiny.py Conner/openeds-precomputed --streaming   # read as it goes, no local copy
+    python examples/train_tiny.py ./parquet_folder --epochs 3 --checkpoint ckpt.pt --resume   # survives a kill
+    python -m torch.distributed.run --nproc_per_node 2 examples/train_tiny.py ./parquet_folder --checkpoint ckpt.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
+import os
+import pickle
+import secrets
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import IO
 
 import datasets
 import torch
@@ -33,6 +56,7 @@ from preprocessing.training import (
     IrisIterableDataset,
     IrisLoader,
     add_preprocessed_argument,
+    describe_state,
     preprocessed_from_flag,
 )
 
@@ -89,6 +113,46 @@ def check_source(source: str, config: str | None, split: str) -> None:
         raise UsageError(f"{source} has no split {split!r}; expected one of {', '.join(splits)} (--split)")
 
 
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """``torch.save`` to ``path`` atomically: a temporary file in the same folder, fsync'd, renamed over it.
+
+    A kill at any point leaves either the previous checkpoint or the new one, whole.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open, not mkstemp: the checkpoint gets the umask's permissions, as torch.save(path) would give it
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)  # the rename itself survives a power cut once its folder is synced
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def log_batch(log: IO[str], step: int, epoch: int, batch: tuple) -> None:
+    """One JSON line: the step, its epoch, the batch's filenames and a SHA-256 of each of its tensors."""
+    image, label, filenames, weights, dist = batch
+    tensors = {"image": image, "label": label, "spatial_weights": weights, "dist_map": dist}
+    digests = {name: hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest() for name, t in tensors.items()}
+    log.write(json.dumps({"step": step, "epoch": epoch, "filenames": filenames, "sha256": digests}) + "\n")
+    log.flush()
+
+
+def rank_path(path: Path, rank: int, world_size: int) -> Path:
+    """This rank's log: ``path`` itself on one process, ``name-rank<r>.suffix`` under DDP."""
+    return path if world_size == 1 else path.with_name(f"{path.stem}-rank{rank}{path.suffix}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -110,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_preprocessed_argument(parser)
     parser.add_argument("--max-steps", type=at_least(1), default=100)
+    parser.add_argument(
+        "--epochs", type=at_least(1), help="stop after this many epochs too (default: --max-steps only)"
+    )
     parser.add_argument("--batch-size", type=at_least(1), default=4)
     parser.add_argument(
         "--dataloader", action="store_true", help="feed through torch's DataLoader(IrisDataset) instead of IrisLoader"
@@ -121,12 +188,35 @@ def main(argv: list[str] | None = None) -> int:
         "--num-threads", type=at_least(1), help="IrisLoader gather threads (default: the cores, at most 4)"
     )
     parser.add_argument("--seed", type=at_least(0), default=0)
+    parser.add_argument(
+        "--checkpoint", type=Path, help="save the model, the optimiser and the loader here, atomically (IrisLoader)"
+    )
+    parser.add_argument("--checkpoint-every", type=at_least(1), default=50, help="steps between checkpoints")
+    parser.add_argument("--resume", action="store_true", help="start from --checkpoint when it exists")
+    parser.add_argument("--log-batches", type=Path, help="append one JSON line per step: filenames, tensor hashes")
     args = parser.parse_args(argv)
     if args.dataloader and args.num_threads is not None:
         parser.error("--num-threads is IrisLoader's; with --dataloader use --num-workers")
     if not args.dataloader and args.num_workers is not None:
         parser.error("--num-workers is for --dataloader; IrisLoader takes --num-threads")
+    if args.dataloader and (args.checkpoint or args.resume):
+        parser.error("--checkpoint and --resume need IrisLoader's state_dict(); drop --dataloader")
+    if args.resume and args.checkpoint is None:
+        parser.error("--resume needs --checkpoint PATH: the checkpoint to start from")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torch.distributed.run
+    if world_size > 1 and args.dataloader:
+        parser.error("under torch.distributed.run this example feeds through IrisLoader; drop --dataloader")
+    if world_size > 1:
+        torch.distributed.init_process_group("gloo")  # the CPU backend; IrisLoader takes its ranks from it
+    try:
+        return run(args)
+    finally:
+        if world_size > 1:
+            torch.distributed.destroy_process_group()
 
+
+def run(args: argparse.Namespace) -> int:
+    """Load the split, build the feed and the model, resume if asked, train; the exit code."""
     torch.manual_seed(args.seed)  # model init (and the DataLoader's per-epoch worker seeds)
     try:
         check_source(args.source, args.config, args.split)
@@ -160,23 +250,96 @@ def main(argv: list[str] | None = None) -> int:
 
     model = tiny_net(train.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    step = epoch = 0
-    while step < args.max_steps:
+    step = 0
+    if args.resume and args.checkpoint.exists():
+        try:
+            step = resume(args.checkpoint, model, optimizer, loader)
+        except ValueError as err:
+            print(f"error: cannot resume from {args.checkpoint}: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+    try:
+        with open(rank_path(args.log_batches, *ranks(loader)), "a") if args.log_batches else nullcontext() as log:
+            train_steps(args, loader, train, model, optimizer, step, log)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if isinstance(loader, IrisLoader):
+            loader.close()  # the last loop may have stopped mid-epoch
+    return 0
+
+
+def ranks(loader: IrisLoader | DataLoader) -> tuple[int, int]:
+    return (loader.rank, loader.world_size) if isinstance(loader, IrisLoader) else (0, 1)
+
+
+def resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, loader: IrisLoader) -> int:
+    """Load a checkpoint of :func:`train_steps` into the model, the optimiser and the loader; its step.
+
+    The loader refuses a state that does not fit it (another batch size, seed, split...) in one
+    line: a ``ValueError``, as is a checkpoint that cannot be read.
+    """
+    try:
+        checkpoint = torch.load(path, weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as err:
+        raise ValueError(f"not a checkpoint torch.load reads ({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict) or not {"model", "optimizer", "loader", "step"} <= set(checkpoint):
+        raise ValueError("expected a checkpoint of this script: a dict of model, optimizer, loader and step")
+    loader.load_state_dict(checkpoint["loader"])  # first: it checks the state against this loader
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    print(f"resumed from {path} at step {checkpoint['step']}: {describe_state(checkpoint['loader'])}")
+    return checkpoint["step"]
+
+
+def train_steps(
+    args: argparse.Namespace,
+    loader: IrisLoader | DataLoader,
+    train: IrisDataset | IrisIterableDataset,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    log: IO[str] | None,
+) -> None:
+    """Train from ``step`` to ``--max-steps`` (or ``--epochs``), checkpointing every ``--checkpoint-every`` steps.
+
+    An :class:`IrisLoader` counts its epochs itself (``loader.epoch``, also after a resume); the
+    DataLoader feeds count them here.
+    """
+    iris = isinstance(loader, IrisLoader)
+    rank, world_size = ranks(loader)
+    net = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+
+    def save() -> None:
+        if rank == 0:  # every rank holds the same loader state, and DDP keeps the models equal
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "loader": loader.state_dict()}
+            save_checkpoint(args.checkpoint, {**state, "step": step})
+
+    epoch = empty = 0  # empty: loops in a row without a batch (a resumed epoch may have none left; two: no data)
+    while step < args.max_steps and (args.epochs is None or (loader.epoch if iris else epoch) < args.epochs):
         if args.dataloader and args.streaming:
-            train.set_epoch(epoch)  # the DataLoader does not tell it (IrisLoader counts its epochs itself)
-        epoch += 1
-        for image, label, _filenames, weights, dist in loader:
-            loss = loss_fn(model(image), label, weights, dist)
+            train.set_epoch(epoch)  # the DataLoader does not tell it
+        current, epoch, batches = loader.epoch if iris else epoch, epoch + 1, 0
+        for batch in loader:
+            image, label, _filenames, weights, dist = batch
+            loss = loss_fn(net(image), label, weights, dist)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            step += 1
-            print(f"step {step}: loss {loss.item():.4f}")
+            step, batches = step + 1, batches + 1
+            if rank == 0:
+                print(f"step {step}: loss {loss.item():.4f}")
+            if log is not None:
+                log_batch(log, step, current, batch)
+            if args.checkpoint is not None and step % args.checkpoint_every == 0:
+                save()  # after the step: the state counts this batch as trained
             if step == args.max_steps:
                 break
-    if isinstance(loader, IrisLoader):
-        loader.close()  # the last loop may have stopped mid-epoch
-    return 0
+        empty = 0 if batches else empty + 1
+        if empty == 2:
+            raise UsageError(f"an epoch of split {args.split!r} gives no batch on {world_size} rank(s)")
+    if args.checkpoint is not None:
+        save()  # at the end too: the run's result
 
 
 if __name__ == "__main__":

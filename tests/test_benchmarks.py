@@ -29,12 +29,17 @@ SCRIPTS = [
     ("bench_memory", ("--frames", "4"), ()),
     ("bench_training", ("--frames", "4", "--repeat", "2", "--epochs", "1", "--rounds", "1"), ("results", "goals")),
     ("bench_streaming", ("--frames", "4", "--repeat", "2", "--seconds", "0.5", "--rounds", "1"), ("results", "goal")),
+    (
+        "bench_resume",
+        ("--frames", "4", "--repeat", "2", "--epochs", "1", "--rounds", "1", "--repeats", "1"),
+        ("goals",),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("script", "args", "keys"), SCRIPTS, ids=[s[0] for s in SCRIPTS])
 def test_benchmark_runs_and_writes_its_results(script, args, keys, tmp_path):
-    if script in ("bench_training", "bench_streaming"):
+    if script in ("bench_training", "bench_streaming", "bench_resume"):
         pytest.importorskip("torch")
     # the feeds' "children" run in the script's own process (benchmarks/_common.py: run_in_child)
     env = {**os.environ, "OPENEDS_BENCH_RESULTS": str(tmp_path), "OPENEDS_BENCH_IN_PROCESS": "1"}

@@ -7,7 +7,8 @@
 * :class:`IrisDataset`: the items of a map-style split, a drop-in for VisionAssist's
   ``IrisDataset``, where a ``DataLoader`` is needed;
 * :class:`IrisIterableDataset`: the items of a streamed split;
-* :func:`add_preprocessed_argument`: a training script's ``--preprocessed`` flag.
+* :func:`add_preprocessed_argument`: a training script's ``--preprocessed`` flag;
+* :func:`describe_state`: an :meth:`IrisLoader.state_dict` in a few words, for a log line.
 
 One file per concern, each using only those below it (``lint-imports`` checks this,
 see ``pyproject.toml``):
@@ -19,7 +20,8 @@ see ``pyproject.toml``):
   channels counted), which every feed reads; ``buffers``: the reused batch slots;
 * ``items``: a stored row as training sees it (preprocessed, augmented, normalised);
   ``arguments``: the checks the feeds share; ``reader``: a stream's reader thread;
-  ``shuffle``: a stream's shuffle buffer;
+  ``shuffle``: a stream's shuffle buffer; ``state``: the resume state of
+  :class:`IrisLoader` (its format, its checks, its description);
 * ``arrow_rows``: zero-copy NumPy views of Arrow rows.
 
 All of it uses the pure functions of :mod:`preprocessing` (gamma + CLAHE, targets,
@@ -46,6 +48,7 @@ from preprocessing.training.dataset import IrisDataset
 from preprocessing.training.items import Item, to_normalized_tensor
 from preprocessing.training.loader import Batch, IrisLoader
 from preprocessing.training.source import detect_preprocessed
+from preprocessing.training.state import describe_state
 from preprocessing.training.streaming import IrisIterableDataset
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "IrisLoader",
     "Item",
     "add_preprocessed_argument",
+    "describe_state",
     "detect_preprocessed",
     "preprocessed_from_flag",
     "to_normalized_tensor",

@@ -29,6 +29,12 @@ cost:
   few rows ahead of the gather threads, which take the rows in the order read. The
   same buffers, draws, errors and epochs; the order is a shuffle buffer's instead of a
   permutation, and with DDP every rank stops after the same number of batches;
+* **resumable, exactly.** :meth:`IrisLoader.state_dict` is two numbers and the settings
+  they follow from (:mod:`preprocessing.training.state`): the epoch and how much of its
+  order was consumed. A fresh loader that loads it plans the rest of that epoch from
+  ``(seed, epoch)`` as it plans any epoch, so it gives the very batches the interrupted
+  loop would have given next, bit for bit, then the following epochs; a map-style split
+  also on another number of ranks (the rest of the epoch's order dealt to them);
 * **one route for the data.** The split becomes its row source once, in
   ``__init__`` (:func:`~preprocessing.training.source.open_rows`: columns checked, v1
   or v2 detected, channels counted); :attr:`IrisLoader.dataset` reads the same source,
@@ -44,6 +50,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 import datasets
@@ -59,6 +66,7 @@ from preprocessing.training.feed import Feed, MapBatch, StreamBatch, stream_batc
 from preprocessing.training.items import prepare
 from preprocessing.training.reader import RowReader
 from preprocessing.training.source import DEFAULT_SHUFFLE_BUFFER, STREAM_BATCH_ROWS, StreamRows, open_rows
+from preprocessing.training.state import check_state, make_state
 from preprocessing.training.streaming import IrisIterableDataset
 
 #: ``(image float32 [B, 1, H, W] in [-1, 1], label int64 [B, H, W], filenames,
@@ -104,6 +112,18 @@ class IrisLoader:
     With ``world_size > 1`` all ranks share one permutation per epoch and each takes
     ``perm[rank::world_size]`` of its first ``n // world_size * world_size`` rows:
     equal, disjoint shares, the remainder dropped, as ``DistributedSampler(drop_last=True)``.
+
+    **Checkpoint and resume.** :meth:`state_dict` and :meth:`load_state_dict` follow the
+    ``Stateful`` protocol of ``torch.distributed.checkpoint`` and torchdata, so the loader
+    goes into a checkpoint as a model does. A resuming loop::
+
+        loader.load_state_dict(checkpoint["loader"])  # applies to the next loop
+        while loader.epoch < epochs:
+            for batch in loader:
+                ...  # the step; then, now and then, save {"loader": loader.state_dict(), ...}
+
+    (``for epoch in range(loader.epoch, epochs): loader.set_epoch(epoch); for batch in
+    loader`` resumes alike.)
 
     **A stream** is read as :class:`IrisIterableDataset` reads it (:attr:`dataset` is
     one, with the same arguments): row number ``r`` of the stream draws from
@@ -165,6 +185,22 @@ class IrisLoader:
         self._batches = HostBatches() if self.device.type == "cpu" else DeviceBatches(self.device)
         self._augments = transform is not None and split == "train"
         self._next_epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, consumed) for the next loop, from load_state_dict
+        self._loop: _Loop | None = None  # the latest loop's progress
+        #: what a state must share with this loader (:data:`preprocessing.training.state.SETTINGS`), and world_size
+        self._settings = {
+            "kind": "stream" if self.streaming else "map",
+            "split": str(split),
+            "num_rows": _num_rows(self.dataset),
+            "num_classes": self.num_classes,
+            "preprocessed": self.preprocessed,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "shuffle_buffer": shuffle_buffer if self.streaming else 0,
+            "world_size": self.world_size,
+        }
         self._pool: Pool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._feed: Feed | None = None
@@ -184,42 +220,127 @@ class IrisLoader:
         return self.dataset.preprocessed
 
     def __len__(self) -> int:
+        """The batches of an epoch (a resumed epoch has fewer: its rest)."""
         # a stream's dataset is this rank's share already (from the dataset card's row count)
         share = len(self.dataset) if self.streaming else len(self.dataset) // self.world_size
-        return share // self.batch_size if self.drop_last else -(-share // self.batch_size)
+        return self._batch_count(share)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the loop running, else the one the next loop reads (see :meth:`set_epoch`).
+
+        After :meth:`load_state_dict`, the state's epoch: ``while loader.epoch < epochs: for
+        batch in loader: ...`` finishes the interrupted epoch, then reads the rest.
+        """
+        with self._lock:
+            loop = self._loop
+            return loop.epoch if loop is not None and not loop.ended else self._next_epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next loop epoch ``epoch`` (the one after continues from there)."""
+        """Make the next loop epoch ``epoch`` (the one after continues from there).
+
+        After :meth:`load_state_dict`, the state's epoch keeps the place in it that the
+        state says (so ``for e in range(loader.epoch, epochs): loader.set_epoch(e)`` resumes
+        right); any other epoch drops it, and that epoch is read whole.
+        """
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch={epoch!r}; expected a non-negative int")
-        self._next_epoch = epoch
+        with self._lock:
+            self._next_epoch = epoch
+            if self._resume is not None and self._resume[0] != epoch:
+                self._resume = None
 
-    def rows(self, epoch: int) -> np.ndarray:
-        """The dataset rows this rank reads in ``epoch``, in order (the short last batch included)."""
+    def state_dict(self) -> dict:
+        """Where the training is: a small dict of ints, bools and strings (no row data), to checkpoint.
+
+        Taken between two batches (in the loop, after the step on the batch just handed
+        out; before an epoch's first batch; after its last; between epochs), it says the
+        epoch and how much of it the batches handed out so far consumed, and the settings
+        those follow from (:mod:`preprocessing.training.state`). A batch the loader has
+        gathered ahead but not yet handed out is not counted. After an epoch's last batch
+        it says the next epoch. Outside a loop it is where the next loop starts (a loop left
+        mid-epoch is over: the next one reads the next epoch, so take the state inside the
+        loop). ``torch.save``, also with ``weights_only=True``, and JSON carry it as it is.
+
+        With DDP every rank holds the same state (all ranks hand out the same number of
+        batches, and a map-style state counts the rows of all of them), so saving rank 0's
+        is enough.
+        """
+        with self._lock:
+            loop = self._loop
+            if loop is None or loop.ended or (loop.batches is not None and loop.handed >= loop.batches):
+                epoch = self._next_epoch
+                consumed = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+            elif self.streaming:
+                epoch, consumed = loop.epoch, loop.start + loop.rows  # this rank's rows
+            else:
+                epoch, consumed = loop.epoch, loop.start + loop.rows * self.world_size  # all ranks' rows
+        return make_state(self._settings, epoch, consumed)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from a :meth:`state_dict`: the next loop reads the rest of the state's epoch.
+
+        The loader must be built with the same arguments as the one the state is from
+        (``num_threads`` may differ): then it yields exactly the batches that loader would
+        have yielded after the state was taken (the same rows in the same order, the same
+        augmentation draws, the same values bit for bit), then the following epochs as usual.
+        A state that does not fit is refused with a one-line ``ValueError`` naming the field,
+        the value in the state and the value expected: another split, row count, class count,
+        data version, batch size, seed, shuffle, ``drop_last`` or ``shuffle_buffer``, a
+        stream's state in a map-style loader or the other way round, a state format this
+        release cannot read, a missing, extra or mistyped field.
+
+        **Elastic (map-style).** A state taken on ``W`` ranks loads on any number of ranks
+        ``W'``: the rest of the epoch is the part of its order no rank has consumed,
+        ``perm[consumed:]``, dealt to the ``W'`` ranks as a whole epoch is dealt (equal
+        shares, the remainder ``len(rest) % W'`` dropped); :meth:`rows` with
+        ``start=state["consumed"]`` lists this rank's. No row of the epoch is read twice,
+        none is lost but that remainder. **Streams** resume on as many ranks as they ran
+        on; another ``world_size`` is refused, naming both.
+
+        Like :meth:`set_epoch`, it applies to the next loop, not to one running.
+        """
+        epoch, consumed = check_state(state, self._settings)
+        with self._lock:
+            self._next_epoch = epoch
+            self._resume = (epoch, consumed) if consumed else None
+
+    def rows(self, epoch: int, start: int = 0) -> np.ndarray:
+        """The dataset rows this rank reads in ``epoch``, in order (the short last batch included).
+
+        ``start``: the rows of the rest of the epoch once the first ``start`` of its order
+        are consumed (a state's ``consumed``): what a loop resumed there reads, on this
+        loader's ranks.
+        """
         if self.streaming:
             raise TypeError(
                 "rows() lists the rows of a map-style epoch; a streamed epoch's rows are known only as they are "
                 "read: each batch's filenames say which"
             )
         n = len(self.dataset)
-        order = order_rng(self.seed, epoch).permutation(n) if self.shuffle else np.arange(n)
-        return order[: n // self.world_size * self.world_size][self.rank :: self.world_size]
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= n:
+            raise ValueError(f"start={start!r}; expected an int in 0..{n}, the rows of the split")
+        order = (order_rng(self.seed, epoch).permutation(n) if self.shuffle else np.arange(n))[start:]
+        return order[: len(order) // self.world_size * self.world_size][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[Batch]:
         """The batches of the next epoch (see :meth:`set_epoch`), ending any previous loop."""
         with self._lock:
-            feed, pool, epoch = self._start_feed()
+            feed, pool, loop = self._start_feed()
         try:
             while (gathered := feed.next()) is not None:
                 slot, n, filenames = gathered
                 image, label, weights, dist = self._batches.hand_out(slot, n, pool)
+                loop.handed, loop.rows = loop.handed + 1, loop.rows + n  # handed out: the state counts it
                 yield image, label, filenames, weights, dist
         finally:
+            loop.ended = True
             feed.close()
 
-    def _start_feed(self) -> tuple[Feed, Pool, int]:
+    def _start_feed(self) -> tuple[Feed, Pool, _Loop]:
         """End the previous loop's feed and start the next epoch's (under ``self._lock``)."""
-        epoch, self._next_epoch = self._next_epoch, self._next_epoch + 1
+        epoch = self._next_epoch
+        start = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
         self._end_feed()
         # Nothing the pool and the threads hold refers back to the loader, so dropping
         # the loader frees the buffers at once, not at the next cyclic garbage collection.
@@ -227,30 +348,52 @@ class IrisLoader:
             make = partial(Slot, self.batch_size, self.num_classes, self._batches.layout, self._batches.pinned)
             self._pool = Pool(make)
             self._executor = ThreadPoolExecutor(self.num_threads, thread_name_prefix="IrisLoader-gather")
-        batches, reader = self._epoch_batches(epoch)
+        batches, reader, count = self._epoch_batches(epoch, start)
+        self._next_epoch, self._resume = epoch + 1, None
         augment = self.dataset.transform if self._augments else None
         gather_row = partial(_gather_row, self.preprocessed, augment, self.seed, epoch)
         drop_short = self.batch_size if self.drop_last else 0
         self._feed = Feed(batches, gather_row, self._pool, self._executor, self.num_threads, drop_short, reader)
-        return self._feed, self._pool, epoch
+        self._loop = _Loop(epoch, start, count)
+        return self._feed, self._pool, self._loop
 
-    def _epoch_batches(self, epoch: int) -> tuple[list[MapBatch] | Iterator[StreamBatch], RowReader | None]:
-        """The batches of ``epoch`` for the feed, from the row source, and a stream's reader thread.
+    def _epoch_batches(
+        self, epoch: int, start: int
+    ) -> tuple[list[MapBatch] | Iterator[StreamBatch], RowReader | None, int | None]:
+        """The batches of ``epoch`` for the feed, from the row source, a stream's reader thread, and their number.
 
         Map-style: the batches of :meth:`rows`, each a slice of this rank's order. Streamed: batches
-        taken from a reader thread over this rank's part of the stream.
+        taken from a reader thread over this rank's part of the stream. ``start`` (a resumed epoch):
+        what a state's ``consumed`` says was read already. The number is None for a stream read to
+        its end (one process), whose rows are known only once read.
         """
         if self.streaming:
-            # the row count is known with DDP (IrisIterableDataset requires it), and read to the end without
-            rows = len(self) * self.batch_size if self.world_size > 1 else None
-            reader = RowReader(self.dataset.part_rows(epoch, self.rank, self.world_size), STREAM_BATCH_ROWS)
-            return stream_batches(reader, self.batch_size, rows), reader
-        order, stop = self.rows(epoch), len(self) * self.batch_size
+            reader = RowReader(
+                self.dataset.part_rows(epoch, self.rank, self.world_size, start=start), STREAM_BATCH_ROWS
+            )
+            if self.world_size == 1:
+                return stream_batches(reader, self.batch_size, None), reader, None
+            # the row count is known with DDP (IrisIterableDataset requires it): this rank's rows, less those read
+            share = len(self.dataset) - start
+            count = self._batch_count(share)
+            return (
+                stream_batches(reader, self.batch_size, count * self.batch_size if self.drop_last else share),
+                reader,
+                count,
+            )
+        order = self.rows(epoch, start)
+        count = self._batch_count(len(order))
+        stop = min(count * self.batch_size, len(order))
         read = self.dataset.rows.row  # a map-style split's MapRows
         starts = range(0, stop, self.batch_size)
-        return [MapBatch(order[i : min(i + self.batch_size, stop)], read) for i in starts], None
+        return [MapBatch(order[i : min(i + self.batch_size, stop)], read) for i in starts], None, count
+
+    def _batch_count(self, rows: int) -> int:
+        return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
 
     def _end_feed(self) -> None:
+        if self._loop is not None:
+            self._loop.ended = True
         if self._feed is not None:
             self._feed.close()
             self._feed = None
@@ -274,6 +417,25 @@ class IrisLoader:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@dataclass
+class _Loop:
+    """The progress of one loop over the loader, which :meth:`IrisLoader.state_dict` reads."""
+
+    epoch: int
+    start: int  #: what the state's ``consumed`` was when the loop started (a resumed epoch), else 0
+    batches: int | None  #: the batches the loop hands out, when known (not for a stream read to its end)
+    handed: int = 0  #: batches handed out (the one the feed gathered ahead is not)
+    rows: int = 0  #: this rank's rows in them
+    ended: bool = False  #: it ended, was ended (close, a newer loop), or was left
+
+
+def _num_rows(dataset: IrisDataset | IrisIterableDataset) -> int:
+    """The split's row count for the state: -1 for a stream whose card gives none."""
+    if isinstance(dataset, IrisIterableDataset):
+        return -1 if dataset.num_rows is None else dataset.num_rows
+    return len(dataset)
 
 
 def _gather_row(

@@ -50,6 +50,7 @@ order, and only shuffles shards together with a row buffer that leaves the Arrow
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Callable, Iterator
 
 import datasets
@@ -243,6 +244,7 @@ class StreamRows:
         order_seed: int | None = None,
         buffer: int = 0,
         limit: int | None = None,
+        start: int = 0,
     ) -> Iterator[Row]:
         """The rows part ``part`` of ``parts`` reads in ``epoch``, in the order they come out.
 
@@ -266,7 +268,11 @@ class StreamRows:
             rows = self._part_rows(epoch, part, parts, order_seed)
             return rows if rng is None else shuffled(rows, buffer, rng, arena)
 
-        return one_pass() if limit is None else self._exactly(limit, one_pass, part, parts)
+        rows = one_pass() if limit is None else self._exactly(limit, one_pass, part, parts)
+        # ``start``: the rows from the (start + 1)-th on, exactly. A placeholder of the loader's branch
+        # (resume-map), which reads and drops the first ``start`` rows: the stream helper's branch
+        # (resume-stream) replaces it with a resume that decodes a bounded number of rows.
+        return rows if start == 0 else _dropping(rows, start)
 
     def _exactly(self, limit: int, one_pass: Callable[[], Iterator[Row]], part: int, parts: int) -> Iterator[Row]:
         produced = 0
@@ -335,6 +341,14 @@ class StreamRows:
             f"{where} 'preprocessed' is False, but a stream with a 'preprocessed' column is read as v2 data, "
             "True on every row. Load this data map-style, or remove the column if its images are raw (v1)"
         )
+
+
+def _dropping(rows: Iterator[Row], count: int) -> Iterator[Row]:
+    """``rows`` without the first ``count`` (placeholder, see ``StreamRows.rows``)."""
+    try:
+        yield from itertools.islice(rows, count, None)
+    finally:
+        rows.close()
 
 
 def _channels(feature: datasets.Array3D) -> int:

@@ -185,8 +185,11 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
             )
         return self.num_rows if self.world_size == 1 else self.num_rows // self.world_size
 
-    def part_rows(self, epoch: int, part: int, parts: int) -> Iterator[Row]:
-        """The stored rows part ``part`` of ``parts`` reads in ``epoch``, in order (not yet prepared)."""
+    def part_rows(self, epoch: int, part: int, parts: int, start: int = 0) -> Iterator[Row]:
+        """The stored rows part ``part`` of ``parts`` reads in ``epoch``, in order (not yet prepared).
+
+        ``start``: from the ``(start + 1)``-th row on (a resumed epoch), as :meth:`StreamRows.rows`.
+        """
         limit = self.num_rows // parts if self.world_size > 1 else None  # a row count is required then
         return self.rows.rows(
             epoch,
@@ -195,6 +198,7 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
             order_seed=self.seed if self.shuffle else None,
             buffer=self.shuffle_buffer,
             limit=limit,
+            start=start,
         )
 
     def prepare(self, row: Row, epoch: int) -> Sample:

@@ -1,0 +1,210 @@
+"""A real preemption: examples/train_tiny.py killed with SIGKILL between two checkpoints, then resumed.
+
+Each run logs every step's batch (``--log-batches``: filenames and a SHA-256 of every
+tensor). The run is frozen (SIGSTOP) as soon as it has logged a step past a checkpoint
+that is not itself a checkpoint step, so the kill always lands between two checkpoints and
+the test knows which checkpoint is the last, then killed (SIGKILL) and resumed
+(``--resume``) in a fresh process. The batches after the checkpoint must be the
+uninterrupted run's, and so must the weights at the end (CPU, one thread: deterministic).
+DDP on 2 gloo processes (``torch.distributed.run``) resumes on 1 (elastic): the rows
+trained in the interrupted epoch, before the checkpoint on both ranks and after the
+resume, are that epoch's rows, each once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi
+
+torch = pytest.importorskip("torch")
+
+from openeds import schema  # noqa: E402
+from preprocessing.augment import order_rng  # noqa: E402
+from push import push  # noqa: E402
+from tests.test_training import load_example  # noqa: E402
+
+pytestmark = pytest.mark.datasets_line  # the script loads map-style and streamed splits through datasets
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = str(REPO / "examples" / "train_tiny.py")
+TOKEN = "hf_preemption_test_write_token"
+#: one thread everywhere (torch and the gather): the same float sums in every run
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+EVERY = 3  #: --checkpoint-every
+#: The run to kill runs niced, so that the test's polling, woken every 5 ms, sees each of its steps
+#: even on busy cores (nice changes who runs first, not the work done).
+NICE = ["nice", "-n", "19"]
+
+
+def steps(log: Path) -> list[dict]:
+    """The complete lines of a batch log."""
+    if not log.exists():
+        return []
+    text = log.read_text()
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+
+
+def run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def start(args: list[str], stderr: Path) -> subprocess.Popen:
+    """The run to kill, niced, its output to a file (a pipe nobody reads could fill and stall it)."""
+    with stderr.open("w") as err:
+        return subprocess.Popen([*NICE, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def kill_between_checkpoints(process: subprocess.Popen, workers: list[int], log: Path, after: int, err: Path) -> int:
+    """SIGKILL ``process`` (and its ``workers``) once ``log`` shows a step past ``after`` that is not a
+    checkpoint step; the last step it logged.
+
+    The workers are frozen first (SIGSTOP) and the log read again: a step logged in between that is
+    a checkpoint step lets them run on to the next step. Frozen after logging a step that is not a
+    checkpoint step, no checkpoint is being written, and the last one is that of the step
+    ``EVERY * (last // EVERY)``.
+    """
+    deadline, size = time.monotonic() + 240, -1
+    while time.monotonic() < deadline:
+        time.sleep(0.005)
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before the kill: {err.read_text()[-3000:]}")
+        if not log.exists() or log.stat().st_size == size:
+            continue
+        size = log.stat().st_size
+        logged = steps(log)
+        if logged and logged[-1]["step"] > after and logged[-1]["step"] % EVERY:
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            last = steps(log)[-1]["step"]
+            if last % EVERY:
+                for pid in [*workers, process.pid]:
+                    os.kill(pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                return last
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+    process.kill()
+    pytest.fail(f"no step past {after} in {log} within 240 s")
+
+
+def compare_runs(source: str, extra: list[str], tmp_path: Path) -> None:
+    """Uninterrupted, killed between checkpoints, resumed: the same batches after the checkpoint, the same weights.
+
+    8 rows in batches of 2, 2 epochs: 8 steps, checkpoints after steps 3 and 6, killed after step 4
+    (or 5), resumed from step 3 (mid-epoch), across the epoch boundary.
+    """
+    args = [sys.executable, EXAMPLE, source, *extra, "--batch-size", "2", "--epochs", "2", "--num-threads", "1"]
+    args += ["--checkpoint-every", str(EVERY), "--cache-dir", str(tmp_path / "cache")]
+    whole, cut, rest = (tmp_path / f"{name}.jsonl" for name in ("whole", "cut", "rest"))
+    run([*args, "--checkpoint", str(tmp_path / "whole.pt"), "--log-batches", str(whole)])
+    uninterrupted = steps(whole)
+    assert len(uninterrupted) == 8, "8 rows, batches of 2, 2 epochs"
+    killed = start([*args, "--checkpoint", str(tmp_path / "cut.pt"), "--resume", "--log-batches", str(cut)],
+                   tmp_path / "cut.err")  # fmt: skip
+    last = kill_between_checkpoints(killed, [killed.pid], cut, EVERY, tmp_path / "cut.err")
+    checkpoint = torch.load(tmp_path / "cut.pt", weights_only=True)
+    assert checkpoint["step"] == EVERY * (last // EVERY) < last, "killed between two checkpoints"
+    assert checkpoint["loader"]["consumed"] > 0, "the checkpoint is mid-epoch"
+    assert steps(cut) == uninterrupted[:last], "before the kill: the uninterrupted batches"
+    done = run([*args, "--checkpoint", str(tmp_path / "cut.pt"), "--resume", "--log-batches", str(rest)])
+    assert f"resumed from {tmp_path / 'cut.pt'} at step {checkpoint['step']}: epoch " in done.stdout
+    resumed = steps(rest)
+    assert resumed == uninterrupted[checkpoint["step"] :], "after the checkpoint: the uninterrupted batches"
+    assert len({line["epoch"] for line in resumed}) > 1, "the resumed run crosses an epoch boundary"
+    weights = [torch.load(tmp_path / f"{name}.pt", weights_only=True)["model"] for name in ("whole", "cut")]
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), f"{name} differs after the resume"
+
+
+def test_a_map_style_run_killed_between_checkpoints_resumes_exactly(v2, tmp_path):
+    folder = tmp_path / "data"
+    v2["pupil"]["train"].to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    compare_runs(str(folder), [], tmp_path)
+
+
+def test_a_streamed_run_from_the_hub_killed_between_checkpoints_resumes_exactly(hub, sample_dir, tmp_path):
+    hub.add_token(TOKEN, "preempted", write={"preempted"})
+    repo_id = "preempted/openeds"
+    push(data_dir=sample_dir, local_dir=tmp_path / "staging", repo_id=repo_id, config="pupil", splits=["train"],
+         max_shard_size=3 * schema.raw_row_bytes("pupil"), api=HfApi(token=TOKEN))  # fmt: skip
+    compare_runs(repo_id, ["--streaming"], tmp_path)  # shuffled: the shard order and the buffer
+
+
+def test_ddp_on_two_processes_killed_and_resumed_on_one_trains_each_row_of_the_epoch_once(v2, tmp_path):
+    # 8 rows, 4 a rank, in batches of 2: 2 steps an epoch on 2 ranks (checkpoint after step 3: epoch 1,
+    # 4 rows of its order consumed), then 4 steps an epoch on 1
+    data = v2["pupil"]["train"]
+    names = data["filename"]
+    data.to_parquet(str(tmp_path / "data" / "data" / "train-00000-of-00001.parquet"))
+    args = [EXAMPLE, str(tmp_path / "data"), "--batch-size", "2", "--epochs", "3", "--num-threads", "1"]
+    args += ["--checkpoint-every", str(EVERY), "--cache-dir", str(tmp_path / "cache")]
+    args += ["--checkpoint", str(tmp_path / "ddp.pt"), "--resume"]
+    launcher = start([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args,
+                      "--log-batches", str(tmp_path / "ddp.jsonl")], tmp_path / "ddp.err")  # fmt: skip
+    workers = []
+    while len(workers) < 2 and launcher.poll() is None:  # torch.distributed.run starts them in sessions of their own
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")
+        workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        time.sleep(0.05)
+    assert all(b"train_tiny.py" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in workers), workers
+    last = kill_between_checkpoints(launcher, workers, tmp_path / "ddp-rank0.jsonl", EVERY, tmp_path / "ddp.err")
+    checkpoint = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    state = checkpoint["loader"]
+    assert checkpoint["step"] == EVERY * (last // EVERY) and state["world_size"] == 2
+    epoch, consumed = state["epoch"], state["consumed"]
+    assert 0 < consumed < 8, "the checkpoint is mid-epoch"
+    before = [
+        name
+        for rank in (0, 1)
+        for line in steps(tmp_path / f"ddp-rank{rank}.jsonl")
+        if line["step"] <= checkpoint["step"] and line["epoch"] == epoch
+        for name in line["filenames"]
+    ]
+    done = run([sys.executable, *args, "--log-batches", str(tmp_path / "one.jsonl")])  # one process: elastic
+    assert "world_size 2)" in done.stdout
+    after = [name for line in steps(tmp_path / "one.jsonl") if line["epoch"] == epoch for name in line["filenames"]]
+    order = [names[int(i)] for i in order_rng(0, epoch).permutation(8)]  # the epoch's order (train_tiny's seed 0)
+    assert sorted(before) == sorted(order[:consumed]), "before the checkpoint: the consumed prefix, on both ranks"
+    assert after == order[consumed:], "after the resume: the rest of the epoch's order"
+    assert sorted(before + after) == sorted(names), "every row of the epoch trained once"
+    assert {line["epoch"] for line in steps(tmp_path / "one.jsonl")} == set(range(epoch, 3)), "then the next epochs"
+
+
+def test_the_example_refuses_a_checkpoint_that_does_not_fit_in_one_line(v2, tmp_path, capsys):
+    v2["pupil"]["train"].to_parquet(str(tmp_path / "data" / "data" / "train-00000-of-00001.parquet"))
+    checkpoint = tmp_path / "ckpt.pt"
+    main = load_example().main
+    args = [str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "1", "--num-threads", "1"]
+    args += ["--batch-size", "2", "--checkpoint", str(checkpoint)]
+    assert main(args) == 0 and checkpoint.exists()
+    assert not list(tmp_path.glob(".ckpt.pt.*")), "no temporary file left"
+    capsys.readouterr()
+    assert main([*args, "--resume", "--batch-size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot resume from {checkpoint}: field 'batch_size' is 2 in the state; expected 3")
+    assert err.count("\n") == 1
+    checkpoint.write_bytes(b"not a checkpoint")
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: cannot resume from {checkpoint}: not a checkpoint torch.load reads")
+        and err.count("\n") == 1
+    )
+    for flags, message in [
+        (["--resume"], "--resume needs --checkpoint PATH"),
+        (["--dataloader", "--checkpoint", str(checkpoint)], "--checkpoint and --resume need IrisLoader's state_dict()"),
+    ]:
+        with pytest.raises(SystemExit):
+            main([str(tmp_path / "data"), *flags])
+        assert message in capsys.readouterr().err
