@@ -26,7 +26,7 @@ from openeds import schema  # noqa: E402
 from preprocessing.augment import Compose, GaussianBlur, HorizontalFlip, LineAugment  # noqa: E402
 from preprocessing.training import IrisDataset, IrisIterableDataset, IrisLoader  # noqa: E402
 from preprocessing.training.arrow_rows import DatasetFormatError  # noqa: E402
-from preprocessing.training.shuffle import KeyedOrder, swap_buffer_order  # noqa: E402
+from preprocessing.training.shuffle import KeyedOrder, replay, shuffled, swap_buffer_order  # noqa: E402
 from preprocessing.training.source import StreamResumeError, StreamRows  # noqa: E402
 from push import push  # noqa: E402
 from tests.test_loader import (  # noqa: E402
@@ -372,6 +372,7 @@ def resume_folders(v2, tmp_path_factory) -> dict[str, str]:
     return {
         "4 shards": write_shards(root / "four", data, (6, 6, 5, 3)),  # 2 parts: whole shards, at most 12 rows each
         "3 shards": write_shards(root / "three", data, (7, 7, 6)),  # 2 parts: every other row
+        "long": write_shards(root / "long", data, (12, 12, 12, 12)),
     }
 
 
@@ -420,6 +421,67 @@ def test_a_stream_resumes_at_any_row_exactly_and_decodes_little_before(folder, p
         assert decoded - after <= bound, f"{where}: decoded {decoded}, the uninterrupted read {after} after row {h}"
     if buffer:
         assert source._arena.allocated <= buffer + 2, "no more rows held resumed than whole"
+
+
+@pytest.mark.skipif(not RESUMABLE, reason="datasets 3.6 refuses start > 0 (tested above)")
+def test_a_resumed_stream_decodes_only_the_held_rows_again(resume_folders):
+    # Late in a longer epoch, where reading it all again would show: what the resumed read decoded
+    # beyond what the uninterrupted read decoded after its h-th row is at most the shuffle's span
+    # (3 windows), the rows before its oldest held row in that row group, and the record batch the
+    # uninterrupted read had ahead at row h.
+    source, h, buffer = StreamRows(stream_of(resume_folders["long"])), 40, 4
+    whole = fingerprints(source.rows(1, order_seed=5, buffer=buffer), source)
+    before = source.rows_decoded
+    resumed = fingerprints(source.rows(1, order_seed=5, buffer=buffer, start=h), source)
+    assert [f[:3] for f in resumed] == [f[:3] for f in whole[h:]]
+    decoded, after = source.rows_decoded - before, whole[-1][3] - whole[h - 1][3]
+    assert decoded - after <= 3 * buffer + ROW_GROUP + 16, f"decoded {decoded}, {after} after row {h} whole"
+    assert decoded < len(whole) - h + 3 * buffer + ROW_GROUP + 16 < len(whole), "not the whole epoch again"
+
+
+class _Same:
+    """An arena that keeps what it is given: the shuffle run on positions standing for rows."""
+
+    def copy(self, row):
+        return row
+
+
+def _positions(first: int, length: int, passes: bool):
+    """A part's input as positions from ``first`` on: one pass of ``length``, or passes without end (``None``
+    after each), as StreamRows' reads give it."""
+    position = first
+    while passes or position < length:
+        yield position, position
+        position += 1
+        if passes and position % length == 0:
+            yield None
+
+
+@pytest.mark.parametrize(("size", "length", "limit"), [(1, 9, None), (2, 23, None), (4, 60, None), (4, 5, 23),
+                                                       (3, 17, 17), (8, 40, 31)])  # fmt: skip
+def test_the_shuffle_replayed_on_positions_goes_on_exactly_at_every_output(size, length, limit):
+    # The real shuffle (shuffle.shuffled) on positions: replayed to every output h, then fed from its
+    # oldest held position, it hands out exactly the rest; with a limit the passes follow one another
+    # (a pass shorter than the shuffle's span included), each pass's rows leaving before the next's.
+    passes = limit is not None
+    total = limit or length
+    for seed in range(6):
+        whole = list(itertools.islice(shuffled(_positions(0, length, passes), KeyedOrder(size, seed, 3, 1), _Same()),
+                                      total))  # fmt: skip
+        assert len(whole) == total
+        for k in range(0, total - length + 1, length):  # each whole pass's rows once, before the next pass's
+            assert sorted(whole[k : k + length]) == list(range(k, k + length)), f"seed {seed}, pass at {k}"
+        for h in range(total + 1):
+            order = KeyedOrder(size, seed, 3, 1)
+            done = replay(order, h, lambda row: row < length, passes)
+            if done < h:
+                assert h == total and not passes
+                continue
+            assert len(order) <= size
+            first = min(order.held) if order.held else order.frontier
+            assert order.frontier - first <= order.span, "a resume re-reads less than the span"
+            rest = shuffled(_positions(first, length, passes), order, _Same())
+            assert list(itertools.islice(rest, total - h)) == whole[h:], f"seed {seed}, start {h}"
 
 
 def test_resume_through_the_iterable_dataset_and_refusals(resume_folders):

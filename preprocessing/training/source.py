@@ -75,6 +75,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets.distributed import split_dataset_by_node
 from datasets.iterable_dataset import ArrowExamplesIterable
+from datasets.packaged_modules.parquet.parquet import Parquet
 
 from preprocessing.augment import Sample, order_rng
 from preprocessing.shapes import DIST_CHANNELS, HEIGHT, WIDTH
@@ -273,9 +274,10 @@ class StreamRows:
         (:class:`~preprocessing.training.shuffle.KeyedOrder`, drawn from
         ``(order_seed, epoch, part)``). ``limit``: exactly this many rows; a part whose
         stream ends before reads it again from its start (as ``DistributedSampler`` pads),
-        the shuffle going on across the passes, and the rows that would come out after the
-        first ``limit`` are not read in this epoch (other rows each epoch, as the shard
-        order and the shuffle change).
+        each pass letting out all the shuffle holds before the next (so no row comes twice
+        before the part is read through), and the rows that would come out after the first
+        ``limit`` are not read in this epoch (other rows each epoch, as the shard order and
+        the shuffle change).
 
         ``start=h``: exactly what the same call with ``start=0`` yields from its
         ``(h+1)``-th row on (the same rows, numbers and values), without reading the rows
@@ -313,17 +315,17 @@ class StreamRows:
         """
         source = self.stream._ex_iterable  # an ArrowExamplesIterable: checked when made
         builder = getattr(source.generate_tables_fn, "__self__", None)
-        kind = type(builder).__name__
         if "row_groups_list" not in source.kwargs:
-            if kind == "Parquet":
+            if isinstance(builder, Parquet):  # a subclass of it on datasets 3.6, named after the data
                 raise StreamResumeError(
                     f"datasets {datasets.__version__} reads a streamed parquet file from its start only, so a stream "
                     "cannot resume mid-epoch without decoding the rows before; resume needs datasets 5.x (pip "
                     "install 'datasets>=5'), or restart the epoch from its first batch"
                 )
             raise StreamResumeError(
-                f"the stream's files are read by datasets' {kind} builder, which cannot start at a row; resuming a "
-                "stream mid-epoch needs parquet files (push.py writes them), or restart the epoch from its first batch"
+                f"the stream's files are read by datasets' {type(builder).__name__} builder, which cannot start at a "
+                "row; resuming a stream mid-epoch needs parquet files (push.py writes them), or restart the epoch "
+                "from its first batch"
             )
         if getattr(builder.config, "filters", None) is not None:
             raise StreamResumeError(
