@@ -52,7 +52,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+import types
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -205,7 +206,7 @@ def shuffle_spread(positions: int, window: int = SPREAD_WINDOW) -> dict:
         order.admit(position)
         while order.due():
             keyed.append(order.pop())
-            held.append(len(order) + 1)  # with the row on its way out, as the swap buffer's count
+            held.append(len(order))  # besides the row on its way out, as the swap buffer's count
             reread.append(order.frontier - min(order.held) if len(order) else 0)
     order.end()
     keyed += [order.pop() for _ in range(len(order))]
@@ -231,12 +232,12 @@ def _count_decoded(stream: datasets.IterableDataset) -> list[int]:
     source = stream._ex_iterable
     generate = source.generate_tables_fn
 
-    def counting(**kwargs):
+    def counting(builder: object, **kwargs: object) -> Iterator:
         for key, table in generate(**kwargs):
             decoded[0] += table.num_rows
             yield key, table
 
-    source.generate_tables_fn = counting
+    source.generate_tables_fn = types.MethodType(counting, generate.__self__)  # still the builder's method
     return decoded
 
 
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         run_child(args.child, args.folder)
         return
     datasets.disable_progress_bars()
-    spread = shuffle_spread(args.positions)
+    shuffle = shuffle_spread(args.positions)
     with tempfile.TemporaryDirectory() as work:
         folder = build_folder(Path(work), args.frames, args.repeat)
         shards = sorted((folder / "data").glob(f"{SPLIT}-*.parquet"))
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
         best["rounds_samples_per_s"] = [round(r["samples_per_s"], 1) for r in runs]
         best["rounds_load_average"] = [r["load_average"] for r in runs]
         results[name] = best
-    report(results, rows, len(shards), megabytes, args, spread, resume)
+    report(results, rows, len(shards), megabytes, args, shuffle, resume)
 
 
 def report_shuffle(spread: dict) -> None:
@@ -391,7 +392,7 @@ def report(
     shards: int,
     megabytes: float,
     args: argparse.Namespace,
-    spread: dict,
+    shuffle: dict,
     resume: dict,
 ) -> None:
     rate = {name: r["samples_per_s"] for name, r in results.items()}
@@ -407,7 +408,7 @@ def report(
     for name in ("s_streaming_1_thread", "s_shuffled_streaming_1_thread"):
         met = ratios[f"{name}_over_l"] >= GOAL
         print(f"goal {name} >= {GOAL}x (l): {ratios[f'{name}_over_l']:.2f} {'met' if met else 'NOT met'}")
-    report_shuffle(spread)
+    report_shuffle(shuffle)
     report_resume(resume)
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     path = write_results(
@@ -424,7 +425,7 @@ def report(
             "results": results,
             "ratios_to_l": ratios,
             "goal": {"s_over_l": GOAL, "met": ratios["s_streaming_1_thread_over_l"] >= GOAL},
-            "shuffle": spread,
+            "shuffle": shuffle,
             "resume": resume,
         },
     )

@@ -117,6 +117,14 @@ def test_streamed_splits_give_the_map_style_samples_against_the_hub(hub, sample_
                     assert_item_equal((image[j], label[j], name, weights[j], dist[j]), by_name[name], config)
                 names += filenames
         assert sorted(names) == sorted(mapped["filename"]) and names != mapped["filename"]
+    # resumed mid-epoch from the Hub: the footers read through datasets' own remote open
+    rows = StreamRows(stream)
+    whole = [row.filename for row in rows.rows(1, order_seed=5, buffer=2)]
+    if RESUMABLE:
+        assert [row.filename for row in rows.rows(1, order_seed=5, buffer=2, start=5)] == whole[5:]
+    else:
+        with pytest.raises(StreamResumeError, match=rf"^datasets {re.escape(datasets.__version__)} reads a strea"):
+            rows.rows(1, order_seed=5, buffer=2, start=5)
 
 
 # --- local folders --------------------------------------------------------------------------

@@ -327,9 +327,10 @@ class StreamRows:
                 "row; resuming a stream mid-epoch needs parquet files (push.py writes them), or restart the epoch "
                 "from its first batch"
             )
-        if getattr(builder.config, "filters", None) is not None:
+        filters = getattr(getattr(builder, "config", None), "filters", None)
+        if filters is not None:
             raise StreamResumeError(
-                f"the stream was loaded with filters={builder.config.filters!r}, so its files' footers do not count "
+                f"the stream was loaded with filters={filters!r}, so its files' footers do not count "
                 "its rows and a resumed read cannot find its place; load it without filters to resume mid-epoch"
             )
 
