@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import DatasetCard, HfApi
 
@@ -23,7 +26,8 @@ from openeds import schema  # noqa: E402
 from preprocessing.augment import Compose, GaussianBlur, HorizontalFlip, LineAugment  # noqa: E402
 from preprocessing.training import IrisDataset, IrisIterableDataset, IrisLoader  # noqa: E402
 from preprocessing.training.arrow_rows import DatasetFormatError  # noqa: E402
-from preprocessing.training.source import StreamRows  # noqa: E402
+from preprocessing.training.shuffle import KeyedOrder, replay, shuffled, swap_buffer_order  # noqa: E402
+from preprocessing.training.source import StreamResumeError, StreamRows  # noqa: E402
 from push import push  # noqa: E402
 from tests.test_loader import (  # noqa: E402
     FailOn,
@@ -113,6 +117,14 @@ def test_streamed_splits_give_the_map_style_samples_against_the_hub(hub, sample_
                     assert_item_equal((image[j], label[j], name, weights[j], dist[j]), by_name[name], config)
                 names += filenames
         assert sorted(names) == sorted(mapped["filename"]) and names != mapped["filename"]
+    # resumed mid-epoch from the Hub: the footers read through datasets' own remote open
+    rows = StreamRows(stream)
+    whole = [row.filename for row in rows.rows(1, order_seed=5, buffer=2)]
+    if RESUMABLE:
+        assert [row.filename for row in rows.rows(1, order_seed=5, buffer=2, start=5)] == whole[5:]
+    else:
+        with pytest.raises(StreamResumeError, match=rf"^datasets {re.escape(datasets.__version__)} reads a strea"):
+            rows.rows(1, order_seed=5, buffer=2, start=5)
 
 
 # --- local folders --------------------------------------------------------------------------
@@ -322,6 +334,212 @@ def test_a_loop_left_mid_stream_exits_cleanly(v2, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "left" in done.stdout, done.stderr[-2000:]
     assert "terminate called" not in done.stderr
+
+
+# --- resuming a stream mid-epoch: rows(start=h) --------------------------------------------
+
+#: rows of each parquet row group in the resume tests: neither a divisor nor a multiple of the 16-row record batches
+ROW_GROUP = 3
+RESUMABLE = int(datasets.__version__.split(".")[0]) >= 5  # datasets 3.6 refuses start > 0 (see check_resumable)
+#: rows of the resume tests' split (each row costs about 15-30 ms to decode here: few rows, few starts)
+RESUME_ROWS = 20
+
+
+def write_shards(root: Path, data: datasets.Dataset, sizes: tuple[int, ...]) -> str:
+    """The sample's rows again and again, each under a filename of its own, in parquet files of ``sizes`` rows
+    with row groups of ROW_GROUP, and a card with the row count."""
+    rows = sum(sizes)
+    table = data.data.table.take([k % len(data) for k in range(rows)])
+    table = table.set_column(table.schema.get_field_index("filename"), "filename", [[f"r{k:03d}" for k in range(rows)]])
+    (root / "data").mkdir(parents=True)
+    for i, (a, b) in enumerate(itertools.pairwise(np.cumsum((0, *sizes)).tolist())):
+        path = root / "data" / f"train-{i:05d}-of-{len(sizes):05d}.parquet"
+        pq.write_table(table.slice(a, b - a), path, row_group_size=ROW_GROUP)
+    card = f"dataset_info:\n  splits:\n  - name: train\n    num_bytes: 0\n    num_examples: {rows}\n"
+    files = "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"
+    (root / "README.md").write_text(f"---\n{files}{card}---\n")
+    return str(root)
+
+
+def fingerprints(rows, source: StreamRows) -> list[tuple]:
+    """Each row's number, filename and a hash of its arrays, with the rows ``source`` had decoded by then;
+    the rows are dropped at once (they hold the shuffle's copies)."""
+    out = []
+    for row in rows:
+        digest = 0
+        for array in row.sample:
+            digest = zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"), digest)
+        out.append((row.index, row.filename, digest, source.rows_decoded))
+    return out
+
+
+@pytest.fixture(scope="module")
+def resume_folders(v2, tmp_path_factory) -> dict[str, str]:
+    data = v2["pupil"]["train"]
+    root = tmp_path_factory.mktemp("resume")
+    return {
+        "4 shards": write_shards(root / "four", data, (6, 6, 5, 3)),  # 2 parts: whole shards, at most 12 rows each
+        "3 shards": write_shards(root / "three", data, (7, 7, 6)),  # 2 parts: every other row
+        "long": write_shards(root / "long", data, (12, 12, 12, 12)),
+    }
+
+
+#: (folder, parts, part, buffer, limit, starts): one process, shuffled and not; 2 parts by whole shards with a
+#: limit above every part's rows (the part reads its shards again), shuffled and not; 2 parts by rows, the DDP limit
+RESUME_CASES = [
+    ("4 shards", 1, 0, 4, None, (1, 7, 16, 19, 20)),
+    ("4 shards", 1, 0, 0, None, (1, 7, 16, 19, 20)),
+    ("4 shards", 2, 1, 4, 13, (1, 7, 12, 13)),
+    ("4 shards", 2, 0, 0, 13, (5, 12, 13)),
+    ("3 shards", 2, 1, 4, 10, (1, 5, 9, 10)),
+]
+
+
+@pytest.mark.parametrize(("folder", "parts", "part", "buffer", "limit", "starts"), RESUME_CASES)
+def test_a_stream_resumes_at_any_row_exactly_and_decodes_little_before(folder, parts, part, buffer, limit, starts,
+                                                                       resume_folders):  # fmt: skip
+    source = StreamRows(stream_of(resume_folders[folder]))
+    by_rows = parts > 1 and not source._by_shards(parts)
+    assert by_rows == (folder == "3 shards"), "the case's split"
+    call = dict(part=part, parts=parts, order_seed=7 if buffer else None, buffer=buffer, limit=limit)
+    before = source.rows_decoded
+    whole = [(*f[:3], f[3] - before) for f in fingerprints(source.rows(2, **call), source)]
+    total, n = source.rows_decoded - before, len(whole)
+    assert n == (limit or RESUME_ROWS), "every row of the part, or the limit"
+    if limit is None:
+        assert sorted(f[1] for f in whole) == [f"r{k:03d}" for k in range(RESUME_ROWS)], "each row once"
+    elif not by_rows:
+        assert len({f[1] for f in whole}) < n, "the part reads its shards again to reach the limit"
+    if not RESUMABLE:
+        with pytest.raises(StreamResumeError, match=rf"^datasets {re.escape(datasets.__version__)} reads a strea"):
+            source.rows(2, **call, start=1)
+        return
+    for h in (*starts, n + 2):
+        before = source.rows_decoded
+        resumed = [(*f[:3], f[3] - before) for f in fingerprints(source.rows(2, **call, start=h), source)]
+        where = f"{folder}, part {part} of {parts}, buffer {buffer}, limit {limit}, start {h}"
+        assert [f[:3] for f in resumed] == [f[:3] for f in whole[h:]], where
+        # What resuming decoded beyond what the uninterrupted read decoded after its h-th row: the
+        # rows the shuffle held at h read again with those between (under 3 windows of part rows,
+        # `parts` stream rows each by rows), the rows before them in their row group, and a record
+        # batch each read may have had ahead.
+        decoded = source.rows_decoded - before
+        after = total - (whole[h - 1][3] if h <= n else total)
+        bound = 3 * buffer * (parts if by_rows else 1) + ROW_GROUP + 2 * 16
+        assert decoded - after <= bound, f"{where}: decoded {decoded}, the uninterrupted read {after} after row {h}"
+    if buffer:
+        assert source._arena.allocated <= buffer + 2, "no more rows held resumed than whole"
+
+
+@pytest.mark.skipif(not RESUMABLE, reason="datasets 3.6 refuses start > 0 (tested above)")
+def test_a_resumed_stream_decodes_only_the_held_rows_again(resume_folders):
+    # Late in a longer epoch, where reading it all again would show: what the resumed read decoded
+    # beyond what the uninterrupted read decoded after its h-th row is at most the shuffle's span
+    # (3 windows), the rows before its oldest held row in that row group, and the record batch the
+    # uninterrupted read had ahead at row h.
+    source, h, buffer = StreamRows(stream_of(resume_folders["long"])), 40, 4
+    whole = fingerprints(source.rows(1, order_seed=5, buffer=buffer), source)
+    before = source.rows_decoded
+    resumed = fingerprints(source.rows(1, order_seed=5, buffer=buffer, start=h), source)
+    assert [f[:3] for f in resumed] == [f[:3] for f in whole[h:]]
+    decoded, after = source.rows_decoded - before, whole[-1][3] - whole[h - 1][3]
+    assert decoded - after <= 3 * buffer + ROW_GROUP + 16, f"decoded {decoded}, {after} after row {h} whole"
+    assert decoded < len(whole) - h + 3 * buffer + ROW_GROUP + 16 < len(whole), "not the whole epoch again"
+
+
+class _Same:
+    """An arena that keeps what it is given: the shuffle run on positions standing for rows."""
+
+    def copy(self, row):
+        return row
+
+
+def _positions(first: int, length: int, passes: bool):
+    """A part's input as positions from ``first`` on: one pass of ``length``, or passes without end (``None``
+    after each), as StreamRows' reads give it."""
+    position = first
+    while passes or position < length:
+        yield position, position
+        position += 1
+        if passes and position % length == 0:
+            yield None
+
+
+@pytest.mark.parametrize(("size", "length", "limit"), [(1, 9, None), (2, 23, None), (4, 60, None), (4, 5, 23),
+                                                       (3, 17, 17), (8, 40, 31)])  # fmt: skip
+def test_the_shuffle_replayed_on_positions_goes_on_exactly_at_every_output(size, length, limit):
+    # The real shuffle (shuffle.shuffled) on positions: replayed to every output h, then fed from its
+    # oldest held position, it hands out exactly the rest; with a limit the passes follow one another
+    # (a pass shorter than the shuffle's span included), each pass's rows leaving before the next's.
+    passes = limit is not None
+    total = limit or length
+    for seed in range(6):
+        whole = list(itertools.islice(shuffled(_positions(0, length, passes), KeyedOrder(size, seed, 3, 1), _Same()),
+                                      total))  # fmt: skip
+        assert len(whole) == total
+        for k in range(0, total - length + 1, length):  # each whole pass's rows once, before the next pass's
+            assert sorted(whole[k : k + length]) == list(range(k, k + length)), f"seed {seed}, pass at {k}"
+        for h in range(total + 1):
+            order = KeyedOrder(size, seed, 3, 1)
+            done = replay(order, h, lambda row: row < length, passes)
+            if done < h:
+                assert h == total and not passes
+                continue
+            assert len(order) <= size
+            first = min(order.held) if order.held else order.frontier
+            assert order.frontier - first <= order.span, "a resume re-reads less than the span"
+            rest = shuffled(_positions(first, length, passes), order, _Same())
+            assert list(itertools.islice(rest, total - h)) == whole[h:], f"seed {seed}, start {h}"
+
+
+def test_resume_through_the_iterable_dataset_and_refusals(resume_folders):
+    stream = stream_of(resume_folders["4 shards"])
+    dataset = IrisIterableDataset(stream, seed=3, shuffle=True, shuffle_buffer=4, rank=1, world_size=2)
+    whole = fingerprints(dataset.part_rows(1, 1, 2), dataset.rows)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"^start={re.escape(repr(bad))}; expected a non-negative int"):
+            dataset.part_rows(1, 1, 2, start=bad)
+    if not RESUMABLE:
+        with pytest.raises(StreamResumeError) as refused:
+            dataset.part_rows(1, 1, 2, start=5)
+        assert f"datasets {datasets.__version__}" in str(refused.value) and "\n" not in str(refused.value)
+        assert [f[:3] for f in fingerprints(dataset.part_rows(1, 1, 2, start=0), dataset.rows)] == [
+            f[:3] for f in whole
+        ], "start=0 reads as before"
+        return
+    resumed = fingerprints(dataset.part_rows(1, 1, 2, start=5), dataset.rows)
+    assert [f[:3] for f in resumed] == [f[:3] for f in whole[5:]]
+    filtered = datasets.load_dataset(resume_folders["4 shards"], split="train", streaming=True,
+                                     filters=[("filename", "!=", "r001")])  # fmt: skip
+    with pytest.raises(StreamResumeError, match=r"^the stream was loaded with filters=.*load it without filters"):
+        StreamRows(filtered).rows(0, start=3)
+
+
+def test_the_keyed_shuffle_spreads_rows_at_least_as_far_as_the_swap_buffer():
+    # positions only, the same positions through both, at the default window
+    length, size = 20_000, 256
+    swapped, _ = swap_buffer_order(length, size, np.random.default_rng(0))
+    order, keyed, most, reread = KeyedOrder(size, seed=0, epoch=0, part=0), [], 0, 0
+    for position in range(length):
+        order.admit(position)
+        while order.due():
+            keyed.append(order.pop())
+            if order.held:
+                reread = max(reread, order.frontier - min(order.held))
+        most = max(most, len(order))
+    order.end()
+    keyed += [order.pop() for _ in range(len(order))]
+
+    def displacement(out: list[int]) -> np.ndarray:
+        where = np.empty(length, np.int64)
+        where[out] = np.arange(length)
+        return where - np.arange(length)
+
+    new, old = displacement(keyed), displacement(swapped)
+    assert sorted(keyed) == list(range(length)), "each position once"
+    assert new.std() >= old.std() and np.abs(new).mean() >= np.abs(old).mean(), (new.std(), old.std())
+    assert most <= size, "never more rows held than the swap buffer held"
+    assert reread <= order.span == 3 * size, "a resume re-reads at most 3 windows"
 
 
 # --- distributed data parallel: 2 processes on gloo -----------------------------------------

@@ -296,11 +296,15 @@ class IrisLoader:
         shares, the remainder ``len(rest) % W'`` dropped); :meth:`rows` with
         ``start=state["consumed"]`` lists this rank's. No row of the epoch is read twice,
         none is lost but that remainder. **Streams** resume on as many ranks as they ran
-        on; another ``world_size`` is refused, naming both.
+        on; another ``world_size`` is refused, naming both. A stream that cannot start
+        mid-epoch (datasets 3.6, or files that are not parquet) is refused here too, in one
+        line (:class:`~preprocessing.training.source.StreamResumeError`), not at the next loop.
 
         Like :meth:`set_epoch`, it applies to the next loop, not to one running.
         """
         epoch, consumed = check_state(state, self._settings)
+        if self.streaming and consumed:
+            self.dataset.rows.check_resumable()
         with self._lock:
             self._next_epoch = epoch
             self._resume = (epoch, consumed) if consumed else None

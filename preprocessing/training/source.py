@@ -43,21 +43,39 @@ on the Arrow path: ``IterableDataset.set_epoch`` reorders a stream's shards in d
 5.x (alike on every rank, before each takes its share; ``split_dataset_by_node`` starts a
 stream at epoch 0 again, so the epoch is set after it); datasets 3.6 keeps the file
 order, and only shuffles shards together with a row buffer that leaves the Arrow path.
-``buffer`` rows then go through a shuffle buffer
-(:func:`preprocessing.training.shuffle.shuffled`).
+``buffer`` rows then go through a shuffle of that window
+(:mod:`preprocessing.training.shuffle`), which holds at most ``buffer`` row copies.
+
+**Resuming mid-epoch.** ``StreamRows.rows(..., start=h)`` yields exactly what the same
+call yields from its ``(h+1)``-th row on, and reads little before: the shuffle's order is
+a function of positions (replayed on integers to output ``h``), the part's files and
+their order are the ones datasets reads for it that epoch, and the parquet footers say
+in which file and row group a position lies. datasets 5.x then reads a file from a given
+row group (its parquet ``row_groups_list``): no file before is opened (but for its
+footer), no row group before is decoded. Only the rows the shuffle held at ``h`` are
+read again, with the rows between them: fewer than ``3 * buffer`` part rows (times the
+part count for a split row by row), plus the rows before the first in its row group.
+datasets' own ``IterableDataset.load_state_dict`` skips whole shards without opening
+them but decodes the resumed shard up to the offset, and loses a shuffle buffer's rows.
+datasets 3.6 reads a streamed parquet file from its start only: ``start > 0`` is then a
+one-line :class:`StreamResumeError` naming the release, never a wrong resume.
 """
 
 from __future__ import annotations
 
 import gc
-import itertools
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections.abc import Iterator
+from copy import copy
+from typing import NamedTuple
 
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasets.distributed import split_dataset_by_node
 from datasets.iterable_dataset import ArrowExamplesIterable
+from datasets.packaged_modules.parquet.parquet import Parquet
 
 from preprocessing.augment import Sample, order_rng
 from preprocessing.shapes import DIST_CHANNELS, HEIGHT, WIDTH
@@ -69,7 +87,7 @@ from preprocessing.training.arrow_rows import (
     dist_channels,
     require_columns,
 )
-from preprocessing.training.shuffle import RowArena, shuffled
+from preprocessing.training.shuffle import KeyedOrder, RowArena, replay, shuffled
 
 #: Rows per Arrow table read from a stream: push.py's row group, so one table is one decoded row group.
 STREAM_BATCH_ROWS = 16
@@ -227,12 +245,15 @@ class StreamRows:
         self.num_rows = split_rows(stream)
         self.stream = stream
         self._arena: RowArena | None = None
+        #: rows of the Arrow tables this source took from datasets, all reads together: what it had decoded
+        #: (a measure for tests and benchmarks; reads from several threads may miss a count)
+        self.rows_decoded = 0
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_arena": None}  # DataLoader workers: the stream pickles, the buffer stays
 
     def drop_buffer(self) -> None:
-        """Let go of the shuffle buffer's memory (rows still held keep their copies)."""
+        """Let go of the shuffle's memory (rows still held keep their copies)."""
         self._arena = None
 
     def rows(
@@ -249,66 +270,182 @@ class StreamRows:
         """The rows part ``part`` of ``parts`` reads in ``epoch``, in the order they come out.
 
         ``order_seed``: reorder the shards (datasets 5.x) and, with ``buffer > 0``, pass the
-        rows through a shuffle buffer of ``buffer`` rows drawing from
-        ``order_rng(order_seed, epoch, part)``. ``limit``: exactly this many rows; a part
-        whose stream ends before reads it again from its start (as ``DistributedSampler``
-        pads), and the rows after the first ``limit`` that come out of the buffer are not
-        read in this epoch (other rows each epoch, as the shard order and the buffer change).
+        rows through a shuffle of window ``buffer``
+        (:class:`~preprocessing.training.shuffle.KeyedOrder`, drawn from
+        ``(order_seed, epoch, part)``). ``limit``: exactly this many rows; a part whose
+        stream ends before reads it again from its start (as ``DistributedSampler`` pads),
+        each pass letting out all the shuffle holds before the next (so no row comes twice
+        before the part is read through), and the rows that would come out after the first
+        ``limit`` are not read in this epoch (other rows each epoch, as the shard order and
+        the shuffle change).
+
+        ``start=h``: exactly what the same call with ``start=0`` yields from its
+        ``(h+1)``-th row on (the same rows, numbers and values), without reading the rows
+        before: whole files and row groups are skipped from their parquet footers, and
+        only the rows the shuffle still held at output ``h`` are read again, with the
+        rows between them (at most ``3 * buffer`` part rows, plus the rest of the first
+        one's row group). Needs a parquet stream on datasets 5.x:
+        :meth:`check_resumable` says why not, in one line, and this raises it at once.
         """
-        rng = arena = None
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start={start!r}; expected a non-negative int, the rows this part has handed out")
+        order = arena = None
         if order_seed is not None and buffer > 0:
             if self._arena is None:
                 self._arena = RowArena(self.num_classes)
             # this epoch's own reference: drop_buffer() (IrisLoader.close) from another thread lets
             # go of the arena for the next epochs, not under the passes of this one
             arena = self._arena
-            rng = order_rng(order_seed, epoch, part)  # one stream for the epoch, through every pass
+            order = KeyedOrder(buffer, order_seed, epoch, part)  # one order for the epoch, through every pass
+        layout = None
+        if start:
+            self.check_resumable()
+            layout = _Layout(self._part_stream(epoch, part, parts, order_seed), self._by_shards(parts), part, parts)
+        return self._rows(epoch, part, parts, order_seed, order, arena, limit, start, layout)
 
-        def one_pass() -> Iterator[Row]:
-            rows = self._part_rows(epoch, part, parts, order_seed)
-            return rows if rng is None else shuffled(rows, buffer, rng, arena)
+    def check_resumable(self) -> None:
+        """Raise a one-line :class:`StreamResumeError` unless :meth:`rows` can start mid-epoch on this stream.
 
-        rows = one_pass() if limit is None else self._exactly(limit, one_pass, part, parts)
-        # ``start``: the rows from the (start + 1)-th on, exactly. A placeholder of the loader's branch
-        # (resume-map), which reads and drops the first ``start`` rows: the stream helper's branch
-        # (resume-stream) replaces it with a resume that decodes a bounded number of rows.
-        return rows if start == 0 else _dropping(rows, start)
-
-    def _exactly(self, limit: int, one_pass: Callable[[], Iterator[Row]], part: int, parts: int) -> Iterator[Row]:
-        produced = 0
-        while produced < limit:
-            before = produced
-            read = one_pass()
-            try:
-                for row in read:
-                    yield row
-                    produced += 1
-                    if produced == limit:
-                        return
-            finally:
-                read.close()
-            if produced == before:
-                raise DatasetFormatError(
-                    f"part {part} of {parts} of the stream of split {self.stream.split} has no rows; expected "
-                    f"{limit} per part. Use fewer ranks or DataLoader workers, or a split with more rows"
+        It can where datasets reads a streamed parquet file from a given row group
+        (``row_groups_list``, datasets 5.x): a resumed read then opens no file before the
+        resumed row's and decodes no row group before its own. datasets 3.6 reads a
+        streamed file from its start only, and its own resume
+        (``IterableDataset.load_state_dict``) decodes the file up to the offset (and loses
+        a shuffle buffer); that line refuses instead of decoding up to a shard per part.
+        """
+        source = self.stream._ex_iterable  # an ArrowExamplesIterable: checked when made
+        builder = getattr(source.generate_tables_fn, "__self__", None)
+        if "row_groups_list" not in source.kwargs:
+            if isinstance(builder, Parquet):  # a subclass of it on datasets 3.6, named after the data
+                raise StreamResumeError(
+                    f"datasets {datasets.__version__} reads a streamed parquet file from its start only, so a stream "
+                    "cannot resume mid-epoch without decoding the rows before; resume needs datasets 5.x (pip "
+                    "install 'datasets>=5'), or restart the epoch from its first batch"
                 )
+            raise StreamResumeError(
+                f"the stream's files are read by datasets' {type(builder).__name__} builder, which cannot start at a "
+                "row; resuming a stream mid-epoch needs parquet files (push.py writes them), or restart the epoch "
+                "from its first batch"
+            )
+        filters = getattr(getattr(builder, "config", None), "filters", None)
+        if filters is not None:
+            raise StreamResumeError(
+                f"the stream was loaded with filters={filters!r}, so its files' footers do not count "
+                "its rows and a resumed read cannot find its place; load it without filters to resume mid-epoch"
+            )
 
-    def _part_rows(self, epoch: int, part: int, parts: int, order_seed: int | None) -> Iterator[Row]:
+    def _rows(
+        self,
+        epoch: int,
+        part: int,
+        parts: int,
+        order_seed: int | None,
+        order: KeyedOrder | None,
+        arena: RowArena | None,
+        limit: int | None,
+        start: int,
+        layout: _Layout | None,
+    ) -> Iterator[Row]:
+        repeat = limit is not None
+        if repeat and start >= limit:
+            return
+        first = start  # the first input position to read
+        if layout is not None:
+            if repeat and not layout.exists(0):
+                raise self._no_rows(limit, part, parts)
+            if order is not None:
+                if replay(order, start, layout.exists, repeat) < start:
+                    return  # the part has no more rows than start
+                held = order.held
+                first = min(held) if held else order.frontier
+            elif not repeat and not layout.exists(start):
+                return
+        inputs = self._inputs(epoch, part, parts, order_seed, limit, first, layout)
+        out = _rows_of(inputs) if order is None else shuffled(inputs, order, arena)
+        produced = start
+        try:
+            for row in out:
+                yield row
+                produced += 1
+                if produced == limit:
+                    return
+        finally:
+            out.close()
+
+    def _inputs(
+        self,
+        epoch: int,
+        part: int,
+        parts: int,
+        order_seed: int | None,
+        limit: int | None,
+        first: int,
+        layout: _Layout | None,
+    ) -> Iterator[tuple[int, Row] | None]:
+        """``(position, row)`` for every input position from ``first`` on: the part's pass, again and again with
+        a ``limit`` (positions counted on across passes, ``None`` after each pass), from the pass row of ``first``."""
+        repeat = limit is not None
+        base, begin = 0, first  # the input position of the pass's first row; the pass row to start at
+        if first and not layout.exists(first):  # in a later pass: passes repeat only with a limit
+            length = layout.length()
+            if not repeat:
+                return
+            base, begin = first - first % length, first % length
+        while True:
+            rows = self._part_rows(epoch, part, parts, order_seed, layout.at(begin) if begin else None)
+            count = 0
+            try:
+                for row in rows:
+                    yield base + (row.index - part) // parts, row
+                    count += 1
+            finally:
+                rows.close()
+            if not repeat:
+                return
+            if begin + count == 0:
+                raise self._no_rows(limit, part, parts)
+            yield None  # the pass ends: the shuffle lets out what it holds before the next pass
+            base, begin = base + begin + count, 0
+
+    def _no_rows(self, limit: int, part: int, parts: int) -> DatasetFormatError:
+        return DatasetFormatError(
+            f"part {part} of {parts} of the stream of split {self.stream.split} has no rows; expected {limit} per "
+            "part. Use fewer ranks or DataLoader workers, or a split with more rows"
+        )
+
+    def _by_shards(self, parts: int) -> bool:
+        """Whether ``parts`` parts read whole shards each (else each reads all and keeps every ``parts``-th row)."""
+        return parts > 1 and self.stream.n_shards % parts == 0
+
+    def _part_stream(self, epoch: int, part: int, parts: int, order_seed: int | None) -> datasets.IterableDataset:
+        """The stream part ``part`` reads in ``epoch``: its shards, in the epoch's order."""
         stream = self.stream.with_format("arrow")  # a new stream at epoch 0: datasets 5.x reorders shards after
-        by_shards = parts > 1 and stream.n_shards % parts == 0
-        if by_shards:
+        if self._by_shards(parts):
             stream = split_dataset_by_node(stream, rank=part, world_size=parts)
         if order_seed is not None:
             # After the split, which starts a stream at epoch 0 again: every part then orders the
             # whole shard list alike and takes its share of that order, a disjoint share each epoch.
             stream.set_epoch(shard_order_key(order_seed, epoch))
-        position, finished = 0, False
+        return stream
+
+    def _part_rows(
+        self, epoch: int, part: int, parts: int, order_seed: int | None, resume: _Resume | None = None
+    ) -> Iterator[Row]:
+        """The rows of one pass of part ``part``, in stream order; with ``resume``, from its row on."""
+        by_shards = self._by_shards(parts)
+        position, skip = 0, 0  # the stream position of the next table's first row; the first one to hand out
+        if resume is None:
+            stream = self._part_stream(epoch, part, parts, order_seed)
+        else:
+            stream, position, skip = resume
+        finished = False
         tables = stream.iter(batch_size=STREAM_BATCH_ROWS)
         try:
             for table in tables:
+                self.rows_decoded += table.num_rows
                 self._check_batch(table)
                 reader = ArrowRows(table, self.num_classes)
-                for i in range(table.num_rows):
+                for i in range(max(0, skip - position), table.num_rows):
                     if parts == 1 or by_shards:
                         yield reader.row(i, (position + i) * parts + part)
                     elif (position + i) % parts == part:
@@ -343,12 +480,106 @@ class StreamRows:
         )
 
 
-def _dropping(rows: Iterator[Row], count: int) -> Iterator[Row]:
-    """``rows`` without the first ``count`` (placeholder, see ``StreamRows.rows``)."""
+class StreamResumeError(ValueError):
+    """A stream that cannot resume mid-epoch here (its datasets release, its files, its filters). One line."""
+
+
+def _rows_of(inputs: Iterator[tuple[int, Row] | None]) -> Iterator[Row]:
     try:
-        yield from itertools.islice(rows, count, None)
+        for item in inputs:
+            if item is not None:
+                yield item[1]
     finally:
-        rows.close()
+        inputs.close()
+
+
+class _Resume(NamedTuple):
+    """Where a resumed pass reads: a stream from a file's row group on, the stream position of its first
+    row, and the stream position of the first row to hand out."""
+
+    stream: datasets.IterableDataset
+    first: int
+    skip: int
+
+
+class _Layout:
+    """Where each row of a part's pass lies in the files it reads, from their parquet footers, read as needed.
+
+    The files and their order are the ones datasets itself reads for the part in this
+    epoch (its shard order, its share of the shards), taken from the stream prepared as
+    for iteration; each file's row groups are counted from its footer, opened with the
+    ``open`` datasets reads that file with. A part row ``q`` is the stream row
+    ``q * step + offset``: ``step`` is the part count where every part reads every file
+    and keeps every ``parts``-th row, else 1.
+    """
+
+    def __init__(self, stream: datasets.IterableDataset, by_shards: bool, part: int, parts: int) -> None:
+        source = stream._prepare_ex_iterable_for_iteration(batch_size=STREAM_BATCH_ROWS)  # no public accessor
+        while not isinstance(source, ArrowExamplesIterable):
+            source = source.ex_iterable
+        self._source = source
+        self._info, self._split = stream.info.copy(), stream.split
+        self._files = source.kwargs["files"]
+        self._groups = source.kwargs["row_groups_list"]
+        function = getattr(source.generate_tables_fn, "__func__", source.generate_tables_fn)
+        # the builder module's open, patched by datasets for streaming (remote paths, the download config)
+        self._open = function.__globals__.get("open", open)
+        self._step, self._offset = (1, 0) if parts == 1 or by_shards else (parts, part)
+        self._counts: list[list[int]] = []  # rows of each row group read, per file read so far
+        self._ends: list[int] = []  # stream rows up to the end of each file read so far
+
+    def _read_footer(self) -> bool:
+        k = len(self._counts)
+        if k == len(self._files):
+            return False
+        with self._open(self._files[k], "rb") as file:
+            metadata = pq.read_metadata(file)
+        groups = self._groups[k]
+        ids = range(metadata.num_row_groups) if groups is None else groups
+        counts = [metadata.row_group(g).num_rows for g in ids]
+        self._counts.append(counts)
+        self._ends.append((self._ends[-1] if self._ends else 0) + sum(counts))
+        return True
+
+    def _covers(self, position: int) -> bool:
+        while (not self._ends or self._ends[-1] <= position) and self._read_footer():
+            pass
+        return bool(self._ends) and position < self._ends[-1]
+
+    def exists(self, row: int) -> bool:
+        """Whether the pass has a row ``row``."""
+        return self._covers(row * self._step + self._offset)
+
+    def length(self) -> int:
+        """The pass's rows (reads every footer)."""
+        while self._read_footer():
+            pass
+        total = self._ends[-1] if self._ends else 0
+        return max(0, -(-(total - self._offset) // self._step))
+
+    def at(self, row: int) -> _Resume:
+        """A stream that reads the pass from its row ``row`` on: from that row's row group, no file opened before."""
+        position = row * self._step + self._offset
+        if not self._covers(position):
+            raise ValueError(f"row {row} is past the end of the pass ({self.length()} rows)")
+        k = bisect_right(self._ends, position)
+        first = self._ends[k - 1] if k else 0
+        groups, counts = self._groups[k], self._counts[k]
+        g = 0
+        while first + counts[g] <= position:
+            first += counts[g]
+            g += 1
+        selected = tuple(range(len(counts)) if groups is None else groups)[g:]
+        kwargs = {
+            name: value[k:] if isinstance(value, list) and len(value) == len(self._files) else value
+            for name, value in self._source.kwargs.items()
+        }
+        kwargs["row_groups_list"] = [selected, *kwargs["row_groups_list"][1:]]
+        source = copy(self._source)
+        source.kwargs = kwargs
+        # A stream at epoch 0 and not split: the files are already the part's, in the epoch's order.
+        stream = datasets.IterableDataset(source, info=self._info, split=self._split).with_format("arrow")
+        return _Resume(stream, first, position)
 
 
 def _channels(feature: datasets.Array3D) -> int:

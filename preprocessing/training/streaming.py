@@ -51,9 +51,10 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
             (:attr:`seed`). Required with ``world_size > 1``.
         shuffle: ``None`` shuffles the train split only. Shuffling reorders the
             shards every epoch (datasets 5.x; 3.6 keeps the file order) and passes the
-            rows through a buffer of ``shuffle_buffer`` rows, which holds copies:
-            ``shuffle_buffer`` x 3.58 MB for ``pupil``, x 5.63 MB for ``full`` (917 MB
-            and 1.44 GB at the default 256), in every DataLoader worker.
+            rows through a shuffle of window ``shuffle_buffer``
+            (:mod:`preprocessing.training.shuffle`), which holds at most that many row
+            copies: ``shuffle_buffer`` x 3.58 MB for ``pupil``, x 5.63 MB for ``full``
+            (917 MB and 1.44 GB at the default 256), in every DataLoader worker.
         rank, world_size: this process's share for distributed data parallel; by
             default from ``torch.distributed`` when it is initialised.
 
@@ -188,7 +189,9 @@ class IrisIterableDataset(torch.utils.data.IterableDataset):
     def part_rows(self, epoch: int, part: int, parts: int, start: int = 0) -> Iterator[Row]:
         """The stored rows part ``part`` of ``parts`` reads in ``epoch``, in order (not yet prepared).
 
-        ``start``: from the ``(start + 1)``-th row on (a resumed epoch), as :meth:`StreamRows.rows`.
+        ``start=h``: from its ``(h+1)``-th row on, exactly as the whole epoch's read goes on
+        there, without reading the rows before (:meth:`StreamRows.rows`; a one-line
+        :class:`~preprocessing.training.source.StreamResumeError` where the stream cannot).
         """
         limit = self.num_rows // parts if self.world_size > 1 else None  # a row count is required then
         return self.rows.rows(
