@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import pytest
 from huggingface_hub import HfApi
 
@@ -32,6 +33,8 @@ from push import push  # noqa: E402
 from tests.test_training import load_example  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line  # the script loads map-style and streamed splits through datasets
+#: datasets 3.6 reads a streamed parquet file from its start only: a stream's mid-epoch state is refused there
+STREAMS_RESUME = int(datasets.__version__.split(".")[0]) >= 5
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = str(REPO / "examples" / "train_tiny.py")
@@ -116,6 +119,14 @@ def compare_runs(source: str, extra: list[str], tmp_path: Path) -> None:
     assert checkpoint["step"] == EVERY * (last // EVERY) < last, "killed between two checkpoints"
     assert checkpoint["loader"]["consumed"] > 0, "the checkpoint is mid-epoch"
     assert steps(cut) == uninterrupted[:last], "before the kill: the uninterrupted batches"
+    if "--streaming" in extra and not STREAMS_RESUME:  # refused in one line, nothing trained
+        resume = [*args, "--checkpoint", str(tmp_path / "cut.pt"), "--resume", "--log-batches", str(rest)]
+        refused = subprocess.run(resume, env=ENV, capture_output=True, text=True, timeout=240, check=False)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert refused.stderr.count("\n") == 1 and refused.stderr.startswith("error: "), refused.stderr[-3000:]
+        assert f"datasets {datasets.__version__} reads a streamed parquet file from its start" in refused.stderr
+        assert not steps(rest)
+        return
     done = run([*args, "--checkpoint", str(tmp_path / "cut.pt"), "--resume", "--log-batches", str(rest)])
     assert f"resumed from {tmp_path / 'cut.pt'} at step {checkpoint['step']}: epoch " in done.stdout
     resumed = steps(rest)

@@ -12,6 +12,7 @@ import io
 import json
 import pickle
 
+import datasets
 import numpy as np
 import pytest
 
@@ -24,6 +25,8 @@ from tests.test_loader import AUGMENT, assert_batches_equal  # noqa: E402
 from tests.test_streaming import parts, stream_of, write_folder  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line  # map-style and streamed splits through datasets
+#: datasets 3.6 reads a streamed parquet file from its start only: a stream's mid-epoch state is refused there
+STREAMS_RESUME = int(datasets.__version__.split(".")[0]) >= 5
 
 EPOCHS = 2
 
@@ -141,8 +144,12 @@ def test_a_stream_resume_gives_the_rest_of_the_uninterrupted_batches(world_size,
         batches, states, between = run_with_states(loader)
     assert len(batches) == EPOCHS * len(loader)
     for k, state in [*enumerate(states), *between]:
-        resumed = rest_of(IrisLoader(stream, batch_size, num_threads=1, **options), state)
-        assert_batches_equal(resumed, batches[k:], f"stream resumed after {k} batches")
+        fresh = IrisLoader(stream, batch_size, num_threads=1, **options)
+        if state["consumed"] and not STREAMS_RESUME:
+            message = refusal(fresh, state)
+            assert f"datasets {datasets.__version__} reads a streamed parquet file from its start" in message
+            continue
+        assert_batches_equal(rest_of(fresh, state), batches[k:], f"stream resumed after {k} batches")
 
 
 def test_set_epoch_keeps_the_place_in_the_states_epoch_and_drops_it_for_another(v2):
@@ -265,7 +272,9 @@ def test_every_field_is_checked(name, kind, loaders):
     assert f"field '{name}' is missing" in refusal(loader, {k: v for k, v in state.items() if k != name})
     assert f"field '{name}' is {mistyped(state[name])!r}" in refusal(loader, state | {name: mistyped(state[name])})
     other = state | {name: changed(state[name])}
-    if name in MAY_DIFFER[kind]:  # accepted, and applied
+    if kind == "stream" and name == "consumed" and not STREAMS_RESUME:
+        assert f"datasets {datasets.__version__} reads a streamed parquet file" in refusal(loader, other)
+    elif name in MAY_DIFFER[kind]:  # accepted, and applied
         loader.load_state_dict(other)
         assert loader.state_dict()[name] == (other[name] if name != "world_size" else loader.world_size)
         loader.load_state_dict(state)
