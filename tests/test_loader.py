@@ -231,7 +231,9 @@ def test_close_and_context_manager_stop_a_loop_left_mid_epoch(v2):
         for batch in loader:  # noqa: B007 (the batch is held past the loop, and checked there)
             threads = [loader._feed._thread, *loader._executor._threads]
             break
-    assert len(threads) == 3 and not [t.name for t in threads if t.is_alive()], "threads left running"
+    # the feed and the gather threads started so far (the executor starts one per task while none is idle,
+    # so under load the first batch may have needed fewer than num_threads)
+    assert len(threads) >= 2 and not [t.name for t in threads if t.is_alive()], "threads left running"
     assert batch[0].shape == (2, 1, 400, 640) and torch.isfinite(batch[4]).all(), "a held batch stays valid"
     assert len(list(loader)) == 4, "a closed loader can loop again"
     first = iter(loader)
