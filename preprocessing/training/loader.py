@@ -27,7 +27,7 @@ cost:
 * **streams too.** Given a streamed split (``load_dataset(..., streaming=True)``), a
   reader thread reads its Arrow record batches (:mod:`preprocessing.training.source`) a
   few rows ahead of the gather threads, which take the rows in the order read. The
-  same buffers, draws, errors and epochs; the order is a shuffle buffer's instead of a
+  same buffers, draws, errors and epochs; the order is a shuffle window's instead of a
   permutation, and with DDP every rank stops after the same number of batches;
 * **resumable, exactly.** :meth:`IrisLoader.state_dict` is two numbers and the settings
   they follow from (:mod:`preprocessing.training.state`): the epoch and how much of its
