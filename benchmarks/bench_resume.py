@@ -41,8 +41,7 @@ import datasets
 import torch
 
 from benchmarks._common import REPO, write_results
-from openeds.synthetic import write_sample
-from openeds_precomputed import OpenEDSPrecomputed
+from benchmarks.bench_training import build_v2, repeated
 from preprocessing.training import IrisLoader
 
 BATCH, THREADS = 64, 2
@@ -86,15 +85,6 @@ for name, (transform, take_state) in loops.items():
     out[name], out[name + "_cpu_ms_a_sample"] = rate(transform, take_state)
 print(json.dumps(out))
 """
-
-
-def build(work: Path, frames: int) -> Path:
-    """A v2 train split of ``frames`` synthetic frames, saved to disk under ``work``."""
-    write_sample(work / "raw", {"train": frames})
-    builder = OpenEDSPrecomputed(config_name="pupil", data_dir=str(work / "raw"), cache_dir=str(work / "cache"))
-    builder.download_and_prepare()
-    builder.as_dataset(split="train").save_to_disk(str(work / "v2"))
-    return work / "v2"
 
 
 def load_average() -> list[float]:
@@ -184,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     trees = {"resume": REPO, **({"baseline": args.baseline} if args.baseline else {})}
     with tempfile.TemporaryDirectory() as work:
-        saved = build(Path(work), args.frames)
-        data = datasets.concatenate_datasets([datasets.load_from_disk(str(saved))] * args.repeat)
+        data = repeated(build_v2(Path(work), args.frames), args.repeat)
+        saved = Path(work) / "v2"  # where build_v2 saved it, for the children
         results = {"first_batch": first_batches(data, args.repeats), "state": state_costs(data, 10_000)}
         rounds: dict[str, list[dict]] = {name: [] for name in trees}
         for _ in range(args.rounds):
