@@ -30,11 +30,10 @@ torch = pytest.importorskip("torch")
 from openeds import schema  # noqa: E402
 from preprocessing.augment import order_rng  # noqa: E402
 from push import push  # noqa: E402
+from tests.test_streaming import RESUMABLE  # noqa: E402  (datasets 3.6 refuses a stream's mid-epoch state)
 from tests.test_training import load_example  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line  # the script loads map-style and streamed splits through datasets
-#: datasets 3.6 reads a streamed parquet file from its start only: a stream's mid-epoch state is refused there
-STREAMS_RESUME = int(datasets.__version__.split(".")[0]) >= 5
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = str(REPO / "examples" / "train_tiny.py")
@@ -119,7 +118,7 @@ def compare_runs(source: str, extra: list[str], tmp_path: Path) -> None:
     assert checkpoint["step"] == EVERY * (last // EVERY) < last, "killed between two checkpoints"
     assert checkpoint["loader"]["consumed"] > 0, "the checkpoint is mid-epoch"
     assert steps(cut) == uninterrupted[:last], "before the kill: the uninterrupted batches"
-    if "--streaming" in extra and not STREAMS_RESUME:  # refused in one line, nothing trained
+    if "--streaming" in extra and not RESUMABLE:  # refused in one line, nothing trained
         resume = [*args, "--checkpoint", str(tmp_path / "cut.pt"), "--resume", "--log-batches", str(rest)]
         refused = subprocess.run(resume, env=ENV, capture_output=True, text=True, timeout=240, check=False)
         assert refused.returncode == 2, refused.stderr[-3000:]

@@ -22,11 +22,9 @@ from preprocessing.augment import order_rng  # noqa: E402
 from preprocessing.training import IrisLoader  # noqa: E402
 from preprocessing.training.state import FIELDS, SETTINGS  # noqa: E402
 from tests.test_loader import AUGMENT, assert_batches_equal  # noqa: E402
-from tests.test_streaming import parts, stream_of, write_folder  # noqa: E402
+from tests.test_streaming import RESUMABLE, parts, stream_of, write_folder  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line  # map-style and streamed splits through datasets
-#: datasets 3.6 reads a streamed parquet file from its start only: a stream's mid-epoch state is refused there
-STREAMS_RESUME = int(datasets.__version__.split(".")[0]) >= 5
 
 EPOCHS = 2
 
@@ -145,7 +143,7 @@ def test_a_stream_resume_gives_the_rest_of_the_uninterrupted_batches(world_size,
     assert len(batches) == EPOCHS * len(loader)
     for k, state in [*enumerate(states), *between]:
         fresh = IrisLoader(stream, batch_size, num_threads=1, **options)
-        if state["consumed"] and not STREAMS_RESUME:
+        if state["consumed"] and not RESUMABLE:
             message = refusal(fresh, state)
             assert f"datasets {datasets.__version__} reads a streamed parquet file from its start" in message
             continue
@@ -272,7 +270,7 @@ def test_every_field_is_checked(name, kind, loaders):
     assert f"field '{name}' is missing" in refusal(loader, {k: v for k, v in state.items() if k != name})
     assert f"field '{name}' is {mistyped(state[name])!r}" in refusal(loader, state | {name: mistyped(state[name])})
     other = state | {name: changed(state[name])}
-    if kind == "stream" and name == "consumed" and not STREAMS_RESUME:
+    if kind == "stream" and name == "consumed" and not RESUMABLE:
         assert f"datasets {datasets.__version__} reads a streamed parquet file" in refusal(loader, other)
     elif name in MAY_DIFFER[kind]:  # accepted, and applied
         loader.load_state_dict(other)
