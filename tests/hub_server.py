@@ -755,6 +755,9 @@ def _flag(params: dict[str, list[str]], key: str) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the clients expect; every response has a Content-Length
     server_version = "openeds-test-hub"
+    # TCP_NODELAY: a response's headers and body leave in two writes, and with Nagle's algorithm the
+    # second waits for the client's delayed ACK of the first (up to 40 ms on Linux) on every keep-alive request
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # the request log replaces stderr noise
         pass

@@ -200,6 +200,7 @@ class KaggleStub:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "KaggleStub/1"
+    disable_nagle_algorithm = True  # as the Hub server's handler: no delayed-ACK wait between headers and body
 
     @property
     def stub(self) -> KaggleStub:
