@@ -1,14 +1,18 @@
 """tests/zygote.py: a run forked from a zygote is the run a fresh ``python`` gives.
 
-`tests/test_push.py::test_the_zygote_runs_push_as_a_fresh_process_does` compares fresh and
-forked push.py runs. The tests here test the runner with a zygote that preloads nothing: a
-script, a module and code start as ``python`` starts them and fail as it fails; a started run is
-stopped and killed by its pid while another runs; a timeout kills what the run started; what
-cannot be forked runs fresh; a preload that starts a thread stops the zygote.
+The preemption tests compare forked train_tiny.py runs with each other (tests/test_preemption.py);
+the first test here compares one with a fresh interpreter: the same exit code, the same output,
+the same files (the checkpoint: weights, optimiser and loader state; the batch log), byte for
+byte. `tests/test_push.py::test_the_zygote_runs_push_as_a_fresh_process_does` does the same for
+push.py. The rest test the runner with a zygote that preloads nothing: a script, a module and
+code start as ``python`` starts them and fail as it fails; a started run is stopped and killed by
+its pid while another runs; a timeout kills what the run started; what cannot be forked runs
+fresh; a preload that starts a thread stops the zygote.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -17,9 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests import zygote
+pytest.importorskip("torch")
 
-pytestmark = pytest.mark.datasets_independent("the runner's processes, with nothing preloaded")
+from push import push  # noqa: E402
+from tests import zygote  # noqa: E402
+from tests.test_training import EXAMPLE, EXAMPLE_ENV  # noqa: E402
+
+pytestmark = pytest.mark.datasets_independent("the runner's processes; train_tiny's runs are tested on both lines")
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +35,31 @@ def forking(monkeypatch):
     """These tests compare forked runs with fresh ones: not with every run fresh (``OPENEDS_TESTS_FRESH=1``)."""
     for variable in zygote.FRESH:
         monkeypatch.delenv(variable, raising=False)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_a_forked_train_tiny_run_is_the_fresh_one(sample_dir, tmp_path):
+    push(data_dir=sample_dir, local_dir=tmp_path / "data", upload=False, config="pupil", splits=["train"])
+    runs = {}
+    for way in ("fresh", "forked"):
+        folder = tmp_path / way
+        folder.mkdir()
+        argv = [sys.executable, EXAMPLE, str(tmp_path / "data"), "--max-steps", "2", "--batch-size", "2"]
+        argv += ["--num-threads", "1", "--cache-dir", str(tmp_path / f"cache-{way}")]
+        argv += ["--checkpoint", str(folder / "ckpt.pt"), "--checkpoint-every", "1", "--log-batches", "log.jsonl"]
+        if way == "fresh":
+            done = subprocess.run(argv, env=EXAMPLE_ENV, cwd=folder, capture_output=True, text=True, timeout=300)
+        else:
+            assert zygote.zygote(zygote.TORCH, EXAMPLE_ENV).forks(argv, EXAMPLE_ENV)
+            done = zygote.run(argv, env=EXAMPLE_ENV, preload=zygote.TORCH, cwd=folder, timeout=300)
+        errors = [line for line in done.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+        runs[way] = (done.returncode, done.stdout.splitlines(), errors, digests(folder))
+    assert runs["forked"] == runs["fresh"]
+    assert runs["fresh"][0] == 0 and "step 2: loss" in runs["fresh"][1][-1], runs["fresh"]
+    assert set(runs["fresh"][3]) == {"ckpt.pt", "log.jsonl"}, "nothing to compare"
 
 
 # --- the runner itself, with a zygote that preloads nothing (cheap) ----------------------------
