@@ -30,20 +30,19 @@ torch = pytest.importorskip("torch")
 from openeds import schema  # noqa: E402
 from preprocessing.augment import order_rng  # noqa: E402
 from push import push  # noqa: E402
+from tests import zygote  # noqa: E402
 from tests.test_streaming import RESUMABLE  # noqa: E402  (datasets 3.6 refuses a stream's mid-epoch state)
-from tests.test_training import load_example  # noqa: E402
+from tests.test_training import EXAMPLE, EXAMPLE_ENV, load_example  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line  # the script loads map-style and streamed splits through datasets
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = str(REPO / "examples" / "train_tiny.py")
 TOKEN = "hf_preemption_test_write_token"
 #: one thread everywhere (torch and the gather): the same float sums in every run
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = EXAMPLE_ENV
 EVERY = 3  #: --checkpoint-every
 #: The run to kill runs niced, so that the test's polling, woken every 5 ms, sees each of its steps
 #: even on busy cores (nice changes who runs first, not the work done).
-NICE = ["nice", "-n", "19"]
+NICE = 19
 
 
 def steps(log: Path) -> list[dict]:
@@ -54,19 +53,26 @@ def steps(log: Path) -> list[dict]:
     return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
 
 
+def launch(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python examples/train_tiny.py ...`` to its end, forked from the torch zygote."""
+    return zygote.run(args, env=ENV, preload=zygote.TORCH, timeout=timeout)
+
+
 def run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=timeout, check=False)
+    done = launch(args, timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
-def start(args: list[str], stderr: Path) -> subprocess.Popen:
-    """The run to kill, niced, its output to a file (a pipe nobody reads could fill and stall it)."""
-    with stderr.open("w") as err:
-        return subprocess.Popen([*NICE, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+def start(args: list[str], stderr: Path) -> zygote.Child | subprocess.Popen:
+    """The run to kill, niced, forked from the torch zygote, its output to a file (a pipe nobody reads could
+    fill and stall it)."""
+    return zygote.start(args, env=ENV, preload=zygote.TORCH, stderr=stderr, nice=NICE)
 
 
-def kill_between_checkpoints(process: subprocess.Popen, workers: list[int], log: Path, after: int, err: Path) -> int:
+def kill_between_checkpoints(
+    process: zygote.Child | subprocess.Popen, workers: list[int], log: Path, after: int, err: Path
+) -> int:
     """SIGKILL ``process`` (and its ``workers``) once ``log`` shows a step past ``after`` that is not a
     checkpoint step; the last step it logged.
 
@@ -120,7 +126,7 @@ def compare_runs(source: str, extra: list[str], tmp_path: Path) -> None:
     assert steps(cut) == uninterrupted[:last], "before the kill: the uninterrupted batches"
     if "--streaming" in extra and not RESUMABLE:  # refused in one line, nothing trained
         resume = [*args, "--checkpoint", str(tmp_path / "cut.pt"), "--resume", "--log-batches", str(rest)]
-        refused = subprocess.run(resume, env=ENV, capture_output=True, text=True, timeout=240, check=False)
+        refused = launch(resume)
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert refused.stderr.count("\n") == 1 and refused.stderr.startswith("error: "), refused.stderr[-3000:]
         assert f"datasets {datasets.__version__} reads a streamed parquet file from its start" in refused.stderr
@@ -160,8 +166,10 @@ def test_ddp_on_two_processes_killed_and_resumed_on_one_trains_each_row_of_the_e
     args = [EXAMPLE, str(tmp_path / "data"), "--batch-size", "2", "--epochs", "3", "--num-threads", "1"]
     args += ["--checkpoint-every", str(EVERY), "--cache-dir", str(tmp_path / "cache")]
     args += ["--checkpoint", str(tmp_path / "ddp.pt"), "--resume"]
-    launcher = start([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args,
-                      "--log-batches", str(tmp_path / "ddp.jsonl")], tmp_path / "ddp.err")  # fmt: skip
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    with (tmp_path / "ddp.err").open("w") as err:  # a fresh process, as the workers it starts are
+        launcher = subprocess.Popen(["nice", "-n", str(NICE), *ddp, "--log-batches", str(tmp_path / "ddp.jsonl")],
+                                    env=ENV, stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
     workers = []
     while len(workers) < 2 and launcher.poll() is None:  # torch.distributed.run starts them in sessions of their own
         children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import pickle
 import subprocess
 import sys
@@ -35,11 +36,15 @@ from preprocessing.training import (  # noqa: E402
     preprocessed_from_flag,
     to_normalized_tensor,
 )
-from tests import reference  # noqa: E402
+from tests import reference, zygote  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = str(REPO / "examples" / "train_tiny.py")
+#: the example's runs here and in tests/test_preemption.py: one thread everywhere (torch and the gather: the same
+#: float sums in every run); one environment, so they are all forked from one torch zygote (tests/zygote.py)
+EXAMPLE_ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def assert_same_bits(got, want, msg: str) -> None:
@@ -501,21 +506,8 @@ def load_example():
 def test_example_trains_one_step_on_the_sample(v2, tmp_path):
     folder = tmp_path / "v2-full"
     v2["full"]["train"].to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "train_tiny.py"),
-            str(folder),
-            "--max-steps",
-            "1",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    argv = [sys.executable, EXAMPLE, str(folder), "--max-steps", "1", "--cache-dir", str(tmp_path / "cache")]
+    done = zygote.run(argv, env=EXAMPLE_ENV, preload=zygote.TORCH, timeout=300)  # a process of its own, as a user's
     assert done.returncode == 0, done.stderr
     assert "8 rows, 4 classes, preprocessed" in done.stdout
     assert "step 1: loss" in done.stdout
