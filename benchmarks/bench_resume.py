@@ -42,7 +42,7 @@ import datasets
 import torch
 
 from benchmarks._common import REPO, in_process, run_python_here, write_results
-from benchmarks.bench_training import build_v2, repeated
+from benchmarks._v2 import build_v2, repeated
 from preprocessing.training import IrisLoader
 
 BATCH, THREADS = 64, 2

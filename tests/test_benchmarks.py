@@ -188,7 +188,7 @@ def test_bench_training_on_cuda_without_a_gpu_is_one_error_line(tmp_path, monkey
 def test_the_cuda_errors_name_the_reason():
     """The branches a CPU-only machine cannot reach: a CUDA build that sees no GPU, or fewer than asked for."""
     torch = pytest.importorskip("torch")
-    from benchmarks.bench_training import cuda_problem
+    from benchmarks.training_on_device import cuda_problem
 
     cuda = torch.device("cuda")
     assert "CPU-only build" in cuda_problem(cuda, None, 0)
