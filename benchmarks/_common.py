@@ -8,10 +8,11 @@ import io
 import json
 import os
 import platform
+import runpy
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,6 +52,11 @@ def write_results(name: str, results: dict) -> Path:
 IN_PROCESS = "OPENEDS_BENCH_IN_PROCESS"
 
 
+def in_process() -> bool:
+    """Whether the "children" run in this process (``OPENEDS_BENCH_IN_PROCESS=1``: the smoke test)."""
+    return os.environ.get(IN_PROCESS) == "1"
+
+
 def run_in_child(module: str, *args: str) -> dict:
     """Run ``python -m module *args`` in a fresh process; the JSON object its last line prints.
 
@@ -59,7 +65,7 @@ def run_in_child(module: str, *args: str) -> dict:
     figures) the module's ``main(args)`` runs in this process instead: the same code, without a
     start-up of torch and datasets for every feed; its peak RSS is then this process's.
     """
-    if os.environ.get(IN_PROCESS) == "1":
+    if in_process():
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             importlib.import_module(module).main(list(args))
@@ -67,3 +73,29 @@ def run_in_child(module: str, *args: str) -> dict:
     argv = [sys.executable, "-m", module, *args]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_python_here(args: Sequence[str]) -> str:
+    """``python *args`` (``-c CODE ...`` or ``SCRIPT ...``, a path under the repo) in this process; what it printed.
+
+    For the smoke test's in-process mode (:func:`in_process`), as :func:`run_in_child` runs a module's
+    ``main``: the code runs as ``__main__`` with the child's ``sys.argv``, a script through ``runpy`` as
+    ``python SCRIPT`` runs it; ``sys.argv`` and ``sys.path`` are restored after. An exit status other
+    than 0 raises ``CalledProcessError``, as ``subprocess.run(..., check=True)`` does.
+    """
+    printed, saved = io.StringIO(), (sys.argv[:], sys.path[:])
+    try:
+        with contextlib.redirect_stdout(printed):
+            if args[0] == "-c":
+                sys.argv = ["-c", *args[2:]]
+                exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
+            else:
+                sys.argv = [str(REPO / args[0]), *args[1:]]
+                runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as exit:
+        if exit.code not in (None, 0):
+            status = exit.code if isinstance(exit.code, int) else 1
+            raise subprocess.CalledProcessError(status, [sys.executable, *args], printed.getvalue()) from None
+    finally:
+        sys.argv, sys.path[:] = saved
+    return printed.getvalue()

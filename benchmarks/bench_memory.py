@@ -3,7 +3,9 @@
 Each variant runs in a fresh child process on the same synthetic frames; the peak resident
 set size (``ru_maxrss``) of that child is reported. The baseline is the builder with
 ``datasets``' default writer batch (1000 rows buffered before a write), which is what the
-builder would do without its ``DEFAULT_WRITER_BATCH_SIZE = 16``.
+builder would do without its ``DEFAULT_WRITER_BATCH_SIZE = 16``. With ``OPENEDS_BENCH_IN_PROCESS=1``
+(the smoke test, which keeps the script running, not its figures) each variant runs in this process
+instead, and its "peak" is this process's (``VmHWM``).
 
     python -m benchmarks.bench_memory [--frames 200]
 """
@@ -16,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import write_results
+from benchmarks._common import in_process, run_python_here, status_mb, write_results
 from openeds.synthetic import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,9 @@ def _peak_mb(argv: list[str]) -> float:
     A wrapper process runs the command, so the peak is that of this command alone
     (Linux reports ``ru_maxrss`` in KiB, the max over the finished children).
     """
+    if in_process():  # the smoke test: the same code, without a start-up of datasets for every variant
+        run_python_here(argv[1:])
+        return status_mb("VmHWM")
     out = subprocess.run([sys.executable, "-c", _MEASURE, *argv], check=True, cwd=REPO, capture_output=True, text=True)
     return int(out.stdout.split()[-1]) / 1024
 

@@ -17,7 +17,8 @@ repeated to a few hundred rows, then measures, batch 64, 2 threads, model-ready 
   least CPU). With ``--baseline PATH``
   (a checkout without resume support, e.g. the main branch before it) the same child
   code imports that checkout's ``preprocessing`` instead, in the same rounds: the
-  ratio is the cost of resume support (goal: none measurable).
+  ratio is the cost of resume support (goal: none measurable). With ``OPENEDS_BENCH_IN_PROCESS=1``
+  (the smoke test) this tree's loops run in this process instead; the baseline's keep their own.
 
 Prints the figures with the load average, and writes them as JSON.
 
@@ -40,8 +41,8 @@ from pathlib import Path
 import datasets
 import torch
 
-from benchmarks._common import REPO, write_results
-from benchmarks.bench_training import build_v2, repeated
+from benchmarks._common import REPO, in_process, run_python_here, write_results
+from benchmarks._v2 import build_v2, repeated
 from preprocessing.training import IrisLoader
 
 BATCH, THREADS = 64, 2
@@ -153,10 +154,13 @@ def state_costs(data: datasets.Dataset, calls: int) -> dict:
 
 def steady_in_child(tree: Path, data: Path, args: argparse.Namespace) -> dict:
     """(f), (g) and (f) with a state per batch, samples/s, with ``tree``'s ``preprocessing``."""
-    argv = [sys.executable, "-c", CHILD, str(tree), str(data), str(args.repeat), str(args.epochs), str(BATCH)]
+    argv = ["-c", CHILD, str(tree), str(data), str(args.repeat), str(args.epochs), str(BATCH), str(THREADS)]
     before = load_average()
-    done = subprocess.run([*argv, str(THREADS)], cwd=tree, capture_output=True, text=True, check=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if in_process() and tree == REPO:  # the smoke test: this tree's loader is the one imported here already
+        printed = run_python_here(argv)
+    else:
+        printed = subprocess.run([sys.executable, *argv], cwd=tree, capture_output=True, text=True, check=True).stdout
+    result = json.loads(printed.strip().splitlines()[-1])
     if not Path(result["loader"]).resolve().is_relative_to(tree.resolve()):
         raise RuntimeError(f"the child imported {result['loader']}, not the loader of {tree}")
     return {**result, "load_average": [*before, *load_average()]}
