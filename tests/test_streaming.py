@@ -29,6 +29,7 @@ from preprocessing.training.arrow_rows import DatasetFormatError  # noqa: E402
 from preprocessing.training.shuffle import KeyedOrder, replay, shuffled, swap_buffer_order  # noqa: E402
 from preprocessing.training.source import StreamResumeError, StreamRows  # noqa: E402
 from push import push  # noqa: E402
+from tests.ranks import run_ranks  # noqa: E402
 from tests.test_loader import (  # noqa: E402
     FailOn,
     all_reduced_epoch,
@@ -568,9 +569,7 @@ def test_ddp_ranks_stop_after_the_same_number_of_batches(v2, tmp_path):
         write_folder(tmp_path / "by-shards", {"train": parts(data, 5, 2)}),  # 2 shards: whole shards, 5 and 2 rows
         write_folder(tmp_path / "by-rows", {"train": parts(data, 3, 2, 2)}),  # 3 shards: every other row
     ]
-    torch.multiprocessing.start_processes(
-        ddp_rank, args=(2, folders, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True, start_method="spawn"
-    )
+    run_ranks(ddp_rank, (2, folders, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for k, layout in enumerate(("by shards", "by rows")):
         assert [r[k]["len"] for r in records] == [2, 2], layout
