@@ -41,9 +41,17 @@ takes the `v1`/`v2` fixtures (:func:`pytest_collection_modifyitems`).
 
 from __future__ import annotations
 
+import os
+
 from tests.hub_server import configure_hub_environment, hub, hub_server  # noqa: F401 (fixtures)
 
 configure_hub_environment()  # before anything imports huggingface_hub or datasets
+# torch's OpenMP threads, once an operation is done, spin for the next one before they sleep (libgomp's
+# default, read when torch is imported: here, before any test module imports it). Small operations, as the
+# tests' comparisons are, then cost their threads' spinning too, and on 2 cores that CPU is the other xdist
+# worker's: 15-25% of the streaming and resume tests' CPU time. PASSIVE threads sleep at once; the operations
+# and their results are the same. The test processes' children (push.py, train_tiny.py) inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import ast  # noqa: E402
 import functools  # noqa: E402
