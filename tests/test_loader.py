@@ -37,6 +37,7 @@ from preprocessing.training.buffers import (  # noqa: E402
     Pool,
     slot_bytes,
 )
+from tests.ranks import run_ranks  # noqa: E402
 
 pytestmark = pytest.mark.datasets_line
 
@@ -502,13 +503,7 @@ def test_the_order_has_a_stream_of_its_own():
 def test_ddp_ranks_read_equal_disjoint_shares_of_one_permutation(v2, tmp_path):
     data = v2["pupil"]["train"].select(range(7))  # 7 rows on 2 ranks: 3 each, 1 dropped
     data.save_to_disk(str(tmp_path / "data"))
-    torch.multiprocessing.start_processes(
-        ddp_rank,
-        args=(2, str(tmp_path / "data"), str(tmp_path / "init"), str(tmp_path)),
-        nprocs=2,
-        join=True,
-        start_method="spawn",
-    )
+    run_ranks(ddp_rank, (2, str(tmp_path / "data"), str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [(r["rank"], r["world_size"], r["len"]) for r in records] == [(0, 2, 2), (1, 2, 2)]
     reference = IrisLoader(data, batch_size=2, transform=AUGMENT, seed=11, rank=0, world_size=2)
