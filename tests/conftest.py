@@ -57,12 +57,15 @@ import ast  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
 import inspect  # noqa: E402
+import os  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
 import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import datasets  # noqa: E402
 import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 from openeds import raw, schema  # noqa: E402
 from openeds.synthetic import write_sample  # noqa: E402
@@ -71,18 +74,34 @@ from tests.v1data import v1_split  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def sample_dir(tmp_path_factory) -> Path:
-    """The default synthetic sample (train 8, validation 3, test 3) in the Kaggle layout."""
-    return write_sample(tmp_path_factory.mktemp("raw"))
+def shared_dir(tmp_path_factory) -> Path:
+    """A folder this run's pytest-xdist workers share (the parent of their base folders); without
+    xdist, the base folder. What is built there once is read by every worker."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
-def v2(sample_dir, tmp_path_factory) -> dict[str, datasets.DatasetDict]:
-    """The sample built by the v2 builder, per config (memory-mapped Arrow files)."""
+def sample_dir(shared_dir) -> Path:
+    """The default synthetic sample (train 8, validation 3, test 3) in the Kaggle layout, written once
+    for all workers (the first to take the lock writes it; no test writes into it)."""
+    root, complete = shared_dir / "raw", shared_dir / "raw.complete"
+    with FileLock(shared_dir / "raw.lock"):
+        if not complete.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that died writing it
+            write_sample(root)
+            complete.touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def v2(sample_dir, shared_dir) -> dict[str, datasets.DatasetDict]:
+    """The sample built by the v2 builder, per config (memory-mapped Arrow files). The workers share
+    the cache folders: datasets' own lock on a cache lets one worker build it and the others load it."""
     built = {}
     for config in schema.CONFIG_NAMES:
         builder = OpenEDSPrecomputed(
-            config_name=config, data_dir=str(sample_dir), cache_dir=str(tmp_path_factory.mktemp(f"v2-{config}"))
+            config_name=config, data_dir=str(sample_dir), cache_dir=str(shared_dir / f"v2-{config}")
         )
         builder.download_and_prepare()
         built[config] = builder.as_dataset()
