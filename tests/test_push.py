@@ -693,7 +693,14 @@ def test_the_zygote_runs_push_as_a_fresh_process_does(args, sample_dir, tmp_path
 @OURS
 def test_a_run_that_sets_an_import_time_variable_is_not_forked():
     runner = push_runner.PushRunner()
-    assert runner.forks({**os.environ, "HF_TOKEN": "x", "HOME": "/elsewhere", "KAGGLE_KEY": "k"})
+    run_time = {
+        "HF_TOKEN": "x",
+        "HOME": "/elsewhere",
+        "KAGGLE_KEY": "k",
+        "XDG_CONFIG_HOME": "/c",
+        "HTTP_PROXY": "http://p",
+    }
+    assert runner.forks({**os.environ, **run_time})
     for variable in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "PYTHONHASHSEED", "OMP_NUM_THREADS"):
         assert not runner.forks({**os.environ, variable: "1"}), variable
     runner.close()
