@@ -1,9 +1,9 @@
 """openeds.download against the real kaggle client and the local stub in kaggle_server.py.
 
 Each download runs in a process of its own with the stub's environment (see the kaggle_server
-docstring for why), forked from a zygote that has NumPy, OpenCV, requests and the rest of what
-push.py imports loaded, but not the kaggle client, which each run imports in its own
-environment (tests/zygote.py); nothing in the client or the network is patched.
+docstring for why), forked from a zygote that has what push.py imports and kagglesdk loaded, but
+not kaggle, which each run imports in its own environment (:data:`CLIENT_PRELOAD`,
+tests/zygote.py); nothing in the client or the network is patched.
 Short retry waits and timeouts come from ``RetryPolicy(first_delay=0.05, timeout=...)``, passed by
 the runner script.
 """
@@ -48,12 +48,17 @@ except DownloadError as e:
 """
 
 
+#: what push.py imports, and kagglesdk (the kaggle client's API layer: it reads ``KAGGLE_*`` when called, not when
+#: imported); not kaggle itself, which reads its environment and logs in when it is imported
+CLIENT_PRELOAD = (*zygote.DATA, "kagglesdk")
+
+
 def run(
     argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(argv, capture_output=True, text=True, ...)`` of a client, forked from the zygote of its
     environment: one per pytest process, as the stub's port (``HTTP_PROXY``) and the run's folders are read at use."""
-    return zygote.run(argv, env=env, preload=zygote.DATA, cwd=cwd, timeout=timeout)
+    return zygote.run(argv, env=env, preload=CLIENT_PRELOAD, cwd=cwd, timeout=timeout)
 
 
 def _zip(files: dict[str, bytes]) -> bytes:
@@ -446,7 +451,7 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(
     out, cache = tmp_path / "out", tmp_path / "cache"
     env = stub.client_env(tmp_path / "home")
     push = [sys.executable, str(REPO_ROOT / "push.py"), "--local-dir", str(out), "--no-upload"]
-    first = zygote.start([*push, "--cache-dir", str(cache)], env=env, preload=zygote.DATA, cwd=tmp_path)
+    first = zygote.start([*push, "--cache-dir", str(cache)], env=env, preload=CLIENT_PRELOAD, cwd=tmp_path)
     try:
         owners = [out / ".lock.owner", cache / SLUG_DIR / ".lock.owner"]
         deadline = time.monotonic() + 60
