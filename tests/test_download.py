@@ -26,6 +26,7 @@ import pytest
 
 from openeds.download import DEFAULT_SLUG, MARKER_NAME, DownloadError, FileCounts, _extract
 from openeds.raw import find_split_dirs
+from openeds.synthetic import write_sample
 from tests import zygote
 from tests.hub_server import HubServer
 from tests.kaggle_server import DOWNLOAD_PATH, INTROSPECT_PATH, REPO_ROOT, Credentials, KaggleStub, Target
@@ -69,19 +70,28 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="session")
-def sample_files(sample_dir: Path) -> dict[str, bytes]:
-    """The synthetic OpenEDS tree (conftest's ``sample_dir``) as zip members: name -> bytes."""
-    return {p.relative_to(sample_dir).as_posix(): p.read_bytes() for p in sorted(sample_dir.rglob("*")) if p.is_file()}
+def _files(tree: Path) -> dict[str, bytes]:
+    """A synthetic OpenEDS tree as zip members: name -> bytes."""
+    return {p.relative_to(tree).as_posix(): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="session")
-def sample_counts(sample_dir: Path) -> FileCounts:
-    splits = sample_dir / "openEDS" / "openEDS"
+def _counts(tree: Path) -> FileCounts:
+    splits = tree / "openEDS" / "openEDS"
     return {
         split.name: {sub.name: len(list(sub.iterdir())) for sub in sorted(split.iterdir())}
         for split in splits.iterdir()
     }
+
+
+@pytest.fixture(scope="session")
+def sample_files(sample_dir: Path) -> dict[str, bytes]:
+    """The synthetic OpenEDS tree (conftest's ``sample_dir``) as zip members: name -> bytes."""
+    return _files(sample_dir)
+
+
+@pytest.fixture(scope="session")
+def sample_counts(sample_dir: Path) -> FileCounts:
+    return _counts(sample_dir)
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +102,19 @@ def sample_zip(sample_files: dict[str, bytes]) -> bytes:
 @pytest.fixture
 def stub(sample_zip: bytes) -> Iterator[KaggleStub]:
     with KaggleStub({SLUG: sample_zip}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sample of 2, 1 and 1 frames, for the tests that build what they download (archives above 1 MiB, which
+    the resume test needs, are the default sample's)."""
+    return write_sample(tmp_path_factory.mktemp("small"), {"train": 2, "validation": 1, "test": 1})
+
+
+@pytest.fixture
+def small_stub(small_tree: Path) -> Iterator[KaggleStub]:
+    with KaggleStub({SLUG: _zip(_files(small_tree))}) as server:
         yield server
 
 
@@ -393,11 +416,12 @@ def test_unsafe_members_are_refused(tmp_path: Path, info: zipfile.ZipInfo, reaso
 
 @pytest.mark.datasets_line
 def test_push_without_data_dir_downloads_from_kaggle(
-    stub: KaggleStub, hub: HubServer, tmp_path: Path, sample_counts: FileCounts
+    small_stub: KaggleStub, hub: HubServer, tmp_path: Path, small_tree: Path
 ) -> None:
     """Contract with push.py (the lead's): no --data-dir means openeds.download.fetch_raw, and no Hub request."""
     import datasets
 
+    stub = small_stub
     out = tmp_path / "out"
     env = stub.client_env(tmp_path / "home")
     cache = tmp_path / "cache"
@@ -416,7 +440,8 @@ def test_push_without_data_dir_downloads_from_kaggle(
     assert hub.requests == []  # the session's HF_ENDPOINT is the test Hub: nothing went there
 
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
-    assert {split: loaded[split].num_rows for split in loaded} == {s: c["images"] for s, c in sample_counts.items()}
+    counts = _counts(small_tree)
+    assert {split: loaded[split].num_rows for split in loaded} == {s: c["images"] for s, c in counts.items()}
 
 
 _BUILD_WITHOUT_DATA_DIR = """
@@ -430,8 +455,9 @@ print(sorted((split, ds.num_rows) for split, ds in builder.as_dataset().items())
 
 @pytest.mark.datasets_line
 def test_builder_without_data_dir_downloads_from_kaggle(
-    stub: KaggleStub, hub: HubServer, tmp_path: Path, sample_counts: FileCounts
+    small_stub: KaggleStub, hub: HubServer, tmp_path: Path, small_tree: Path
 ) -> None:
+    stub, sample_counts = small_stub, _counts(small_tree)
     env = stub.client_env(tmp_path / "home")
     argv = [sys.executable, "-c", _BUILD_WITHOUT_DATA_DIR, str(tmp_path / "raw-cache"), str(tmp_path / "hf-cache")]
     result = run(argv, env, cwd=REPO_ROOT, timeout=120)
