@@ -18,9 +18,10 @@ How the real client gets here (kaggle 2.2.5, kagglesdk 0.1.38):
 Why the client runs in a subprocess, one per run: kaggle reads its environment when imported
 (the endpoint, its config folder, which it creates) and authenticates right there. Imported
 into the pytest process it would keep the first environment it saw, could pick up the
-developer's own credentials and would create ``~/.kaggle``. So each run gets a fresh
-interpreter with :meth:`KaggleStub.client_env`, an environment with its own ``HOME`` and no
-inherited ``KAGGLE_*`` or proxy variables. The server itself runs in a thread of the pytest
+developer's own credentials and would create ``~/.kaggle``. So each run is a process of its
+own, in which kaggle is imported afresh (forked from a zygote that has not imported it:
+tests/zygote.py), with :meth:`KaggleStub.client_env`, an environment with its own ``HOME`` and
+no inherited ``KAGGLE_*`` or proxy variables. The server itself runs in a thread of the pytest
 process: a test sets faults before a run and reads :attr:`KaggleStub.log` after it.
 
 Faults (each for the next ``times`` requests of one kind, :data:`Target`): an error status
@@ -107,7 +108,10 @@ class KaggleStub:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.stub = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="kaggle-stub", daemon=True)
+        # close() waits for the loop's next look at its shutdown flag: every 0.05 s, not serve_forever's 0.5 s
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kaggle-stub", daemon=True
+        )
         self._thread.start()
 
     @property

@@ -10,9 +10,9 @@ on 2 cores: 252 CPU-seconds in fresh processes, 135 forked).
 
 What a library reads from the environment when it is imported is then the zygote's: a run is
 forked only when its environment differs from the zygote's in variables read when they are
-used, not when imported (:data:`RUN_TIME_VARIABLES`: the token, the home and cache folders,
-pytest's current test, and ``KAGGLE_*``, the credentials of the kaggle client, which each run
-imports); huggingface_hub and datasets take their folders from ``HF_HOME``, which
+used, not when imported (:data:`RUN_TIME_VARIABLES`: the token, the home, cache and config folders,
+pytest's current test, the HTTP proxy, and ``KAGGLE_*``, the credentials of the kaggle client,
+which each run imports); huggingface_hub and datasets take their folders from ``HF_HOME``, which
 the test session sets). Any other difference (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
 ``PYTHON*``, ...) runs a plain ``python push.py`` instead, and so does every run when
 ``OPENEDS_TESTS_FRESH=1`` (or ``OPENEDS_TESTS_FRESH_PUSH=1``). The zygote's own home is an empty

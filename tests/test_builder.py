@@ -27,10 +27,10 @@ def build(data_dir: Path, config: str, cache_dir: Path, num_proc: int | None = N
     return builder.as_dataset()
 
 
-@pytest.fixture(scope="session", params=schema.CONFIG_NAMES)
-def built(request, sample_dir, tmp_path_factory):
-    config = request.param
-    return config, build(sample_dir, config, tmp_path_factory.mktemp(f"cache-{config}"))
+@pytest.fixture(params=schema.CONFIG_NAMES)
+def built(request, v2):
+    """``(config, the builder's build of sample_dir)``: conftest's session ``v2`` (the same build, made once)."""
+    return request.param, v2[request.param]
 
 
 def test_features_are_the_v2_schema(built):
@@ -62,9 +62,11 @@ def test_every_row_matches_the_reference(built, sample_dir):
             assert row["preprocessed"]
 
 
-def test_num_proc_2_equals_num_proc_1(sample_dir, tmp_path):
-    one = build(sample_dir, "pupil", tmp_path / "one", num_proc=1)
+def test_num_proc_2_equals_num_proc_1(sample_dir, v2, tmp_path):
+    """Against ``v2``, built in one process (``num_proc`` left at its default)."""
+    one = v2["pupil"]
     two = build(sample_dir, "pupil", tmp_path / "two", num_proc=2)
+    assert list(one) == list(two)
     for split in one:
         assert one[split].data.table.equals(two[split].data.table), split
 

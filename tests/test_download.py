@@ -1,7 +1,9 @@
 """openeds.download against the real kaggle client and the local stub in kaggle_server.py.
 
-Each download runs in a fresh subprocess with the stub's environment (see the
-kaggle_server docstring for why); nothing in the client or the network is patched.
+Each download runs in a process of its own with the stub's environment (see the kaggle_server
+docstring for why), forked from a zygote that has what push.py imports and kagglesdk loaded, but
+not kaggle, which each run imports in its own environment (:data:`CLIENT_PRELOAD`,
+tests/zygote.py); nothing in the client or the network is patched.
 Short retry waits and timeouts come from ``RetryPolicy(first_delay=0.05, timeout=...)``, passed by
 the runner script.
 """
@@ -24,6 +26,9 @@ import pytest
 
 from openeds.download import DEFAULT_SLUG, MARKER_NAME, DownloadError, FileCounts, _extract
 from openeds.raw import find_split_dirs
+from openeds.synthetic import write_sample
+from tests import zygote
+from tests.hub_server import HubServer
 from tests.kaggle_server import DOWNLOAD_PATH, INTROSPECT_PATH, REPO_ROOT, Credentials, KaggleStub, Target
 
 pytestmark = pytest.mark.datasets_independent("the Kaggle client and archives; the two that build or load are marked")
@@ -44,6 +49,19 @@ except DownloadError as e:
 """
 
 
+#: what push.py imports, and kagglesdk (the kaggle client's API layer: it reads ``KAGGLE_*`` when called, not when
+#: imported); not kaggle itself, which reads its environment and logs in when it is imported
+CLIENT_PRELOAD = (*zygote.DATA, "kagglesdk")
+
+
+def run(
+    argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv, capture_output=True, text=True, ...)`` of a client, forked from the zygote of its
+    environment: one per pytest process, as the stub's port (``HTTP_PROXY``) and the run's folders are read at use."""
+    return zygote.run(argv, env=env, preload=CLIENT_PRELOAD, cwd=cwd, timeout=timeout)
+
+
 def _zip(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -52,19 +70,28 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="session")
-def sample_files(sample_dir: Path) -> dict[str, bytes]:
-    """The synthetic OpenEDS tree (conftest's ``sample_dir``) as zip members: name -> bytes."""
-    return {p.relative_to(sample_dir).as_posix(): p.read_bytes() for p in sorted(sample_dir.rglob("*")) if p.is_file()}
+def _files(tree: Path) -> dict[str, bytes]:
+    """A synthetic OpenEDS tree as zip members: name -> bytes."""
+    return {p.relative_to(tree).as_posix(): p.read_bytes() for p in sorted(tree.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="session")
-def sample_counts(sample_dir: Path) -> FileCounts:
-    splits = sample_dir / "openEDS" / "openEDS"
+def _counts(tree: Path) -> FileCounts:
+    splits = tree / "openEDS" / "openEDS"
     return {
         split.name: {sub.name: len(list(sub.iterdir())) for sub in sorted(split.iterdir())}
         for split in splits.iterdir()
     }
+
+
+@pytest.fixture(scope="session")
+def sample_files(sample_dir: Path) -> dict[str, bytes]:
+    """The synthetic OpenEDS tree (conftest's ``sample_dir``) as zip members: name -> bytes."""
+    return _files(sample_dir)
+
+
+@pytest.fixture(scope="session")
+def sample_counts(sample_dir: Path) -> FileCounts:
+    return _counts(sample_dir)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +102,19 @@ def sample_zip(sample_files: dict[str, bytes]) -> bytes:
 @pytest.fixture
 def stub(sample_zip: bytes) -> Iterator[KaggleStub]:
     with KaggleStub({SLUG: sample_zip}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def small_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sample of 2, 1 and 1 frames, for the tests that build what they download (archives above 1 MiB, which
+    the resume test needs, are the default sample's)."""
+    return write_sample(tmp_path_factory.mktemp("small"), {"train": 2, "validation": 1, "test": 1})
+
+
+@pytest.fixture
+def small_stub(small_tree: Path) -> Iterator[KaggleStub]:
+    with KaggleStub({SLUG: _zip(_files(small_tree))}) as server:
         yield server
 
 
@@ -100,7 +140,7 @@ def fetch(
 ) -> subprocess.CompletedProcess[str]:
     env = stub.client_env(tmp_path / "home", credentials) | (env or {})
     argv = [sys.executable, "-c", FETCH, slug, str(tmp_path / "cache"), str(total), str(network), str(timeout)]
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    result = run(argv, env)
     _check_output(result)
     return result
 
@@ -196,8 +236,8 @@ def test_an_unreachable_network_gives_up_on_the_short_budget(
 
 def test_retry_after_zero_still_waits(stub: KaggleStub, tmp_path: Path) -> None:
     stub.fail(429, times=1000, headers={"Retry-After": "0"})
-    argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(tmp_path / "cache"), "--retry-timeout", "2"]
-    result = subprocess.run(argv, env=stub.client_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+    argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(tmp_path / "cache"), "--retry-timeout", "1"]
+    result = run(argv, stub.client_env(tmp_path / "home"))
     _check_output(result)
     assert "still fails after" in _error(result) and "HTTP 429" in _error(result)
     attempts = [r.time for r in stub.requests_to("api")]
@@ -288,7 +328,8 @@ def test_a_server_that_stops_answering_ends_within_the_budget(
     stub: KaggleStub, tmp_path: Path, sample_zip: bytes, fault: str, said: str
 ) -> None:
     """A hung API call, a hung or stalled archive, a connection cut on every try: retried, then one line
-    naming the request, within the 1.5 s budget plus one 0.5 s timeout."""
+    naming the request, within the 1 s budget plus one 0.5 s timeout (two attempts fit in it: 0.5 s each,
+    0.05 s apart)."""
     if fault == "hang-api":
         stub.hang(times=1000)
     elif fault == "hang-file":
@@ -297,14 +338,14 @@ def test_a_server_that_stops_answering_ends_within_the_budget(
         stub.stall_transfers(len(sample_zip) // 2, times=1000)
     else:
         stub.cut_transfers(1000, times=1000)
-    error = _error(fetch(stub, tmp_path, total=1.5, timeout=0.5))
+    error = _error(fetch(stub, tmp_path, total=1.0, timeout=0.5))
     assert error.startswith(f"error: Kaggle download of {SLUG} still fails after ") and said in error, error
-    assert "the retry budget is 1.5 s" in error and "--data-dir" in error
+    assert "the retry budget is 1 s" in error and "--data-dir" in error
     posts = stub.requests_to("api")
     assert len(posts) >= 2, posts
-    assert posts[-1].time - posts[0].time < 1.5  # no attempt starts past the budget
+    assert posts[-1].time - posts[0].time < 1.0  # no attempt starts past the budget
     ended = max(r.time for r in stub.log)
-    assert ended - posts[0].time < 1.5 + 0.5 + 1.0  # the last attempt's timeout, and slack for a loaded machine
+    assert ended - posts[0].time < 1.0 + 0.5 + 1.0  # the last attempt's timeout, and slack for a loaded machine
 
 
 def test_the_cli_passes_its_timeout_to_kaggle(stub: KaggleStub, tmp_path: Path) -> None:
@@ -320,7 +361,7 @@ def test_the_cli_passes_its_timeout_to_kaggle(stub: KaggleStub, tmp_path: Path) 
         "--retry-timeout",
         "1",
     ]
-    result = subprocess.run(argv, env=stub.client_env(tmp_path / "home"), capture_output=True, text=True, timeout=60)
+    result = run(argv, stub.client_env(tmp_path / "home"))
     _check_output(result)
     assert f"{DOWNLOAD_PATH} got no data for 0.5 s (read timeout" in _error(result)
     assert "the retry budget is 1 s" in _error(result)
@@ -341,7 +382,7 @@ def test_a_token_check_that_hangs_is_retried_then_said(stub: KaggleStub, tmp_pat
 def test_missing_credentials_cli(stub: KaggleStub, tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(tmp_path / "cache")]
     env = stub.client_env(tmp_path / "home", credentials=None)
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    result = run(argv, env)
     _check_output(result)
     assert result.returncode == 1 and result.stdout == ""
     [line] = result.stderr.strip().splitlines()
@@ -375,13 +416,14 @@ def test_unsafe_members_are_refused(tmp_path: Path, info: zipfile.ZipInfo, reaso
 
 @pytest.mark.datasets_line
 def test_push_without_data_dir_downloads_from_kaggle(
-    stub: KaggleStub, tmp_path: Path, sample_counts: FileCounts
+    small_stub: KaggleStub, hub: HubServer, tmp_path: Path, small_tree: Path
 ) -> None:
-    """Contract with push.py (the lead's): no --data-dir means openeds.download.fetch_raw."""
+    """Contract with push.py (the lead's): no --data-dir means openeds.download.fetch_raw, and no Hub request."""
     import datasets
 
+    stub = small_stub
     out = tmp_path / "out"
-    env = stub.client_env(tmp_path / "home") | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env = stub.client_env(tmp_path / "home")
     cache = tmp_path / "cache"
     argv = [
         sys.executable,
@@ -392,12 +434,14 @@ def test_push_without_data_dir_downloads_from_kaggle(
         "--cache-dir",
         str(cache),
     ]
-    result = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run(argv, env, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(stub.requests_to("api")) == 1
+    assert hub.requests == []  # the session's HF_ENDPOINT is the test Hub: nothing went there
 
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
-    assert {split: loaded[split].num_rows for split in loaded} == {s: c["images"] for s, c in sample_counts.items()}
+    counts = _counts(small_tree)
+    assert {split: loaded[split].num_rows for split in loaded} == {s: c["images"] for s, c in counts.items()}
 
 
 _BUILD_WITHOUT_DATA_DIR = """
@@ -411,27 +455,29 @@ print(sorted((split, ds.num_rows) for split, ds in builder.as_dataset().items())
 
 @pytest.mark.datasets_line
 def test_builder_without_data_dir_downloads_from_kaggle(
-    stub: KaggleStub, tmp_path: Path, sample_counts: FileCounts
+    small_stub: KaggleStub, hub: HubServer, tmp_path: Path, small_tree: Path
 ) -> None:
-    env = stub.client_env(tmp_path / "home") | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    stub, sample_counts = small_stub, _counts(small_tree)
+    env = stub.client_env(tmp_path / "home")
     argv = [sys.executable, "-c", _BUILD_WITHOUT_DATA_DIR, str(tmp_path / "raw-cache"), str(tmp_path / "hf-cache")]
-    result = subprocess.run(argv, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    result = run(argv, env, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == str(sorted((s, c["images"]) for s, c in sample_counts.items()))
     assert len(stub.requests_to("api")) == 1
+    assert hub.requests == []
 
 
-def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(stub: KaggleStub, tmp_path: Path) -> None:
+def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(
+    stub: KaggleStub, hub: HubServer, tmp_path: Path
+) -> None:
     """Two real push.py processes: the first holds the staging folder and the Kaggle cache while it
     retries a failing download; a second push.py and `python -m openeds.download` on the same
     folders end at once with one line naming it, and touch nothing."""
     stub.fail(503, times=10**6)
     out, cache = tmp_path / "out", tmp_path / "cache"
-    env = stub.client_env(tmp_path / "home") | {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env = stub.client_env(tmp_path / "home")
     push = [sys.executable, str(REPO_ROOT / "push.py"), "--local-dir", str(out), "--no-upload"]
-    first = subprocess.Popen(
-        [*push, "--cache-dir", str(cache)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    first = zygote.start([*push, "--cache-dir", str(cache)], env=env, preload=CLIENT_PRELOAD, cwd=tmp_path)
     try:
         owners = [out / ".lock.owner", cache / SLUG_DIR / ".lock.owner"]
         deadline = time.monotonic() + 60
@@ -440,15 +486,8 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(stub: Ka
             time.sleep(0.1)
         assert all(p.exists() for p in owners) and stub.requests_to("api"), "the first run is not retrying yet"
 
-        second = subprocess.run([*push, "--sample"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
-        third = subprocess.run(
-            [sys.executable, "-m", "openeds.download", "--cache-dir", str(cache)],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = run([*push, "--sample"], env, cwd=tmp_path)
+        third = run([sys.executable, "-m", "openeds.download", "--cache-dir", str(cache)], env, cwd=tmp_path)
         holder = f"another push.py (pid {first.pid} on "
         for result, what, option in (
             (second, f"the staging folder {out}", "--local-dir"),
@@ -463,6 +502,7 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(stub: Ka
             ), line
         assert sorted(p.name for p in out.iterdir()) == [".lock", ".lock.owner"], "the second run wrote into it"
         assert first.poll() is None
+        assert hub.requests == []
     finally:
         first.kill()
         first.wait()
@@ -486,9 +526,7 @@ def test_an_empty_flag_is_refused_not_taken_for_its_default(
     cwd.mkdir()
     cache = [] if "--cache-dir" in flags else ["--cache-dir", str(tmp_path / "cache")]
     argv = [sys.executable, "-m", "openeds.download", *cache, *flags]
-    result = subprocess.run(
-        argv, env=stub.client_env(tmp_path / "home"), cwd=cwd, capture_output=True, text=True, timeout=60
-    )
+    result = run(argv, stub.client_env(tmp_path / "home"), cwd=cwd)
     assert result.returncode == 2, result.stderr
     [line] = [line for line in result.stderr.splitlines() if "error:" in line]
     assert line.startswith("python -m openeds.download: error: ") and expected in line, line

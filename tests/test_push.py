@@ -24,7 +24,6 @@ import preprocessing
 from openeds import card, disk, schema
 from openeds.hub import PublishError
 from openeds.synthetic import write_sample
-from openeds_precomputed import OpenEDSPrecomputed
 from push import DEFAULT_REPO_ID, push
 from tests import push_runner
 from tests.test_hub import push_v1
@@ -36,9 +35,9 @@ OURS = pytest.mark.datasets_independent("push.py's own flags, checks and bookkee
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_push(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_push(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python push.py *args`` in a process of its own (forked from a zygote: tests/push_runner.py)."""
-    return push_runner.run_push(list(args), env={**os.environ, **(env or {})})
+    return push_runner.run_push(list(args), env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -47,6 +46,18 @@ def digests(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture(scope="module")
+def small_raw(tmp_path_factory) -> Path:
+    """A sample of 2, 1 and 1 frames (not to modify)."""
+    return write_sample(tmp_path_factory.mktemp("small"), {"train": 2, "validation": 1, "test": 1})
+
+
+@pytest.fixture
+def small_sample(small_raw, tmp_path) -> Path:
+    """A copy of ``small_raw`` of the test's own."""
+    return Path(shutil.copytree(small_raw, tmp_path / "raw"))
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +86,10 @@ def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
 
 
 @pytest.mark.parametrize("config", schema.CONFIG_NAMES)
-def test_load_dataset_reads_the_folder_typed_and_equal_to_the_builder(out_all, sample_dir, tmp_path, config):
+def test_load_dataset_reads_the_folder_typed_and_equal_to_the_builder(out_all, v2, tmp_path, config):
+    """``v2``: the builder's build of the same sample (`sample_dir`), shared by the session."""
     loaded = datasets.load_dataset(str(out_all), config, cache_dir=str(tmp_path / "c"))
-    builder = OpenEDSPrecomputed(config_name=config, data_dir=str(sample_dir), cache_dir=str(tmp_path / "b"))
-    builder.download_and_prepare()
-    expected = builder.as_dataset()
+    expected = v2[config]
     assert list(loaded) == ["train", "validation", "test"]
     for split in loaded:
         assert loaded[split].features == schema.features_for(config)
@@ -207,36 +217,50 @@ def _sample_of(out: Path) -> Path:
     return Path(command.split("--data-dir ")[1].split()[0])
 
 
+def _sharded_argv(sample_dir: Path) -> tuple[str, ...]:
+    """The sample in shards of 3 rows (train: 3 shards), into ``out`` of the run's folder (so the card's command
+    is the same whatever the folder)."""
+    return ("--data-dir", str(sample_dir), "--local-dir", "out", "--no-upload", "--max-shard-size", "12MB")
+
+
+@pytest.fixture(scope="module")
+def sharded(sample_dir, tmp_path_factory) -> Path:
+    """``_sharded_argv`` run once (one process, ``--num-proc 1``) in a folder of its own; its ``out``, not to modify."""
+    folder = tmp_path_factory.mktemp("sharded")
+    result = run_push(*_sharded_argv(sample_dir), cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "out"
+
+
 @OURS
-def test_interrupted_materialisation_rebuilds_only_what_is_missing(sample_dir, tmp_path):
-    out = tmp_path / "out"
-    argv = ("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--max-shard-size", "12MB")
-    assert run_push(*argv).returncode == 0
+def test_interrupted_materialisation_rebuilds_only_what_is_missing(sample_dir, sharded, tmp_path):
+    out = Path(shutil.copytree(sharded, tmp_path / "out"))  # bytes and modification times
+    argv = _sharded_argv(sample_dir)
     shards = sorted((out / "data").glob("train-*.parquet"))
     assert [p.name for p in shards] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
     kept = {p: p.stat().st_mtime_ns for p in shards[:2]}
     before = digests(out)
     # A run killed mid-shard: the last shard is gone, a partial file lies next to it.
     shards[2].rename(out / "data" / f".{shards[2].name}.partial")
-    result = run_push(*argv)
+    result = run_push(*argv, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("already complete") == 4
     assert {p: p.stat().st_mtime_ns for p in shards[:2]} == kept
     assert digests(out) == before
 
 
-def test_local_folder_built_split_by_split_lists_every_split(sample_dir, tmp_path):
+def test_local_folder_built_split_by_split_lists_every_split(small_raw, tmp_path):
     out = tmp_path / "out"
     for split in ("train", "test"):
-        result = run_push("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--splits", split)
+        result = run_push("--data-dir", str(small_raw), "--local-dir", str(out), "--no-upload", "--splits", split)
         assert result.returncode == 0, result.stderr[-2000:]
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "c"))
-    assert {s: loaded[s].num_rows for s in loaded} == {"train": 8, "test": 3}
+    assert {s: loaded[s].num_rows for s in loaded} == {"train": 2, "test": 1}
 
 
-def test_corrected_label_of_the_same_size_is_rebuilt(sample_dir, tmp_path):
+def test_corrected_label_of_the_same_size_is_rebuilt(small_sample, tmp_path):
     """A fix inside a label (same shape and dtype, so the same file size) rebuilds its shard."""
-    tree = Path(shutil.copytree(sample_dir, tmp_path / "raw"))
+    tree = small_sample
     out = tmp_path / "out"
     argv = ("--data-dir", str(tree), "--local-dir", str(out), "--no-upload", "--splits", "test")
     assert run_push(*argv).returncode == 0
@@ -259,10 +283,10 @@ def test_corrected_label_of_the_same_size_is_rebuilt(sample_dir, tmp_path):
 
 
 @OURS
-def test_shard_of_another_compute_version_is_rebuilt(sample_dir, tmp_path):
+def test_shard_of_another_compute_version_is_rebuilt(small_raw, tmp_path):
     """A shard whose record names another COMPUTE_VERSION (what the code computes) is stale."""
     out = tmp_path / "out"
-    argv = ("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--splits", "test")
+    argv = ("--data-dir", str(small_raw), "--local-dir", str(out), "--no-upload", "--splits", "test")
     assert run_push(*argv).returncode == 0
     shard = out / "data/test-00000-of-00001.parquet"
     table = pq.read_table(shard)
@@ -277,23 +301,11 @@ def test_shard_of_another_compute_version_is_rebuilt(sample_dir, tmp_path):
 
 
 @OURS
-def test_num_proc_2_writes_the_same_bytes(sample_dir, tmp_path):
-    outs = []
-    for n in ("1", "2"):
-        out = tmp_path / f"out{n}"
-        args = (
-            "--data-dir",
-            str(sample_dir),
-            "--local-dir",
-            str(out),
-            "--no-upload",
-            "--num-proc",
-            n,
-            "--max-shard-size",
-            "20MB",
-        )
-        assert run_push(*args).returncode == 0
-        outs.append({k: v for k, v in digests(out).items() if k.endswith(".parquet")})
+def test_num_proc_2_writes_the_same_bytes(sample_dir, sharded, tmp_path):
+    """Two worker processes build the five shards of ``sharded`` (built by one) byte for byte."""
+    result = run_push(*_sharded_argv(sample_dir), "--num-proc", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outs = [{k: v for k, v in digests(out).items() if k.endswith(".parquet")} for out in (sharded, tmp_path / "out")]
     assert outs[0] == outs[1] and len(outs[0]) > 3
 
 
@@ -383,7 +395,7 @@ def _shard_paths(hub, oids: list[str], staging: Path) -> set[str]:
     return {by_oid.get(oid, oid) for oid in oids}
 
 
-def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_path):
+def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp_path):
     hub.add_token(TOKEN, "conner", write={"Conner"})
     env = {"HF_TOKEN": TOKEN}
     first = tmp_path / "staging1"
@@ -400,11 +412,8 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, tmp_pat
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c1"))
     assert list(loaded) == ["train", "validation"]
     assert loaded["train"].features == schema.features_for("pupil")
-    builder = OpenEDSPrecomputed(config_name="pupil", data_dir=str(sample_dir), cache_dir=str(tmp_path / "b"))
-    builder.download_and_prepare()
-    expected = builder.as_dataset()
     got = loaded["train"].with_format("numpy", dtype=None)
-    want = expected["train"].with_format("numpy", dtype=None)
+    want = v2["pupil"]["train"].with_format("numpy", dtype=None)  # the builder's, of the same sample
     for i in range(want.num_rows):
         for column in ("image", "label", "spatial_weights", "dist_map", "filename"):
             np.testing.assert_array_equal(got[i][column], want[i][column], err_msg=f"train[{i}].{column}")
@@ -444,11 +453,6 @@ def test_push_with_a_bad_token_is_one_line(hub, tmp_path):
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "token" in error_lines[0]
     assert not (tmp_path / "s").exists()  # the Hub is asked before anything is built
-
-
-@pytest.fixture
-def small_sample(tmp_path) -> Path:
-    return write_sample(tmp_path / "raw", {"train": 2, "validation": 1, "test": 1})
 
 
 @pytest.fixture
@@ -667,14 +671,15 @@ def test_a_published_repo_loads_every_config_by_name_and_its_card_code_runs(hub,
     [("--help",), ("--max-shard-size", "0"), ("--data-dir", "{raw}", "--local-dir", "out", "--no-upload")],
     ids=["help", "usage-error", "build"],
 )
-def test_the_zygote_runs_push_as_a_fresh_process_does(args, sample_dir, tmp_path):
+def test_the_zygote_runs_push_as_a_fresh_process_does(args, small_raw, tmp_path):
     """The runner's forked processes (tests/push_runner.py) and `python push.py` give the same exit code, the same
-    output (but for the time it took) and the same files, byte for byte."""
+    output (but for the time it took) and the same files, byte for byte (a build of every split of the small
+    sample: the same steps as any build)."""
     runs = {}
     for way in ("fresh", "forked"):
         folder = tmp_path / way
         folder.mkdir()
-        argv = [a.format(raw=sample_dir) for a in args]
+        argv = [a.format(raw=small_raw) for a in args]
         env = dict(os.environ)
         if way == "fresh":
             result = subprocess.run(
@@ -693,7 +698,14 @@ def test_the_zygote_runs_push_as_a_fresh_process_does(args, sample_dir, tmp_path
 @OURS
 def test_a_run_that_sets_an_import_time_variable_is_not_forked():
     runner = push_runner.PushRunner()
-    assert runner.forks({**os.environ, "HF_TOKEN": "x", "HOME": "/elsewhere", "KAGGLE_KEY": "k"})
+    run_time = {
+        "HF_TOKEN": "x",
+        "HOME": "/elsewhere",
+        "KAGGLE_KEY": "k",
+        "XDG_CONFIG_HOME": "/c",
+        "HTTP_PROXY": "http://p",
+    }
+    assert runner.forks({**os.environ, **run_time})
     for variable in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "PYTHONHASHSEED", "OMP_NUM_THREADS"):
         assert not runner.forks({**os.environ, variable: "1"}), variable
     runner.close()

@@ -513,7 +513,17 @@ def test_example_trains_one_step_on_the_sample(v2, tmp_path):
     assert "step 1: loss" in done.stdout
 
 
-def test_example_on_v1_data_and_the_yes_error(v1, tmp_path, capsys):
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test, as in the example's own runs (``EXAMPLE_ENV``): a training step of the
+    tiny net on two 400x640 frames costs about 0.2 CPU-s on one thread and 0.75 on two busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_example_on_v1_data_and_the_yes_error(v1, tmp_path, capsys, one_torch_thread):
     folder = tmp_path / "v1"
     v1["pupil"]["train"].to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
     main = load_example().main

@@ -20,13 +20,17 @@ itself after a fork).
 
 What a library reads from the environment when it is imported is then the zygote's. A run is
 forked only when its environment differs from its zygote's in variables read when they are
-used, not when imported (:data:`RUN_TIME_VARIABLES`: the token, the home and cache folders,
-pytest's current test, and ``KAGGLE_*``, the credentials of the kaggle client, which no zygote
-imports; huggingface_hub and datasets take their folders from ``HF_HOME``, which the test
-session sets). :func:`run` and :func:`start` keep one zygote per preload list and environment
-without those variables, started at the first run that needs it (in each pytest process: each
-xdist worker has its own), so every run with the same import-time environment is forked, for
-torch runs ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``PYTHONPATH`` included. A
+used, not when imported (:data:`RUN_TIME_VARIABLES`: the token, the home, cache and config
+folders, pytest's current test, ``HTTP_PROXY`` (requests and httpx2 read it per request or
+client), and ``KAGGLE_*``, the settings and credentials of the kaggle client: ``kaggle`` reads
+them when imported, and no zygote imports it (kagglesdk, which tests/test_download.py preloads,
+reads them when called); of what the runs import, ``kaggle`` alone reads ``XDG_CONFIG_HOME``;
+huggingface_hub and datasets take their folders from ``HF_HOME``, which the test session sets).
+:func:`run` and :func:`start` keep one zygote per preload list and environment without those
+variables, started at the first run that needs it (in each pytest process: each xdist worker
+has its own), so every run with the same import-time environment is forked, for torch runs
+``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and ``PYTHONPATH`` included, for the Kaggle client's
+runs (tests/test_download.py) whatever port its stub listens on. A
 :class:`Zygote` made with an environment of its own (tests/push_runner.py: an empty home) forks
 only the runs that differ from it in those variables. Anything else runs a plain fresh
 ``python ...`` instead: another interpreter, an option before the script (``-X``, ``-u``, ...),
@@ -107,7 +111,7 @@ TORCH = (
     "preprocessing.training",
 )
 #: variables a run may set differently from its zygote and still be forked: read when used, not when imported
-RUN_TIME_VARIABLES = ("HF_TOKEN", "HOME", "XDG_CACHE_HOME", "PYTEST_CURRENT_TEST")
+RUN_TIME_VARIABLES = ("HF_TOKEN", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HTTP_PROXY", "PYTEST_CURRENT_TEST")
 RUN_TIME_PREFIXES = ("KAGGLE_",)
 #: modules whose import starts native threads that their library makes safe across a fork, and how
 FORK_SAFE_THREADS = {
