@@ -480,6 +480,7 @@ def test_truncated_v1_row_is_named(v1):
         IrisDataset(data)[0]
 
 
+@pytest.mark.datasets_independent("imports in a fresh interpreter: decided by our modules, not by datasets")
 def test_import_preprocessing_does_not_import_torch():
     code = "import sys, preprocessing, preprocessing.augment; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
