@@ -198,6 +198,7 @@ class Zygote:
         self._lock = threading.Lock()  # one request (a fork and its pid) at a time
         self._process: subprocess.Popen[str] | None = None
         self._folder: str | None = None
+        self._reader: threading.Thread | None = None
         self._started: queue.Queue[int | None] = queue.Queue()
         self._exits: dict[int, _Exit] = {}
         self._exits_lock = threading.Lock()
@@ -301,7 +302,8 @@ class Zygote:
                     env=self.env,
                     cwd=REPO,
                 )
-            threading.Thread(target=self._read, args=(self._process.stdout,), daemon=True).start()
+            self._reader = threading.Thread(target=self._read, args=(self._process.stdout,), daemon=True)
+            self._reader.start()
         return self._process
 
     def _read(self, answers: IO[str]) -> None:
@@ -326,7 +328,10 @@ class Zygote:
 
     def _log(self) -> str:
         """The tail of what the zygote wrote to its stderr (why it stopped, if it did)."""
-        text = Path(self._folder, "log").read_text(errors="replace") if self._folder else ""
+        try:
+            text = Path(self._folder, "log").read_text(errors="replace") if self._folder else ""
+        except FileNotFoundError:  # closed meanwhile
+            text = ""
         return " / ".join(text.strip().splitlines()[-5:]) or "(nothing on its stderr)"
 
     def close(self) -> None:
@@ -342,6 +347,8 @@ class Zygote:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            if self._reader is not None:
+                self._reader.join(timeout=30)  # it reads the log at the zygote's end: before the folder goes
             self._process = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
