@@ -15,7 +15,7 @@ pytest's current test, the HTTP proxy, and ``KAGGLE_*``, the credentials of the 
 which each run imports); huggingface_hub and datasets take their folders from ``HF_HOME``, which
 the test session sets). Any other difference (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
 ``PYTHON*``, ...) runs a plain ``python push.py`` instead, and so does every run when
-``OPENEDS_TESTS_FRESH=1`` (or ``OPENEDS_TESTS_FRESH_PUSH=1``). The zygote's own home is an empty
+``OPENEDS_TESTS_FRESH=1``. The zygote's own home is an empty
 folder, as each fault case's is. The kaggle client (which reads its credentials when imported),
 the project's `openeds` package and push.py are imported by each run, in its own environment.
 

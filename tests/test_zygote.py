@@ -33,8 +33,7 @@ pytestmark = pytest.mark.datasets_independent("the runner's processes; train_tin
 @pytest.fixture(autouse=True)
 def forking(monkeypatch):
     """These tests compare forked runs with fresh ones: not with every run fresh (``OPENEDS_TESTS_FRESH=1``)."""
-    for variable in zygote.FRESH:
-        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv(zygote.FRESH, raising=False)
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -140,12 +139,11 @@ def test_runs_the_zygote_cannot_give_are_fresh(monkeypatch):
         assert not runner.forks(code, {**runner.env, variable: "1"}), variable
     for argv in (["python3", "-c", "pass"], [sys.executable, "-u", "-c", "pass"], [sys.executable]):
         assert not runner.forks(argv, runner.env), argv
-    for variable in zygote.FRESH:
-        with monkeypatch.context() as patch:
-            patch.setenv(variable, "1")
-            assert not runner.forks(code, runner.env), variable
-            done = runner.run([sys.executable, "-c", "import os; print(os.getppid())"], env=runner.env)
-            assert done.stdout == f"{os.getpid()}\n" and runner.pid is None, "a child of this process"
+    with monkeypatch.context() as patch:
+        patch.setenv(zygote.FRESH, "1")
+        assert not runner.forks(code, runner.env), zygote.FRESH
+        done = runner.run([sys.executable, "-c", "import os; print(os.getppid())"], env=runner.env)
+        assert done.stdout == f"{os.getpid()}\n" and runner.pid is None, "a child of this process"
 
 
 def test_a_preload_that_starts_a_thread_stops_the_zygote(tmp_path):

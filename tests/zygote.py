@@ -34,7 +34,7 @@ runs (tests/test_download.py) whatever port its stub listens on. A
 :class:`Zygote` made with an environment of its own (tests/push_runner.py: an empty home) forks
 only the runs that differ from it in those variables. Anything else runs a plain fresh
 ``python ...`` instead: another interpreter, an option before the script (``-X``, ``-u``, ...),
-and every run when ``OPENEDS_TESTS_FRESH=1`` (or ``OPENEDS_TESTS_FRESH_PUSH=1``, its older name).
+and every run when ``OPENEDS_TESTS_FRESH=1``.
 
 A fork copies only the thread that calls it; a lock another thread held stays held in the child.
 The zygote therefore checks, after each import, that no Python thread runs and that a module that
@@ -120,8 +120,8 @@ FORK_SAFE_THREADS = {
     "scipy.ndimage": "SciPy's OpenBLAS pool (the same)",
     "pyarrow": "jemalloc's background thread (jemalloc's fork handlers lock it and turn it off in the child)",
 }
-#: set to 1: every run in a fresh interpreter (the second name is the one tests/push_runner.py had)
-FRESH = ("OPENEDS_TESTS_FRESH", "OPENEDS_TESTS_FRESH_PUSH")
+#: set to 1: every run in a fresh interpreter
+FRESH = "OPENEDS_TESTS_FRESH"
 
 
 def _command(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
@@ -211,7 +211,7 @@ class Zygote:
 
     def forks(self, argv: Sequence[str], env: Mapping[str, str]) -> bool:
         """Whether ``argv`` in ``env`` is forked (else it runs as a fresh process)."""
-        if any(os.environ.get(name) == "1" for name in FRESH) or _command(argv) is None:
+        if os.environ.get(FRESH) == "1" or _command(argv) is None:
             return False
         return _import_time(env) == _import_time(self.env)
 
