@@ -101,6 +101,49 @@ def test_a_forked_run_fails_as_python_fails(tmp_path):
     assert forked == fresh and fresh[0] == 1 and fresh[2].startswith("Traceback"), fresh  # no frame of the zygote's
 
 
+#: what a process does as it ends: a thread that is not a daemon runs on after the code, an atexit handler,
+#: files left open with their data in Python's buffers (text and binary), an exit code that is not an int
+ENDS = (
+    "import atexit, sys, threading, time\n"
+    "text, raw = open('text.txt', 'w'), open('raw.bin', 'wb')\n"
+    "text.write('buffered text')\n"
+    "raw.write(b'buffered bytes')\n"
+    "def late():\n"
+    "    time.sleep(0.2)\n"
+    "    open('thread.txt', 'w').write('the thread ran to its end')\n"
+    "    print('thread', end='')\n"
+    "threading.Thread(target=late).start()\n"
+    "atexit.register(lambda: print('atexit', flush=False))\n"
+    "print('unflushed', end='')\n"
+    "sys.stderr.write('stderr unflushed')\n"
+    "sys.exit('a message')\n"
+)
+
+
+def test_a_forked_run_ends_as_python_ends(tmp_path):
+    (tmp_path / "ends.py").write_text(ENDS)
+    argv = [sys.executable, str(tmp_path / "ends.py")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered streams, as by default
+    runner = zygote.Zygote((), env)
+    outcomes = {}
+    try:
+        assert runner.forks(argv, env)
+        for way in ("fresh", "forked"):
+            (tmp_path / way).mkdir()
+            if way == "fresh":
+                done = subprocess.run(argv, env=env, cwd=tmp_path / way, capture_output=True, text=True, timeout=60)
+            else:
+                done = runner.run(argv, env=env, cwd=tmp_path / way, timeout=60)
+            outcomes[way] = (done.returncode, done.stdout, done.stderr, digests(tmp_path / way))
+    finally:
+        runner.close()
+    assert outcomes["forked"] == outcomes["fresh"]
+    code, out, err, files = outcomes["fresh"]
+    assert code == 1 and out == "unflushedthreadatexit\n" and err == "stderr unflusheda message\n", outcomes
+    sizes = [(tmp_path / "forked" / name).stat().st_size for name in ("raw.bin", "text.txt", "thread.txt")]
+    assert sizes == [14, 13, 25], "every file written to its end"
+
+
 def test_a_started_run_is_stopped_and_killed_by_pid_while_another_runs(tmp_path):
     runner = zygote.Zygote((), dict(os.environ))
     try:

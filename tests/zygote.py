@@ -13,7 +13,9 @@ run but those imports. The child then becomes the run (:func:`_become`): its str
 environment (``os.environ`` replaced), its folder, its niceness, ``sys.argv`` and ``sys.path[0]``
 as Python sets them for the same command line, then the script, module or code as ``__main__``,
 whose ``SystemExit`` or uncaught exception ends the process as it ends ``python ...`` (the
-traceback, without the zygote's frames, goes to the run's stderr). The zygote freezes what it
+traceback, without the zygote's frames, goes to the run's stderr; threads joined, atexit handlers
+run, open files and the streams flushed, then ``os._exit``, without freeing the preloaded modules,
+which would copy their pages: :func:`_end`). The zygote freezes what it
 imported (``gc.freeze``), so that a child's garbage collections do not copy those pages; a child
 reseeds NumPy's global generator, which a fresh process seeds anew (Python's ``random`` reseeds
 itself after a fork).
@@ -476,13 +478,58 @@ def _become(request: dict[str, Any], answers: IO[str], wake: Sequence[int], set_
                 sys.argv = ["-c", *request["args"]]
                 sys.path.insert(0, "")
                 exec(compile(target, "<string>", "exec"), main.__dict__)
+    except SystemExit as done:
+        _end(done.code)
     except Exception as error:
         tb = error.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename in skip:
             tb = tb.tb_next
         sys.excepthook(type(error), error.with_traceback(tb), tb)
-        sys.exit(1)
-    sys.exit(0)
+        _end(1)
+    _end(0)
+
+
+def _end(code: object) -> None:
+    """End the child as ``python`` ends with ``SystemExit(code)``, without freeing the zygote's modules.
+
+    What an ending process shows of itself comes first, in CPython's order (``Py_FinalizeEx``): its
+    threads that are not daemons are joined, its atexit handlers run, the files it left open are
+    flushed and closed (CPython closes them as it frees them), the standard streams are flushed,
+    and a code that is not an int is printed to stderr, the status 1. Then ``os._exit``: CPython
+    would go on to free every module, which in a child writes to each preloaded object's page
+    (a reference count) and copies it: 0.11 CPU-seconds a run with the data libraries preloaded,
+    against 0.01 for the rest of an empty run.
+    """
+    import io
+    import threading
+
+    threading._shutdown()  # what Python calls first: joins the threads that are not daemons
+    atexit._run_exitfuncs()
+    import gc
+
+    streams = {id(sys.stdout), id(sys.stderr), id(sys.stdin)}
+    opened = [o for g in range(3) for o in gc.get_objects(g) if isinstance(o, io.IOBase) and id(o) not in streams]
+    # text files before their buffers, buffers before their raw files; the zygote's own are frozen, not listed
+    for kind in (io.TextIOBase, io.BufferedIOBase, io.IOBase):
+        for file in opened:
+            if isinstance(file, kind) and not file.closed:
+                try:
+                    file.close()
+                except Exception:  # CPython ignores it too (after printing it); the data is what could be written
+                    pass
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            status = status or 120  # what Python returns when it cannot flush stdout
+    os._exit(status & 0xFF)
 
 
 def _serve(modules: Sequence[str]) -> None:
