@@ -103,6 +103,7 @@ def test_a_forked_run_fails_as_python_fails(tmp_path):
 
 #: what a process does as it ends: a thread that is not a daemon runs on after the code, an atexit handler,
 #: files left open with their data in Python's buffers (text and binary), an exit code that is not an int
+#: (printed before the thread is joined)
 ENDS = (
     "import atexit, sys, threading, time\n"
     "text, raw = open('text.txt', 'w'), open('raw.bin', 'wb')\n"
@@ -112,6 +113,7 @@ ENDS = (
     "    time.sleep(0.2)\n"
     "    open('thread.txt', 'w').write('the thread ran to its end')\n"
     "    print('thread', end='')\n"
+    "    sys.stderr.write(' after the message')\n"
     "threading.Thread(target=late).start()\n"
     "atexit.register(lambda: print('atexit', flush=False))\n"
     "print('unflushed', end='')\n"
@@ -139,7 +141,8 @@ def test_a_forked_run_ends_as_python_ends(tmp_path):
         runner.close()
     assert outcomes["forked"] == outcomes["fresh"]
     code, out, err, files = outcomes["fresh"]
-    assert code == 1 and out == "unflushedthreadatexit\n" and err == "stderr unflusheda message\n", outcomes
+    assert (code, out) == (1, "unflushedthreadatexit\n"), outcomes
+    assert err == "stderr unflusheda message\n after the message", outcomes
     sizes = [(tmp_path / "forked" / name).stat().st_size for name in ("raw.bin", "text.txt", "thread.txt")]
     assert sizes == [14, 13, 25], "every file written to its end"
 

@@ -492,21 +492,26 @@ def _become(request: dict[str, Any], answers: IO[str], wake: Sequence[int], set_
 def _end(code: object) -> None:
     """End the child as ``python`` ends with ``SystemExit(code)``, without freeing the zygote's modules.
 
-    What an ending process shows of itself comes first, in CPython's order (``Py_FinalizeEx``): its
-    threads that are not daemons are joined, its atexit handlers run, the files it left open are
-    flushed and closed (CPython closes them as it frees them), the standard streams are flushed,
-    and a code that is not an int is printed to stderr, the status 1. Then ``os._exit``: CPython
-    would go on to free every module, which in a child writes to each preloaded object's page
-    (a reference count) and copies it: 0.11 CPU-seconds a run with the data libraries preloaded,
-    against 0.01 for the rest of an empty run.
+    What an ending process shows of itself comes first, in CPython's order (``Py_Exit``, then
+    ``Py_FinalizeEx``): a code that is not an int is printed to stderr (the status 1); the threads that
+    are not daemons are joined, the atexit handlers run, the files the run left open are flushed and
+    closed (CPython closes them as it frees them), the standard streams are flushed (the status 120 if
+    one cannot be). Then ``os._exit``: CPython would go on to free every module, which in a child
+    writes to each preloaded object's page (a reference count) and copies it: 0.11 CPU-seconds a run
+    with the data libraries preloaded, against 0.01 for the rest of an empty run.
     """
-    import io
-    import threading
-
-    threading._shutdown()  # what Python calls first: joins the threads that are not daemons
-    atexit._run_exitfuncs()
     import gc
+    import io
 
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    threading._shutdown()  # what Py_FinalizeEx calls first: joins the threads that are not daemons
+    atexit._run_exitfuncs()
     streams = {id(sys.stdout), id(sys.stderr), id(sys.stdin)}
     opened = [o for g in range(3) for o in gc.get_objects(g) if isinstance(o, io.IOBase) and id(o) not in streams]
     # text files before their buffers, buffers before their raw files; the zygote's own are frozen, not listed
@@ -517,18 +522,15 @@ def _end(code: object) -> None:
                     file.close()
                 except Exception:  # CPython ignores it too (after printing it); the data is what could be written
                     pass
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:
-        print(code, file=sys.stderr)
-        status = 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:
-            status = status or 120  # what Python returns when it cannot flush stdout
+        except Exception as error:
+            status = 120  # what Python returns, whatever the code, when it cannot flush a standard stream
+            try:
+                print(f"Exception ignored in: {stream!r}\n{type(error).__name__}: {error}", file=sys.__stderr__)
+            except Exception:
+                pass
     os._exit(status & 0xFF)
 
 
