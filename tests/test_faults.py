@@ -426,14 +426,14 @@ RAW = [
         "rgb-image",
         LOCAL,
         exit=1,
-        error="has 3 channel(s) of uint8",
+        error="is a PNG of 8-bit RGB (bit depth 8, colour type 2); expected an 8-bit grayscale PNG",
         arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640, 3), np.uint8))),
     ),
     Case(
         "16-bit-image",
         LOCAL,
         exit=1,
-        error="channel(s) of uint16",
+        error="is a PNG of 16-bit grayscale (bit depth 16, colour type 0)",
         arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640), np.uint16))),
     ),
     Case(
