@@ -53,7 +53,7 @@ import tempfile
 import threading
 import tokenize
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -269,6 +269,52 @@ def check_disjoint(split_dirs: Mapping[str, Path]) -> list[str]:
                     f"(e.g. {shown(stems[first][shared[0]].name)}); their rows share a filename"
                 )
     return notes
+
+
+#: frames named one by one per pair of splits by :func:`same_frames`; the rest are counted
+SAME_FRAMES_SHOWN = 5
+
+
+def same_frames(listings: Mapping[str, Sequence[Pair]], digests: Mapping[Pair, str]) -> list[str]:
+    """Warnings for frames whose image and label bytes are those of a frame of another split, under another name.
+
+    ``digests`` holds a content hash of each frame's image and label files (``openeds.materialize.digest_pair``,
+    which ``push.py`` computes anyway); frames without one are not compared, so nothing is read here. A frame
+    in an earlier split (train, validation, test) and its copy in a later one: one line each, naming both, up to
+    :data:`SAME_FRAMES_SHOWN` a pair of splits, then one line counting the rest. Copies within one split are not
+    said (a split may hold a frame twice), nor same names: :func:`check_disjoint` deals with those.
+    """
+    first: dict[str, tuple[str, Pair]] = {}
+    copies: dict[tuple[str, str], list[tuple[Pair, Pair]]] = {}
+    for split in sorted(listings, key=lambda s: SPLITS.index(s) if s in SPLITS else len(SPLITS)):
+        for pair in listings[split]:
+            digest = digests.get(pair)
+            if digest is None:
+                continue
+            earlier, original = first.setdefault(digest, (split, pair))
+            if earlier != split:
+                copies.setdefault((earlier, split), []).append((original, pair))
+    notes = []
+    for (earlier, later), found in copies.items():
+        leak = " (training data leaks into evaluation)" if earlier == "train" else ""
+        for original, copy in found[:SAME_FRAMES_SHOWN]:
+            notes.append(
+                f"warning: {later} frame {shown(copy.image.name)} has the same image and label bytes as {earlier} "
+                f"frame {shown(original.image.name)} ({shown(_in_split(copy))} and {shown(_in_split(original))}), so "
+                f"{later} is not independent of {earlier}{leak}; expected each frame in one split only. "
+                f"Fix: remove one of the two from the raw data"
+            )
+        if len(found) > SAME_FRAMES_SHOWN:
+            notes.append(
+                f"warning: {earlier} and {later}: {len(found) - SAME_FRAMES_SHOWN} more frames of {later} have the "
+                f"same image and label bytes as a frame of {earlier} under another name ({len(found)} in all)"
+            )
+    return notes
+
+
+def _in_split(pair: Pair) -> str:
+    """``test/images/000012.png``: a frame's image as its split folder sees it."""
+    return f"{pair.image.parent.parent.name}/{pair.image.parent.name}/{pair.image.name}"
 
 
 def _same_bytes(a: Path, b: Path) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from openeds import raw
+from openeds.materialize import digest_pair
 from tests import reference
 
 pytestmark = pytest.mark.datasets_independent("the raw Kaggle tree reader")
@@ -700,3 +701,59 @@ def test_labels_in_every_order_and_format_version_read_exactly(tree, save):
     label = raw.read_label(pair.label)
     assert label.dtype == np.uint8 and label.flags.c_contiguous
     np.testing.assert_array_equal(label, original)
+
+
+# --- the same frame under another name in another split (issue 22) ---------------------------------------------
+
+
+def _copy_frame(tree: Path, source: raw.Pair, split: str, stem: str, label: np.ndarray | None = None) -> None:
+    folder = _split(tree, split)
+    shutil.copy(source.image, folder / "images" / f"{stem}.png")
+    if label is None:
+        shutil.copy(source.label, folder / "labels" / f"{stem}.npy")
+    else:
+        np.save(folder / "labels" / f"{stem}.npy", label)
+
+
+def test_a_frame_under_another_name_in_another_split_is_a_warning_naming_both(tree):
+    dirs = raw.find_split_dirs(tree)
+    train = raw.list_pairs(dirs["train"]).pairs
+    _copy_frame(tree, train[0], "test", "copy-a")  # train data in test
+    _copy_frame(tree, train[1], "validation", "copy-b")  # and in validation
+    _copy_frame(tree, train[1], "test", "copy-c")  # the same frame again, in test too
+    _copy_frame(tree, train[2], "train", "copy-d")  # twice in one split: not this warning's business
+    _copy_frame(tree, train[3], "test", "copy-e", label=np.zeros((400, 640), np.uint8))  # same image, another label
+    listings = {split: raw.list_pairs(folder).pairs for split, folder in dirs.items()}
+    digests = {pair: digest_pair(pair) for pairs in listings.values() for pair in pairs}
+    notes = raw.same_frames(listings, digests)
+    expected = [
+        ("validation", "copy-b", "train", train[1].stem),
+        ("test", "copy-a", "train", train[0].stem),
+        ("test", "copy-c", "train", train[1].stem),
+    ]
+    assert len(notes) == len(expected), notes
+    for note, (split, stem, earlier, original) in zip(notes, expected, strict=True):
+        assert note.startswith(
+            f"warning: {split} frame {stem}.png has the same image and label bytes as {earlier} frame {original}.png "
+            f"({split}/images/{stem}.png and {earlier}/images/{original}.png), so {split} is not independent of train "
+            f"(training data leaks into evaluation); expected each frame in one split only"
+        ), note
+    # Only frames with a hash are compared: the run's own hashes, nothing is read here.
+    unhashed = {pair: digest for pair, digest in digests.items() if pair.stem != "copy-a"}
+    assert len(raw.same_frames(listings, unhashed)) == 2
+    assert raw.check_disjoint(dirs) == [], "other names: no clash of names"
+
+
+def test_many_copies_are_counted_past_the_first_few(tree):
+    dirs = raw.find_split_dirs(tree)
+    train = raw.list_pairs(dirs["train"]).pairs
+    for k, pair in enumerate(train):
+        _copy_frame(tree, pair, "validation", f"copy-{k}")
+    listings = {split: raw.list_pairs(folder).pairs for split, folder in dirs.items()}
+    notes = raw.same_frames(listings, {pair: digest_pair(pair) for pairs in listings.values() for pair in pairs})
+    shown_ = raw.SAME_FRAMES_SHOWN
+    assert len(train) > shown_ and len(notes) == shown_ + 1, notes
+    assert notes[-1] == (
+        f"warning: train and validation: {len(train) - shown_} more frames of validation have the same image and "
+        f"label bytes as a frame of train under another name ({len(train)} in all)"
+    )
