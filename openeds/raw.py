@@ -534,23 +534,45 @@ def read_label(path: str | Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np
     return np.ascontiguousarray(label, dtype=np.uint8)
 
 
+#: the longest .npy header read (numpy's own default bound; np.save writes about 128 bytes for a label)
+_MAX_NPY_HEADER = 10_000
+
+
 def _npy_header(f: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
     """The ``(shape, fortran_order, dtype)`` of the ``.npy`` header ``f`` starts with; ``f`` is left at the data."""
+    # numpy parses the header with ast.literal_eval, and a header from Python 2 with tokenize
+    unreadable = (ValueError, SyntaxError, tokenize.TokenError, RecursionError)
     try:
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(f)
-        if version == (2, 0):
-            return np.lib.format.read_array_header_2_0(f)
-    # numpy parses the header with ast.literal_eval, and a header from Python 2 with tokenize
-    except (ValueError, SyntaxError, tokenize.TokenError, RecursionError) as e:
+    except unreadable as e:
+        raise _unreadable_npy_header(path, e) from None
+    readers = {(1, 0): (2, np.lib.format.read_array_header_1_0), (2, 0): (4, np.lib.format.read_array_header_2_0)}
+    if version not in readers:
         raise RawDataError(
-            f"label {shown(path)} has a .npy header numpy cannot read ({_one_line(e)}); expected one array saved "
-            f"with numpy.save. Fix: save the label again with numpy.save"
-        ) from None
-    raise RawDataError(
-        f"label {shown(path)} is .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0, what numpy.save "
-        f"writes for an array of integers (3.0 is only for structured dtypes). Fix: save the label with numpy.save"
+            f"label {shown(path)} is .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0, what "
+            f"numpy.save writes for an array of integers (3.0 is only for structured dtypes). "
+            f"Fix: save the label with numpy.save"
+        )
+    # numpy reads the whole header (its length a 2- or 4-byte field) before it checks that length
+    width, read_header = readers[version]
+    at = f.tell()
+    length = int.from_bytes(f.read(width), "little")
+    if length > _MAX_NPY_HEADER:
+        raise RawDataError(
+            f"label {shown(path)} has a .npy header of {length:,} bytes, by its length field; expected at most "
+            f"{_MAX_NPY_HEADER:,} (numpy.save writes about 128 for a label). Fix: save the label again with numpy.save"
+        )
+    f.seek(at)
+    try:
+        return read_header(f, max_header_size=_MAX_NPY_HEADER)
+    except unreadable as e:
+        raise _unreadable_npy_header(path, e) from None
+
+
+def _unreadable_npy_header(path: Path, error: Exception) -> RawDataError:
+    return RawDataError(
+        f"label {shown(path)} has a .npy header numpy cannot read ({_one_line(error)}); expected one array saved "
+        f"with numpy.save. Fix: save the label again with numpy.save"
     )
 
 

@@ -664,13 +664,18 @@ NPY_REFUSED = [
         r"has shape \(-1, 2\); expected \(400, 640\)",
     ),
     ("header-not-python", _npy_text("{'descr': '|u1', 'shape': (400, 640"), r"has a \.npy header numpy cannot read"),
-    ("header-nested", _npy_text("(" * 5000 + ")" * 5000), r"has a \.npy header numpy cannot read"),
+    ("header-nested", _npy_text("(" * 4000 + ")" * 4000), r"has a \.npy header numpy cannot read"),
     ("header-null", _npy_text("{'descr': '|u1'\x00}"), r"has a \.npy header numpy cannot read"),
     ("magic-only", b"\x93NUMPY", r"has a \.npy header numpy cannot read \("),
     (
         "header-length-too-large",
-        b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31) + b"{",
-        r"has a \.npy header numpy cannot read \(",
+        b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31) + b"{" * 20000,  # never read, let alone parsed
+        r"has a \.npy header of 2,147,483,648 bytes, by its length field; expected at most 10,000",
+    ),
+    (
+        "header-of-20000-bytes",
+        b"\x93NUMPY\x01\x00" + struct.pack("<H", 20000) + b" " * 20000,
+        r"has a \.npy header of 20,000 bytes, by its length field; expected at most 10,000 \(numpy\.save writes",
     ),
 ]
 
