@@ -445,7 +445,8 @@ def _decode_quietly(data: np.ndarray) -> tuple[np.ndarray | None, str]:
     OpenCV's own ``[ WARN ...]`` lines are switched off through its log level; libpng prints
     ``libpng error: ...`` with ``fprintf(stderr)``, which no OpenCV setting reaches, so the
     process's stderr is pointed at a temporary file for the call. On failure what libpng
-    said goes into the caller's one-line error instead of lines of its own before it.
+    said goes into the caller's one-line error instead of lines of its own before it. Image
+    data beyond the declared frame (libpng's warnings of :data:`_BEYOND_THE_FRAME`) is a failure.
     """
     with _STDERR_LOCK:
         level = cv2.utils.logging.getLogLevel()
@@ -456,12 +457,18 @@ def _decode_quietly(data: np.ndarray) -> tuple[np.ndarray | None, str]:
         finally:
             cv2.utils.logging.setLogLevel(level)
     lines = (said[0] if said else "").splitlines(keepends=True)
-    if image is not None:
+    if image is not None and not any(excess in line for line in lines for excess in _BEYOND_THE_FRAME):
         sys.stderr.write("".join(lines))
         return image, ""
     # Anything else written meanwhile (another thread's output) is passed on.
     sys.stderr.write("".join(line for line in lines if not line.startswith("libpng")))
-    return image, "; ".join(line.removeprefix("libpng error: ").strip() for line in lines if line.startswith("libpng"))
+    libpng = [line.strip() for line in lines if line.startswith("libpng")]
+    return None, "; ".join(line.removeprefix("libpng error: ").removeprefix("libpng warning: ") for line in libpng)
+
+
+#: what libpng says, as a warning, of image data that runs on past the frame the header declares: such a
+#: file holds something else than the frame, so it is refused (docs/data.md)
+_BEYOND_THE_FRAME = ("Too much image data", "Extra compressed data")
 
 
 @contextlib.contextmanager

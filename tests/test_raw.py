@@ -563,6 +563,19 @@ PNG_REFUSED = [
         r"is not a decodable PNG \(\d+ bytes: Not enough image data\)",
     ),
     (
+        "more-rows-than-declared",
+        reference.png(np.concatenate([FRAME, FRAME]), header=reference.ihdr(640, 400)),
+        r"is not a decodable PNG \(\d+ bytes: IDAT: Too much image data\)",
+    ),
+    (
+        "bytes-after-the-image-data",
+        reference.PNG_SIGNATURE
+        + reference.ihdr(640, 400)
+        + reference.png_chunk(b"IDAT", reference.png(FRAME)[41:-16] + b"...")  # the first IDAT's zlib stream
+        + _IEND,
+        r"is not a decodable PNG \(\d+ bytes: .*Extra compressed data",
+    ),
+    (
         "narrower-than-declared",
         reference.png(FRAME[:, :320], header=reference.ihdr(640, 400)),
         r"is not a decodable PNG \(\d+ bytes: ",
