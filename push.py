@@ -81,6 +81,7 @@ from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
     MaterializeError,
     folder_splits,
+    hash_inputs,
     is_complete,
     local_sizes,
     materialize,
@@ -309,6 +310,11 @@ def push(
         if not upload:
             # The folder is what a user loads: its card lists every current split it holds complete.
             kept = local_sizes(local_dir, skip={*pairs, *check.stale})
+        # The frames to build are hashed here (materialize reuses the hashes): a frame of one split under another
+        # name in another split is said before the build, among the splits this run hashes (docs/publishing.md).
+        hash_inputs((pair for frames in pairs.values() for pair in frames), digests)
+        for note in raw.same_frames(listings, digests):
+            print(note, file=sys.stderr)
         built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size, digests=digests)
 
         # Each config built draws its preview from the first of its splits; a config this run does not build

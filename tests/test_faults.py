@@ -42,9 +42,11 @@ from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 from openeds.card import card_origin, sign
 from openeds.synthetic import write_sample
+from tests import reference
 from tests.hub_server import HubServer, SilentServer
 from tests.kaggle_server import Credentials, KaggleStub
 from tests.push_runner import run_push
+from tests.test_download import with_entry
 from tests.test_hub import push_v1
 
 pytestmark = pytest.mark.datasets_independent("our checks decide push.py's failures; a Case says when it needs both")
@@ -426,14 +428,14 @@ RAW = [
         "rgb-image",
         LOCAL,
         exit=1,
-        error="has 3 channel(s) of uint8",
+        error="is a PNG of 8-bit RGB (bit depth 8, colour type 2); expected an 8-bit grayscale PNG",
         arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640, 3), np.uint8))),
     ),
     Case(
         "16-bit-image",
         LOCAL,
         exit=1,
-        error="channel(s) of uint16",
+        error="is a PNG of 16-bit grayscale (bit depth 16, colour type 0)",
         arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640), np.uint16))),
     ),
     Case(
@@ -2503,7 +2505,130 @@ HUB_FOLLOW_UPS = [
     ),
 ]
 
+# -- headers before payloads (issue 22): a raw file or an archive member is refused from what its header declares --
+
+#: a frame of every gray level (the sample's own frames are smooth eyes)
+_LEVELS = np.arange(400 * 640, dtype=np.uint32).reshape(400, 640).astype(np.uint8)
+
+
+def _npy_declaring(descr: str, shape: tuple[int, ...], payload: bytes) -> Callable[[Path], None]:
+    """A label file whose .npy header declares ``descr`` and ``shape``, followed by ``payload``."""
+
+    def write(path: Path) -> None:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+        path.write_bytes(header.getvalue() + payload)
+
+    return write
+
+
+def _archive_member(fix: Callable[[bytes, str], bytes]) -> Callable[[KaggleStub, int], None]:
+    """The stub's archive with ``fix(archive, name)`` applied to its first image member."""
+
+    def fault(stub: KaggleStub, size: int) -> None:
+        archive = stub.datasets[KAGGLE_STUB_SLUG]
+        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+            name = next(n for n in zf.namelist() if n.endswith(".png"))
+        stub.datasets[KAGGLE_STUB_SLUG] = fix(archive, name)
+
+    return fault
+
+
+def _a_train_frame_renamed_into(split: str) -> Callable[[World], None]:
+    def arrange(world: World) -> None:
+        image, label = world.files("train", "images")[0], world.files("train", "labels")[0]
+        shutil.copy(image, world.split_dir / split / "images" / "renamed.png")
+        shutil.copy(label, world.split_dir / split / "labels" / "renamed.npy")
+
+    return arrange
+
+
+HEADER_CASES = [
+    Case(
+        "png-of-2-bit-grayscale",
+        LOCAL,
+        exit=1,
+        error="is a PNG of 2-bit grayscale (bit depth 2, colour type 0); expected an 8-bit grayscale PNG",
+        arrange=_edit(_first("test", "images"), lambda p: p.write_bytes(reference.png(_LEVELS >> 6, bit_depth=2))),
+    ),
+    Case(
+        "png-declaring-65535-by-65535-is-not-decoded",  # a decoder would fail on the frame's own data first
+        LOCAL,
+        exit=1,
+        error="has shape (65535, 65535) (rows, cols); expected (400, 640).",
+        arrange=_edit(
+            _first("test", "images"),
+            lambda p: p.write_bytes(reference.png(_LEVELS, header=reference.ihdr(65535, 65535))),
+        ),
+        check=_no_decoder_noise,
+    ),
+    Case(
+        "png-whose-first-chunk-is-not-ihdr",
+        LOCAL,
+        exit=1,
+        error="its first chunk is b'tEXt' of 3 bytes, not the 13-byte IHDR a PNG starts with",
+        arrange=_edit(
+            _first("test", "images"),
+            lambda p: p.write_bytes(
+                reference.PNG_SIGNATURE + reference.png_chunk(b"tEXt", b"a\x00b") + reference.png(_LEVELS)[8:]
+            ),
+        ),
+    ),
+    Case(
+        "png-over-the-size-bound",
+        LOCAL,
+        exit=1,
+        error="bytes; expected at most 33,554,432",
+        arrange=_edit(_first("test", "images"), lambda p: os.truncate(p, 32 * 1024**2 + 1)),  # sparse
+    ),
+    Case(
+        "npy-header-declaring-a-terabyte",
+        LOCAL,
+        exit=1,
+        error="has shape (1048576, 1048576); expected (400, 640), the shape of its image",
+        arrange=_edit(_first("test", "labels"), _npy_declaring("<f8", (2**20, 2**20), b"")),
+    ),
+    Case(
+        "npy-header-declaring-more-bytes-than-stored",
+        LOCAL,
+        exit=1,
+        error="is 256,128 bytes, but its .npy header declares uint16 of shape (400, 640)",
+        arrange=_edit(_first("test", "labels"), _npy_declaring("<u2", (400, 640), bytes(400 * 640))),
+    ),
+    Case(
+        "npy-of-strings",
+        LOCAL,
+        exit=1,
+        error="has dtype <U3; expected integer class ids 0..3",
+        arrange=_edit(_first("test", "labels"), _npy_declaring("<U3", (400, 640), bytes(12 * 400 * 640))),
+    ),
+    Case(
+        "kaggle-member-compressed-with-deflate64",
+        KAGGLE,
+        exit=1,
+        error="that is compressed with Deflate64 (method 9), which Python's zipfile cannot decompress",
+        says=("Nothing was extracted", "7z x"),
+        arrange=_kaggle(_archive_member(lambda archive, name: with_entry(archive, name, method=9))),
+        check=_no_shard_built,
+    ),
+    Case(
+        "kaggle-member-encrypted",
+        KAGGLE,
+        exit=1,
+        error="that is encrypted (password-protected); expected members stored or compressed with Deflate",
+        arrange=_kaggle(_archive_member(lambda archive, name: with_entry(archive, name, flags=0x1))),
+        check=_no_shard_built,
+    ),
+    Case(
+        "a-train-frame-under-another-name-in-test-warns",
+        LOCAL,
+        says=("warning: test frame renamed.png has the same image and label bytes as train frame ",),
+        arrange=_a_train_frame_renamed_into("test"),
+    ),
+]
+
 CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY, *HUB_FOLLOW_UPS]
+CASES += HEADER_CASES
 
 
 def test_the_catalogue_is_large_and_names_are_unique():

@@ -45,7 +45,7 @@ Example::
 from preprocessing.training.arguments import PREPROCESSED_CHOICES, add_preprocessed_argument, preprocessed_from_flag
 from preprocessing.training.arrow_rows import DatasetFormatError
 from preprocessing.training.dataset import IrisDataset
-from preprocessing.training.items import Item, to_normalized_tensor
+from preprocessing.training.items import Item, TransformOutputError, to_normalized_tensor
 from preprocessing.training.loader import Batch, IrisLoader
 from preprocessing.training.source import detect_preprocessed
 from preprocessing.training.state import describe_state
@@ -59,6 +59,7 @@ __all__ = [
     "IrisIterableDataset",
     "IrisLoader",
     "Item",
+    "TransformOutputError",
     "add_preprocessed_argument",
     "describe_state",
     "detect_preprocessed",
