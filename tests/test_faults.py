@@ -2505,6 +2505,15 @@ HUB_FOLLOW_UPS = [
     ),
 ]
 
+CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY, *HUB_FOLLOW_UPS]
+
+
+def test_the_catalogue_is_large_and_names_are_unique():
+    names = [case.name for case in CASES]
+    assert len(names) == len(set(names))
+    assert len(CASES) >= 30
+
+
 # -- v1 data, recognised by its content wherever it sits: converted, or refused in one line ----------------------
 
 
@@ -2634,14 +2643,7 @@ V1_CASES = [
     ),
 ]
 
-CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY, *HUB_FOLLOW_UPS]
 CASES += V1_CASES
-
-
-def test_the_catalogue_is_large_and_names_are_unique():
-    names = [case.name for case in CASES]
-    assert len(names) == len(set(names))
-    assert len(CASES) >= 30
 
 
 @pytest.fixture(scope="module")
