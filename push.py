@@ -198,7 +198,10 @@ def push(
     seconds, not a build. Once the raw data is listed, and still before the build, the remote splits
     the run keeps are checked against it (`hub.check_kept`: a stale one stops the run, one that
     cannot be checked is named) and a `tag` naming the head already is refused unless the run can
-    only confirm that publication (`hub.check_tag_at_head`). The sample
+    only confirm that publication (`hub.check_tag_at_head`). v1 data the repo holds, found by its
+    content wherever it sits, is converted (tagged `v1`, removed from `main`; stderr names every
+    file, `hub.conversion_notes` and `hub.split_notes`) or refused after `connect`
+    (`openeds.hub.conversion`). The sample
     is never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
     (`summary.published.changed` is False).
 
@@ -230,10 +233,14 @@ def push(
         remote = hub.connect(api, repo_id, token=token, retry=retry)
         hub.check_card(repo_id, remote, replace_card=replace_card)  # a card written by hand: said before the build
         hub.check_tag_free(repo_id, remote, tag)  # a --tag naming another commit: likewise
-        if remote.v1_files and (splits or schema.DEFAULT_CONFIG not in configs):
-            # A push that would leave v1 splits beside v2 ones ends here, before any download or build
-            # (without --splits, the splits are those of the raw data: publish checks them).
-            hub.refuse_mixing(repo_id, remote, {c: list(splits or ()) for c in configs})
+        if remote.v1_files:  # v1 data, found by its content: converted, or refused here before any build
+            hub.check_v1_head(repo_id, remote)
+            if splits or schema.DEFAULT_CONFIG not in configs:
+                # (without --splits, the splits are those of the raw data: publish checks them)
+                hub.refuse_mixing(repo_id, remote, {c: list(splits or ()) for c in configs})
+            hub.check_v1_tag(api, repo_id, remote, token=token, retry=retry)
+            for note in hub.conversion_notes(repo_id, remote):
+                print(note, file=sys.stderr)
     if not sample:  # the sample lives in a temporary folder of its own
         _refuse_overlap(local_dir, _raw_area(data_dir, kaggle_dataset, cache_dir))
     # A folder that is a file, cannot be written or is in use by another run ends the run here,
@@ -307,6 +314,10 @@ def push(
                 token=token,
                 retry=retry,
             )
+            # A v1 split the raw data cannot rebuild, a split v1 lacked: said before the build.
+            v2_splits = splits if schema.DEFAULT_CONFIG in configs else []
+            for note in hub.split_notes(repo_id, remote, built=v2_splits, raw_splits=list(split_dirs)):
+                print(note, file=sys.stderr)
         if not upload:
             # The folder is what a user loads: its card lists every current split it holds complete.
             kept = local_sizes(local_dir, skip={*pairs, *check.stale})
@@ -359,6 +370,7 @@ def push(
                 retry=retry,
                 remote=remote,
                 replace_card=replace_card,
+                raw_splits=list(split_dirs),
             )
     return Summary(sizes, local_dir, published, time.monotonic() - start)
 

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -48,6 +49,7 @@ from tests.kaggle_server import Credentials, KaggleStub
 from tests.push_runner import run_push
 from tests.test_download import with_entry
 from tests.test_hub import push_v1
+from tests.v1data import tiny_v1_table
 
 pytestmark = pytest.mark.datasets_independent("our checks decide push.py's failures; a Case says when it needs both")
 
@@ -227,13 +229,13 @@ def _tag_not_created(world: World, result: subprocess.CompletedProcess[str]) -> 
 
 
 def _v1_published(world: World) -> None:
-    """The repo as the v1 script left it: flat list columns, no `preprocessed` column."""
-    push_v1(HfApi(token=TOKEN), world.repo_id, with_card=True)
+    """The repo as the v1 script left it: data/train/shard_00000.parquet, ... (v1's flat list columns, no
+    `preprocessed` column), two shards a split, train and validation, uploaded with upload_folder; no card."""
+    push_v1(HfApi(token=TOKEN), world.repo_id)
 
 
 def _v1_untouched_and_not_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
-    repo = _repo(world)
-    assert [c.title for c in repo.history(repo.commits[repo.branches["main"]])][0] == "v1" and repo.tags == {}
+    assert _repo(world).tags == {}  # the head is checked by every failing case
     assert not world.out.exists(), "the data was built before the refusal"
 
 
@@ -918,8 +920,8 @@ HUB = [
         "splits-test-on-a-v1-repo",
         (*PUBLISH, "--splits", "test"),
         exit=1,
-        error="holds v1 data (no 'preprocessed' column) in splits ['test', 'train', 'validation']",
-        says=("which would leave ['train', 'validation'] as v1 beside v2 splits",),
+        error="holds v1 data (no 'preprocessed' column) in splits ['train', 'validation'] and this push converts",
+        says=("so ['train', 'validation'] would be gone from main with no v2 split in their place",),
         arrange=_v1_published,
         check=_v1_untouched_and_not_built,
         env={"HF_TOKEN": TOKEN},
@@ -2635,6 +2637,138 @@ def test_the_catalogue_is_large_and_names_are_unique():
     names = [case.name for case in CASES]
     assert len(names) == len(set(names))
     assert len(CASES) >= 30
+
+
+# -- v1 data, recognised by its content wherever it sits: converted, or refused in one line ----------------------
+
+
+def _published_beside_v1_by_an_older_version(world: World) -> None:
+    """What the version of this tool before content detection did to the real v1 layout: it took the v1 shards
+    for files it did not write, published v2 beside them in one commit, and tagged it `v2` only."""
+    folder = _prebuilt(world)
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".lock")]
+    api = HfApi(token=TOKEN)
+    api.create_commit(
+        world.repo_id,
+        [CommitOperationAdd(p.relative_to(folder).as_posix(), p) for p in files],
+        commit_message="Publish OpenEDS precomputed v2",
+        repo_type="dataset",
+    )
+    api.create_tag(world.repo_id, tag="v2", repo_type="dataset")
+
+
+#: v1 in shapes other than the script's: a `datasets` cache folder (Arrow streams, the split in the file name)
+#: beside a parquet file whose name and folder name no split
+V1_SHAPES = {
+    "cache/openeds-precomputed/default/0.0.0/3f2a9c/openeds-precomputed-train.arrow": "train",
+    "cache/openeds-precomputed/default/0.0.0/3f2a9c/openeds-precomputed-validation.arrow": "validation",
+    "old/shard_00000.parquet": None,
+}
+
+
+def _v1_in_other_shapes(world: World) -> None:
+    operations = []
+    for path, split in V1_SHAPES.items():
+        table, buffer = tiny_v1_table(split or "old"), io.BytesIO()
+        if path.endswith(".arrow"):
+            with pa.ipc.new_stream(buffer, table.schema) as writer:
+                writer.write_table(table)
+        else:
+            pq.write_table(table, buffer)
+        operations.append(CommitOperationAdd(path, buffer.getvalue()))
+    api = HfApi(token=TOKEN)
+    api.create_repo(world.repo_id, repo_type="dataset")
+    api.create_commit(world.repo_id, operations, commit_message="v1 elsewhere", repo_type="dataset")
+
+
+def _v1_converted(*gone: str) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
+    """`v1` names the v1 state, `main` holds v2 only (none of the v1 files, the v2 shards of the raw splits)."""
+
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        repo = _repo(world)
+        v1 = repo.commits[repo.tags["v1"]].files
+        main = repo.commits[repo.branches["main"]].files
+        v1_files = [path for path in v1 if path.endswith((".parquet", ".arrow"))]
+        assert sorted(repo.tags) == ["v1", "v2"] and repo.tags["v2"] == repo.branches["main"], repo.tags
+        assert v1_files and not set(v1_files) & set(main), sorted(main)
+        splits = sorted(p.name for p in world.split_dir.iterdir())
+        assert sorted(p for p in main if p.endswith(".parquet")) == [f"data/{s}-00000-of-00001.parquet" for s in splits]
+        for split in gone:  # a v1 split the raw data cannot rebuild: at v1 only
+            assert [p for p in v1_files if f"/{split}/" in p] and f"data/{split}-00000-of-00001.parquet" not in main
+        assert f"(tags: v1, v2; the {len(v1_files)} v1 files left main and stay at revision 'v1')" in result.stdout
+
+    return check
+
+
+def _v1_tagged_before_its_files(world: World) -> None:
+    """A tag `v1` on a commit before the v1 files were uploaded (a hand-made tag on the wrong commit)."""
+    api = HfApi(token=TOKEN)
+    api.create_repo(world.repo_id, repo_type="dataset")
+    api.create_commit(
+        world.repo_id, [CommitOperationAdd("notes.txt", b"v1 to come\n")], commit_message="start", repo_type="dataset"
+    )
+    api.create_tag(world.repo_id, tag="v1", repo_type="dataset")
+
+
+def _without_raw_split(split: str) -> Callable[[World], None]:
+    return lambda world: shutil.rmtree(world.split_dir / split)
+
+
+V1_CASES = [
+    Case(
+        "v1-in-other-shapes-is-converted",
+        PUBLISH,
+        says=(
+            "holds v1 data in 3 files",
+            f"v1 train (1 file): {next(iter(V1_SHAPES))}\n",
+            "v1 data in no split that load_dataset reads at revision 'v1' (1 file): old/shard_00000.parquet; "
+            "removed from main all the same",
+        ),
+        arrange=_v1_in_other_shapes,
+        check=_v1_converted(),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "v1-split-the-raw-data-lacks-leaves-main-and-stays-at-v1",
+        PUBLISH,
+        says=(
+            "v1 split 'validation' is not rebuilt: the raw data of this run has no validation split. It leaves main "
+            "with the rest of v1",
+        ),
+        arrange=_arrange(_v1_published, _without_raw_split("validation")),
+        check=_v1_converted("validation"),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "v1-beside-v2-at-an-untagged-head-is-refused-before-the-build",
+        PUBLISH,
+        exit=1,
+        error="holds v1 data (4 files: 'data/train/shard_00000.parquet', ",
+        says=(
+            "beside v2 files this tool wrote ('data/test-00000-of-00001.parquet', ",
+            "and has no tag 'v1': an earlier run published v2 without converting the v1 files",
+            "--revision COMMIT --repo-type dataset`, then re-run",
+        ),
+        arrange=_arrange(_v1_published, _published_beside_v1_by_an_older_version),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "v1-files-its-v1-tag-lacks-are-refused-before-the-build",
+        PUBLISH,
+        exit=1,
+        error="holds v1 data at main that its revision 'v1' (commit ",
+        says=(
+            "does not hold as it is (4 of 4 files: 'data/train/shard_00000.parquet', ",
+            "no named revision would keep these",
+        ),
+        arrange=_arrange(_v1_tagged_before_its_files, _v1_published),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+]
+
+CASES += V1_CASES
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,7 @@ from openeds.materialize import hash_inputs, plan_shards
 from openeds.parquet import source_of
 from openeds.timeouts import use_hub_timeouts
 from tests.hub_server import HubServer
+from tests.v1data import V1Layout, tiny_v1_table, upload_v1
 
 pytestmark = pytest.mark.datasets_independent("the publishing protocol against the test Hub: our code decides it")
 #: the tests that read the publication back with datasets (load_dataset, the card's metadata): both lines
@@ -108,6 +109,8 @@ def card(
         "preprocessed": "bool",
         "image": {"sequence": "int64"},
         "label": {"sequence": "int64"},
+        "spatial_weights": {"sequence": "float32"},
+        "dist_map": {"sequence": "float32"},
     }  # v1's flat list columns, as datasets 2.x/3.x wrote them
     folders = {"pupil": "data", "default": "data", "full": "full"}
     metadata = {
@@ -420,53 +423,67 @@ def test_adding_a_split_keeps_the_other_splits_byte_identical(hub, api, repo_id,
     assert {split: ds.num_rows for split, ds in loaded.items()} == {"train": 4, "validation": 2, "test": 2}
 
 
-def push_v1(api: HfApi, repo_id: str, *, with_card: bool) -> dict[str, bytes]:
-    """A v1 repo as the old precompute script left it: flat list columns, no `preprocessed`."""
-    api.create_repo(repo_id, repo_type="dataset")
-    files = {}
-    for split in ("train", "validation", "test"):
-        table = pa.table({"image": [[1, 2, 3, 4]], "label": [[0, 1, 1, 0]], "filename": [f"{split}_0000"]})
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        files[f"data/{split}-00000-of-00001.parquet"] = sink.getvalue().to_pybytes()
+V1_FEATURES = ("image", "label", "spatial_weights", "dist_map", "filename")
+#: a card added by hand to the script's v1 repo (it wrote none): no `configs`, so the folders give the splits
+V1_NOTES = "# OpenEDS precomputed\n\nPupil masks, weights and distance maps of OpenEDS, as flat lists.\n"
+
+
+def push_v1(api: HfApi, repo_id: str, *, layout: V1Layout = "script", with_card: bool = False) -> dict[str, bytes]:
+    """A v1 repo (v1's columns, a few values a row; `tests.v1data.upload_v1`), its files path -> bytes.
+
+    `script`, as the old precompute script left the real repo: `data/train/shard_00000.parquet` and
+    `shard_00001.parquet`, the same for `validation`, uploaded with `upload_folder`; no card, unless
+    `with_card` (one added by hand). `push_to_hub`: `data/train-00000-of-00002.parquet`, ... and
+    push_to_hub's card (`configs`, and `dataset_info` without `preprocessed`), unless not `with_card`.
+    """
+    tables = {split: tiny_v1_table(split) for split in ("train", "validation")}
+    text = None
     if with_card:
-        v1_card = card({"default": ["train", "validation", "test"]}, features=("image", "label", "filename"))
-        files["README.md"] = v1_card.encode()
-    api.create_commit(
-        repo_id, [CommitOperationAdd(p, c) for p, c in files.items()], commit_message="v1", repo_type="dataset"
-    )
-    return files
+        hub_card = card({"default": ["train", "validation"]}, features=V1_FEATURES)
+        text = V1_NOTES if layout == "script" else hub_card
+    return upload_v1(api, repo_id, tables, layout=layout, card=text)
 
 
 @READS_BACK
-def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path):
-    v1_files = push_v1(api, repo_id, with_card=True)
+@pytest.mark.parametrize(("layout", "with_card"), [("script", False), ("script", True), ("push_to_hub", True)])
+def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path, layout, with_card):
+    v1_files = push_v1(api, repo_id, layout=layout, with_card=with_card)
+    data = sorted(path for path in v1_files if path.endswith(".parquet"))
     v1_head = api.repo_info(repo_id, repo_type="dataset").sha
-    assert has_v1_revision(inspect_remote(api, repo_id))  # not tagged yet: the publication will tag it
+    remote = inspect_remote(api, repo_id)
+    assert has_v1_revision(remote)  # not tagged yet: the publication will tag it
+    assert dict(remote.v1_files) == {path: path.split("/")[1].split("-")[0] for path in data}  # split: datasets'
     hub.reset_faults_and_log()
     folder = build(tmp_path, {"data": {"train": 1, "validation": 1, "test": 1}})
     result = publish(folder, repo_id, splits_by_config={"pupil": ["train", "validation", "test"]}, api=api)
 
-    assert result.tags == ("v1", "v2")
+    assert result.tags == ("v1", "v2") and result.v1_removed == tuple(data)
+    assert "the 4 v1 files left main and stay at revision 'v1'" in result.line()
     assert has_v1_revision(inspect_remote(api, repo_id))  # now by its tag
     tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
     assert tags == {"v1": v1_head, "v2": result.commit}
     assert publication_commits(hub, repo_id) == 1
-    path = "data/train-00000-of-00001.parquet"
-    assert Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision="v1")).read_bytes() == v1_files[path]
-    assert "preprocessed" in pq.read_schema(api.hf_hub_download(repo_id, path, repo_type="dataset")).names
+    assert remote_blobs(api, repo_id, "v1").keys() == {*v1_files, ".gitattributes"}
+    for path in v1_files:
+        assert (
+            Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision="v1")).read_bytes() == v1_files[path]
+        )
+    built = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet"))
+    assert sorted(p for p in remote_blobs(api, repo_id) if p.endswith(".parquet")) == built  # main: v2 only
     assert datasets.load_dataset(repo_id, split="validation").to_dict() == rows("validation", 2)
-    # Revision v1 keeps its own card, and with it its config `default`.
-    old = datasets.load_dataset(repo_id, revision="v1", split="validation")
-    assert old.to_dict() == {"image": [[1, 2, 3, 4]], "label": [[0, 1, 1, 0]], "filename": ["validation_0000"]}
-    assert datasets.load_dataset(repo_id, "default", revision="v1", split="validation").num_rows == 1
+    # Revision v1 loads as v1 did (its only config named `default`, with its card or without one).
+    old = datasets.load_dataset(repo_id, revision="v1")
+    assert {split: old[split].to_dict() for split in old} == {
+        split: tiny_v1_table(split).to_pydict() for split in ("train", "validation")
+    }
+    assert datasets.load_dataset(repo_id, "default", revision="v1", split="validation").num_rows == 2
 
 
 def test_a_push_that_would_mix_v1_and_v2_is_refused(hub, api, repo_id, tmp_path):
-    push_v1(api, repo_id, with_card=False)  # no card: the parquet schema tells v1 from v2
+    push_v1(api, repo_id)  # no card: the parquet schema tells v1 from v2
     head = api.repo_info(repo_id, repo_type="dataset").sha
     folder = build(tmp_path, {"data": {"test": 1}})
-    with pytest.raises(PublishError, match=r"would leave \['train', 'validation'\] as v1 .* without --splits"):
+    with pytest.raises(PublishError, match=r"\['train', 'validation'\] would be gone from main .* without --splits"):
         publish(folder, repo_id, splits_by_config={"pupil": ["test"]}, api=api)
     assert api.repo_info(repo_id, repo_type="dataset").sha == head
     assert api.list_repo_refs(repo_id, repo_type="dataset").tags == []
@@ -759,7 +776,7 @@ def test_a_card_with_a_header_of_another_shape_is_not_used(hub, api, repo_id, tm
         repo_type="dataset",
     )
     remote = inspect_remote(api, repo_id)
-    assert remote.v1_files == frozenset()  # told from the parquet schema instead
+    assert remote.v1_files == {}  # told from the parquet schema instead
     assert kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]})["pupil"]["train"].rows == 2  # from the footer
 
 

@@ -21,12 +21,12 @@ import pytest
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
-from openeds import card, disk, schema
+from openeds import card, disk, raw, schema
 from openeds.hub import PublishError
 from openeds.synthetic import write_sample
 from push import DEFAULT_REPO_ID, push
-from tests import push_runner
-from tests.test_hub import push_v1
+from tests import push_runner, reference
+from tests.v1data import upload_v1, v1_table
 
 pytestmark = pytest.mark.datasets_line
 #: the tests here that push.py's own flags, checks and bookkeeping decide (tests/conftest.py)
@@ -191,7 +191,10 @@ def test_the_card_names_revision_v1_only_when_the_repo_has_it(v1_revision):
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
     text = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py", v1_revision=v1_revision))
     assert ('load_dataset("a/b", revision="v1")' in text) is v1_revision
-    assert ("Revision `v1` (the v1 data, see below) keeps its own card" in text) is v1_revision
+    assert ("Revision `v1` (the v1 data, see below) is the repo as v1 left it" in text) is v1_revision
+    assert (
+        "removed every v1 file\nfrom `main`, whatever its name or folder, so `main` holds v2 only" in text
+    ) is v1_revision
     assert 'load_dataset("a/b", "default")` fails with `BuilderConfig \'default\' not found`' in text
 
 
@@ -606,15 +609,63 @@ def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publ
         datasets.load_dataset(repo_id, "default", cache_dir=cache)
 
 
-def test_converting_a_v1_repo_names_its_revision_v1_in_the_card(hub, publisher, small_sample, tmp_path):
-    repo_id = "pusher/openeds-was-v1"
+def test_the_real_v1_repo_is_converted_and_both_revisions_load(hub, publisher, tmp_path):
+    """The repo as VisionAssist's precompute script left Conner/openeds-precomputed (FACTS.md section 9):
+    v1 rows (from `tests.reference`) in shards written with `pq.write_table` (500 rows there, 1 here),
+    uploaded with `upload_folder` to data/train and data/validation; no test split, no card."""
+    raw_dir = write_sample(tmp_path / "raw", {"train": 2, "validation": 2, "test": 1})
+    pairs = {split: raw.list_pairs(folder).pairs for split, folder in raw.find_split_dirs(raw_dir).items()}
+    repo_id = "pusher/openeds-precomputed"
     api = HfApi(token=TOKEN)
-    push_v1(api, repo_id, with_card=True)
-    summary = push(data_dir=small_sample, local_dir=tmp_path / "out", repo_id=repo_id, api=api)
-    assert summary.published.tags == ("v1", "v2")
+    v1_files = sorted(upload_v1(api, repo_id, {s: v1_table(pairs[s]) for s in ("train", "validation")}))
+    assert v1_files == [f"data/{s}/shard_0000{i}.parquet" for s in ("train", "validation") for i in (0, 1)]
+    v1_head = HfApi().dataset_info(repo_id).sha
+
+    result = run_push(
+        "--data-dir", str(raw_dir), "--local-dir", str(tmp_path / "out"), "--repo-id", repo_id, env=publisher
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = result.stderr
+    assert f"This run converts it: it tags the head {v1_head[:12]} 'v1' before anything changes" in said
+    assert f"v1 train (2 files): {v1_files[0]}, {v1_files[1]}\n" in said
+    assert f"v1 validation (2 files): {v1_files[2]}, {v1_files[3]}\n" in said
+    assert "The repo has no card (README.md); the v2 card is added." in said
+    assert f"{repo_id}: v1 has no test split: this publication adds it to main" in said
+    assert "(tags: v1, v2; the 4 v1 files left main and stay at revision 'v1')" in result.stdout
+    tags = _tags(repo_id)
+    assert tags["v1"] == v1_head and tags.keys() == {"v1", "v2"}
+    main = sorted(f.path for f in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True) if "." in f.path)
+    assert main == [
+        ".gitattributes",
+        "README.md",
+        *[f"data/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
+        "images/preview.png",
+    ]  # v2 only: every v1 file left main
     text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
-    assert f'load_dataset("{repo_id}", revision="v1")' in text and "config is still named\n`default`" in text
-    assert datasets.load_dataset(repo_id, "default", revision="v1", split="test").num_rows == 1
+    assert f'load_dataset("{repo_id}", revision="v1")' in text and "removed every v1 file" in text
+
+    # Revision v1 loads as the old code loaded it (the default Python format, reshaped), value for value
+    # against the raw frames through the plain reference.
+    cache = str(tmp_path / "c")
+    old = datasets.load_dataset(repo_id, revision="v1", cache_dir=cache)
+    assert list(old) == ["train", "validation"]
+    new = datasets.load_dataset(repo_id, cache_dir=cache)
+    assert list(new) == ["train", "validation", "test"]
+    for split, rows in old.items():
+        assert rows["filename"] == [pair.stem for pair in pairs[split]]
+        v2 = new[split].with_format("numpy", dtype=None)
+        for i, (row, pair) in enumerate(zip(rows, pairs[split], strict=True)):
+            image = cv2.imread(str(pair.image), cv2.IMREAD_UNCHANGED)
+            label, weights, dist = reference.targets(np.load(pair.label), "pupil")
+            expected = {"image": image, "label": label, "spatial_weights": weights, "dist_map": dist.astype(np.float32)}
+            for column, want in expected.items():
+                got = np.asarray(row[column], dtype=want.dtype).reshape(want.shape)
+                np.testing.assert_array_equal(got, want, err_msg=f"v1 {split}[{i}].{column}")
+                if column != "image":  # v2 keeps every v1 column but the image bit for bit
+                    np.testing.assert_array_equal(v2[i][column], want, err_msg=f"v2 {split}[{i}].{column}")
+            np.testing.assert_array_equal(v2[i]["image"], reference.image(image), err_msg=f"v2 {split}[{i}].image")
+            assert v2[i]["preprocessed"] and "preprocessed" not in row
 
 
 def _python_blocks(text: str) -> list[str]:

@@ -10,14 +10,17 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    not a tag this tool reserves), the token (`require_token`: offline mode, a token at all, printable
    ASCII); then the token with the Hub (`whoami`: valid, not read-only);
 2. read the remote once (`inspect_remote`): head commit, every file with its size and hash, tags,
-   the card's text, and whether the data is v1 (flat list columns, no `preprocessed` column).
+   the card's text, and the files that hold v1 data, recognised by their schema wherever they sit
+   (v1's arrays as flat lists, no `preprocessed` column; `openeds.hub.v1`), each with the split
+   `load_dataset(repo, revision="v1")` reads it as.
    A repo that does not exist, or has no README.md in its listing, has no card; a card the
    listing names but that cannot be downloaded is an error, never "no card". Then whether the
    token may write (`connect`): a gated repo it may not read, a repo it may read but not write
    (gated or not: `HfApi.auth_check(write=True)`), a repo to create in a namespace that is neither
    the user's nor one of their organizations (whoami's `orgs`) are each one line here, before
    anything is built, as is a `--tag` the repo has on another commit than its head (`check_tag_free`);
-3. plan the operations (`plan_operations`, pure); refuse a push that would leave v1 splits beside v2 splits.
+3. plan the operations (`plan_operations`, pure); for a v1 repo (`openeds.hub.conversion`), refuse a push
+   that converts only some of its v1 splits, and v1 files beside this tool's v2 at a head without a tag `v1`.
    Only what this tool writes is deleted: the shards of the splits it replaces (the names
    `openeds.layout` gives them), its previews, and the v1 data files it converts. Every other file
    the repo holds stays, and the run names them (a warning line): a user's `data/train-notes.txt`,
@@ -33,7 +36,7 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    before the checksum, stops the run with one line, before anything is built when push.py calls
    `check_card` after `connect`; `replace_card=True` (push.py `--replace-card`) replaces it, and a
    warning names the revision where the replaced card stays readable;
-6. create the repo if needed, tag the v1 head `v1` if the repo is v1 and has no such tag;
+6. create the repo if needed, tag the v1 head `v1` if the repo holds v1 data and has no such tag;
 7. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
    so re-running a killed upload resumes it;
 8. make ONE commit with every addition, deletion and the card, pinned to the inspected head
@@ -75,18 +78,28 @@ The token is never printed or logged.
 The package, one concern a module (each imports only those above it):
 
     errors.py       error classification: HTTP errors as one-line PublishErrors, and which are retried
-    footers.py      parquet footers of remote shards, by ranged GETs inside the project's retries
+    footers.py      parquet footers of remote shards (and Arrow files' schemas), by ranged GETs inside the retries
+    v1.py           v1 data recognised by its schema wherever it sits, and the split datasets gives each file
     remote.py       remote state: the repo's listing, tags and card, read once, and the access checks (connect)
     planning.py     inputs checked before any request, and the operations of the one commit (pure)
+    conversion.py   converting v1 data: the refusals, and what the run says it does
     kept.py         the remote splits a run keeps: checked against the raw data, and sized for the card
     publishing.py   the commit and its tags (publish)
 
-`from openeds import hub` gives every public name of the six (`hub.publish`, `hub.connect`,
+`from openeds import hub` gives every public name of the eight (`hub.publish`, `hub.connect`,
 `hub.PublishError`, `hub.check_kept`, ...), as push.py and the tests use them.
 """
 
+from openeds.hub.conversion import (
+    check_v1_head,
+    check_v1_tag,
+    conversion_notes,
+    refuse_mixing,
+    split_notes,
+    v1_by_split,
+)
 from openeds.hub.errors import DEFAULT_RETRY, NOTHING_PUBLISHED, PublishError
-from openeds.hub.footers import read_footer, read_footers
+from openeds.hub.footers import WrongFormatError, read_arrow_schema, read_footer, read_footers
 from openeds.hub.kept import check_kept, check_tag_at_head, kept_sizes, kept_splits
 from openeds.hub.planning import (
     V2_TAG,
@@ -100,7 +113,6 @@ from openeds.hub.planning import (
     holds,
     next_publication_tag,
     plan_operations,
-    refuse_mixing,
     replaces_v1_card,
     require_token,
     reserved_tag,
@@ -109,7 +121,6 @@ from openeds.hub.planning import (
 from openeds.hub.publishing import DEFAULT_COMMIT_MESSAGE, PublishResult, publish
 from openeds.hub.remote import (
     V1_TAG,
-    V2_COLUMN,
     RemoteFile,
     RemoteState,
     check_repo_id,
@@ -118,12 +129,14 @@ from openeds.hub.remote import (
     inspect_remote,
     remote_splits,
 )
+from openeds.hub.v1 import V1_ARRAYS, V2_COLUMN, find_v1_files, is_v1_schema, resolve_splits
 from openeds.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_COMMIT_MESSAGE",
     "DEFAULT_RETRY",
     "NOTHING_PUBLISHED",
+    "V1_ARRAYS",
     "V1_TAG",
     "V2_COLUMN",
     "V2_TAG",
@@ -133,24 +146,31 @@ __all__ = [
     "RemoteFile",
     "RemoteState",
     "RetryPolicy",
+    "WrongFormatError",
     "check_card",
     "check_kept",
     "check_repo_id",
     "check_tag",
     "check_tag_at_head",
     "check_tag_free",
+    "check_v1_head",
+    "check_v1_tag",
     "collect_local_files",
     "connect",
+    "conversion_notes",
+    "find_v1_files",
     "foreign_files",
     "git_blob_id",
     "has_v1_revision",
     "holds",
     "inspect_remote",
+    "is_v1_schema",
     "kept_sizes",
     "kept_splits",
     "next_publication_tag",
     "plan_operations",
     "publish",
+    "read_arrow_schema",
     "read_footer",
     "read_footers",
     "refuse_mixing",
@@ -158,5 +178,8 @@ __all__ = [
     "replaces_v1_card",
     "require_token",
     "reserved_tag",
+    "resolve_splits",
+    "split_notes",
     "tag_problem",
+    "v1_by_split",
 ]

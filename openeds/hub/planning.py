@@ -3,8 +3,8 @@
 Checked without a request: a tag name (`check_tag`: git's rules for tag names, which the Hub applies,
 and the names this tool reserves), the token (`require_token`: offline mode, a token at all,
 printable ASCII) and the local folder (`collect_local_files`). Checked against the remote state:
-a push that would leave v1 splits beside v2 splits (`refuse_mixing`), a card that a person wrote
-or edited (`check_card`) and a tag the repo already has on another commit (`check_tag_free`).
+a card that a person wrote or edited (`check_card`) and a tag the repo already has on another
+commit (`check_tag_free`); the checks of a v1 conversion are `openeds.hub.conversion`'s.
 Then, as pure functions: the additions and deletions of the commit (`plan_operations`: only this
 tool's shards, previews and the v1 data it converts are deleted), the files it leaves that this
 tool did not write (`foreign_files`), whether the remote already holds the publication (`holds`),
@@ -24,7 +24,7 @@ from huggingface_hub import HfApi, constants, get_token, is_offline_mode
 
 from openeds.card import card_origin, comparable
 from openeds.hub.errors import NOTHING_PUBLISHED, PublishError
-from openeds.hub.remote import _V1_SHARD, V1_TAG, V2_COLUMN, RemoteFile, RemoteState, _shard_prefix
+from openeds.hub.remote import V1_TAG, RemoteFile, RemoteState, _shard_prefix
 from openeds.layout import (
     CARD_PATH,
     CONFIG_DIRS,
@@ -36,7 +36,6 @@ from openeds.layout import (
     split_prefix,
 )
 from openeds.names import shown
-from openeds.schema import DEFAULT_CONFIG
 
 V2_TAG: Final = "v2"
 #: Files of a repo that are neither this tool's nor a user's: the Hub writes .gitattributes.
@@ -317,19 +316,3 @@ def require_token(api: HfApi, repo_id: str, token: str | None = None) -> str:
             "digits such as hf_...; copy it again from https://huggingface.co/settings/tokens and set it again"
         )
     return token
-
-
-def refuse_mixing(repo_id: str, remote: RemoteState, splits_by_config: Mapping[str, Sequence[str]]) -> None:
-    """Refuse a push that converts some of a v1 repo's splits (all in the default config) but not all of them.
-
-    push.py calls it right after `connect` when it knows the splits already, before any download or build.
-    """
-    pushed_splits = splits_by_config.get(DEFAULT_CONFIG, ())
-    v1_splits = sorted({match["split"] for path in remote.v1_files if (match := _V1_SHARD.fullmatch(path))})
-    left = sorted(set(v1_splits) - set(pushed_splits))
-    if left:
-        raise PublishError(
-            f"{repo_id} holds v1 data (no {V2_COLUMN!r} column) in splits {v1_splits} and this push converts "
-            f"{sorted(pushed_splits)}, which would leave {left} as v1 beside v2 splits; "
-            f"expected every v1 split converted at once; run push without --splits to convert every split"
-        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -19,6 +19,7 @@ import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from openeds.hub.conversion import check_v1_head, check_v1_tag, refuse_mixing
 from openeds.hub.errors import (
     DEFAULT_RETRY,
     NOTHING_PUBLISHED,
@@ -43,7 +44,6 @@ from openeds.hub.planning import (
     holds,
     next_publication_tag,
     plan_operations,
-    refuse_mixing,
     require_token,
 )
 from openeds.hub.remote import V1_TAG, RemoteState, _check_token, check_repo_id, connect, inspect_remote
@@ -67,11 +67,16 @@ class PublishResult:
     changed: bool = True  # False: the repo already held this data; no commit was made
     at: str = ""  # what names the publication: its tag(s), else its commit sha
     tag_not_created: str | None = None  # the caller's tag, when the data was already published and tagged
+    v1_removed: tuple[str, ...] = ()  # the v1 data files the commit removed from `main` (kept at revision `v1`)
 
     def line(self) -> str:
         """What push.py prints after `published: `."""
         if self.changed:
-            return self.commit_url + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
+            said = [f"tags: {', '.join(self.tags)}"] if self.tags else []
+            if self.v1_removed:
+                files = f"{len(self.v1_removed)} v1 file{'' if len(self.v1_removed) == 1 else 's'}"
+                said.append(f"the {files} left main and stay at revision {V1_TAG!r}")
+            return self.commit_url + (f" ({'; '.join(said)})" if said else "")
         if self.tags:
             return (
                 f"nothing to commit: {self.repo_id} already holds this data at {self.commit[:12]}; "
@@ -95,6 +100,7 @@ def publish(
     retry: RetryPolicy = DEFAULT_RETRY,
     remote: RemoteState | None = None,
     replace_card: bool = False,
+    raw_splits: Collection[str] | None = None,
 ) -> PublishResult:
     """Publish the splits `splits_by_config` (e.g. `{"pupil": ["test"]}`) of `local_dir` to the dataset repo `repo_id`.
 
@@ -108,6 +114,13 @@ def publish(
     names the head already is refused if the run would commit (push.py says so before the build:
     `openeds.hub.kept.check_tag_at_head`). A remote card a person wrote or edited is replaced only with `replace_card`
     (`check_card`). Remote files this tool did not write stay, and a warning names them.
+
+    A repo holding v1 data (`RemoteState.v1_files`, found by content) is converted
+    (`openeds.hub.conversion`): its v1 state is tagged `v1` first, and the commit removes every v1 file
+    from `main`. Refused: converting only some of the v1 splits (`refuse_mixing`; `raw_splits`, the
+    splits of the raw data when known: a v1 split it lacks is not refused but removed from `main` with the
+    rest), v1 files beside this tool's v2 at a head without a tag `v1` (`check_v1_head`), and v1 files that
+    a tag `v1` on another commit does not hold (`check_v1_tag`).
     """
     check_repo_id(repo_id)
     if tag is not None:
@@ -120,8 +133,10 @@ def publish(
     prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
     replaced = [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
-        refuse_mixing(repo_id, remote, splits_by_config)
-        replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its shard names
+        check_v1_head(repo_id, remote)
+        refuse_mixing(repo_id, remote, splits_by_config, raw_splits)
+        check_v1_tag(api, repo_id, remote, token=token, retry=retry)
+        replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its names and splits
     plan = plan_operations(files, remote.files, prefixes, replaced)
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
     # Hashes each file once (streaming), for the comparison and the upload alike.
@@ -188,8 +203,16 @@ def publish(
         _create_tag(api, repo_id, publication_tag, commit, token, retry, published=commit)
         created.append(publication_tag)
     logger.info("Published %s %s as commit %s", repo_id, dict(splits_by_config), commit)
+    removed = tuple(path for path in plan.deletions if path in remote.v1_files)
     return PublishResult(
-        repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created), at=publication_tag
+        repo_id,
+        commit,
+        commit_url,
+        tuple(plan.additions),
+        tuple(plan.deletions),
+        tuple(created),
+        at=publication_tag,
+        v1_removed=removed,
     )
 
 
