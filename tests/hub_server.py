@@ -416,6 +416,17 @@ class HubServer(FaultInjector):
         with self._lock:
             return [r.lfs_oid for r in self.requests if r.lfs_oid and r.status == 200 and r.path.startswith(prefix)]
 
+    def reset_faults_and_log(self) -> None:
+        """No pending fault, an empty request log, here and in the Xet service (and its counters zeroed)."""
+        super().reset_faults_and_log()
+        if self.xet is not None:
+            self.xet.reset_faults_and_log()
+
+    def uploads(self, repo_id: str) -> list[str]:
+        """The sha256 of each file uploaded since the last reset: PUT through LFS for `repo_id`, or registered by
+        a shard in the Xet service (which does not know repos)."""
+        return self.lfs_uploads(repo_id) + (list(self.xet.counters.registered) if self.xet is not None else [])
+
     # request plumbing (called by the handler)
 
     def grant(self, authorization: str | None) -> TokenGrant | None:
@@ -1073,13 +1084,12 @@ def configure_hub_environment() -> str:
         )
     home = tempfile.mkdtemp(prefix="hf-home-")
     atexit.register(shutil.rmtree, home, ignore_errors=True)
-    for name in _CLEARED_VARIABLES:
+    for name in (*_CLEARED_VARIABLES, "HF_HUB_DISABLE_XET"):  # publications go through Xet, as users' do
         os.environ.pop(name, None)
     endpoint = f"http://127.0.0.1:{free_port()}"
     os.environ.update(
         {
             ENDPOINT_VARIABLE: endpoint,
-            "HF_HUB_DISABLE_XET": "1",
             "HF_HOME": home,
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",
@@ -1114,8 +1124,6 @@ def hub(hub_server: HubServer, tmp_path_factory: pytest.TempPathFactory, monkeyp
     and a Xet cache of the test's own (`HF_XET_CACHE`): hf_xet skips what its cache says it uploaded, which
     an earlier test's cache would say of uploads the counters of this test never see."""
     hub_server.reset_faults_and_log()
-    if hub_server.xet is not None:
-        hub_server.xet.reset_faults_and_log()
     monkeypatch.setenv("HF_XET_CACHE", str(tmp_path_factory.mktemp("xet-cache")))
     from huggingface_hub.utils import _xet  # the session reads HF_XET_CACHE when made: the next call makes one
 

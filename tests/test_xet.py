@@ -8,6 +8,7 @@ files byte for byte; what a client downloads through hf_xet is compared with the
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from openeds.hub.xet import _retries, xet_settings
 from openeds.retry import RetryPolicy
 from tests.hub_server import HubServer
+from tests.push_runner import run_push
 from tests.xet_server import Chunk, _lz4_block, _ungroup4, decode_chunk, hash_hex, parse_xorb
 
 pytestmark = pytest.mark.datasets_independent("the Xet protocol and hf_xet decide these; datasets reads nothing")
@@ -151,3 +153,30 @@ def test_hf_xet_reads_the_settings_as_given(monkeypatch):
     assert config["client.retry_base_delay"].total_seconds() == 2
     assert config["client.retry_max_duration"].total_seconds() == 60
     assert config["client.retry_max_attempts"] == _retries(RetryPolicy(timeout=1.5, total=20))
+
+
+@pytest.mark.datasets_line
+def test_push_publishes_through_xet_and_datasets_reads_back_the_staged_bytes(hub, sample_dir, tmp_path):
+    """What a user does with default settings: push.py publishes through hf_xet (no LFS upload), and
+    `load_dataset` reads back, map-style through hf_xet's reconstructions and streamed through the Hub's
+    ranged reads of the Xet files, exactly the staged shards."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    repo_id = f"xavier/openeds-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "out"
+    args = ["--data-dir", str(sample_dir), "--local-dir", str(out), "--repo-id", repo_id, "--splits", "train"]
+    result = run_push(args, env={**os.environ, "HF_TOKEN": WRITE})
+    assert result.returncode == 0, result.stderr[-3000:]
+    shard = out / "data" / "train-00000-of-00001.parquet"
+    stored = hub.xet.file_by_sha256(hashlib.sha256(shard.read_bytes()).hexdigest())
+    assert stored is not None and hub.xet.read(stored.hash) == shard.read_bytes()
+    assert not hub.lfs_uploads(repo_id) and [r for r in hub.requests if "/xet-write-token/" in r.path]
+
+    staged_rows = pq.read_table(shard).to_pylist()
+    loaded = datasets.load_dataset(repo_id, split="train", cache_dir=str(tmp_path / "cache"))
+    assert stored.hash in hub.xet.counters.reconstructions, "the shard was not downloaded through hf_xet"
+    assert loaded.data.table.to_pylist() == staged_rows
+    streamed = datasets.load_dataset(repo_id, split="train", streaming=True)
+    assert list(streamed.with_format("arrow").iter(batch_size=1000))[0].to_pylist() == staged_rows
+    assert stored.hash in hub.xet.counters.bridged, "the stream did not read the Xet file"

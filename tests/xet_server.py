@@ -286,6 +286,7 @@ class XetCounters:
     received: Counter[str] = field(default_factory=Counter)  # body bytes read, per kind: xorb, shard
     xorbs: list[tuple[str, int]] = field(default_factory=list)  # (hash, bytes) of each xorb stored
     shards: list[int] = field(default_factory=list)  # bytes of each shard registered
+    registered: list[str] = field(default_factory=list)  # sha256 of each file a registered shard names
     reconstructions: list[str] = field(default_factory=list)  # file hashes of the reconstructions served
     bridged: list[str] = field(default_factory=list)  # file hashes the Hub's GETs read (the Hub's Xet bridge)
     sent: int = 0  # xorb bytes served to downloads
@@ -405,6 +406,7 @@ class XetServer(FaultInjector):
             new = [f for f in files if f.hash not in self._files]
             self._files.update((f.hash, f) for f in files)
             self.counters.shards.append(len(data))
+            self.counters.registered += [f.sha256 or f.hash for f in files]
         return {"result": 1 if new else 0}
 
     def reconstruction(self, file_hash: str, requested: str | None) -> JSON:
