@@ -9,7 +9,8 @@ requests of one upload are:
 
     GET  {hub}/api/datasets/{repo}/xet-write-token/{rev}   the token and the CAS URL (the Hub's route)
     GET  /v1/chunks/default/{chunk hash}       global deduplication query: 404 here (nothing to share)
-    POST /v1/xorb-grants/default/{xorb hash}   upload grant (newer than the docs): 404 here, and the
+    POST /v1/xorb-grants/default/{xorb hash}   upload grant (newer than the docs): 200 here for a xorb
+                                               stored already (nothing is sent), else 404, and the
                                                client then uploads through the documented route
     POST /v1/xorbs/default/{xorb hash}         a xorb: the chunk sequence (no footer), kept
     POST /v2/shards                            NDJSON shard upload: 404 here, the client falls back to
@@ -457,6 +458,10 @@ class XetServer(FaultInjector):
             self.counters.reconstructions.append(file_hash)
         return {"offset_into_first_range": offset_into_first, "terms": terms, "fetch_info": fetch}
 
+    def has_xorb(self, xorb_hash: str) -> bool:
+        with self._lock:
+            return xorb_hash in self._xorbs
+
     def xorb_bytes(self, xorb_hash: str) -> bytes:
         with self._lock:
             data = self._xorbs.get(xorb_hash)
@@ -540,6 +545,8 @@ class _XetHandler(_Handler):
             service.sent(len(payload))
             return status, payload, headers
         service.check_token(self.headers.get("Authorization"), write=name in ("grant", "xorb", "shard", "shard_v2"))
+        if name == "grant" and service.has_xorb(p["hash"]):  # 200: stored already, nothing to upload
+            return 200, b"{}", {"Content-Type": "application/json"}
         if name in ("dedup", "grant", "shard_v2", "reconstruction_v2"):
             raise HubError(404, f"{self.path} is not served by this test service")  # the client falls back
         if name == "xorb":

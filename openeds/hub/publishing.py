@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -127,9 +127,10 @@ def publish(
         replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its shard names
     plan = plan_operations(files, remote.files, prefixes, replaced)
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
-    # Hashes each file once (streaming), for the comparison and the upload alike.
     additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
-    sha256s = {operation.path_in_repo: operation.upload_info.sha256.hex() for operation in additions}
+    # Hashed only where the comparison needs it (a remote file of the same path and size): the Xet upload
+    # hashes what is left as it reads the files (huggingface_hub's `_sha256_arg`), so they are read once.
+    sha256s = _Sha256s(additions)
 
     with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
         if holds(remote, plan, sha256s):
@@ -194,6 +195,23 @@ def publish(
     return PublishResult(
         repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created), at=publication_tag
     )
+
+
+class _Sha256s(Mapping[str, str]):
+    """The sha256 (hex) of each addition by its path in the repo, computed when first asked for
+    (`UploadInfo.sha256` reads the file then; hf_xet fills it in during the upload otherwise)."""
+
+    def __init__(self, additions: Sequence[CommitOperationAdd]) -> None:
+        self._additions = {operation.path_in_repo: operation for operation in additions}
+
+    def __getitem__(self, path: str) -> str:
+        return self._additions[path].upload_info.sha256.hex()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._additions)
+
+    def __len__(self) -> int:
+        return len(self._additions)
 
 
 def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str, retry: RetryPolicy) -> None:
