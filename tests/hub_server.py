@@ -78,11 +78,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, unquote
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from tests.xet_server import XetServer
 
 # Files stored in LFS whatever their content (the Hub's default .gitattributes has the same idea).
 LFS_SUFFIXES = (".parquet", ".arrow", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".bin", ".zip", ".gz", ".zst")
@@ -114,15 +117,16 @@ class Entry:
     content: bytes | None = None  # regular files only
     lfs_sha256: str | None = None  # LFS files only
     pointer_size: int | None = None
+    xet_hash: str | None = None  # LFS files stored in the Xet service (tests/xet_server.py)
 
     @classmethod
     def regular(cls, content: bytes) -> Entry:
         return cls(size=len(content), oid=_git_oid(content), content=content)
 
     @classmethod
-    def lfs(cls, sha256: str, size: int) -> Entry:
+    def lfs(cls, sha256: str, size: int, xet_hash: str | None = None) -> Entry:
         pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-        return cls(size=size, oid=_git_oid(pointer), lfs_sha256=sha256, pointer_size=len(pointer))
+        return cls(size=size, oid=_git_oid(pointer), lfs_sha256=sha256, pointer_size=len(pointer), xet_hash=xet_hash)
 
     @property
     def etag(self) -> str:
@@ -132,6 +136,8 @@ class Entry:
         info: JSON = {"type": "file", "path": path, "oid": self.oid, "size": self.size}
         if self.lfs_sha256 is not None:
             info["lfs"] = {"oid": self.lfs_sha256, "size": self.size, "pointerSize": self.pointer_size}
+        if self.xet_hash is not None:
+            info["xetHash"] = self.xet_hash
         return info
 
 
@@ -156,6 +162,7 @@ class Repo:
     lfs_objects: dict[str, bytes] = field(default_factory=dict)  # sha256 -> content
     gated: bool = False  # files readable only by `granted` users and those who may write (see HubServer.gate)
     granted: set[str] = field(default_factory=set)
+    xet: XetServer | None = None  # where the repo's Xet-backed files are stored
 
     def resolve(self, revision: str) -> Commit | None:
         """A branch, a tag or a full commit sha."""
@@ -165,7 +172,9 @@ class Repo:
     def read(self, entry: Entry) -> bytes:
         if entry.content is not None:
             return entry.content
-        return self.lfs_objects[entry.lfs_sha256 or ""]
+        if entry.lfs_sha256 in self.lfs_objects or entry.xet_hash is None or self.xet is None:
+            return self.lfs_objects[entry.lfs_sha256 or ""]
+        return self.xet.read(entry.xet_hash)
 
     def add_commit(
         self, parent: Commit | None, files: dict[str, Entry], title: str, message: str, author: str
@@ -243,6 +252,8 @@ class Fault:
     released: threading.Event = field(default_factory=threading.Event)
     body: bytes | None = None  # the answer's body instead of the server's JSON error, e.g. an HTML page
     content_type: str = "text/html; charset=utf-8"
+    stall_body: bool = False  # read half of the request's body, then stop reading and never answer
+    skip: int = 0  # the first `skip` matching requests pass untouched (a fault that starts mid-run)
 
 
 @dataclass(frozen=True)
@@ -273,15 +284,89 @@ class _DropConnection(Exception):
 # --- the server -------------------------------------------------------------------------------
 
 
-class HubServer:
+class FaultInjector:
+    """Faults and the request log of a test server (the Hub here, the Xet service in tests/xet_server.py)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self.requests: list[LoggedRequest] = []
+
+    def fail(
+        self,
+        method: str,
+        path_regex: str,
+        *,
+        status: int = 500,
+        times: int = 1,
+        drop: bool = False,
+        lose_response: bool = False,
+        headers: dict[str, str] | None = None,
+        hang: bool = False,
+        stall_after: int | None = None,
+        body: bytes | None = None,
+        content_type: str = "text/html; charset=utf-8",
+        stall_body: bool = False,
+        skip: int = 0,
+    ) -> Fault:
+        """Answer the next `times` matching requests (after `skip` untouched ones) with `status` and `headers`
+        (or `body`), cut the connection, hang or stall (`Fault`)."""
+        fault = Fault(
+            method.upper(),
+            re.compile(path_regex),
+            status,
+            times,
+            drop,
+            lose_response,
+            dict(headers or {}),
+            hang=hang,
+            stall_after=stall_after,
+            body=body,
+            content_type=content_type,
+            stall_body=stall_body,
+            skip=skip,
+        )
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def reset_faults_and_log(self) -> None:
+        self._release_hung()
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+
+    def _release_hung(self) -> None:
+        """Let every hung or stalled handler go: its client is gone, or about to be."""
+        with self._lock:
+            for fault in self._faults:
+                fault.released.set()
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.hits < fault.times and fault.method == method and fault.path_regex.search(path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def log(self, request: LoggedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+
+class HubServer(FaultInjector):
     """The Hub state plus a `ThreadingHTTPServer` serving it from a background thread."""
 
     def __init__(self, port: int = 0) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._repos: dict[str, Repo] = {}
         self._tokens: dict[str, TokenGrant] = {}
-        self._faults: list[Fault] = []
-        self.requests: list[LoggedRequest] = []
+        #: the Xet storage service whose URL the token routes hand out (tests/xet_server.py), if any
+        self.xet: XetServer | None = None
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.hub = self  # type: ignore[attr-defined]
@@ -307,40 +392,6 @@ class HubServer:
         with self._lock:
             self._tokens[token] = TokenGrant(user, frozenset([user] if write is None else write))
 
-    def fail(
-        self,
-        method: str,
-        path_regex: str,
-        *,
-        status: int = 500,
-        times: int = 1,
-        drop: bool = False,
-        lose_response: bool = False,
-        headers: dict[str, str] | None = None,
-        hang: bool = False,
-        stall_after: int | None = None,
-        body: bytes | None = None,
-        content_type: str = "text/html; charset=utf-8",
-    ) -> Fault:
-        """Answer the next `times` matching requests with `status` and `headers` (or `body`), cut the
-        connection, hang or stall (`Fault`)."""
-        fault = Fault(
-            method.upper(),
-            re.compile(path_regex),
-            status,
-            times,
-            drop,
-            lose_response,
-            dict(headers or {}),
-            hang=hang,
-            stall_after=stall_after,
-            body=body,
-            content_type=content_type,
-        )
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
     def gate(self, repo_id: str, *, granted: Iterable[str] = ()) -> None:
         """Make `repo_id` a gated repo whose files only `granted` users (and those who may write to it) may read."""
         with self._lock:
@@ -359,37 +410,24 @@ class HubServer:
             repo.branches["main"] = commit.sha
         return commit.sha
 
-    def reset_faults_and_log(self) -> None:
-        self._release_hung()
-        with self._lock:
-            self._faults.clear()
-            self.requests.clear()
-
-    def _release_hung(self) -> None:
-        """Let every hung or stalled handler go: its client is gone, or about to be."""
-        with self._lock:
-            for fault in self._faults:
-                fault.released.set()
-
     def lfs_uploads(self, repo_id: str) -> list[str]:
         """Oids of the LFS objects PUT (and accepted) for `repo_id`, in arrival order."""
         prefix = f"/lfs/datasets/{repo_id}/"
         with self._lock:
             return [r.lfs_oid for r in self.requests if r.lfs_oid and r.status == 200 and r.path.startswith(prefix)]
 
+    def reset_faults_and_log(self) -> None:
+        """No pending fault, an empty request log, here and in the Xet service (and its counters zeroed)."""
+        super().reset_faults_and_log()
+        if self.xet is not None:
+            self.xet.reset_faults_and_log()
+
+    def uploads(self, repo_id: str) -> list[str]:
+        """The sha256 of each file uploaded since the last reset: PUT through LFS for `repo_id`, or registered by
+        a shard in the Xet service (which does not know repos)."""
+        return self.lfs_uploads(repo_id) + (list(self.xet.counters.registered) if self.xet is not None else [])
+
     # request plumbing (called by the handler)
-
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.hits < fault.times and fault.method == method and fault.path_regex.search(path):
-                    fault.hits += 1
-                    return fault
-        return None
-
-    def log(self, request: LoggedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
 
     def grant(self, authorization: str | None) -> TokenGrant | None:
         """The grant of the request's bearer token; None without a token; 401 for an unknown one."""
@@ -464,7 +502,7 @@ class HubServer:
         with self._lock:
             if repo_id in self._repos:
                 return 409, {"error": "You already created this dataset repo", "url": url}
-            repo = Repo(repo_id, created_at=_now())
+            repo = Repo(repo_id, created_at=_now(), xet=self.xet)
             initial = repo.add_commit(
                 None, {".gitattributes": Entry.regular(GITATTRIBUTES.encode())}, "initial commit", "", "system"
             )
@@ -567,10 +605,7 @@ class HubServer:
                 if key == "file":
                     files[path] = Entry.regular(base64.b64decode(value["content"]))
                 elif key == "lfsFile":
-                    content = repo.lfs_objects.get(value["oid"])
-                    if content is None:
-                        raise HubError(422, f"LFS object {value['oid']} for {path} was never uploaded")
-                    files[path] = Entry.lfs(value["oid"], len(content))
+                    files[path] = self._lfs_entry(repo, value["oid"], path)
                 elif key == "deletedFile":
                     if files.pop(path, None) is None:
                         raise HubError(404, f"A file with this name doesn't exist: {path}", code="EntryNotFound")
@@ -673,7 +708,37 @@ class HubServer:
         headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{entry.etag}"', "Accept-Ranges": "bytes"}
         if entry.lfs_sha256:  # the Hub sets these on the redirect to its storage; a local server serves directly
             headers.update({"X-Linked-Etag": f'"{entry.lfs_sha256}"', "X-Linked-Size": str(entry.size)})
+        if entry.xet_hash:  # a client with hf_xet downloads it from the Xet service instead
+            route = f"{self.url}/api/datasets/{repo_id}/xet-read-token/{commit.sha}"
+            headers.update({"X-Xet-Hash": entry.xet_hash, "X-Xet-Refresh-Route": route})
         return content, headers
+
+    # --- Xet: the token routes and the files stored in the Xet service (tests/xet_server.py) -------
+
+    def xet_token(self, grant: TokenGrant | None, repo_id: str, revision: str, write: bool) -> JSON:
+        """A Xet access token for reading or writing `repo_id`, and the service's URL, as the Hub's
+        `xet-read-token` / `xet-write-token` routes answer (the client reads the body or the headers)."""
+        with self._lock:
+            repo = self.repo(repo_id)
+            if not write:
+                self.check_gate(grant, repo)
+                self.commit_at(repo, revision)
+        if write:
+            self.check_write(grant, repo_id.split("/")[0])
+        if self.xet is None:
+            raise HubError(404, "this test Hub has no Xet service")
+        token, expires = self.xet.issue_token(write=write)
+        return {"accessToken": token, "exp": expires, "casUrl": self.xet.url}
+
+    def _lfs_entry(self, repo: Repo, sha256: str, path: str) -> Entry:
+        """The entry of an LFS file a commit names by its sha256: uploaded through LFS or through Xet."""
+        content = repo.lfs_objects.get(sha256)
+        if content is not None:
+            return Entry.lfs(sha256, len(content))
+        stored = self.xet.file_by_sha256(sha256) if self.xet is not None else None
+        if stored is None:
+            raise HubError(422, f"LFS object {sha256} for {path} was never uploaded")
+        return Entry.lfs(sha256, stored.size, xet_hash=stored.hash)
 
 
 def tag_name_problem(tag: str) -> str | None:
@@ -743,6 +808,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("DELETE", rf"/api/datasets/{_REPO}/tag/(?P<rev>[^/]+)", "delete_tag"),
         ("GET", rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
         ("HEAD", rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("GET", rf"/api/datasets/{_REPO}/xet-(?P<xet>read|write)-token/(?P<rev>[^/]+)", "xet_token"),
     ]
 ]
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -779,6 +845,11 @@ class _Handler(BaseHTTPRequestHandler):
         ranged = self.headers.get("Range")
         try:
             fault = self.hub.take_fault(self.command, path)
+            if fault is not None and fault.stall_body:  # an upload whose body stops moving halfway
+                self._read_part()
+                self.hub.log(LoggedRequest(self.command, path, None, lfs_oid, range=ranged))
+                self._hold(fault)
+                return
             body = self._read_body(drop=fault is not None and fault.drop)
             if fault is not None and fault.hang:
                 self.hub.log(LoggedRequest(self.command, path, None, lfs_oid, range=ranged))
@@ -837,6 +908,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise _DropConnection
         return self.rfile.read(length)
 
+    def _read_part(self) -> int:
+        """Read half of the request's body (its first chunk if chunked) and no more; returns the bytes read."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            return len(self.rfile.read(size))
+        return len(self.rfile.read(int(self.headers.get("Content-Length") or 0) // 2))
+
     def _route(self, raw_path: str) -> tuple[str, dict[str, str]] | None:
         """The endpoint name and the decoded path parameters, or None for an unknown endpoint."""
         for method, pattern, name in _ROUTES:
@@ -893,8 +971,18 @@ class _Handler(BaseHTTPRequestHandler):
             result = hub.create_tag(grant, p["repo"], rev, json.loads(body))
         elif name == "delete_tag":
             result = hub.delete_tag(grant, p["repo"], rev)
+        elif name == "xet_token":
+            result = hub.xet_token(grant, p["repo"], rev, write=p["xet"] == "write")
+            headers = {
+                "X-Xet-Cas-Url": result["casUrl"],
+                "X-Xet-Access-Token": result["accessToken"],
+                "X-Xet-Token-Expiration": str(result["exp"]),
+            }
+            return 200, json.dumps(result).encode(), {"Content-Type": "application/json", **headers}
         else:  # resolve
             content, headers = hub.resolve(grant, p["repo"], rev, p["path"])
+            if self.command == "GET" and hub.xet is not None and "X-Xet-Hash" in headers:
+                hub.xet.bridged(headers["X-Xet-Hash"])  # the Hub's redirect to its Xet bridge, served here
             return self._ranged(content, headers)
         return status, json.dumps(result).encode(), {"Content-Type": "application/json"}
 
@@ -996,13 +1084,12 @@ def configure_hub_environment() -> str:
         )
     home = tempfile.mkdtemp(prefix="hf-home-")
     atexit.register(shutil.rmtree, home, ignore_errors=True)
-    for name in _CLEARED_VARIABLES:
+    for name in (*_CLEARED_VARIABLES, "HF_HUB_DISABLE_XET"):  # publications go through Xet, as users' do
         os.environ.pop(name, None)
     endpoint = f"http://127.0.0.1:{free_port()}"
     os.environ.update(
         {
             ENDPOINT_VARIABLE: endpoint,
-            "HF_HUB_DISABLE_XET": "1",
             "HF_HOME": home,
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",
@@ -1021,13 +1108,25 @@ def hub_server() -> Iterator[HubServer]:
             f"HF_ENDPOINT is {endpoint!r}; expected http://127.0.0.1:PORT; "
             "call configure_hub_environment() at the top of tests/conftest.py"
         )
-    server = HubServer(port=int(endpoint.rsplit(":", 1)[1])).start()
+    from tests.xet_server import XetServer  # it builds on this module
+
+    server = HubServer(port=int(endpoint.rsplit(":", 1)[1]))
+    server.xet = XetServer().start()
+    server.start()
     yield server
     server.stop()
+    server.xet.stop()
 
 
 @pytest.fixture
-def hub(hub_server: HubServer) -> HubServer:
-    """The session's test Hub with no pending fault and an empty request log."""
+def hub(hub_server: HubServer, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """The session's test Hub (and its Xet service) with no pending fault, an empty request log and counters,
+    and a Xet cache of the test's own (`HF_XET_CACHE`): hf_xet skips what its cache says it uploaded, which
+    an earlier test's cache would say of uploads the counters of this test never see."""
     hub_server.reset_faults_and_log()
+    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path_factory.mktemp("xet-cache")))
+    from huggingface_hub.utils import _xet  # the session reads HF_XET_CACHE when made: the next call makes one
+
+    if _xet._GLOBAL_XET_HOLDER._session is not None:
+        _xet.abort_xet_session()
     return hub_server

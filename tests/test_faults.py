@@ -170,6 +170,8 @@ _CLOSED = socket.socket()
 _CLOSED.bind(("127.0.0.1", 0))
 CLOSED_ENDPOINT = f"http://127.0.0.1:{_CLOSED.getsockname()[1]}"
 FAST = ("--retry-timeout", "2")  # failing-network cases give up within seconds
+#: the LFS path: publications go through Xet unless this is set (read when huggingface_hub is imported)
+LFS = {"HF_HUB_DISABLE_XET": "1"}
 
 
 def _arrange(*steps: Callable[[World], None]) -> Callable[[World], None]:
@@ -896,7 +898,7 @@ HUB = [
         error="could not upload the files to faults/",
         says=("HTTP 413", "nothing was published"),
         arrange=_arrange(_earlier_commit, _fail("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch", status=413)),
-        env={"HF_TOKEN": TOKEN},
+        env={"HF_TOKEN": TOKEN, **LFS},
     ),
     Case(
         "endpoint-refuses-connections",
@@ -1132,7 +1134,7 @@ NETWORK = [
             "nothing was published",
         ),
         arrange=_arrange(_earlier_commit, _hangs("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch")),
-        env={"HF_TOKEN": TOKEN},
+        env={"HF_TOKEN": TOKEN, **LFS},
         timeout=_ends_within(_CLIENT_RETRIES),
     ),
     Case(
@@ -2629,7 +2631,161 @@ HEADER_CASES = [
     ),
 ]
 
-CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY, *HUB_FOLLOW_UPS]
+# -- publishing through Xet (issue 23) -------------------------------------------------------------
+#
+# Every publication goes through hf_xet unless HF_HUB_DISABLE_XET is set: its token from the Hub's
+# `xet-write-token` route, its xorbs and shard to the Xet storage service (tests/xet_server.py). Each
+# fault there ends as the LFS path's do: a transient one is retried and the data published; a lasting
+# one ends within --retry-timeout plus one --timeout with one line, and the Hub unchanged. The LFS path
+# keeps its own cases above (`LFS`), and the body that stalls mid-upload runs on both.
+
+
+def _xet_fail(method: str, path: str, **fault: object) -> Callable[[World], None]:
+    """From now on the Xet service fails requests to `path` (see FaultInjector.fail)."""
+    return lambda world: world.hub.xet.fail(method, path, **fault)
+
+
+def _xet_token_fails(**fault: object) -> Callable[[World], None]:
+    return _fail("GET", "/api/datasets/{repo}/xet-write-token/", times=1000, **fault)
+
+
+XORB = r"^/v1/xorbs/"
+
+
+def _stored_in_xet(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """Published through Xet: every shard of the head is a Xet file whose bytes, read back from the
+    service's xorbs, are the staged shard's."""
+    repo = _repo(world)
+    head = repo.commits[repo.branches["main"]]
+    shards = {p: e for p, e in head.files.items() if p.endswith(".parquet")}
+    assert shards and all(e.xet_hash for e in shards.values()), "a shard was not stored through Xet"
+    assert not world.hub.lfs_uploads(world.repo_id), "a file went through LFS"
+    for path, entry in shards.items():
+        assert world.hub.xet.read(entry.xet_hash) == (world.out / path).read_bytes(), f"{path} differs"
+
+
+XET_CASES = [
+    Case("xet-publish-stores-the-staged-shards", PUBLISH, check=_stored_in_xet, env={"HF_TOKEN": TOKEN}),
+    Case(
+        "xet-token-route-401",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="token was rejected",
+        says=("the Hub's Xet token route", "401 Unauthorized", "nothing was published"),
+        arrange=_arrange(_earlier_commit, _xet_token_fails(status=401)),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "xet-token-revoked-mid-upload",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="token was rejected",
+        says=("401 Unauthorized", "nothing was published"),
+        arrange=_arrange(
+            _earlier_commit, _xet_fail("POST", XORB, status=401, times=1000), _xet_token_fails(status=401, skip=1)
+        ),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "xet-token-route-403",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="the Hub's Xet token route refused it (403 Forbidden",
+        says=("use a token with write access to faults",),
+        arrange=_arrange(_earlier_commit, _xet_token_fails(status=403)),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "xet-token-route-answers-a-web-page",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="not what the Hugging Face Hub API sends",
+        says=("error decoding response body", "check HF_ENDPOINT and the proxy settings"),
+        arrange=_arrange(_earlier_commit, _xet_token_fails(status=200, body=b"<html><body>Sign in</body></html>")),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    *(
+        Case(
+            f"xet-xorb-upload-{name}",
+            (*PUBLISH, "--splits", "test", *SHORT),
+            exit=1,
+            error="through Xet failed after hf_xet's retries (a xorb upload to the Xet storage service",
+            says=("nothing was published", "re-run the same command: what hf_xet uploaded is not sent again"),
+            arrange=_arrange(_earlier_commit, _xet_fail("POST", XORB, times=1000, **fault)),
+            env={"HF_TOKEN": TOKEN},
+            timeout=_ends_within(2),
+        )
+        for name, fault in [
+            ("hangs", {"hang": True}),
+            ("body-stalls", {"stall_body": True}),
+            ("connection-cut", {"drop": True}),
+            ("500-lasting", {"status": 503}),
+            ("429-lasting", {"status": 429, "headers": {"Retry-After": "1"}}),
+        ]
+    ),
+    *(
+        Case(
+            f"xet-xorb-{name}-then-success",
+            (*PUBLISH, "--timeout", "1", "--retry-timeout", "6"),  # room for one retry (a 2 s wait at most)
+            check=_stored_in_xet,
+            arrange=_xet_fail("POST", XORB, times=1, **fault),
+            env={"HF_TOKEN": TOKEN},
+            timeout=_ends_within(6),
+        )
+        for name, fault in [
+            ("500", {"status": 500}),
+            ("429-with-retry-after", {"status": 429, "headers": {"Retry-After": "1"}}),
+            ("connection-cut", {"drop": True}),
+        ]
+    ),
+    Case(
+        "xet-shard-upload-hangs",  # hf_xet has no read timeout there: the watchdog ends it
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="through Xet moved no data for 3 s",
+        says=("nothing was published", "or set HF_HUB_DISABLE_XET=1 to publish through LFS"),
+        arrange=_arrange(_earlier_commit, _xet_fail("POST", r"^/v1/shards$", hang=True, times=1000)),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1 + 1 + 5 + 5),  # the idle limit, the watchdog's poll and grace, hf_xet's own retry
+    ),
+    Case(
+        "xet-shard-refused-400",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="the shard upload to the Xet storage service refused it (HTTP 400",
+        says=("re-running will not help",),
+        arrange=_arrange(_earlier_commit, _xet_fail("POST", r"^/v1/shards$", status=400, times=1000)),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "lfs-put-body-stalls",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="uploading to faults/",
+        says=("failed after the client's retries", "nothing was published"),
+        arrange=_arrange(_earlier_commit, _fail("PUT", "/lfs/datasets/{repo}/", stall_body=True, times=1000)),
+        env={"HF_TOKEN": TOKEN, **LFS},
+        timeout=_ends_within(_CLIENT_RETRIES),
+    ),
+]
+
+CASES = [
+    *SUCCESSES,
+    *USAGE,
+    *RAW,
+    *LOCAL_DIR,
+    *HUB,
+    *NETWORK,
+    *RAW_AND_STAGING,
+    *HUB_SAFETY,
+    *HUB_FOLLOW_UPS,
+    *XET_CASES,
+]
 CASES += HEADER_CASES
 
 

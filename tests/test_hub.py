@@ -362,8 +362,17 @@ def test_a_run_that_died_before_tagging_is_tagged_by_the_rerun(hub, api, repo_id
     assert api.list_repo_refs(repo_id, repo_type="dataset").tags[0].target_commit == head
 
 
+@pytest.fixture
+def lfs(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The LFS path (what `HF_HUB_DISABLE_XET=1` selects): in this process, and the environment for a child."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # read at each upload
+    return {"HF_HUB_DISABLE_XET": "1"}  # read when a child imports huggingface_hub
+
+
 @READS_BACK
-def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_path):
+def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_path, lfs):
     folder = build(tmp_path, {"data": {"train": 2, "test": 1}, "full": {"train": 1}})
     lfs_files = sorted(p for p in folder.rglob("*") if p.suffix in (".parquet", ".png"))
     victim = sha256(folder / "data" / "test-00000-of-00001.parquet")
@@ -373,7 +382,7 @@ def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_pat
         "import sys; from pathlib import Path; from openeds.hub import publish; "
         "publish(Path(sys.argv[1]), sys.argv[2], splits_by_config={'pupil': ['train', 'test'], 'full': ['train']})"
     )
-    env = {**os.environ, "HF_TOKEN": WRITE, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "HF_TOKEN": WRITE, "PYTHONPATH": str(REPO_ROOT), **lfs}
     process = subprocess.Popen([sys.executable, "-c", script, str(folder), repo_id], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -391,7 +400,7 @@ def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_pat
     assert datasets.load_dataset(repo_id, split="test").to_dict() == rows("test", 2)
 
 
-def test_a_dropped_upload_is_retried_by_the_client(hub, api, repo_id, tmp_path):
+def test_a_dropped_upload_is_retried_by_the_client(hub, api, repo_id, tmp_path, lfs):
     folder = build(tmp_path, {"data": {"train": 1}})
     victim = sha256(folder / "data" / "train-00000-of-00001.parquet")
     hub.fail("PUT", victim, drop=True)

@@ -428,7 +428,7 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(tags: v2.1)" in result.stdout
     assert sorted(p.name for p in (second / "data").iterdir()) == ["test-00000-of-00001.parquet"]
-    uploaded = _shard_paths(hub, hub.lfs_uploads(REPO_ID), second)
+    uploaded = _shard_paths(hub, hub.uploads(REPO_ID), second)
     assert uploaded <= {"data/test-00000-of-00001.parquet", "images/preview.png"}
     assert "data/test-00000-of-00001.parquet" in uploaded
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c2"))

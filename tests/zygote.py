@@ -113,7 +113,15 @@ TORCH = (
     "preprocessing.training",
 )
 #: variables a run may set differently from its zygote and still be forked: read when used, not when imported
-RUN_TIME_VARIABLES = ("HF_TOKEN", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HTTP_PROXY", "PYTEST_CURRENT_TEST")
+RUN_TIME_VARIABLES = (
+    "HF_TOKEN",
+    "HOME",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "HTTP_PROXY",
+    "PYTEST_CURRENT_TEST",
+    "HF_XET_CACHE",  # hf_xet reads it when its session is made, at the first upload or download (not imported here)
+)
 RUN_TIME_PREFIXES = ("KAGGLE_",)
 #: modules whose import starts native threads that their library makes safe across a fork, and how
 FORK_SAFE_THREADS = {

@@ -37,8 +37,8 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    `check_card` after `connect`; `replace_card=True` (push.py `--replace-card`) replaces it, and a
    warning names the revision where the replaced card stays readable;
 6. create the repo if needed, tag the v1 head `v1` if the repo holds v1 data and has no such tag;
-7. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
-   so re-running a killed upload resumes it;
+7. upload the LFS files (`preupload_lfs_files`, through Xet by default, else LFS): what the Hub already
+   holds is not sent again (LFS objects; Xet chunks), so re-running a killed upload resumes it;
 8. make ONE commit with every addition, deletion and the card, pinned to the inspected head
    (`parent_commit`), so the Hub never shows a card naming files it lacks;
 9. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
@@ -54,6 +54,10 @@ cannot be checked: it is kept, and a warning line names it. Then `kept_sizes` (t
 read again) so that its card lists every split the repo keeps with their real sizes, then
 `publish(..., remote=...)`.
 
+Uploads: huggingface_hub sends the files through hf_xet (the Hub's Xet storage) whenever hf_xet imports
+and `HF_HUB_DISABLE_XET` is unset, else through LFS. `openeds.hub.xet` gives hf_xet its timeouts and
+retries from the `RetryPolicy` (`--timeout`, `--retry-timeout`), watches the upload (a watchdog aborts it
+when no byte moves for the retry budget plus one timeout) and names what failed in one line.
 Retries: huggingface_hub retries each HTTP call of the LFS upload itself (preupload, LFS batch, PUT,
 verify: 5 retries, 1-8 s apart, outside this project's budgets) and this module does not wrap those.
 The other calls (whoami, auth checks, create repo, repo info, refs, card download, footers, commit,

@@ -8,9 +8,11 @@ commit pinned to the inspected head, so the Hub never shows a card naming files 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Collection, Mapping, Sequence
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -47,6 +49,7 @@ from openeds.hub.planning import (
     require_token,
 )
 from openeds.hub.remote import V1_TAG, RemoteState, _check_token, check_repo_id, connect, inspect_remote
+from openeds.hub.xet import short_xet_error, use_xet_settings, uses_xet, watch, xet_status, xet_target
 from openeds.layout import CARD_PATH, PREVIEW_PATHS, split_prefix
 from openeds.retry import RetryPolicy, describe_timeout
 
@@ -139,9 +142,10 @@ def publish(
         replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its names and splits
     plan = plan_operations(files, remote.files, prefixes, replaced)
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
-    # Hashes each file once (streaming), for the comparison and the upload alike.
     additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
-    sha256s = {operation.path_in_repo: operation.upload_info.sha256.hex() for operation in additions}
+    # Hashed only where the comparison needs it (a remote file of the same path and size): the Xet upload
+    # hashes what is left as it reads the files (huggingface_hub's `_sha256_arg`), so they are read once.
+    sha256s = _Sha256s(additions)
 
     with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
         if holds(remote, plan, sha256s):
@@ -196,7 +200,7 @@ def publish(
         if remote.v1_files and V1_TAG not in remote.tags:
             _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
             created.append(V1_TAG)
-        _upload(api, repo_id, additions, token)
+        _upload(api, repo_id, additions, token, retry)
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
         publication_tag = tag or next_publication_tag(remote.tags)
@@ -216,13 +220,51 @@ def publish(
     )
 
 
-def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str) -> None:
-    """Upload the LFS files the Hub does not hold yet (the client shows progress bars and retries each request)."""
+class _Sha256s(Mapping[str, str]):
+    """The sha256 (hex) of each addition by its path in the repo, computed when first asked for
+    (`UploadInfo.sha256` reads the file then; hf_xet fills it in during the upload otherwise)."""
+
+    def __init__(self, additions: Sequence[CommitOperationAdd]) -> None:
+        self._additions = {operation.path_in_repo: operation for operation in additions}
+
+    def __getitem__(self, path: str) -> str:
+        return self._additions[path].upload_info.sha256.hex()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._additions)
+
+    def __len__(self) -> int:
+        return len(self._additions)
+
+
+def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str, retry: RetryPolicy) -> None:
+    """Upload the LFS files the Hub does not hold yet: through Xet when huggingface_hub takes that path (hf_xet
+    bounded by `retry` and watched: `openeds.hub.xet`), else through LFS (the client retries each request)."""
     size = sum(operation.upload_info.size for operation in additions)
-    logger.info("Uploading what the Hub lacks of %d files (%.1f MB) to %s", len(additions), size / 1e6, repo_id)
+    xet = uses_xet()
+    logger.info(
+        "Uploading what the Hub lacks of %d files (%.1f MB) to %s through %s",
+        len(additions),
+        size / 1e6,
+        repo_id,
+        "Xet" if xet else "LFS",
+    )
+    if xet:
+        use_xet_settings(retry)
+    watched = None
     try:
-        api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
+        with (
+            watch(retry, lambda idle: _xet_stalled(repo_id, idle, retry))
+            if xet
+            else contextlib.nullcontext() as watched
+        ):
+            api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
     except Exception as error:
+        if watched is not None and watched.fired:
+            raise PublishError(watched.line()) from error
+        if xet and isinstance(error, (OSError, RuntimeError)) and not isinstance(error, PublishError):
+            if (problem := _xet_problem(api, repo_id, error)) is not None:
+                raise problem from error
         status = _status(error)
         if status == 401:
             raise _token_rejected(api.endpoint, f"upload the files to {repo_id}", NOTHING_PUBLISHED) from error
@@ -240,6 +282,54 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
         if status is not None:
             raise _refused(f"upload the files to {repo_id}", error, NOTHING_PUBLISHED) from error
         raise
+
+
+_XET_RESUME: Final = "re-run the same command: what hf_xet uploaded is not sent again"
+
+
+def _xet_stalled(repo_id: str, idle: float, retry: RetryPolicy) -> str:
+    """The line of an upload the watchdog stopped (`openeds.hub.xet.watch`)."""
+    return (
+        f"uploading to {repo_id} through Xet moved no data for {idle:.0f} s (hf_xet waited on a request it does not "
+        f"time out, such as the final shard upload); expected progress within the retry budget "
+        f"({retry.total:g} s, --retry-timeout) plus one timeout ({retry.timeout:g} s, --timeout); {NOTHING_PUBLISHED}; "
+        f"{_XET_RESUME}, or set HF_HUB_DISABLE_XET=1 to publish through LFS"
+    )
+
+
+def _xet_problem(api: HfApi, repo_id: str, error: Exception) -> PublishError | None:
+    """One line for an error hf_xet raised (a built-in `ConnectionError`, `TimeoutError`, `PermissionError`,
+    `OSError` or `RuntimeError`), by what failed and the status it names; None for an error of another kind."""
+    if type(error).__module__ not in ("builtins", "hf_xet"):
+        return None
+    what, status, seen = xet_target(error), xet_status(error), short_xet_error(error)
+    upload = f"upload the files to {repo_id} through Xet"
+    if status == 401 or isinstance(error, PermissionError):
+        return _token_rejected(api.endpoint, f"{upload} ({what}: {seen})", NOTHING_PUBLISHED)
+    if status == 403:
+        return PublishError(
+            f"could not {upload}: {what} refused it (403 Forbidden: {seen}); expected a token that may write to "
+            f"{repo_id}; {NOTHING_PUBLISHED}; use a token with write access to {repo_id.split('/')[0]} "
+            "(HF_TOKEN or `hf auth login --force`)"
+        )
+    if status is None and re.search(r"error decoding response body", seen):  # not the JSON of the Xet API
+        return _not_the_hub(
+            upload,
+            api.endpoint,
+            f"an answer that is neither its Xet token nor its Xet service's ({seen})",
+            NOTHING_PUBLISHED,
+        )
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        return PublishError(
+            f"could not {upload}: {what} refused it (HTTP {status}: {seen}); expected it to accept the files; "
+            f"{NOTHING_PUBLISHED}; re-running will not help; set HF_HUB_DISABLE_XET=1 to publish through LFS, "
+            "or report it with this message"
+        )
+    return PublishError(
+        f"uploading to {repo_id} through Xet failed after hf_xet's retries ({what}: {seen}); expected the Xet "
+        f"storage service to accept the files within the retry budget (--retry-timeout) and each request within "
+        f"--timeout; {NOTHING_PUBLISHED}; {_XET_RESUME}"
+    )
 
 
 def _commit(
