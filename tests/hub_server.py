@@ -2,7 +2,8 @@
 
 The real `huggingface_hub` and `datasets` clients talk HTTP to this server, so the tests exercise
 the same requests as a push to, and a load from, huggingface.co. It serves dataset repos only,
-speaks the legacy LFS protocol (run the clients with `HF_HUB_DISABLE_XET=1`) and keeps every
+speaks both upload protocols (Xet, the clients' default, through the storage service of
+`tests/xet_server.py`; the legacy LFS batch protocol with `HF_HUB_DISABLE_XET=1`) and keeps every
 commit as a full snapshot, so branches, tags and commit shas all stay readable.
 
 Endpoints (as called by huggingface_hub 2.4 and datasets 3.6 / 5.2):
@@ -31,10 +32,10 @@ chosen first. At the top of `tests/conftest.py`, before anything imports hugging
 
     configure_hub_environment()
 
-`configure_hub_environment` sets `HF_ENDPOINT=http://127.0.0.1:{free port}`, `HF_HUB_DISABLE_XET=1`
-and a temporary `HF_HOME`, and removes any real token from the environment; the session fixture
-`hub_server` then serves on that port, and the function fixture `hub` resets faults and the
-request log for each test.
+`configure_hub_environment` sets `HF_ENDPOINT=http://127.0.0.1:{free port}`, unsets `HF_HUB_DISABLE_XET`
+(uploads go through Xet, as users' do), sets a temporary `HF_HOME` and removes any real token from the
+environment; the session fixture `hub_server` then serves on that port, and the function fixture `hub`
+resets faults and the request log for each test.
 
 Tokens: reads are anonymous; a request carrying an unknown token gets 401. Writes need a token
 with write access to the repo's namespace (401 without a token, 403 without the right).
@@ -1071,8 +1072,8 @@ def configure_hub_environment() -> str:
     """Point huggingface_hub and datasets at a local test Hub; returns the endpoint URL.
 
     Call it from `tests/conftest.py` before huggingface_hub or datasets is imported: both read
-    `HF_ENDPOINT` at import time. It picks a free port, sets `HF_ENDPOINT`, `HF_HUB_DISABLE_XET=1`
-    (the test Hub speaks LFS, not Xet), a temporary `HF_HOME` (removed at exit), and removes any
+    `HF_ENDPOINT` at import time. It picks a free port, sets `HF_ENDPOINT`, unsets `HF_HUB_DISABLE_XET`
+    (the test Hub speaks Xet as well as LFS), sets a temporary `HF_HOME` (removed at exit), and removes any
     real token and offline switch from the environment so no test can reach huggingface.co or
     send a developer's token.
     """

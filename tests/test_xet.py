@@ -18,6 +18,7 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 
 from openeds.hub.xet import _retries, xet_settings
 from openeds.retry import RetryPolicy
+from openeds.synthetic import write_sample
 from tests.hub_server import HubServer
 from tests.push_runner import run_push
 from tests.xet_server import Chunk, _lz4_block, _ungroup4, decode_chunk, hash_hex, parse_xorb
@@ -156,13 +157,18 @@ def test_hf_xet_reads_the_settings_as_given(monkeypatch):
 
 
 @pytest.mark.datasets_line
-def test_push_publishes_through_xet_and_datasets_reads_back_the_staged_bytes(hub, sample_dir, tmp_path):
+def test_push_publishes_through_xet_and_datasets_reads_back_the_staged_bytes(hub, tmp_path):
     """What a user does with default settings: push.py publishes through hf_xet (no LFS upload), and
     `load_dataset` reads back, map-style through hf_xet's reconstructions and streamed through the Hub's
-    ranged reads of the Xet files, exactly the staged shards."""
+    ranged reads of the Xet files, exactly the staged shards.
+
+    The raw sample is this test's own (a seed no other test uses): after a test of this process has downloaded a
+    shard of the same bytes (the docs' blocks load the default sample), hf_xet reads it back without asking the
+    service for its reconstruction, even from a new session with an empty cache folder (seen, not documented)."""
     import datasets
     import pyarrow.parquet as pq
 
+    sample_dir = write_sample(tmp_path / "raw", {"train": 2}, seed=2301)
     repo_id = f"xavier/openeds-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "out"
     args = ["--data-dir", str(sample_dir), "--local-dir", str(out), "--repo-id", repo_id, "--splits", "train"]
