@@ -75,7 +75,7 @@ from typing import NamedTuple
 
 from huggingface_hub import HfApi
 
-from openeds import card, disk, download, hub, layout, lock, raw, schema
+from openeds import card, disk, download, hub, layout, lock, provenance, raw, schema
 from openeds.download import folder_path  # --data-dir, --local-dir, as download's --cache-dir
 from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -255,6 +255,7 @@ def push(
             )
         for note in raw.check_disjoint(split_dirs):
             print(note, file=sys.stderr)
+        marked = provenance.marked_splits(split_dirs)  # the synthetic sample's splits, whatever flag named them
         listings: dict[str, list[raw.Pair]] = {}
         for split in splits:
             listing = raw.list_pairs(split_dirs[split], on_missing_label)
@@ -309,7 +310,9 @@ def push(
         if not upload:
             # The folder is what a user loads: its card lists every current split it holds complete.
             kept = local_sizes(local_dir, skip={*pairs, *check.stale})
-        built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size, digests=digests)
+        built = materialize(
+            pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size, digests=digests, synthetic=marked
+        )
 
         # Each config built draws its preview from the first of its splits; a config this run does not build
         # draws it again from its first current split when a stale one goes (its preview may show that one).
@@ -323,6 +326,12 @@ def push(
         if upload:
             kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
         sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
+        # Which of them are the synthetic sample, as the data tells: footers, and the raw splits' markers.
+        local = built if upload else sizes
+        synthetic = provenance.local_synthetic(local_dir, [(c, s) for c in local for s in local[c]], marked)
+        if upload:
+            kept_paths = hub.kept_splits(remote, splits_by_config)
+            synthetic |= provenance.remote_synthetic(kept_paths, remote.footers, split_dirs, marked)
         # The card shows the previews the repo (or the folder) holds once this run is done.
         held = set(remote.files) if upload else {p for p in layout.PREVIEW_PATHS.values() if (local_dir / p).is_file()}
         previews = {c: layout.PREVIEW_PATHS[c] for c in sizes if c in configs or layout.PREVIEW_PATHS[c] in held}
@@ -331,6 +340,7 @@ def push(
                 sizes,
                 repo_id=repo_id,
                 source=source,
+                synthetic=synthetic,
                 command=command,
                 previews=previews,
                 v1_revision=upload and hub.has_v1_revision(remote),  # a folder's card names no revision

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -108,7 +108,26 @@ class Source:
             return "the synthetic sample of `openeds.synthetic`, not real OpenEDS data"
         if self.kind == "local":
             return "a local copy of OpenEDS in the Kaggle layout (`--data-dir`)"
-        return f"OpenEDS as downloaded from the Kaggle dataset [`{self.slug}`](https://www.kaggle.com/datasets/{self.slug})"
+        return f"OpenEDS as downloaded from the Kaggle dataset {self._kaggle_link}"
+
+    @property
+    def _kaggle_link(self) -> str:
+        return f"[`{self.slug}`](https://www.kaggle.com/datasets/{self.slug})"
+
+    def described(self, synthetic: Literal["all", "some", ""], splits: Sequence[str] = ()) -> str:
+        """What the card says of the source, the data's provenance told: ``synthetic`` says whether all the splits
+        the card lists, some (``splits``, named), or none hold the synthetic sample (``openeds.provenance``)."""
+        if synthetic == "all" and self.kind != "sample":
+            via = (
+                "a folder given with `--data-dir`"
+                if self.kind == "local"
+                else f"the Kaggle dataset {self._kaggle_link}"
+            )
+            return f"the synthetic sample of `openeds.synthetic` ({via}), not real OpenEDS data"
+        if synthetic == "some":
+            named = ", ".join(splits)
+            return f"{self.description}; {named}: the synthetic sample of `openeds.synthetic`, not real OpenEDS data"
+        return self.description
 
 
 def _versions() -> str:
@@ -283,21 +302,29 @@ def render_card(
     repo_id: str,
     source: Source,
     command: str,
+    synthetic: Collection[tuple[str, str]],
     previews: Mapping[str, str] | None = None,
     v1_revision: bool = False,
 ) -> DatasetCard:
     """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``), signed (`sign`).
 
-    ``previews`` maps configs to the preview pictures the repo holds (default: every config's in
-    ``sizes``). ``v1_revision``: the repo has a revision ``v1`` (its v1 data), which the card then names.
+    ``synthetic``: the ``(config, split)`` pairs that hold the synthetic sample, as the data tells
+    (``openeds.provenance``), whatever ``source`` says: all of them make a card of the synthetic sample, some a
+    "partly synthetic" one naming them, none a card of OpenEDS. ``previews`` maps configs to the preview pictures
+    the repo holds (default: every config's in ``sizes``). ``v1_revision``: the repo has a revision ``v1`` (its
+    v1 data), which the card then names.
     """
     from datasets.utils.metadata import MetadataConfigs
 
     if previews is None:
         previews = {config: PREVIEW_PATHS[config] for config in sizes}
     rows = sum(s.rows for splits in sizes.values() for s in splits.values())
+    listed = [(config, split) for config, splits in sizes.items() for split in ordered_splits(splits)]
+    named = [f"`{config}` {split}" for config, split in listed if (config, split) in synthetic]
+    kind: Literal["all", "some", ""] = "all" if named and len(named) == len(listed) else "some" if named else ""
     card_data = DatasetCardData(
-        pretty_name="OpenEDS precomputed (v2)" + (", synthetic sample" if source.kind == "sample" else ""),
+        pretty_name="OpenEDS precomputed (v2)"
+        + {"all": ", synthetic sample", "some": ", partly synthetic"}.get(kind, ""),
         # No license_link: the OpenEDS licence agreement has no public URL we could check; the card names it.
         license="other",
         license_name="openeds-dataset-license",
@@ -332,7 +359,9 @@ def render_card(
         disk_table=_disk_table(sizes),
         row_bytes={config: human_bytes(schema.raw_row_bytes(config)) for config in schema.CONFIG_NAMES},
         columns=list(schema.COLUMN_DOCS.items()),
-        source=source,
+        synthetic=kind,
+        synthetic_splits=named,
+        source_text=source.described(kind, named),
         v1_revision=v1_revision,
         versions=_versions(),
         command=command,

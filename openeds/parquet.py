@@ -9,7 +9,9 @@ values, which the RLE/bit-packed indices then compress very well).
 The ``huggingface`` schema metadata of :attr:`datasets.Features.arrow_schema` goes into
 every file, so ``load_dataset`` restores the Array2D/Array3D features. A
 ``openeds`` metadata entry records what the shard was built from, so a re-run can
-tell a finished shard from a stale one without reading its data.
+tell a finished shard from a stale one without reading its data. A separate
+``openeds_provenance`` entry, written only for a shard of the synthetic sample, says so
+(``openeds.provenance``); it plays no part in telling finished shards from stale ones.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ COMPRESSION_LEVEL = 3
 #: rows per row group: about 57 MB of raw arrays (90 MB in `full`), bounded memory on write and read
 ROW_GROUP_ROWS = 16
 _META_KEY = b"openeds"
+#: footer key of what the frames are (``{"synthetic": true}``), apart from the build record of ``_META_KEY``
+_PROVENANCE_KEY = b"openeds_provenance"
 
 
 def _leaf(name: str, depth: int) -> str:
@@ -88,14 +92,19 @@ def write_shard(
     rows: Iterable[dict[str, Any]],
     features: datasets.Features,
     source: Mapping[str, Any],
+    provenance: Mapping[str, Any] | None = None,
 ) -> int:
     """Stream ``rows`` into ``path`` in row groups of :data:`ROW_GROUP_ROWS`; return the row count.
 
     The file appears under its final name only once complete (written to a
     temporary name, fsynced, then renamed), so a killed run never leaves a shard
-    that looks finished. ``source`` is stored in the footer (see :func:`read_source`).
+    that looks finished. ``source`` is stored in the footer (see :func:`read_source`),
+    and so is ``provenance`` when given (see :func:`provenance_of`).
     """
-    schema = arrow_schema(features, {_META_KEY.decode(): json.dumps(source, sort_keys=True)})
+    metadata = {_META_KEY.decode(): json.dumps(source, sort_keys=True)}
+    if provenance:
+        metadata[_PROVENANCE_KEY.decode()] = json.dumps(provenance, sort_keys=True)
+    schema = arrow_schema(features, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     count, buffer = 0, []
@@ -142,6 +151,25 @@ def source_of(metadata: pq.FileMetaData) -> dict[str, Any] | None:
     except ValueError:  # UnicodeDecodeError included
         return None
     return record if isinstance(record, dict) else None
+
+
+def provenance_of(metadata: pq.FileMetaData) -> dict[str, Any]:
+    """What a shard's footer says of its frames (``{"synthetic": True}`` for the synthetic sample); ``{}`` if
+    nothing, or nothing readable."""
+    raw = (metadata.metadata or {}).get(_PROVENANCE_KEY)
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:  # UnicodeDecodeError included
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def read_provenance(path: Path) -> dict[str, Any]:
+    """:func:`provenance_of` a shard's footer, read from its file; ``{}`` if it cannot be read."""
+    try:
+        return provenance_of(pq.read_metadata(path))
+    except (OSError, pa.ArrowException):
+        return {}
 
 
 def num_rows(path: Path) -> int:

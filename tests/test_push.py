@@ -125,17 +125,19 @@ def test_card_names_configs_sizes_and_provenance(out_all):
         "license_name: openeds-dataset-license",
         "image-segmentation",
         "arXiv:1905.03702",
-        "OpenEDS dataset license agreement",
+        "This build holds no OpenEDS images or labels",
         "images/preview.png",
         "(3, 3)",
         'with_format("numpy", dtype=None)',
         "python push.py --data-dir",
-        "Built from <!-- provenance -->a local copy of OpenEDS in the Kaggle layout (`--data-dir`)",
+        # the sample given with --data-dir is still the sample: its split folders say so (openeds.provenance)
+        "- Source: the synthetic sample of `openeds.synthetic` (a folder given with `--data-dir`), not real OpenEDS",
+        "**Synthetic sample, not real OpenEDS data.**",
     ):
         assert needle in text, needle
     # Only what is known of this build: no Kaggle slug (a --data-dir copy may come from anywhere), no
-    # revision v1 (a folder has no revisions), no link that is not the licence's.
-    for absent in ("soumicksarker", 'revision="v1"', "license_link", "synthetic"):
+    # revision v1 (a folder has no revisions), no link that is not the licence's, no claim of OpenEDS frames.
+    for absent in ("soumicksarker", 'revision="v1"', "license_link", "come from OpenEDS", "a local copy of OpenEDS"):
         assert absent not in text, absent
     for config, path in (("pupil", "images/preview.png"), ("full", "images/preview-full.png")):
         assert f"![preview of `{config}`" in text and f"]({path})" in text, path
@@ -148,8 +150,10 @@ KAGGLE = card.Source("kaggle", "soumicksarker/openeds-dataset")
 
 def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000), "test": card.SplitSize(3, 3_000_000)}}
-    one = str(card.render_card(sizes, repo_id="a/b", source=LOCAL_COPY, command="push.py --local-dir /x/1"))
-    two = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py --local-dir /x/2"))
+    one = str(
+        card.render_card(sizes, repo_id="a/b", source=LOCAL_COPY, synthetic=(), command="push.py --local-dir /x/1")
+    )
+    two = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, synthetic=(), command="push.py --local-dir /x/2"))
     assert one != two and card.without_provenance(one) == card.without_provenance(two)
     assert "/x/1" in one and "/x/1" not in card.without_provenance(one)
     # The source is named twice (provenance and licence), each inside its own provenance block.
@@ -164,7 +168,7 @@ def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     )
     assert card.rows_from_card(f"---\ndataset_info:\n{both}---\n") == {"pupil": {"train": 8}}  # the current name wins
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
-    changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, command="push.py"))
+    changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, synthetic=(), command="push.py"))
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
 
 
@@ -179,7 +183,11 @@ def test_without_provenance_drops_every_block_and_keeps_an_unclosed_one():
 
 def test_a_sample_card_says_synthetic_and_nothing_of_kaggle():
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
-    text = str(card.render_card(sizes, repo_id="me/sample", source=card.Source("sample"), command="push.py --sample"))
+    text = str(
+        card.render_card(
+            sizes, repo_id="me/sample", source=card.Source("sample"), synthetic={("pupil", "train")}, command="push.py"
+        )
+    )
     assert "**Synthetic sample, not real OpenEDS data.**" in text and "holds no OpenEDS images or labels" in text
     assert "pretty_name: OpenEDS precomputed (v2), synthetic sample" in text
     for absent in ("Kaggle dataset", "soumicksarker", "Built from", "come from OpenEDS"):
@@ -189,7 +197,9 @@ def test_a_sample_card_says_synthetic_and_nothing_of_kaggle():
 @pytest.mark.parametrize("v1_revision", [False, True])
 def test_the_card_names_revision_v1_only_when_the_repo_has_it(v1_revision):
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
-    text = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py", v1_revision=v1_revision))
+    text = str(
+        card.render_card(sizes, repo_id="a/b", source=KAGGLE, synthetic=(), command="push.py", v1_revision=v1_revision)
+    )
     assert ('load_dataset("a/b", revision="v1")' in text) is v1_revision
     assert ("Revision `v1` (the v1 data, see below) keeps its own card" in text) is v1_revision
     assert 'load_dataset("a/b", "default")` fails with `BuilderConfig \'default\' not found`' in text
