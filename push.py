@@ -60,9 +60,11 @@ already is taken only by a re-run that publishes nothing new (checked once the r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -100,12 +102,22 @@ SAMPLE_NOT_PUBLISHED = (
 )
 
 
+#: The line that installs torch's CPU build. PyPI's wheel of the same version for Linux x86_64 is the CUDA build,
+#: with several GB of CUDA libraries; PyTorch publishes the CPU wheels on an index of its own. README.md and
+#: docs/training.md give this line (tests/test_docs.py), which could not be run here: no network but PyPI.
+TORCH_CPU_INSTALL = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+_REPO = Path(__file__).resolve().parent
+_EXAMPLE = _REPO / "examples" / "train_tiny.py"
+
+
 @dataclass(frozen=True)
 class Summary:
     sizes: dict[str, dict[str, card.SplitSize]]
     local_dir: Path
     published: hub.PublishResult | None
     seconds: float
+    #: the command that publishes what the run materialised without publishing (None: it published)
+    publish_command: str | None = None
 
     def lines(self) -> list[str]:
         out = []
@@ -117,22 +129,43 @@ class Summary:
         if self.published:
             out.append(f"  published: {self.published.line()}")
         out.append(f"  time: {self.seconds:.1f} s")
-        out.append(self.next_step())
+        out.extend(self.next_steps())
         return out
 
-    def next_step(self) -> str:
-        """The one line on what to do next: load it, train on it, or publish it."""
-        if self.published:
-            where = self.published.repo_id
-            return (
-                f"next: datasets.load_dataset({where!r}), or train on it: "
-                f"python examples/train_tiny.py {shlex.quote(where)}"
-            )
-        where = str(self.local_dir)
-        return (
-            f"next: datasets.load_dataset({where!r}), train on it: python examples/train_tiny.py "
-            f"{shlex.quote(where)}, or publish it: the same command with --repo-id YOU/NAME instead of --no-upload"
-        )
+    def next_steps(self, *, torch: bool | None = None) -> list[str]:
+        """What to do next, a line each, every command as it runs from here: load it, train on it, publish it.
+
+        Training needs torch: with ``torch`` False (default: whether this interpreter finds it, without importing
+        it) the line says to install its CPU build first. The publish line is :attr:`publish_command`.
+        """
+        where = self.published.repo_id if self.published else str(self.local_dir)
+        lines = [f"next: load it: datasets.load_dataset({where!r})"]
+        if _EXAMPLE.is_file():
+            train = f"{shlex.quote(_python())} {shlex.quote(_from_here(_EXAMPLE))} {shlex.quote(where)}"
+            if torch is None:
+                torch = importlib.util.find_spec("torch") is not None
+            if not torch:
+                python = shlex.quote(_python())
+                train = f"install torch first, its CPU build: {python} -m {TORCH_CPU_INSTALL}; then: {train}"
+            lines.append(f"next: train on it: {train}")
+        if self.publish_command:
+            lines.append(f"next: publish it: {self.publish_command} (YOU/NAME: a dataset repo of your own)")
+        return lines
+
+
+def _python() -> str:
+    """This interpreter as a command typed here: ``python`` when that finds it (an activated virtual environment),
+    else its path (relative to the current folder when inside it)."""
+    found = shutil.which("python")
+    if found and Path(os.path.abspath(found)).parent == Path(os.path.abspath(sys.executable)).parent:
+        return "python"
+    return _from_here(Path(sys.executable))
+
+
+def _from_here(path: Path) -> str:
+    """``path`` as typed in the current folder: relative when inside it, else absolute (links not resolved)."""
+    path = Path(os.path.abspath(path))
+    return path.relative_to(Path.cwd()).as_posix() if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def _resolve_raw(
@@ -210,7 +243,7 @@ def push(
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
     retry = RetryPolicy(total=retry_timeout, timeout=timeout)
-    given_local_dir = local_dir
+    given_local_dir, asked_config, asked_splits = local_dir, config, list(splits) if splits else None
     local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
     if upload:
         if sample and repo_id == DEFAULT_REPO_ID:
@@ -364,7 +397,22 @@ def push(
                 remote=remote,
                 replace_card=replace_card,
             )
-    return Summary(sizes, local_dir, published, time.monotonic() - start)
+    publish_command = None
+    if not upload:  # the same build published: what this run materialised is reused as it is
+        publish_command = _rebuild_command(
+            sample=sample,
+            data_dir=data_dir,
+            kaggle_dataset=kaggle_dataset,
+            cache_dir=cache_dir,
+            local_dir=local_dir,
+            upload=True,
+            repo_id="YOU/NAME",
+            on_missing_label=on_missing_label,
+            program=(_python(), _from_here(_REPO / "push.py")),
+        )(asked_config, asked_splits)
+        if max_shard_size != DEFAULT_MAX_SHARD_BYTES:
+            publish_command += f" --max-shard-size {max_shard_size}"
+    return Summary(sizes, local_dir, published, time.monotonic() - start, publish_command)
 
 
 def _raw_area(data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None) -> list[tuple[Path, str]]:
@@ -512,10 +560,11 @@ def _rebuild_command(
     upload: bool,
     repo_id: str,
     on_missing_label: raw.MissingLabelPolicy,
+    program: Sequence[str] = ("python", "push.py"),
 ) -> Callable[[str, Sequence[str] | None], str]:
     """`rebuild(config, splits)`: the command line that builds those splits of `config` (or `all`) from this run's
-    raw data; `splits` None: every split it holds."""
-    words = ["python", "push.py"]
+    raw data; `splits` None: every split it holds. `program`: the words that run push.py."""
+    words = list(program)
     if sample:
         words.append("--sample")
     elif data_dir is not None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,9 @@ from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
 from openeds import card, disk, schema
-from openeds.hub import PublishError
+from openeds.hub import PublishError, PublishResult
 from openeds.synthetic import write_sample
-from push import DEFAULT_REPO_ID, push
+from push import DEFAULT_REPO_ID, TORCH_CPU_INSTALL, Summary, push
 from tests import push_runner
 from tests.test_hub import push_v1
 
@@ -66,11 +67,34 @@ def out_all(sample_dir, tmp_path_factory) -> Path:
     result = run_push("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--config", "all")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Done:" in result.stdout and "MB/row" in result.stdout
-    # the run ends with one line on what to do next, naming the folder
-    next_step = result.stdout.splitlines()[-1]
-    assert next_step.startswith(f"next: datasets.load_dataset({str(out)!r}), train on it: "), next_step
-    assert "--repo-id YOU/NAME instead of --no-upload" in next_step
+    # the run ends with what to do next, each command as it runs from where push.py ran
+    steps = next_steps(result.stdout)
+    assert steps["load it"] == f"datasets.load_dataset({str(out)!r})"
+    assert_runs(shlex.split(steps["train on it"]), EXAMPLE, [str(out)])  # torch is installed here
+    publish = shlex.split(steps["publish it"].removesuffix(YOURS))
+    assert_runs(publish, PUSH, publish[2:])
+    assert publish[publish.index("--repo-id") + 1] == "YOU/NAME" and "--no-upload" not in publish
+    assert publish[publish.index("--local-dir") + 1] == str(out) and "--config all" in steps["publish it"]
     return out
+
+
+EXAMPLE, PUSH = REPO / "examples" / "train_tiny.py", REPO / "push.py"
+YOURS = " (YOU/NAME: a dataset repo of your own)"
+
+
+def next_steps(stdout: str) -> dict[str, str]:
+    """The run's `next: WHAT: COMMAND` lines, which end its output: {WHAT: COMMAND}."""
+    lines = stdout.splitlines()
+    assert lines[-1].startswith("next: "), lines[-1]
+    return dict(line.removeprefix("next: ").split(": ", 1) for line in lines if line.startswith("next: "))
+
+
+def assert_runs(words: list[str], script: Path, args: list[str], cwd: Path | None = None) -> None:
+    """`words` runs `script` with `args` by this interpreter, as typed in `cwd` (default: the test's folder)."""
+    cwd = cwd or Path.cwd()
+    python, path = (Path(w) if Path(w).is_absolute() else cwd / w for w in words[:2])
+    assert words[0] == "python" or python.resolve() == Path(sys.executable).resolve(), words
+    assert path.resolve() == script and words[2:] == args, words
 
 
 def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
@@ -414,9 +438,9 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "published:" in result.stdout and "(tags: v2)" in result.stdout
-    assert result.stdout.splitlines()[-1] == (
-        f"next: datasets.load_dataset({REPO_ID!r}), or train on it: python examples/train_tiny.py {REPO_ID}"
-    )
+    steps = next_steps(result.stdout)
+    assert steps["load it"] == f"datasets.load_dataset({REPO_ID!r})" and "publish it" not in steps
+    assert_runs(shlex.split(steps["train on it"]), EXAMPLE, [REPO_ID])
     assert TOKEN not in result.stdout + result.stderr
 
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c1"))
@@ -719,3 +743,32 @@ def test_a_run_that_sets_an_import_time_variable_is_not_forked():
     for variable in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "PYTHONHASHSEED", "OMP_NUM_THREADS"):
         assert not runner.forks({**os.environ, variable: "1"}), variable
     runner.close()
+
+
+def test_the_publish_hint_after_the_sample_runs_as_printed(hub, tmp_path):
+    """`--sample` without `--repo-id` (no --no-upload typed) names the command that publishes that very build."""
+    hub.add_token(TOKEN, "alice", write={"alice"})
+    result = run_push("--sample", "--local-dir", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    publish = shlex.split(next_steps(result.stdout)["publish it"].removesuffix(YOURS))
+    assert_runs(publish, PUSH, publish[2:], cwd=tmp_path)
+    assert "--no-upload" not in publish
+    publish[publish.index("YOU/NAME")] = "alice/sample-hint"
+    again = run_push(*publish[2:], env={"HF_TOKEN": TOKEN}, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already complete") == 3 and "published: " in again.stdout  # the build, reused
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_the_train_hint_says_to_install_torch_first_when_it_is_missing(published, tmp_path):
+    result = PublishResult("me/x", "abc", "https://hub/commit/abc", (), (), ("v2",)) if published else None
+    summary = Summary({}, tmp_path / "out", result, 1.0, None if published else "python push.py --repo-id YOU/NAME")
+    where = "me/x" if published else str(tmp_path / "out")
+    without = dict(line.split(": ", 2)[1:] for line in summary.next_steps(torch=False))
+    assert without["train on it"].startswith("install torch first, its CPU build: ")
+    assert f" -m {TORCH_CPU_INSTALL}; then: " in without["train on it"]
+    assert without["train on it"].endswith(f"train_tiny.py {shlex.quote(where)}")
+    with_torch = dict(line.split(": ", 2)[1:] for line in summary.next_steps(torch=True))
+    assert "install" not in with_torch["train on it"] and with_torch["load it"] == f"datasets.load_dataset({where!r})"
+    assert ("publish it" in with_torch) is not published
+    assert summary.next_steps() == summary.next_steps(torch=True)  # torch is installed here (found, not imported)
