@@ -77,7 +77,7 @@ from typing import NamedTuple
 
 from huggingface_hub import HfApi
 
-from openeds import card, disk, download, hub, layout, lock, provenance, raw, schema
+from openeds import card, disk, download, hub, layout, lock, preview, provenance, raw, schema
 from openeds.download import folder_path  # --data-dir, --local-dir, as download's --cache-dir
 from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -89,12 +89,10 @@ from openeds.materialize import (
     stale_reason,
 )
 from openeds.names import one_line, shown
-from openeds.parquet import read_rows
 from openeds.retry import DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import write_sample
 
 DEFAULT_REPO_ID = "Conner/openeds-precomputed"
-PREVIEW_ROWS = 4
 #: Why `--sample` without `--repo-id` does not publish (printed when it happens).
 SAMPLE_NOT_PUBLISHED = (
     f"not publishing: --sample without --repo-id materialises only, as with --no-upload; synthetic frames are "
@@ -352,9 +350,9 @@ def push(
         for config in [*configs, *(c for c in check.redrawn if c not in configs)]:
             first = min(built[config] if config in built else check.current_splits(config), key=schema.SPLITS.index)
             shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
-            rows = read_rows(shard, PREVIEW_ROWS)
-            with _writing(local_dir / layout.PREVIEW_PATHS[config]) as preview:
-                card.render_preview(rows, preview)
+            rows = preview.preview_rows(shard, config)
+            with _writing(local_dir / layout.PREVIEW_PATHS[config]) as path:
+                preview.render(rows, path)
 
         if upload:
             kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)

@@ -1,4 +1,4 @@
-"""The dataset card and its preview picture, rendered from the real shards.
+"""The dataset card, rendered from the real shards (its preview pictures: ``openeds.preview``).
 
 The card is ``card_template.md`` (shipped with the code) filled with
 :class:`huggingface_hub.DatasetCardData`. Its YAML carries the ``configs`` and the
@@ -27,16 +27,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-import cv2
-import numpy as np
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from openeds import schema
-from openeds.disk import human_bytes, write_atomically
+from openeds.disk import human_bytes
 from openeds.layout import PREVIEW_PATHS, shard_glob, split_prefix
-from openeds.names import shown
 
 if TYPE_CHECKING:
     from datasets.info import DatasetInfosDict
@@ -368,37 +365,3 @@ def render_card(
         citation=schema.CITATION,
     )
     return DatasetCard(sign(str(card)))
-
-
-def _tile(array: np.ndarray, kind: str) -> np.ndarray:
-    """One 320 x 200 BGR tile of an image, label, weight or distance array."""
-    if kind == "image":
-        gray = array
-    elif kind == "label":
-        gray = (array.astype(np.float32) * (255 / max(int(array.max()), 1))).astype(np.uint8)
-    elif kind == "weights":
-        gray = (array * (255 / 20)).astype(np.uint8)
-    else:  # signed distance: 0 at the boundary, mapped to mid-gray, colour-mapped
-        scale = max(float(np.abs(array).max()), 1e-6)
-        gray = np.clip(127.5 + 127.5 * array / scale, 0, 255).astype(np.uint8)
-        return cv2.resize(cv2.applyColorMap(gray, cv2.COLORMAP_TWILIGHT_SHIFTED), (320, 200))
-    return cv2.resize(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), (320, 200), interpolation=cv2.INTER_NEAREST)
-
-
-def render_preview(rows: list[dict], path: Path) -> None:
-    """A grid: one line per row; image, label, weights and each distance channel."""
-    lines = []
-    for row in rows:
-        tiles = [_tile(row["image"], "image"), _tile(row["label"], "label"), _tile(row["spatial_weights"], "weights")]
-        tiles += [_tile(channel, "dist") for channel in row["dist_map"]]
-        line = np.hstack(tiles)
-        cv2.putText(line, str(row["filename"]), (6, 192), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1)
-        lines.append(line)
-    titles = ["image", "label", "spatial_weights"] + [f"dist_map[{i}]" for i in range(len(rows[0]["dist_map"]))]
-    header = np.full((24, 320 * len(titles), 3), 255, np.uint8)
-    for i, title in enumerate(titles):
-        cv2.putText(header, title, (320 * i + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
-    ok, png = cv2.imencode(".png", np.vstack([header, *lines]))
-    if not ok:
-        raise OSError(f"could not encode the preview picture {shown(path)}")
-    write_atomically(path, png.tobytes())

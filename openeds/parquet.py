@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,10 +176,23 @@ def num_rows(path: Path) -> int:
     return pq.read_metadata(path).num_rows
 
 
-def read_rows(path: Path, limit: int) -> list[dict[str, Any]]:
-    """The first ``limit`` rows of a shard as NumPy arrays (for the preview picture)."""
+def read_rows(
+    path: Path, limit: int | None = None, *, indices: Sequence[int] | None = None, columns: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of a shard as NumPy arrays (for the preview picture): the first ``limit``, or those at ``indices``
+    (in that order); ``columns`` (default: all). Only the row groups that hold them are read."""
     file = pq.ParquetFile(path)
-    table = file.read_row_group(0).slice(0, limit)
+    total = file.metadata.num_rows
+    indices = list(range(min(total, total if limit is None else limit)) if indices is None else indices)
+    if not indices:
+        return []
+    sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
+    starts = np.cumsum([0, *sizes])
+    group_of = {i: int(np.searchsorted(starts, i, side="right")) - 1 for i in indices}
+    groups = sorted(set(group_of.values()))
+    first = dict(zip(groups, np.cumsum([0, *(sizes[g] for g in groups)]), strict=False))  # each group's row in table
+    table = file.read_row_groups(groups, columns=list(columns) if columns else None)
+    table = table.take([int(first[group_of[i]] + i - starts[group_of[i]]) for i in indices])
     rows: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
     for name in table.column_names:
         column = table.column(name).combine_chunks()

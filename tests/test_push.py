@@ -22,7 +22,7 @@ import pytest
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
-from openeds import card, disk, schema
+from openeds import card, disk, layout, preview, schema
 from openeds.hub import PublishError, PublishResult
 from openeds.synthetic import write_sample
 from push import DEFAULT_REPO_ID, TORCH_CPU_INSTALL, Summary, push
@@ -166,6 +166,24 @@ def test_card_names_configs_sizes_and_provenance(out_all):
     for config, path in (("pupil", "images/preview.png"), ("full", "images/preview-full.png")):
         assert f"![preview of `{config}`" in text and f"]({path})" in text, path
         assert (out_all / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("config", "folder", "traits"),
+    [
+        ("pupil", "data", {"no pupil", "pupil at the border"}),
+        ("full", "full", {"no sclera, iris, pupil", "pupil at the border", "no background", "no pupil"}),
+    ],
+)
+def test_the_previews_fit_the_hub_and_show_the_edge_cases(out_all, config, folder, traits):
+    """At most 900 px wide and 300 KB; among their rows, every kind of edge case the split's first shard holds (the
+    sample's train split: a closed eye, a pupil at the border, an eye covering the frame, a pupil under the lid)."""
+    path = out_all / layout.PREVIEW_PATHS[config]
+    picture = cv2.imread(str(path))
+    assert picture.shape[1] <= preview.MAX_WIDTH and path.stat().st_size <= preview.MAX_BYTES
+    rows = preview.preview_rows(out_all / folder / "train-00000-of-00001.parquet", config)
+    assert len(rows) == preview.ROWS and set().union(*(row["traits"] for row in rows)) == traits
+    assert any(not row["traits"] for row in rows)  # and an ordinary eye
 
 
 LOCAL_COPY = card.Source("local")
