@@ -1,6 +1,6 @@
 """Build OpenEDS v2 from the raw Kaggle data and publish it to the Hugging Face Hub.
 
-Examples::
+Examples (from the repo root, in its virtual environment, activated: `. .venv/bin/activate`; see README.md)::
 
     # See the whole job on a synthetic sample, no credentials needed:
     python push.py --sample --local-dir out --no-upload
