@@ -790,3 +790,19 @@ def test_the_train_hint_says_to_install_torch_first_when_it_is_missing(published
     assert "install" not in with_torch["train on it"] and with_torch["load it"] == f"datasets.load_dataset({where!r})"
     assert ("publish it" in with_torch) is not published
     assert summary.next_steps() == summary.next_steps(torch=True)  # torch is installed here (found, not imported)
+
+
+@OURS
+def test_the_hints_name_python_as_typed_here(tmp_path, monkeypatch):
+    """`python` when that finds this interpreter (its environment activated); else its path, relative when here."""
+    import push as module
+
+    bin_dir = Path(os.path.abspath(sys.executable)).parent
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert (bin_dir / "python").exists() and module._python() == "python"
+    monkeypatch.setenv("PATH", str(tmp_path))  # another python first, or none
+    (tmp_path / "python").symlink_to(sys.executable)
+    monkeypatch.chdir(bin_dir.parent)
+    assert module._python() == f"{bin_dir.name}/{Path(sys.executable).name}"
+    monkeypatch.chdir(tmp_path)
+    assert module._python() == os.path.abspath(sys.executable)
