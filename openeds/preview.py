@@ -59,7 +59,7 @@ _ANCHORS_RGB = (
     (220, 95, 70),
     (120, 10, 30),
 )
-_GAP, _HEADER, _BAR, _BAR_LABELS = 2, 30, 14, 48
+_GAP, _HEADER, _BAR, _BAR_LABELS = 2, 34, 14, 52
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -150,7 +150,7 @@ def _dist_tile(dist: np.ndarray, scale: float, size: tuple[int, int]) -> np.ndar
     return _TABLE[_shrink(index, size)]
 
 
-def _text(canvas: np.ndarray, text: str, at: tuple[int, int], scale: float = 0.38, colour=(0, 0, 0)) -> int:
+def _text(canvas: np.ndarray, text: str, at: tuple[int, int], scale: float = 0.42, colour=(0, 0, 0)) -> int:
     """Write ``text`` with its baseline's left end at ``at``; the x after it."""
     cv2.putText(canvas, text, at, _FONT, scale, colour, 1, cv2.LINE_AA)
     return at[0] + cv2.getTextSize(text, _FONT, scale, 1)[0][0]
@@ -166,10 +166,10 @@ def _words(canvas: np.ndarray, words: Sequence[tuple[str, tuple[int, int, int]]]
 def _annotate(tile: np.ndarray, lines: Sequence[tuple[str, tuple[int, int, int]]]) -> None:
     """Lines of text on a black band at the bottom of a tile, the first line on top."""
     height = tile.shape[0]
-    top = height - 12 * len(lines) - 3
+    top = height - 14 * len(lines) - 3
     tile[top:] = 0
     for i, (text, colour) in enumerate(lines):
-        _text(tile, text, (3, top + 12 * (i + 1)), 0.33, colour)
+        _text(tile, text, (3, top + 14 * (i + 1)), 0.4, colour)
 
 
 def _colour_bar(height: int, scale: float) -> np.ndarray:
@@ -182,7 +182,7 @@ def _colour_bar(height: int, scale: float) -> np.ndarray:
         value = np.sign(at) * at * at * scale  # the inverse of the square-root scale
         bar[y, _BAR : _BAR + 4] = 0
         label = "0" if at == 0 else f"{value:+.2f}"
-        _text(bar, label, (_BAR + 6, min(max(y + 4, 9), height - 2)), 0.35)
+        _text(bar, label, (_BAR + 6, min(max(y + 4, 10), height - 2)), 0.4)
     return bar
 
 
@@ -202,7 +202,7 @@ def render(rows: list[dict], path: Path) -> None:
         for channel in row["dist_map"]:
             tiles.append(_dist_tile(channel, scale, size))
             if not channel.any():  # an absent class: all zeros, which alone would look like a blank
-                _text(tiles[-1], "class absent: all 0", (4, tile_h // 2 + 4), 0.33, (110, 110, 110))
+                _text(tiles[-1], "class absent: all 0", (4, tile_h // 2 + 4), 0.4, (90, 90, 90))
         line = np.full((tile_h, _GAP + len(tiles) * (tile_w + _GAP), 3), 255, np.uint8)
         for i, tile in enumerate(tiles):
             line[:, _GAP + i * (tile_w + _GAP) : _GAP + i * (tile_w + _GAP) + tile_w] = tile
@@ -222,13 +222,13 @@ def render(rows: list[dict], path: Path) -> None:
     ]
     for i, (first, second) in enumerate(titles):
         x = _GAP + i * (tile_w + _GAP) + 2
-        _words(header, first, (x, 12))
-        _words(header, second, (x, 26))
+        _words(header, first, (x, 14))
+        _words(header, second, (x, 29))
     picture = np.vstack([header, body])
     bar = np.full((picture.shape[0], _BAR + _BAR_LABELS + _GAP, 3), 255, np.uint8)
     bar[_HEADER + _GAP : _HEADER + body.shape[0] - _GAP, _GAP:] = _colour_bar(body.shape[0] - 2 * _GAP, scale)
-    _text(bar, "dist_map", (_GAP, 12), 0.35)
-    _text(bar, "- in / + out", (_GAP, 26), 0.3)
+    _text(bar, "dist_map", (_GAP, 14), 0.4)
+    _text(bar, "-in +out", (_GAP, 29), 0.4)
     write_atomically(path, _encode(np.hstack([picture, bar]), path))
 
 
