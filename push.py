@@ -90,7 +90,7 @@ from openeds.materialize import (
 )
 from openeds.names import one_line, shown
 from openeds.retry import DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, RetryPolicy, add_retry_argument
-from openeds.synthetic import write_sample
+from openeds.synthetic import MARKER, write_sample
 
 DEFAULT_REPO_ID = "Conner/openeds-precomputed"
 #: Why `--sample` without `--repo-id` does not publish (printed when it happens).
@@ -287,6 +287,8 @@ def push(
         for note in raw.check_disjoint(split_dirs):
             print(note, file=sys.stderr)
         marked = provenance.marked_splits(split_dirs)  # the synthetic sample's splits, whatever flag named them
+        if upload and repo_id == DEFAULT_REPO_ID and marked & set(splits):  # before anything is built
+            _refuse_synthetic(sorted(marked & set(splits), key=schema.SPLITS.index), f"{MARKER} in their folders")
         listings: dict[str, list[raw.Pair]] = {}
         for split in splits:
             listing = raw.list_pairs(split_dirs[split], on_missing_label)
@@ -363,6 +365,9 @@ def push(
         if upload:
             kept_paths = hub.kept_splits(remote, splits_by_config)
             synthetic |= provenance.remote_synthetic(kept_paths, remote.footers, split_dirs, marked)
+            if repo_id == DEFAULT_REPO_ID and synthetic:  # frames the footers say are the sample's; nothing published
+                named = [f"{c}/{s}" for c, s in sorted(synthetic)]
+                _refuse_synthetic(named, "as their shards' footers, or the marked raw splits they match, tell")
         # The card shows the previews the repo (or the folder) holds once this run is done.
         held = set(remote.files) if upload else {p for p in layout.PREVIEW_PATHS.values() if (local_dir / p).is_file()}
         previews = {c: layout.PREVIEW_PATHS[c] for c in sizes if c in configs or layout.PREVIEW_PATHS[c] in held}
@@ -411,6 +416,15 @@ def push(
         if max_shard_size != DEFAULT_MAX_SHARD_BYTES:
             publish_command += f" --max-shard-size {max_shard_size}"
     return Summary(sizes, local_dir, published, time.monotonic() - start, publish_command)
+
+
+def _refuse_synthetic(splits: Sequence[str], why: str) -> None:
+    """The synthetic sample never goes to the real dataset's repo, whatever flag named it (`openeds.provenance`)."""
+    raise hub.PublishError(
+        f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset: {', '.join(splits)} "
+        f"hold the frames of openeds.synthetic ({why}); expected real OpenEDS data for that repo; nothing was "
+        f"published. Fix: pass --repo-id YOU/NAME to publish the sample to a repo of your own, or --no-upload"
+    )
 
 
 def _raw_area(data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None) -> list[tuple[Path, str]]:

@@ -3,9 +3,9 @@ instead of misleading a reader.
 
 The blocks run in a folder laid out as a reader's would be after the quick start: `RAW/` (the
 synthetic sample in the Kaggle layout) and `out/` (`push.py --sample --local-dir out --no-upload`),
-with `Conner/openeds-precomputed` served by the local test Hub (the sample published there). Each
-block runs in a namespace of its own: a block must bring its own imports. The card's "Loading fast"
-snippets are run by tests/test_push.py.
+with `Conner/openeds-precomputed` served by the local test Hub (the sample, without its markers, published
+there). Each block runs in a namespace of its own: a block must bring its own imports. The card's "Loading
+fast" snippets are run by tests/test_push.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from huggingface_hub import HfApi
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from openeds.synthetic import write_sample
+from openeds.synthetic import MARKER, write_sample
 from push import DEFAULT_REPO_ID, TORCH_CPU_INSTALL, push
 
 pytestmark = pytest.mark.datasets_line  # the blocks call load_dataset, streaming and the training feeds
@@ -60,10 +60,10 @@ def reader_folder(hub_server, tmp_path_factory) -> Path:
     push(sample=True, local_dir=folder / "out", upload=False)
     hub_server.add_token(TOKEN, "docs", write={DEFAULT_REPO_ID.split("/")[0]})
     hub_server._repos.pop(DEFAULT_REPO_ID, None)  # another test of this process may have published there
-    # RAW is the same sample as out's: staged from a copy of out, push skips its complete shards (byte-identical
-    # to a fresh build) and publishes them, rather than building the sample a second time.
-    shutil.copytree(folder / "out", folder / "staging")
-    push(data_dir=folder / "RAW", local_dir=folder / "staging", repo_id=DEFAULT_REPO_ID, api=HfApi(token=TOKEN))
+    # The sample stands for the real data there: a copy without its markers, built on its own (push.py refuses
+    # to publish what it knows is the sample to that repo, and out's shards say they are).
+    real = shutil.copytree(folder / "RAW", folder / "real", ignore=shutil.ignore_patterns(MARKER))
+    push(data_dir=real, local_dir=folder / "staging", repo_id=DEFAULT_REPO_ID, api=HfApi(token=TOKEN))
     yield folder
     hub_server._repos.pop(DEFAULT_REPO_ID, None)
 

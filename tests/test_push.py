@@ -24,7 +24,7 @@ from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 import preprocessing
 from openeds import card, disk, layout, preview, schema
 from openeds.hub import PublishError, PublishResult
-from openeds.synthetic import write_sample
+from openeds.synthetic import MARKER, write_sample
 from push import DEFAULT_REPO_ID, TORCH_CPU_INSTALL, Summary, push
 from tests import push_runner
 from tests.test_hub import push_v1
@@ -450,10 +450,10 @@ def _shard_paths(hub, oids: list[str], staging: Path) -> set[str]:
 def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp_path):
     hub.add_token(TOKEN, "conner", write={"Conner"})
     env = {"HF_TOKEN": TOKEN}
+    # the sample stands for the real data: without its markers (push.py refuses the sample to this repo)
+    real = shutil.copytree(sample_dir, tmp_path / "real", ignore=shutil.ignore_patterns(MARKER))
     first = tmp_path / "staging1"
-    result = run_push(
-        "--data-dir", str(sample_dir), "--local-dir", str(first), "--splits", "train", "validation", env=env
-    )
+    result = run_push("--data-dir", str(real), "--local-dir", str(first), "--splits", "train", "validation", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "published:" in result.stdout and "(tags: v2)" in result.stdout
     steps = next_steps(result.stdout)
@@ -473,7 +473,7 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp
     # A new machine adds the test split: nothing else is rebuilt or re-uploaded, the card keeps the rest.
     hub.reset_faults_and_log()
     second = tmp_path / "staging2"
-    result = run_push("--data-dir", str(sample_dir), "--local-dir", str(second), "--splits", "test", env=env)
+    result = run_push("--data-dir", str(real), "--local-dir", str(second), "--splits", "test", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(tags: v2.1)" in result.stdout
     assert sorted(p.name for p in (second / "data").iterdir()) == ["test-00000-of-00001.parquet"]
