@@ -2566,18 +2566,8 @@ NEWCOMER_CASES = [
     ),
 ]
 
-CASES = [
-    *SUCCESSES,
-    *USAGE,
-    *RAW,
-    *LOCAL_DIR,
-    *HUB,
-    *NETWORK,
-    *RAW_AND_STAGING,
-    *HUB_SAFETY,
-    *HUB_FOLLOW_UPS,
-    *NEWCOMER_CASES,
-]
+CASES = [*SUCCESSES, *USAGE, *RAW, *LOCAL_DIR, *HUB, *NETWORK, *RAW_AND_STAGING, *HUB_SAFETY, *HUB_FOLLOW_UPS]
+CASES += NEWCOMER_CASES
 
 
 def test_the_catalogue_is_large_and_names_are_unique():
