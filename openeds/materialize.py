@@ -44,6 +44,8 @@ from preprocessing import COMPUTE_VERSION
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
+#: what the footer of a shard built from the synthetic sample says of its frames (``parquet.provenance_of``)
+SYNTHETIC_PROVENANCE = {"synthetic": True}
 #: parquet bytes per row measured on the synthetic sample (benchmarks/bench_parquet.py),
 #: with headroom; only used to check the free disk space up front
 _EXPECTED_ROW_BYTES = {"pupil": 1_000_000, "full": 1_300_000}
@@ -137,24 +139,39 @@ def _cut(pairs: Sequence[raw.Pair], config: schema.ConfigName, split: str, per_s
     return [ShardTask(config, split, i, count, tuple(pairs[i * per_shard : (i + 1) * per_shard])) for i in range(count)]
 
 
-def _build(task: ShardTask, source: dict, out_dir: Path, progress: Callable[[int], None] | None = None) -> int:
+def _build(
+    task: ShardTask,
+    source: dict,
+    out_dir: Path,
+    provenance: dict | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     def rows():
         for pair in task.pairs:
             yield make_row(pair, task.config)
             if progress:
                 progress(1)
 
-    return parquet.write_shard(out_dir / task.relpath, rows(), schema.features_for(task.config), source)
+    features = schema.features_for(task.config)
+    return parquet.write_shard(out_dir / task.relpath, rows(), features, source, provenance)
 
 
-def _build_in_worker(args: tuple[ShardTask, dict, Path]) -> ShardTask:
+def _build_in_worker(args: tuple[ShardTask, dict, Path, dict | None]) -> ShardTask:
     _build(*args)
     return args[0]
 
 
-def _is_complete(task: ShardTask, source: dict, out_dir: Path) -> bool:
+def _is_complete(task: ShardTask, source: dict, out_dir: Path, provenance: dict | None) -> bool:
+    """Whether the shard is there with this build record, and says it is the synthetic sample if it is.
+
+    A shard of a marked raw split (``provenance``) whose footer does not say so (built from a copy that had lost
+    its markers, or before they existed) is rebuilt, once, to say it; one that says so keeps saying it, marked
+    split or not, since its record pins the very frames of the sample.
+    """
     path = out_dir / task.relpath
-    return path.is_file() and parquet.read_source(path) == source
+    if not path.is_file() or parquet.read_source(path) != source:
+        return False
+    return provenance is None or parquet.read_provenance(path) == provenance
 
 
 def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
@@ -167,6 +184,10 @@ def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
             if old.relative_to(out_dir).as_posix() not in keep:
                 logger.info("Removing stale %s", old)
                 old.unlink()
+
+
+def _provenance(task: ShardTask, synthetic: Collection[str]) -> dict | None:
+    return dict(SYNTHETIC_PROVENANCE) if task.split in synthetic else None
 
 
 def folder_splits(out_dir: Path) -> dict[tuple[schema.ConfigName, str], list[str]]:
@@ -318,10 +339,13 @@ def materialize(
     num_proc: int = 1,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     digests: dict[raw.Pair, str] | None = None,
+    synthetic: Collection[str] = (),
 ) -> dict[str, dict[str, SplitSize]]:
     """Build every ``(config, split)`` of ``split_pairs`` into ``out_dir``; return their sizes.
 
     ``digests``: input hashes already computed in this run (by :func:`stale_reason`), reused.
+    ``synthetic``: the raw splits whose frames are the synthetic sample; the footers of the shards built
+    from them say so (``openeds.provenance``), and a shard of theirs that does not say so yet is rebuilt.
     """
     tasks = [
         task
@@ -336,7 +360,7 @@ def materialize(
     sources = {task.relpath: task.source(digests) for task in tasks}
     todo = []
     for task in tasks:
-        if _is_complete(task, sources[task.relpath], out_dir):
+        if _is_complete(task, sources[task.relpath], out_dir, _provenance(task, synthetic)):
             logger.info("Skipping %s: already complete", task.relpath)
             print(f"Skipping {task.relpath}: already complete")
         else:
@@ -352,11 +376,11 @@ def materialize(
         with tqdm(total=sum(len(t.pairs) for t in todo), unit="row", desc="Building shards") as bar:
             if num_proc <= 1 or len(todo) <= 1:
                 for task in todo:
-                    _build(task, sources[task.relpath], out_dir, bar.update)
+                    _build(task, sources[task.relpath], out_dir, _provenance(task, synthetic), bar.update)
             else:
                 # spawn, not fork: OpenCV's thread pool does not survive a fork reliably.
                 with multiprocessing.get_context("spawn").Pool(min(num_proc, len(todo))) as pool:
-                    work = [(t, sources[t.relpath], out_dir) for t in todo]
+                    work = [(t, sources[t.relpath], out_dir, _provenance(t, synthetic)) for t in todo]
                     for task in pool.imap_unordered(_build_in_worker, work):
                         bar.update(len(task.pairs))
     except OSError as e:

@@ -78,7 +78,7 @@ def _files(tree: Path) -> dict[str, bytes]:
 def _counts(tree: Path) -> FileCounts:
     splits = tree / "openEDS" / "openEDS"
     return {
-        split.name: {sub.name: len(list(sub.iterdir())) for sub in sorted(split.iterdir())}
+        split.name: {sub.name: len(list(sub.iterdir())) for sub in sorted(split.iterdir()) if sub.is_dir()}
         for split in splits.iterdir()
     }
 

@@ -42,7 +42,7 @@ import yaml
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 from openeds.card import card_origin, sign
-from openeds.synthetic import write_sample
+from openeds.synthetic import MARKER, write_sample
 from tests import reference
 from tests.hub_server import HubServer, SilentServer
 from tests.kaggle_server import Credentials, KaggleStub
@@ -2787,6 +2787,70 @@ CASES = [
     *XET_CASES,
 ]
 CASES += HEADER_CASES
+# The synthetic sample never goes to the real dataset's repo, whatever flag names it (issue 24): push.py knows it
+# by the marker in its split folders (refused before the build) or by its shards' footers (before the publication).
+CONNER_TOKEN = "hf_faults_conner_write_token"
+DEFAULT_REPO_ID = "Conner/openeds-precomputed"
+
+
+def _the_default_repo_kept(
+    then: Callable[[World], None] | None = None,
+) -> tuple[Callable[[World], None], Callable[[World, subprocess.CompletedProcess[str]], None]]:
+    """`(arrange, check)`: a token that may write to Conner/ (then `then`), and the real dataset's repo as it was."""
+    seen: dict[Path, object] = {}
+
+    def state(world: World) -> object:
+        repo = world.hub._repos.get(DEFAULT_REPO_ID)
+        return None if repo is None else (repo.branches.get("main", ""), dict(repo.tags))
+
+    def arrange(world: World) -> None:
+        world.hub.add_token(CONNER_TOKEN, "conner", write={"Conner"})
+        seen[world.tmp] = state(world)
+        if then:
+            then(world)
+
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        assert state(world) == seen.pop(world.tmp), f"{DEFAULT_REPO_ID} changed"
+
+    return arrange, check
+
+
+def _prebuilt_from_the_sample_then_unmarked(world: World) -> None:
+    _copy_prebuilt(world)  # built from the sample as written: its footers say so
+    for marker in world.raw.rglob(MARKER):
+        marker.unlink()
+
+
+def _no_shards(world: World) -> None:
+    assert not list(world.out.rglob("*.parquet")), "the sample was built before the refusal"
+
+
+_MARKED = _the_default_repo_kept()
+_UNMARKED = _the_default_repo_kept(_prebuilt_from_the_sample_then_unmarked)
+NEWCOMER_CASES = [
+    Case(
+        "synthetic-sample-by-data-dir-to-the-default-repo",
+        ("--data-dir", "{raw}", "--local-dir", "{out}"),
+        exit=1,
+        error=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset: train, validation, "
+        f"test hold the frames of openeds.synthetic ({MARKER} in their folders)",
+        arrange=_MARKED[0],
+        check=lambda world, result: (_MARKED[1](world, result), _no_shards(world)),
+        env={"HF_TOKEN": CONNER_TOKEN},
+    ),
+    Case(
+        "synthetic-shards-of-an-unmarked-copy-to-the-default-repo",
+        ("--data-dir", "{raw}", "--local-dir", "{out}"),
+        exit=1,
+        error=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset: pupil/test, "
+        "pupil/train, pupil/validation hold the frames of openeds.synthetic (as their shards' footers",
+        arrange=_UNMARKED[0],
+        check=_UNMARKED[1],
+        env={"HF_TOKEN": CONNER_TOKEN},
+    ),
+]
+
+CASES += NEWCOMER_CASES
 
 
 def test_the_catalogue_is_large_and_names_are_unique():

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,10 +22,10 @@ import pytest
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
-from openeds import card, disk, raw, schema
-from openeds.hub import PublishError
-from openeds.synthetic import write_sample
-from push import DEFAULT_REPO_ID, push
+from openeds import card, disk, layout, preview, raw, schema
+from openeds.hub import PublishError, PublishResult
+from openeds.synthetic import MARKER, write_sample
+from push import DEFAULT_REPO_ID, TORCH_CPU_INSTALL, Summary, push
 from tests import push_runner, reference
 from tests.v1data import upload_v1, v1_table
 
@@ -66,11 +67,34 @@ def out_all(sample_dir, tmp_path_factory) -> Path:
     result = run_push("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--config", "all")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Done:" in result.stdout and "MB/row" in result.stdout
-    # the run ends with one line on what to do next, naming the folder
-    next_step = result.stdout.splitlines()[-1]
-    assert next_step.startswith(f"next: datasets.load_dataset({str(out)!r}), train on it: "), next_step
-    assert "--repo-id YOU/NAME instead of --no-upload" in next_step
+    # the run ends with what to do next, each command as it runs from where push.py ran
+    steps = next_steps(result.stdout)
+    assert steps["load it"] == f"datasets.load_dataset({str(out)!r})"
+    assert_runs(shlex.split(steps["train on it"]), EXAMPLE, [str(out)])  # torch is installed here
+    publish = shlex.split(steps["publish it"].removesuffix(YOURS))
+    assert_runs(publish, PUSH, publish[2:])
+    assert publish[publish.index("--repo-id") + 1] == "YOU/NAME" and "--no-upload" not in publish
+    assert publish[publish.index("--local-dir") + 1] == str(out) and "--config all" in steps["publish it"]
     return out
+
+
+EXAMPLE, PUSH = REPO / "examples" / "train_tiny.py", REPO / "push.py"
+YOURS = " (YOU/NAME: a dataset repo of your own)"
+
+
+def next_steps(stdout: str) -> dict[str, str]:
+    """The run's `next: WHAT: COMMAND` lines, which end its output: {WHAT: COMMAND}."""
+    lines = stdout.splitlines()
+    assert lines[-1].startswith("next: "), lines[-1]
+    return dict(line.removeprefix("next: ").split(": ", 1) for line in lines if line.startswith("next: "))
+
+
+def assert_runs(words: list[str], script: Path, args: list[str], cwd: Path | None = None) -> None:
+    """`words` runs `script` with `args` by this interpreter, as typed in `cwd` (default: the test's folder)."""
+    cwd = cwd or Path.cwd()
+    python, path = (Path(w) if Path(w).is_absolute() else cwd / w for w in words[:2])
+    assert words[0] == "python" or python.resolve() == Path(sys.executable).resolve(), words
+    assert path.resolve() == script and words[2:] == args, words
 
 
 def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
@@ -125,21 +149,41 @@ def test_card_names_configs_sizes_and_provenance(out_all):
         "license_name: openeds-dataset-license",
         "image-segmentation",
         "arXiv:1905.03702",
-        "OpenEDS dataset license agreement",
+        "This build holds no OpenEDS images or labels",
         "images/preview.png",
         "(3, 3)",
         'with_format("numpy", dtype=None)',
         "python push.py --data-dir",
-        "Built from <!-- provenance -->a local copy of OpenEDS in the Kaggle layout (`--data-dir`)",
+        # the sample given with --data-dir is still the sample: its split folders say so (openeds.provenance)
+        "- Source: the synthetic sample of `openeds.synthetic` (a folder given with `--data-dir`), not real OpenEDS",
+        "**Synthetic sample, not real OpenEDS data.**",
     ):
         assert needle in text, needle
     # Only what is known of this build: no Kaggle slug (a --data-dir copy may come from anywhere), no
-    # revision v1 (a folder has no revisions), no link that is not the licence's.
-    for absent in ("soumicksarker", 'revision="v1"', "license_link", "synthetic"):
+    # revision v1 (a folder has no revisions), no link that is not the licence's, no claim of OpenEDS frames.
+    for absent in ("soumicksarker", 'revision="v1"', "license_link", "come from OpenEDS", "a local copy of OpenEDS"):
         assert absent not in text, absent
     for config, path in (("pupil", "images/preview.png"), ("full", "images/preview-full.png")):
         assert f"![preview of `{config}`" in text and f"]({path})" in text, path
         assert (out_all / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("config", "folder", "traits"),
+    [
+        ("pupil", "data", {"no pupil", "pupil at the border"}),
+        ("full", "full", {"no sclera, iris, pupil", "pupil at the border", "no background", "no pupil"}),
+    ],
+)
+def test_the_previews_fit_the_hub_and_show_the_edge_cases(out_all, config, folder, traits):
+    """At most 900 px wide and 300 KB; among their rows, every kind of edge case the split's first shard holds (the
+    sample's train split: a closed eye, a pupil at the border, an eye covering the frame, a pupil under the lid)."""
+    path = out_all / layout.PREVIEW_PATHS[config]
+    picture = cv2.imread(str(path))
+    assert picture.shape[1] <= preview.MAX_WIDTH and path.stat().st_size <= preview.MAX_BYTES
+    rows = preview.preview_rows(out_all / folder / "train-00000-of-00001.parquet", config)
+    assert len(rows) == preview.ROWS and set().union(*(row["traits"] for row in rows)) == traits
+    assert any(not row["traits"] for row in rows)  # and an ordinary eye
 
 
 LOCAL_COPY = card.Source("local")
@@ -148,8 +192,10 @@ KAGGLE = card.Source("kaggle", "soumicksarker/openeds-dataset")
 
 def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000), "test": card.SplitSize(3, 3_000_000)}}
-    one = str(card.render_card(sizes, repo_id="a/b", source=LOCAL_COPY, command="push.py --local-dir /x/1"))
-    two = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py --local-dir /x/2"))
+    one = str(
+        card.render_card(sizes, repo_id="a/b", source=LOCAL_COPY, synthetic=(), command="push.py --local-dir /x/1")
+    )
+    two = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, synthetic=(), command="push.py --local-dir /x/2"))
     assert one != two and card.without_provenance(one) == card.without_provenance(two)
     assert "/x/1" in one and "/x/1" not in card.without_provenance(one)
     # The source is named twice (provenance and licence), each inside its own provenance block.
@@ -164,7 +210,7 @@ def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     )
     assert card.rows_from_card(f"---\ndataset_info:\n{both}---\n") == {"pupil": {"train": 8}}  # the current name wins
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
-    changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, command="push.py"))
+    changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, synthetic=(), command="push.py"))
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
 
 
@@ -179,7 +225,11 @@ def test_without_provenance_drops_every_block_and_keeps_an_unclosed_one():
 
 def test_a_sample_card_says_synthetic_and_nothing_of_kaggle():
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
-    text = str(card.render_card(sizes, repo_id="me/sample", source=card.Source("sample"), command="push.py --sample"))
+    text = str(
+        card.render_card(
+            sizes, repo_id="me/sample", source=card.Source("sample"), synthetic={("pupil", "train")}, command="push.py"
+        )
+    )
     assert "**Synthetic sample, not real OpenEDS data.**" in text and "holds no OpenEDS images or labels" in text
     assert "pretty_name: OpenEDS precomputed (v2), synthetic sample" in text
     for absent in ("Kaggle dataset", "soumicksarker", "Built from", "come from OpenEDS"):
@@ -189,7 +239,9 @@ def test_a_sample_card_says_synthetic_and_nothing_of_kaggle():
 @pytest.mark.parametrize("v1_revision", [False, True])
 def test_the_card_names_revision_v1_only_when_the_repo_has_it(v1_revision):
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
-    text = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py", v1_revision=v1_revision))
+    text = str(
+        card.render_card(sizes, repo_id="a/b", source=KAGGLE, synthetic=(), command="push.py", v1_revision=v1_revision)
+    )
     assert ('load_dataset("a/b", revision="v1")' in text) is v1_revision
     assert ("Revision `v1` (the v1 data, see below) is the repo as v1 left it" in text) is v1_revision
     assert (
@@ -401,15 +453,15 @@ def _shard_paths(hub, oids: list[str], staging: Path) -> set[str]:
 def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp_path):
     hub.add_token(TOKEN, "conner", write={"Conner"})
     env = {"HF_TOKEN": TOKEN}
+    # the sample stands for the real data: without its markers (push.py refuses the sample to this repo)
+    real = shutil.copytree(sample_dir, tmp_path / "real", ignore=shutil.ignore_patterns(MARKER))
     first = tmp_path / "staging1"
-    result = run_push(
-        "--data-dir", str(sample_dir), "--local-dir", str(first), "--splits", "train", "validation", env=env
-    )
+    result = run_push("--data-dir", str(real), "--local-dir", str(first), "--splits", "train", "validation", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "published:" in result.stdout and "(tags: v2)" in result.stdout
-    assert result.stdout.splitlines()[-1] == (
-        f"next: datasets.load_dataset({REPO_ID!r}), or train on it: python examples/train_tiny.py {REPO_ID}"
-    )
+    steps = next_steps(result.stdout)
+    assert steps["load it"] == f"datasets.load_dataset({REPO_ID!r})" and "publish it" not in steps
+    assert_runs(shlex.split(steps["train on it"]), EXAMPLE, [REPO_ID])
     assert TOKEN not in result.stdout + result.stderr
 
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c1"))
@@ -424,7 +476,7 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp
     # A new machine adds the test split: nothing else is rebuilt or re-uploaded, the card keeps the rest.
     hub.reset_faults_and_log()
     second = tmp_path / "staging2"
-    result = run_push("--data-dir", str(sample_dir), "--local-dir", str(second), "--splits", "test", env=env)
+    result = run_push("--data-dir", str(real), "--local-dir", str(second), "--splits", "test", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(tags: v2.1)" in result.stdout
     assert sorted(p.name for p in (second / "data").iterdir()) == ["test-00000-of-00001.parquet"]
@@ -760,3 +812,48 @@ def test_a_run_that_sets_an_import_time_variable_is_not_forked():
     for variable in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "PYTHONHASHSEED", "OMP_NUM_THREADS"):
         assert not runner.forks({**os.environ, variable: "1"}), variable
     runner.close()
+
+
+def test_the_publish_hint_after_the_sample_runs_as_printed(hub, tmp_path):
+    """`--sample` without `--repo-id` (no --no-upload typed) names the command that publishes that very build."""
+    hub.add_token(TOKEN, "alice", write={"alice"})
+    result = run_push("--sample", "--local-dir", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    publish = shlex.split(next_steps(result.stdout)["publish it"].removesuffix(YOURS))
+    assert_runs(publish, PUSH, publish[2:], cwd=tmp_path)
+    assert "--no-upload" not in publish
+    publish[publish.index("YOU/NAME")] = "alice/sample-hint"
+    again = run_push(*publish[2:], env={"HF_TOKEN": TOKEN}, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already complete") == 3 and "published: " in again.stdout  # the build, reused
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_the_train_hint_says_to_install_torch_first_when_it_is_missing(published, tmp_path):
+    result = PublishResult("me/x", "abc", "https://hub/commit/abc", (), (), ("v2",)) if published else None
+    summary = Summary({}, tmp_path / "out", result, 1.0, None if published else "python push.py --repo-id YOU/NAME")
+    where = "me/x" if published else str(tmp_path / "out")
+    without = dict(line.split(": ", 2)[1:] for line in summary.next_steps(torch=False))
+    assert without["train on it"].startswith("install torch first, its CPU build: ")
+    assert f" -m {TORCH_CPU_INSTALL}; then: " in without["train on it"]
+    assert without["train on it"].endswith(f"train_tiny.py {shlex.quote(where)}")
+    with_torch = dict(line.split(": ", 2)[1:] for line in summary.next_steps(torch=True))
+    assert "install" not in with_torch["train on it"] and with_torch["load it"] == f"datasets.load_dataset({where!r})"
+    assert ("publish it" in with_torch) is not published
+    assert summary.next_steps() == summary.next_steps(torch=True)  # torch is installed here (found, not imported)
+
+
+@OURS
+def test_the_hints_name_python_as_typed_here(tmp_path, monkeypatch):
+    """`python` when that finds this interpreter (its environment activated); else its path, relative when here."""
+    import push as module
+
+    bin_dir = Path(os.path.abspath(sys.executable)).parent
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert (bin_dir / "python").exists() and module._python() == "python"
+    monkeypatch.setenv("PATH", str(tmp_path))  # another python first, or none
+    (tmp_path / "python").symlink_to(sys.executable)
+    monkeypatch.chdir(bin_dir.parent)
+    assert module._python() == f"{bin_dir.name}/{Path(sys.executable).name}"
+    monkeypatch.chdir(tmp_path)
+    assert module._python() == os.path.abspath(sys.executable)

@@ -1,8 +1,8 @@
 """The training side: OpenEDS v1/v2 rows as torch tensors, for a training loop.
 
 * :class:`IrisLoader`: the feed training should use, batches of model-ready tensors
-  gathered in threads into reused buffers, about 10x what a ``DataLoader`` over
-  :class:`IrisDataset` delivers, from a map-style or a streamed split
+  gathered in threads into reused buffers, several times what a ``DataLoader`` over
+  :class:`IrisDataset` delivers (docs/benchmarks.md), from a map-style or a streamed split
   (``load_dataset(..., streaming=True)``);
 * :class:`IrisDataset`: the items of a map-style split, a drop-in for VisionAssist's
   ``IrisDataset``, where a ``DataLoader`` is needed;

@@ -8,6 +8,7 @@ CLAHE for v1's raw images, then the augmentation), for every feed; :func:`to_ite
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -19,13 +20,31 @@ from preprocessing.image import preprocess_image
 Item = tuple[torch.Tensor, torch.Tensor, str, torch.Tensor, torch.Tensor]
 
 
+def _normalise(values: torch.Tensor) -> torch.Tensor:
+    """uint8 values -> float32 in [-1, 1] by ``ToTensor()`` then ``Normalize([0.5], [0.5])``'s float32 ops, in
+    their order: ``/ 255``, ``- 0.5``, ``/ 0.5``."""
+    return values.to(torch.float32).div_(255).sub_(0.5).div_(0.5)
+
+
+#: uint8 -> the normalised float32 of ``ToTensor`` + ``Normalize([0.5], [0.5])``: the 256 values, computed once
+#: with those very torch ops (on 256 values, so on one thread), then looked up per pixel.
+IMAGE_TABLE: np.ndarray = _normalise(torch.arange(256, dtype=torch.uint8)).numpy()
+IMAGE_TABLE.setflags(write=False)
+
+
 def to_normalized_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 [H, W] -> float32 [1, H, W] in [-1, 1], as ``ToTensor()`` then ``Normalize([0.5], [0.5])``.
 
-    Same float32 operations in the same order (``/ 255``, ``- 0.5``, ``/ 0.5``), so
-    the values are identical.
+    Each pixel is looked up in :data:`IMAGE_TABLE`, whose entries are those ops' own results, so the values are
+    identical. A lookup, not torch's elementwise ops: those split a frame over torch's intra-op threads, and with
+    another process busy on the cores each op waits for a thread that is not running (measured at a third of the
+    one-thread speed, ``benchmarks/bench_dataset.py``). ``cv2.LUT`` runs a 400 x 640 frame on the calling thread
+    (OpenCV splits only frames of 2^18 pixels or more) and reads a mirrored view as it is. torch's thread count is
+    left as it is.
     """
-    return torch.tensor(np.ascontiguousarray(image)).unsqueeze(0).float().div_(255).sub_(0.5).div_(0.5)
+    out = np.empty((1, *image.shape), np.float32)
+    cv2.LUT(image, IMAGE_TABLE, dst=out[0])
+    return torch.from_numpy(out)
 
 
 def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
