@@ -15,14 +15,15 @@ tell a finished shard from a stale one without reading its data.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from openeds import records
 
 if TYPE_CHECKING:  # only named in annotations here; importing it costs push.py a second of start-up
     import datasets
@@ -84,23 +85,25 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 def write_shard(
-    path: Path,
+    folder: Path,
+    relpath: str,
     rows: Iterable[dict[str, Any]],
     features: datasets.Features,
     source: Mapping[str, Any],
 ) -> int:
-    """Stream ``rows`` into ``path`` in row groups of :data:`ROW_GROUP_ROWS`; return the row count.
+    """Stream ``rows`` into the shard ``relpath`` of ``folder`` in row groups of :data:`ROW_GROUP_ROWS`; return
+    the row count.
 
-    The file appears under its final name only once complete (written to a
-    temporary name, fsynced, then renamed), so a killed run never leaves a shard
-    that looks finished. ``source`` is stored in the footer (see :func:`read_source`).
+    The file appears under its final name only once complete (written to a temporary name,
+    fsynced, then renamed), so a killed run never leaves a shard that looks finished; its size and
+    sha256, hashed as the bytes go out, are then recorded beside it (:func:`openeds.records.write_recorded`).
+    ``source`` is stored in the footer (see :func:`read_source`).
     """
     schema = arrow_schema(features, {_META_KEY.decode(): json.dumps(source, sort_keys=True)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    count, buffer = 0, []
-    try:
-        with pq.ParquetWriter(tmp, schema, **_writer_options(features)) as writer:
+
+    def write(sink: BinaryIO) -> int:
+        count, buffer = 0, []
+        with pq.ParquetWriter(sink, schema, **_writer_options(features)) as writer:
             for row in rows:
                 buffer.append(row)
                 if len(buffer) == ROW_GROUP_ROWS:
@@ -109,12 +112,9 @@ def write_shard(
             if buffer:
                 writer.write_table(rows_to_table(buffer, schema), row_group_size=ROW_GROUP_ROWS)
                 count += len(buffer)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return count
+        return count
+
+    return records.write_recorded(folder, relpath, write)
 
 
 def read_source(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
