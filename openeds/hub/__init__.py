@@ -1,6 +1,7 @@
 """Publish a locally built dataset folder to a Hugging Face Hub dataset repo (the I/O edge of push.py).
 
-The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`.
+The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`, plus its one
+bookkeeping folder `.openeds/` (the lock, the records of the shards' bytes), which is never published.
 
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
 untouched, and rewrites the card and the preview picture of each config it is given. The steps:
@@ -9,8 +10,9 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    `validate_repo_id`), the tag (`check_tag`: git's rules for tag names, which the Hub applies, and
    not a tag this tool reserves), the token (`require_token`: offline mode, a token at all, printable
    ASCII); then the token with the Hub (`whoami`: valid, not read-only);
-2. read the remote once (`inspect_remote`): head commit, every file with its size and hash, tags,
-   the card's text, and whether the data is v1 (flat list columns, no `preprocessed` column).
+2. read the remote once (`inspect_remote`): head commit, every file with its size and hash (the
+   paginated tree listing, `list_files`: complete however large the repo), tags, the card's text, and
+   whether the data is v1 (flat list columns, no `preprocessed` column).
    A repo that does not exist, or has no README.md in its listing, has no card; a card the
    listing names but that cannot be downloaded is an error, never "no card". Then whether the
    token may write (`connect`): a gated repo it may not read, a repo it may read but not write
@@ -23,8 +25,10 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    the repo holds stays, and the run names them (a warning line): a user's `data/train-notes.txt`,
    a parquet file of another name, anything outside `data/`, `full/` and `images/`. The card's
    `data_files` patterns match the shard names only, so such files are never read as data;
-4. if the remote already holds the same data files and a card that differs at most in its
-   provenance block (`openeds.card.comparable`), publish nothing: no commit, no tag.
+4. if the remote already holds the same data files (by the sha256 recorded with each shard as it
+   was written, `shard_records`; a shard without its record is refused) and a card that differs at
+   most in its provenance block (`openeds.card.comparable`), publish nothing: no commit, no tag; the
+   shards' bytes are then hashed by a read and checked against their records (`openeds.hub.verify`).
    A card that still names `pupil` `default` (v1, and v2 cards before the rename) differs, so the
    push renames it in its one commit; the data files stay where they are;
 5. the card: the remote README.md is replaced only if this tool wrote it and nobody edited it since
@@ -35,9 +39,14 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    warning names the revision where the replaced card stays readable;
 6. create the repo if needed, tag the v1 head `v1` if the repo is v1 and has no such tag;
 7. upload the LFS files (`preupload_lfs_files`): objects the Hub already holds are not sent again,
-   so re-running a killed upload resumes it;
+   so re-running a killed upload resumes it. The upload computes each file's sha256 from the bytes it
+   sends (Xet: hf_xet as it chunks; LFS: the batch's oid); then, before the commit, a file the repo's
+   `.gitignore` would make the client leave out of the commit is refused (`refuse_ignored`), and each
+   shard's hash is checked against its record (`check_against_records`): a mismatch commits nothing,
+   names the shard, and removes its record so that the next run rebuilds it;
 8. make ONE commit with every addition, deletion and the card, pinned to the inspected head
-   (`parent_commit`), so the Hub never shows a card naming files it lacks;
+   (`parent_commit`), so the Hub never shows a card naming files it lacks; then list the commit's files
+   and compare them with the plan (`check_commit`);
 9. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
 
 push.py calls `check_repo_id` and `check_tag` right after parsing its arguments; `connect` (steps 1-2),
@@ -79,9 +88,10 @@ The package, one concern a module (each imports only those above it):
     remote.py       remote state: the repo's listing, tags and card, read once, and the access checks (connect)
     planning.py     inputs checked before any request, and the operations of the one commit (pure)
     kept.py         the remote splits a run keeps: checked against the raw data, and sized for the card
+    verify.py       what the upload computed and what the commit holds, checked against the records and the plan
     publishing.py   the commit and its tags (publish)
 
-`from openeds import hub` gives every public name of the six (`hub.publish`, `hub.connect`,
+`from openeds import hub` gives every public name of the seven (`hub.publish`, `hub.connect`,
 `hub.PublishError`, `hub.check_kept`, ...), as push.py and the tests use them.
 """
 
@@ -104,6 +114,7 @@ from openeds.hub.planning import (
     replaces_v1_card,
     require_token,
     reserved_tag,
+    shard_records,
     tag_problem,
 )
 from openeds.hub.publishing import DEFAULT_COMMIT_MESSAGE, PublishResult, publish
@@ -116,8 +127,10 @@ from openeds.hub.remote import (
     connect,
     has_v1_revision,
     inspect_remote,
+    list_files,
     remote_splits,
 )
+from openeds.hub.verify import check_against_records, check_commit, refuse_ignored
 from openeds.retry import RetryPolicy
 
 __all__ = [
@@ -133,7 +146,9 @@ __all__ = [
     "RemoteFile",
     "RemoteState",
     "RetryPolicy",
+    "check_against_records",
     "check_card",
+    "check_commit",
     "check_kept",
     "check_repo_id",
     "check_tag",
@@ -148,15 +163,18 @@ __all__ = [
     "inspect_remote",
     "kept_sizes",
     "kept_splits",
+    "list_files",
     "next_publication_tag",
     "plan_operations",
     "publish",
     "read_footer",
     "read_footers",
+    "refuse_ignored",
     "refuse_mixing",
     "remote_splits",
     "replaces_v1_card",
     "require_token",
     "reserved_tag",
+    "shard_records",
     "tag_problem",
 ]
