@@ -1567,3 +1567,21 @@ def test_the_listing_is_whole_however_many_pages_and_however_cut_the_repo_info_i
     assert len(pages) == 4  # 13 files and 3 folders, 4 a page
     sizes = kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]}, token=WRITE)
     assert sizes == {"full": {"train": SplitSize(3, remote.files["full/train-00000-of-00001.parquet"].size)}}
+
+
+def test_a_shard_without_the_record_of_its_bytes_is_refused_before_any_request(hub, api, repo_id, tmp_path):
+    """No record (a build killed between the shard's rename and its record, a folder of an earlier version) or
+    one of another size: its bytes cannot be checked, so it is not published; push.py rebuilds such a shard."""
+    folder = build(tmp_path / "out", {"data": {"train": 2, "test": 1}})
+    records.record_path(folder, "data/train-00001-of-00002.parquet").unlink()
+    records.record_path(folder, "data/test-00000-of-00001.parquet").write_text('{"path": "data/test-00000-of-0')
+    records.store(folder, "data/train-00000-of-00002.parquet", records.Record(1, "0" * 64))
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
+    assert str(error.value).startswith(
+        f"3 shard(s) of {folder} have no record of the bytes written, or another size than recorded "
+        "('data/test-00000-of-00001.parquet', 'data/train-00000-of-00002.parquet', "
+        "'data/train-00001-of-00002.parquet'); expected each shard with the record push.py writes beside it in "
+        ".openeds/records, so that its bytes can be checked; nothing was published; run push.py"
+    )
+    assert hub.requests == []

@@ -117,11 +117,15 @@ def publish(
     if tag is not None:
         check_tag(tag)
     files = collect_local_files(local_dir, splits_by_config)
+    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+    # The sha256 recorded as each shard to publish was written; a shard without its record is refused here.
+    recorded = shard_records(
+        local_dir, {path: file for path, file in files.items() if path.startswith(tuple(prefixes))}
+    )
     api = api or HfApi()
     token = require_token(api, repo_id, token)
     remote = remote or connect(api, repo_id, token=token, retry=retry)
     check_tag_free(repo_id, remote, tag)  # push.py checked it before the build already
-    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
     replaced = [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
         refuse_mixing(repo_id, remote, splits_by_config)
@@ -130,7 +134,6 @@ def publish(
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
     # No file is read here: the no-op check compares the shards' records, and `upload_info.sha256` is left for the
     # upload to compute from the bytes it sends, then checked against the records (`openeds.hub.verify`).
-    recorded = shard_records(local_dir, plan.additions)
     additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
 
     with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
