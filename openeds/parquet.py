@@ -9,7 +9,9 @@ values, which the RLE/bit-packed indices then compress very well).
 The ``huggingface`` schema metadata of :attr:`datasets.Features.arrow_schema` goes into
 every file, so ``load_dataset`` restores the Array2D/Array3D features. A
 ``openeds`` metadata entry records what the shard was built from, so a re-run can
-tell a finished shard from a stale one without reading its data.
+tell a finished shard from a stale one without reading its data. The file's own size and
+sha256 cannot be in it: they are hashed as the bytes go out and recorded beside the shard
+(:mod:`openeds.records`).
 """
 
 from __future__ import annotations
