@@ -84,14 +84,15 @@ from openeds.download import folder_path  # --data-dir, --local-dir, as download
 from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
     MaterializeError,
-    first_rows,
     folder_splits,
     is_complete,
     local_sizes,
     materialize,
+    read_shard,
     stale_reason,
 )
 from openeds.names import one_line, shown
+from openeds.parquet import read_rows
 from openeds.retry import DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import write_sample
 
@@ -325,7 +326,7 @@ def push(
         for config in [*configs, *(c for c in check.redrawn if c not in configs)]:
             first = min(built[config] if config in built else check.current_splits(config), key=schema.SPLITS.index)
             shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
-            rows = first_rows(local_dir, shard.relative_to(local_dir).as_posix(), PREVIEW_ROWS)
+            rows = read_shard(local_dir, shard.relative_to(local_dir).as_posix(), lambda p: read_rows(p, PREVIEW_ROWS))
             with _writing(local_dir / layout.PREVIEW_PATHS[config]) as preview:
                 card.render_preview(rows, preview)
 

@@ -37,6 +37,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import pyarrow as pa
@@ -52,6 +53,7 @@ from openeds.rows import make_row
 from preprocessing import COMPUTE_VERSION
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
 #: parquet bytes per row measured on the synthetic sample (benchmarks/bench_parquet.py),
@@ -316,15 +318,15 @@ def _shard_paths(out_dir: Path, config: str, split: str) -> list[str]:
     return sorted(p.relative_to(out_dir).as_posix() for p in out_dir.glob(f"{prefix}*-of-*.parquet"))
 
 
-def first_rows(out_dir: Path, relpath: str, limit: int) -> list[dict]:
-    """The first ``limit`` rows of the shard ``relpath`` (for the preview picture).
+def read_shard(out_dir: Path, relpath: str, read: Callable[[Path], T]) -> T:
+    """``read(path)`` of the shard ``relpath`` of ``out_dir`` (the preview picture's rows).
 
     A shard that cannot be read was reused (its footer and record matched) but its bytes changed since they
     were written, where the reread that a publishing run leaves to the upload did not look yet: one line, and
     its record is removed, so that the next run rebuilds it.
     """
     try:
-        return parquet.read_rows(out_dir / relpath, limit)
+        return read(out_dir / relpath)
     except (OSError, pa.ArrowException, ValueError) as e:
         records.forget(out_dir, relpath)
         raise MaterializeError(
