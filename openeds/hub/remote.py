@@ -232,13 +232,14 @@ def _tree_page(
 
 
 def _tree_file(entry: object) -> dict[str, RemoteFile] | None:
-    """`{path: RemoteFile}` for a file entry of the tree listing, `{}` for a folder, None for anything else."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+    """`{path: RemoteFile}` for a file entry of the tree listing, `{}` for an entry of another type (a folder),
+    None for anything that is not an entry of the listing."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not isinstance(entry.get("type"), str):
         return None
-    if entry.get("type") == "directory":
+    if entry["type"] != "file":
         return {}
     size, oid, lfs = entry.get("size"), entry.get("oid"), entry.get("lfs")
-    if entry.get("type") != "file" or not isinstance(size, int) or not isinstance(oid, str):
+    if not isinstance(size, int) or not isinstance(oid, str):
         return None
     if lfs is not None and not (isinstance(lfs, dict) and isinstance(lfs.get("oid"), str)):
         return None
