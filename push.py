@@ -26,6 +26,10 @@ Credentials, read only from the environment or the clients' own login, never pri
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
 Re-running any command is safe: finished shards are reused, an interrupted upload sends
 only what the Hub does not have yet, and data the Hub already holds is not published again.
+Each shard's size and sha256 are recorded as it is written, in the folder's bookkeeping folder
+.openeds/ (never uploaded); a reused shard is checked against that record, by a read when the
+run does not publish, else by the hash the upload computes: one that changed since is rebuilt,
+never published.
 
 The local folder (--local-dir) never describes data built from inputs that have since changed.
 Each run checks the splits the folder holds but does not rebuild (another config, other
@@ -77,7 +81,7 @@ from typing import NamedTuple
 
 from huggingface_hub import HfApi
 
-from openeds import card, disk, download, hub, layout, lock, preview, provenance, raw, schema
+from openeds import card, disk, download, hub, layout, lock, preview, provenance, raw, records, schema
 from openeds.download import folder_path  # --data-dir, --local-dir, as download's --cache-dir
 from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -87,6 +91,7 @@ from openeds.materialize import (
     is_complete,
     local_sizes,
     materialize,
+    read_shard,
     stale_reason,
 )
 from openeds.names import one_line, shown
@@ -307,7 +312,8 @@ def push(
         # The splits the folder holds that this run does not rebuild: kept only if built from the raw
         # data as it is now (checked before anything is written; a damaged shard stops the run here).
         digests: dict[raw.Pair, str] = {}
-        check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests)
+        # Not publishing, the folder is what a user loads: its kept splits' bytes are read and checked too.
+        check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests, reread=not upload)
         splits_by_config = {c: splits for c in configs}
         rebuild = _rebuild_command(
             sample=sample,
@@ -360,8 +366,16 @@ def push(
         hash_inputs((pair for frames in pairs.values() for pair in frames), digests)
         for note in raw.same_frames(listings, digests):
             print(note, file=sys.stderr)
+        # A shard found already complete is checked against the record of its bytes: by a read here when the
+        # run does not publish; when it does, by the hash the upload computes anyway (`hub.publish`).
         built = materialize(
-            pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size, digests=digests, synthetic=marked
+            pairs,
+            local_dir,
+            num_proc=num_proc,
+            max_shard_bytes=max_shard_size,
+            digests=digests,
+            synthetic=marked,
+            reread=not upload,
         )
 
         # Each config built draws its preview from the first of its splits; a config this run does not build
@@ -369,7 +383,8 @@ def push(
         for config in [*configs, *(c for c in check.redrawn if c not in configs)]:
             first = min(built[config] if config in built else check.current_splits(config), key=schema.SPLITS.index)
             shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
-            rows = preview.preview_rows(shard, config)
+            relpath = shard.relative_to(local_dir).as_posix()
+            rows = read_shard(local_dir, relpath, lambda path, config=config: preview.preview_rows(path, config))
             with _writing(local_dir / layout.PREVIEW_PATHS[config]) as path:
                 preview.render(rows, path)
 
@@ -535,11 +550,15 @@ def _check_folder(
     rebuilt: set[tuple[str, str]],
     on_missing_label: raw.MissingLabelPolicy,
     digests: dict[raw.Pair, str],
+    *,
+    reread: bool,
 ) -> FolderCheck:
     """Sort the folder's splits that are not in `rebuilt` into current, stale and unfinished.
 
     A raw split not listed yet is listed here as a rebuild would (into `listings`), with the run's
     `on_missing_label`: its bad input is an error like any other, and nothing is written before it.
+    With `reread`, a split current by its build records whose shards' bytes are not those recorded
+    when they were written (`openeds.records`) is stale too.
     """
     current, stale, unfinished = set(), {}, {}
     for key, paths in folder_splits(local_dir).items():
@@ -550,7 +569,7 @@ def _check_folder(
             unfinished[key] = paths
             continue
         _list_split(split_dirs, listings, split, on_missing_label, holder=shown(local_dir))
-        why = stale_reason(local_dir, config, split, listings.get(split), digests)
+        why = stale_reason(local_dir, config, split, listings.get(split), digests, reread=reread)
         if why is None:
             current.add(key)
         else:
@@ -622,6 +641,7 @@ def _tidy(
     notes = []
     for (config, split), stale in sorted(check.stale.items()):
         for path in stale.paths:
+            records.forget(local_dir, path)
             (local_dir / path).unlink(missing_ok=True)
         where = f", from raw data that holds {split}," if stale.gone else ""
         again = sorted((s for c, s in check.stale if c == config), key=schema.SPLITS.index)
@@ -645,6 +665,7 @@ _TEMPORARY_GLOBS = (
     ".*.partial",
     *(f"{folder}/.*.partial" for folder in layout.CONFIG_DIRS.values()),
     f"{Path(layout.PREVIEW_PATH).parent}/.*.partial",
+    f"{layout.RECORDS_DIR}/**/.*.partial",
 )
 
 
@@ -737,8 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-dir",
         type=folder_path,
         metavar="OUT",
-        help="folder to materialise into; it then holds exactly what goes to the Hub "
-        "(default: a staging folder under the cache)",
+        help="folder to materialise into; it then holds exactly what goes to the Hub, and one bookkeeping "
+        "folder, .openeds/, that is never uploaded (default: a staging folder under the cache)",
     )
     parser.add_argument(
         "--no-upload", dest="upload", action="store_false", help="materialise only; no credentials needed"

@@ -173,31 +173,6 @@ def card_data(text: str | None) -> DatasetCardData | None:
         return None
 
 
-def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
-    """Rows per split that a published card's ``dataset_info`` declares: ``{config: {split: num_examples}}``.
-
-    The row source for the splits a run keeps; their bytes come from the repo's file listing.
-    An unreadable header declares nothing (the rows then come from the shards' footers). A config
-    named `default` (v1 and the first v2 cards) is read as `pupil`, unless the card also names `pupil`.
-    """
-    from datasets.info import DatasetInfosDict
-
-    data = card_data(text)
-    if data is None:
-        return {}
-    try:
-        infos = DatasetInfosDict.from_dataset_card_data(data)
-    except (AttributeError, TypeError, KeyError, ValueError) as error:
-        logger.warning("The published card's dataset_info cannot be read (%s); not using it", error)
-        return {}
-    out: dict[str, dict[str, int]] = {}
-    for name, info in sorted(infos.items(), key=lambda item: item[0] in schema.CONFIG_NAMES):  # current names last
-        config = name if name in schema.CONFIG_NAMES else LEGACY_CONFIG_NAMES.get(name)
-        if config is not None and info.splits:
-            out[config] = {split_name: split.num_examples for split_name, split in info.splits.items()}
-    return out
-
-
 def without_provenance(text: str) -> str:
     """The card without the text between each pair of its provenance markers (source, versions, command,
     local paths).

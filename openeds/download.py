@@ -20,7 +20,7 @@ Cache layout, one folder per slug (``/`` replaced by ``--``)::
         download/openeds-dataset.zip   the archive; kaggle keeps openeds-dataset.zip.kaggle-partial
                                        next to it while it is incomplete, and resumes from it
         extract-*.tmp/                 an extraction in progress (removed by the next run)
-        .lock, .lock.owner             held by the run downloading or extracting (``openeds.lock``);
+        .openeds/lock, lock.owner      held by the run downloading or extracting (``openeds.lock``);
                                        a second run ends at once, naming the first
         data/                          the extracted tree, accepted by openeds.raw.find_split_dirs
         complete.json                  written last; lists the files per split

@@ -11,20 +11,23 @@ every file, so ``load_dataset`` restores the Array2D/Array3D features. A
 ``openeds`` metadata entry records what the shard was built from, so a re-run can
 tell a finished shard from a stale one without reading its data. A separate
 ``openeds_provenance`` entry, written only for a shard of the synthetic sample, says so
-(``openeds.provenance``); it plays no part in telling finished shards from stale ones.
+(``openeds.provenance``); it plays no part in telling finished shards from stale ones. The
+file's own size and sha256 cannot be in it: they are hashed as the bytes go out and recorded
+beside the shard (:mod:`openeds.records`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from openeds import records
 
 if TYPE_CHECKING:  # only named in annotations here; importing it costs push.py a second of start-up
     import datasets
@@ -88,28 +91,30 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 def write_shard(
-    path: Path,
+    folder: Path,
+    relpath: str,
     rows: Iterable[dict[str, Any]],
     features: datasets.Features,
     source: Mapping[str, Any],
     provenance: Mapping[str, Any] | None = None,
 ) -> int:
-    """Stream ``rows`` into ``path`` in row groups of :data:`ROW_GROUP_ROWS`; return the row count.
+    """Stream ``rows`` into the shard ``relpath`` of ``folder`` in row groups of :data:`ROW_GROUP_ROWS`; return
+    the row count.
 
-    The file appears under its final name only once complete (written to a
-    temporary name, fsynced, then renamed), so a killed run never leaves a shard
-    that looks finished. ``source`` is stored in the footer (see :func:`read_source`),
-    and so is ``provenance`` when given (see :func:`provenance_of`).
+    The file appears under its final name only once complete (written to a temporary name,
+    fsynced, then renamed), so a killed run never leaves a shard that looks finished; its size and
+    sha256, hashed as the bytes go out, are then recorded beside it (:func:`openeds.records.write_recorded`).
+    ``source`` is stored in the footer (see :func:`read_source`), and so is ``provenance`` when given
+    (see :func:`provenance_of`).
     """
     metadata = {_META_KEY.decode(): json.dumps(source, sort_keys=True)}
     if provenance:
         metadata[_PROVENANCE_KEY.decode()] = json.dumps(provenance, sort_keys=True)
     schema = arrow_schema(features, metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    count, buffer = 0, []
-    try:
-        with pq.ParquetWriter(tmp, schema, **_writer_options(features)) as writer:
+
+    def write(sink: BinaryIO) -> int:
+        count, buffer = 0, []
+        with pq.ParquetWriter(sink, schema, **_writer_options(features)) as writer:
             for row in rows:
                 buffer.append(row)
                 if len(buffer) == ROW_GROUP_ROWS:
@@ -118,12 +123,9 @@ def write_shard(
             if buffer:
                 writer.write_table(rows_to_table(buffer, schema), row_group_size=ROW_GROUP_ROWS)
                 count += len(buffer)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return count
+        return count
+
+    return records.write_recorded(folder, relpath, write)
 
 
 def read_source(path: Path, *, strict: bool = False) -> dict[str, Any] | None:

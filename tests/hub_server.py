@@ -46,6 +46,11 @@ may write to the namespace: else 403 (401 without a token) with `X-Error-Code: G
 or not: a user granted access to read a gated repo gets 403 there, without `GatedRepo`.
 whoami lists the namespaces a token may write to, besides the user's own, as its `orgs`.
 Tag names: a tag git refuses (`git check-ref-format refs/tags/NAME`, a leading `-`) gets 400.
+Listings, as on the Hub: the tree listing answers in pages of `tree_page_size` entries (10 by default, so
+that every test that lists a repo of a few files pages), each linking to the next with
+`Link: <...?cursor=...>; rel="next"`; the repo info lists at most `siblings_limit` files (a large repo's
+`siblings` are truncated). `/preupload` answers `shouldIgnore` from the repo's `.gitignore` at the
+revision (or the `gitIgnore` the client sends), read with git's rules (`gitignored`).
 Fault injection: `server.fail(method, path_regex, status=..., times=..., headers=...)`; `drop=True` cuts the
 connection halfway through the request body, `lose_response=True` after handling the request;
 `hang=True` reads the request and never answers (nothing is handled), `stall_after=N` handles it and
@@ -80,7 +85,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlencode
 
 import pytest
 import yaml
@@ -91,6 +96,10 @@ if TYPE_CHECKING:
 # Files stored in LFS whatever their content (the Hub's default .gitattributes has the same idea).
 LFS_SUFFIXES = (".parquet", ".arrow", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".bin", ".zip", ".gz", ".zst")
 LFS_MIN_SIZE = 10 * 1024 * 1024
+#: entries per page of the tree listing: small, so that the tests' listings of a few files page
+TREE_PAGE_SIZE = 10
+#: files listed at most in the repo info's `siblings`, beyond which a large repo's list is cut
+SIBLINGS_LIMIT = 1000
 #: the longest a hung or stalled handler waits for its release (a reset of the faults, the server's stop)
 HANG_LIMIT = 300.0
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
@@ -366,6 +375,9 @@ class HubServer(FaultInjector):
         super().__init__()
         self._repos: dict[str, Repo] = {}
         self._tokens: dict[str, TokenGrant] = {}
+        #: entries per page of the tree listing; files at most in the repo info's `siblings`
+        self.tree_page_size = TREE_PAGE_SIZE
+        self.siblings_limit = SIBLINGS_LIMIT
         #: the Xet storage service whose URL the token routes hand out (tests/xet_server.py), if any
         self.xet: XetServer | None = None
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
@@ -517,7 +529,7 @@ class HubServer(FaultInjector):
             commit = self.commit_at(repo, revision)
             card = commit.files.get("README.md")
         siblings = []
-        for path, entry in sorted(commit.files.items()):
+        for path, entry in sorted(commit.files.items())[: self.siblings_limit]:
             sibling: JSON = {"rfilename": path}
             if blobs:
                 sibling.update(size=entry.size, blobId=entry.oid)
@@ -546,6 +558,8 @@ class HubServer(FaultInjector):
         with self._lock:
             repo = self.repo(repo_id)
             commit = self.commit_at(repo, revision)
+            ignore = commit.files.get(".gitignore")
+            rules = body.get("gitIgnore") if "gitIgnore" in body else repo.read(ignore).decode() if ignore else ""
         files = []
         for file in body["files"]:
             path, size = file["path"], file["size"]
@@ -554,7 +568,12 @@ class HubServer(FaultInjector):
             existing = commit.files.get(path)
             remote_oid = (existing.lfs_sha256 if lfs else existing.oid) if existing else None
             files.append(
-                {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid}
+                {
+                    "path": path,
+                    "uploadMode": "lfs" if lfs else "regular",
+                    "shouldIgnore": gitignored(path, rules),
+                    "oid": remote_oid,
+                }
             )
         return {"files": files, "commitOid": commit.sha}
 
@@ -623,14 +642,23 @@ class HubServer(FaultInjector):
             "commitUrl": f"{self.url}/datasets/{repo_id}/commit/{commit.sha}",
         }
 
-    def tree(self, repo_id: str, revision: str, path: str, recursive: bool, expand: bool) -> list[JSON]:
+    def tree(
+        self, repo_id: str, revision: str, path: str, recursive: bool, expand: bool, cursor: str | None = None
+    ) -> tuple[list[JSON], str | None]:
+        """One page of the listing from `cursor` (None: the first), and the cursor of the next page (None: last)."""
         with self._lock:
             repo = self.repo(repo_id)
             commit = self.commit_at(repo, revision)
             entries = _tree_entries(commit, path, recursive)
             if path and not entries and path not in commit.files:
                 raise HubError(404, f"{path} does not exist at {revision}", code="EntryNotFound")
-            return [self._path_info(repo, commit, p, expand) for p in entries]
+            try:
+                start = int(base64.urlsafe_b64decode(cursor.encode()).decode()) if cursor else 0
+            except ValueError as error:
+                raise HubError(400, f"invalid cursor {cursor!r}") from error
+            end = start + self.tree_page_size
+            following = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(entries) else None
+            return [self._path_info(repo, commit, p, expand) for p in entries[start:end]], following
 
     def paths_info(self, repo_id: str, revision: str, paths: list[str], expand: bool) -> list[JSON]:
         with self._lock:
@@ -763,6 +791,58 @@ def tag_name_problem(tag: str) -> str | None:
         (tag.endswith("."), "ends with '.'"),
     ]
     return next((why for broken, why in rules if broken), None)
+
+
+def gitignored(path: str, rules: str) -> bool:
+    """Whether git ignores the file `path` under the `.gitignore` text `rules` (at the repo's root).
+
+    Written from git's documentation of gitignore: blank lines and `#` comments are skipped, `!` re-includes,
+    a trailing `/` matches folders only, a pattern with another `/` is anchored at the root (else it matches
+    a name at any depth), `*` and `?` stay within a path component and `**` spans components; the last rule
+    that matches decides, and a file in an ignored folder stays ignored.
+    """
+    compiled = []
+    for line in rules.splitlines():
+        line = line.rstrip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line[1:] if negated else line
+        folder_only = pattern.endswith("/")
+        pattern = pattern.rstrip("/")
+        if pattern:
+            compiled.append((_gitignore_regex(pattern), negated, folder_only))
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        candidate, is_folder = "/".join(parts[:depth]), depth < len(parts)
+        ignored = False
+        for regex, negated, folder_only in compiled:
+            if (is_folder or not folder_only) and regex.fullmatch(candidate):
+                ignored = not negated
+        if ignored:
+            return True
+    return False
+
+
+def _gitignore_regex(pattern: str) -> re.Pattern[str]:
+    anchored = "/" in pattern
+    pattern = pattern.lstrip("/")
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) > 0:
+            body = pattern[i + 1 : end]
+            out, i = out + "[" + ("^" + body[1:] if body.startswith("!") else body) + "]", end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out if anchored else f"(?:.*/)?{out}")
 
 
 def _front_matter(card: bytes) -> JSON:
@@ -956,9 +1036,19 @@ class _Handler(BaseHTTPRequestHandler):
         elif name == "commit":
             result = hub.commit(grant, p["repo"], rev, [json.loads(line) for line in body.splitlines() if line.strip()])
         elif name == "tree":
-            result = hub.tree(
-                p["repo"], rev, p.get("path", "").strip("/"), _flag(query, "recursive"), _flag(query, "expand")
+            result, following = hub.tree(
+                p["repo"],
+                rev,
+                p.get("path", "").strip("/"),
+                _flag(query, "recursive"),
+                _flag(query, "expand"),
+                query.get("cursor", [None])[0],
             )
+            if following is not None:  # as the Hub: an absolute URL with the same query and the next cursor
+                params = [(k, v) for k, values in query.items() if k != "cursor" for v in values]
+                link = f"{hub.url}{self.path.partition('?')[0]}?{urlencode([*params, ('cursor', following)])}"
+                headers = {"Content-Type": "application/json", "Link": f'<{link}>; rel="next"'}
+                return 200, json.dumps(result).encode(), headers
         elif name == "paths_info":
             form = parse_qs(body.decode())  # form-encoded: paths=a&paths=b&expand=false
             result = hub.paths_info(p["repo"], rev, form.get("paths", []), _flag(form, "expand"))

@@ -162,7 +162,8 @@ def test_first_download_then_second_run_makes_no_request(
     assert list(find_split_dirs(data)) == ["train", "validation", "test"]
     assert json.loads((folder / MARKER_NAME).read_text())["files"] == sample_counts
     assert f"train: {sample_counts['train']['images']} images" in first.stderr
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", "complete.json", "data"]  # the owner record is gone
+    assert sorted(p.name for p in folder.iterdir()) == [".openeds", "complete.json", "data"]
+    assert [p.name for p in (folder / ".openeds").iterdir()] == ["lock"]  # the owner record is gone, the lock stays
     [post] = stub.requests_to("api")
     [get] = stub.requests_to("file")
     assert (post.method, post.status, post.auth) == ("POST", 302, "basic" if credentials == "key" else "bearer")
@@ -281,7 +282,7 @@ def test_damaged_archive_is_not_trusted_next_time(
     error = _error(fetch(stub, tmp_path))
     assert "is damaged" in error and "Deleted it" in error
     folder = tmp_path / "cache" / SLUG_DIR
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", "download"]
+    assert sorted(p.name for p in folder.iterdir()) == [".openeds", "download"]
     assert list((folder / "download").iterdir()) == []
 
     stub.datasets[SLUG] = sample_zip
@@ -297,7 +298,7 @@ def test_member_climbing_out_is_refused(stub: KaggleStub, tmp_path: Path, sample
     assert "member '../escaped.txt' that climbs out of the folder with '..'" in error
     folder = tmp_path / "cache" / SLUG_DIR
     assert not (folder / "escaped.txt").exists() and not (folder.parent / "escaped.txt").exists()
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", "download"]
+    assert sorted(p.name for p in folder.iterdir()) == [".openeds", "download"]
 
 
 def test_an_interrupted_transfer_is_resumed_within_the_budget(
@@ -479,7 +480,7 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(
     push = [sys.executable, str(REPO_ROOT / "push.py"), "--local-dir", str(out), "--no-upload"]
     first = zygote.start([*push, "--cache-dir", str(cache)], env=env, preload=CLIENT_PRELOAD, cwd=tmp_path)
     try:
-        owners = [out / ".lock.owner", cache / SLUG_DIR / ".lock.owner"]
+        owners = [out / ".openeds" / "lock.owner", cache / SLUG_DIR / ".openeds" / "lock.owner"]
         deadline = time.monotonic() + 60
         while not (all(p.exists() for p in owners) and stub.requests_to("api")) and time.monotonic() < deadline:
             assert first.poll() is None, "the first run ended"
@@ -500,7 +501,8 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(
                 line.startswith(f"error: {holder}")
                 and f"is using {what}; wait for it to finish or pass another {option}" in line
             ), line
-        assert sorted(p.name for p in out.iterdir()) == [".lock", ".lock.owner"], "the second run wrote into it"
+        written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+        assert written == [".openeds", ".openeds/lock", ".openeds/lock.owner"], "the second run wrote into it"
         assert first.poll() is None
         assert hub.requests == []
     finally:

@@ -245,7 +245,7 @@ def _published_under_old_names(world: World) -> None:
     """The sample published as earlier versions named it: the card calls `pupil` `default`."""
     folder = _prebuilt(world)
     text = (folder / "README.md").read_text().replace("config_name: pupil", "config_name: default")
-    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".lock") and p.name != "README.md"]
+    files = [p for p in folder.rglob("*") if p.is_file() and ".openeds" not in p.parts and p.name != "README.md"]
     api = HfApi(token=TOKEN)
     api.create_repo(world.repo_id, repo_type="dataset")
     api.create_commit(
@@ -568,16 +568,17 @@ def _prebuilt(world: World) -> Path:
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    """Every file but the lock's, by path: the lock file stays, its owner record goes."""
+    """Every file but the lock's, by path (the records of the shards' bytes included): the lock file stays, its
+    owner record goes."""
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith(".lock")
+        if p.is_file() and p.relative_to(folder).as_posix() not in (".openeds/lock", ".openeds/lock.owner")
     }
 
 
 def _copy_prebuilt(world: World) -> None:
-    shutil.copytree(_prebuilt(world), world.out, ignore=shutil.ignore_patterns(".lock*"), dirs_exist_ok=True)
+    shutil.copytree(_prebuilt(world), world.out, ignore=shutil.ignore_patterns("lock*"), dirs_exist_ok=True)
 
 
 def _earlier_state_intact(world: World, result: subprocess.CompletedProcess[str]) -> None:
@@ -722,17 +723,21 @@ def _killed_run_leftovers(world: World) -> None:
         "images/.preview.png.partial",
         ".README.md.partial",
         "full/.test-00000-of-00001.parquet.partial",
+        ".openeds/records/data/.train-00000-of-00001.parquet.json.partial",
     ):
         (world.out / leftover).parent.mkdir(exist_ok=True)
         (world.out / leftover).write_bytes(b"half written")
-    (world.out / ".lock.owner").write_text('{"pid": 999999999, "host": "gone", "started": 0}')
+    (world.out / ".openeds" / "lock.owner").write_text('{"pid": 999999999, "host": "gone", "started": 0}')
+    # and the lock files of a run of an earlier version, in the folder itself: retired
+    (world.out / ".lock").touch()
+    (world.out / ".lock.owner").write_text('{"pid": 999999998, "host": "gone", "started": 0}')
 
 
 def _swept_and_skipped(world: World, result: subprocess.CompletedProcess[str]) -> None:
     _skips_every_shard(world, result)
     unchanged = {path: digest for path, digest in _digests(world.out).items() if path != "README.md"}
     assert unchanged == {p: d for p, d in _digests(_prebuilt(world)).items() if p != "README.md"}
-    assert sorted(p.name for p in world.out.iterdir() if p.name.startswith(".")) == [".lock"]
+    assert sorted(p.name for p in world.out.iterdir() if p.name.startswith(".")) == [".openeds"]
 
 
 def _sizes_differ(world: World, result: subprocess.CompletedProcess[str]) -> None:
@@ -1049,12 +1054,23 @@ NETWORK = [
         timeout=_ends_within(1),
     ),
     Case(
+        "hang-at-the-repo-info",
+        (*PUBLISH, *SHORT),
+        exit=1,
+        error="could not read the repo faults/",
+        says=("got no data for 1 s (read timeout",),
+        arrange=_hangs("GET", "^/api/datasets/{repo}$"),
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
         "hang-at-the-repo-listing",
         (*PUBLISH, *SHORT),
         exit=1,
         error="could not list the files of faults/",
         says=("got no data for 1 s (read timeout",),
-        arrange=_hangs("GET", "^/api/datasets/{repo}$"),
+        arrange=_arrange(_earlier_commit, _hangs("GET", "^/api/datasets/{repo}/tree/")),
         check=_not_built,
         env={"HF_TOKEN": TOKEN},
         timeout=_ends_within(1),
@@ -1291,7 +1307,7 @@ def _remember_raw(world: World) -> None:
 
 def _raw_untouched_and_nothing_written(world: World, result: subprocess.CompletedProcess[str]) -> None:
     assert repr(_raw_digests(world)) == (world.tmp / "raw.sha256").read_text(), "the raw tree changed"
-    assert not [p for p in world.raw.rglob("*") if p.name.startswith(".lock")], "a lock was taken in the raw tree"
+    assert not [p for p in world.raw.rglob("*") if p.name == ".openeds"], "a lock was taken in the raw tree"
     assert not world.out.exists() or not any(world.out.iterdir()), "the staging folder was written"
 
 
@@ -1687,7 +1703,7 @@ RAW_AND_STAGING = [
         ("--local-dir", "{tmp}", "--no-upload", "--cache-dir", "{tmp}/kaggle"),
         exit=1,
         error="is inside --local-dir ",
-        check=lambda w, r: not (w.tmp / ".lock").exists() or pytest.fail("the folder was written"),
+        check=lambda w, r: not (w.tmp / ".openeds").exists() or pytest.fail("the folder was written"),
     ),
     Case(
         "local-dir-empty",
@@ -2066,13 +2082,26 @@ HUB_SAFETY = [
         env=TOKEN_ENV,
     ),
     Case(
+        "repo-info-answers-json-of-another-shape",
+        PUBLISH,
+        exit=1,
+        error="could not read the repo faults/",
+        says=(f"{HUB_URL} answered with JSON of another shape (",),
+        arrange=_fail(
+            "GET", "/api/datasets/{repo}$", status=200, body=b"{}", content_type="application/json", times=1000
+        ),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
         "listing-answers-json-of-another-shape",
         PUBLISH,
         exit=1,
         error="could not list the files of faults/",
         says=(f"{HUB_URL} answered with JSON of another shape (",),
-        arrange=_fail(
-            "GET", "/api/datasets/{repo}$", status=200, body=b"{}", content_type="application/json", times=1000
+        arrange=_arrange(
+            _earlier_commit,
+            _fail("GET", "/api/datasets/{repo}/tree/", status=200, body=b"{}", content_type="application/json"),
         ),
         check=_not_built,
         env=TOKEN_ENV,
@@ -2186,7 +2215,7 @@ def _published_all_first(world: World) -> None:
 
 def _nothing_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
     """The run may have taken the staging folder (its lock), but built and wrote nothing in it."""
-    written = [p for p in world.out.rglob("*") if p.is_file() and not p.name.startswith(".lock")]
+    written = [p for p in world.out.rglob("*") if p.is_file() and not p.name.startswith("lock")]
     assert not written, f"the run built or wrote {written} before its refusal"
 
 
@@ -2547,6 +2576,170 @@ def _a_train_frame_renamed_into(split: str) -> Callable[[World], None]:
     return arrange
 
 
+# -- the bytes are those written, the card's view of the repo is the repo's, the commit is what was planned ------
+# (openeds.records, openeds.hub.verify, openeds.hub.remote.list_files, openeds.hub.kept.kept_sizes)
+
+TRAIN_SHARD = "data/train-00000-of-00001.parquet"  # the shard the preview of `pupil` is drawn from
+TEST_SHARD = "data/test-00000-of-00001.parquet"
+
+
+def _flip_in(relpath: str) -> Callable[[World], None]:
+    """One bit of the local file `relpath` flipped, its modification time given back: only its bytes tell."""
+
+    def arrange(world: World) -> None:
+        path = world.out / relpath
+        times = path.stat()
+        content = bytearray(path.read_bytes())
+        content[len(content) // 2] ^= 0x04
+        path.write_bytes(bytes(content))
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+    return arrange
+
+
+def _rebuilt_as_before(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The damaged shard rebuilt, the others skipped: the shards and their records as the earlier build left them."""
+    assert result.stdout.count("already complete") == 2, result.stdout
+    got, expected = _digests(world.out), _digests(_prebuilt(world))
+    got.pop("README.md"), expected.pop("README.md")  # its command names another folder
+    assert got == expected
+
+
+def _local_card_splits(world: World) -> list[str]:
+    [config] = yaml.safe_load((world.out / "README.md").read_text().split("---\n")[1])["configs"]
+    return [f["split"] for f in config["data_files"]]
+
+
+def _damaged_split_removed(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert _local_card_splits(world) == ["validation", "test"]
+    assert (
+        not (world.out / TRAIN_SHARD).exists() and not (world.out / ".openeds/records" / f"{TRAIN_SHARD}.json").exists()
+    )
+
+
+def _record_removed(relpath: str) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        assert not (world.out / ".openeds/records" / f"{relpath}.json").exists(), "its record still vouches for it"
+
+    return check
+
+
+def _record_removed_then_rebuilt_and_published(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The refused run removed the shard's record; the next run rebuilds it and publishes the bytes built."""
+    _record_removed(TEST_SHARD)(world, result)
+    again = world.push(*PUBLISH, env=TOKEN_ENV)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Rebuilding {world.out / TEST_SHARD}: it has no record of the bytes written" in again.stderr
+    assert _head_files(world)[TEST_SHARD] == (_prebuilt(world) / TEST_SHARD).read_bytes()
+
+
+def _gitignore(rules: str) -> Callable[[World], None]:
+    return lambda world: world.hub.write_files(world.repo_id, {".gitignore": rules.encode()})
+
+
+def _remote_rows_edited(claim: str) -> Callable[[World], None]:
+    """The published card's `dataset_info` row counts edited to `claim` by hand (its checksum leaves them out)."""
+
+    def arrange(world: World) -> None:
+        text = re.sub(r"num_examples: \d+", f"num_examples: {claim}", _head_files(world)["README.md"].decode())
+        HfApi(token=TOKEN).create_commit(
+            world.repo_id, [CommitOperationAdd("README.md", text.encode())], commit_message="rows", repo_type="dataset"
+        )
+
+    return arrange
+
+
+def _a_large_repo(world: World) -> None:
+    """Files of the owner's that sort before the data, and a repo info cut after 4 files, as a large repo's is:
+    only the complete, paginated listing still shows the kept splits."""
+    world.hub.write_files(world.repo_id, {f"a/notes-{i:02d}.txt": b"mine\n" for i in range(12)})
+    limit = world.hub.siblings_limit
+    world.hub.siblings_limit = 4
+    world.cleanups.append(lambda: setattr(world.hub, "siblings_limit", limit))
+
+
+RECORD_CASES = [
+    Case(
+        "bit-flip-then-rerun-rebuilds-the-shard",
+        LOCAL,
+        says=(f"{TRAIN_SHARD}: its bytes are not those written (sha256 ",),
+        arrange=_arrange(_copy_prebuilt, _flip_in(TRAIN_SHARD)),
+        check=_rebuilt_as_before,
+    ),
+    Case(
+        "bit-flip-in-a-split-not-rebuilt-removes-it",
+        (*LOCAL, "--splits", "test"),
+        says=("pupil/train: removed its 1 shard(s) from ", f"its shard {TRAIN_SHARD} cannot be vouched for: its bytes"),
+        arrange=_arrange(_copy_prebuilt, _flip_in(TRAIN_SHARD)),
+        check=_damaged_split_removed,
+    ),
+    Case(
+        "bit-flip-then-publish-commits-nothing",
+        PUBLISH,
+        exit=1,
+        error=f"are not the bytes written ({TEST_SHARD}: the upload hashed sha256 ",
+        arrange=_arrange(_earlier_commit, _copy_prebuilt, _flip_in(TEST_SHARD)),
+        check=_record_removed_then_rebuilt_and_published,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "bit-flip-in-a-shard-the-hub-holds-is-read",
+        PUBLISH,
+        exit=1,
+        error=f"are not the bytes written ({TEST_SHARD}: a read hashed sha256 ",
+        arrange=_arrange(_published_first, _copy_prebuilt, _flip_in(TEST_SHARD)),
+        check=_record_removed(TEST_SHARD),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        # the preview is drawn before the upload: a damage its read meets is said there, or else by the upload
+        "bit-flip-in-the-shard-of-the-preview-then-publish",
+        PUBLISH,
+        exit=1,
+        error=TRAIN_SHARD,
+        arrange=_arrange(_earlier_commit, _copy_prebuilt, _flip_in(TRAIN_SHARD)),
+        check=_record_removed(TRAIN_SHARD),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "gitignore-ignores-the-shards",
+        PUBLISH,
+        exit=1,
+        error="ignores 3 file(s) this publication adds ('data/test-00000-of-00001.parquet', ",
+        arrange=_arrange(_earlier_commit, _gitignore("*.parquet\n")),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "gitignore-ignores-one-config",
+        (*PUBLISH, "--config", "all"),
+        exit=1,
+        error="ignores 3 file(s) this publication adds ('full/test-00000-of-00001.parquet', ",
+        arrange=_arrange(_earlier_commit, _gitignore("/full/\n")),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-rows-edited-by-hand-are-not-copied",
+        (*PUBLISH, "--splits", "test"),
+        arrange=_arrange(_published_first, _remote_rows_edited("999999")),
+        check=_card_rows_are({"pupil": ALL_ROWS}),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-rows-as-text-are-not-read",
+        (*PUBLISH, "--splits", "test"),
+        arrange=_arrange(_published_first, _remote_rows_edited("many rows")),
+        check=_card_rows_are({"pupil": ALL_ROWS}),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "a-large-repo-is-listed-whole",
+        (*PUBLISH, "--splits", "test"),
+        arrange=_arrange(_published_first, _a_large_repo),
+        check=_lists_every_split,
+        env=TOKEN_ENV,
+    ),
+]
+
 HEADER_CASES = [
     Case(
         "png-of-2-bit-grayscale",
@@ -2785,6 +2978,7 @@ CASES = [
     *HUB_SAFETY,
     *HUB_FOLLOW_UPS,
     *XET_CASES,
+    *RECORD_CASES,
 ]
 CASES += HEADER_CASES
 # The synthetic sample never goes to the real dataset's repo, whatever flag names it (issue 24): push.py knows it

@@ -22,11 +22,11 @@ import pytest
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
-from openeds import card, disk, layout, preview, raw, schema
+from openeds import card, disk, layout, preview, raw, records, schema
 from openeds.hub import PublishError, PublishResult
 from openeds.synthetic import MARKER, write_sample
 from push import DEFAULT_REPO_ID, TORCH_CPU_INSTALL, Summary, push
-from tests import push_runner, reference
+from tests import push_runner, reference, zygote
 from tests.v1data import upload_v1, v1_table
 
 pytestmark = pytest.mark.datasets_line
@@ -98,15 +98,24 @@ def assert_runs(words: list[str], script: Path, args: list[str], cwd: Path | Non
 
 
 def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
-    """Plus the lock file the run held (`openeds.layout.LOCK_NAME`); its owner record is gone."""
-    assert sorted(digests(out_all)) == [
-        ".lock",
+    """Plus one bookkeeping folder, `.openeds/`: the lock file the run held (its owner record is gone) and the
+    record of each shard's bytes, written as it was written: its size and sha256, read back here."""
+    files = digests(out_all)
+    shards = [f"{d}/{s}-00000-of-00001.parquet" for d in ("data", "full") for s in ("test", "train", "validation")]
+    assert sorted(p for p in files if not p.startswith(".openeds/")) == [
         "README.md",
-        *[f"data/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
-        *[f"full/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
+        *shards[:3],
+        *shards[3:],
         "images/preview-full.png",
         "images/preview.png",
     ]
+    assert sorted(p for p in files if p.startswith(".openeds/")) == [
+        ".openeds/lock",
+        *[f".openeds/records/{shard}.json" for shard in shards],
+    ]
+    for shard in shards:
+        record = json.loads((out_all / ".openeds" / "records" / f"{shard}.json").read_text())
+        assert record == {"path": shard, "size": (out_all / shard).stat().st_size, "sha256": files[shard]}, shard
 
 
 @pytest.mark.parametrize("config", schema.CONFIG_NAMES)
@@ -201,14 +210,6 @@ def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     # The source is named twice (provenance and licence), each inside its own provenance block.
     assert two.count("soumicksarker/openeds-dataset`](https://www.kaggle.com/datasets/soumicksarker/") == 2
     assert "soumicksarker" not in card.without_provenance(two)
-    assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
-    # Earlier cards named `pupil` `default`: read as `pupil`, so a push onto such a repo keeps its rows.
-    assert card.rows_from_card(one.replace("config_name: pupil", "config_name: default")) == card.rows_from_card(one)
-    both = "".join(
-        f"- config_name: {name}\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: {rows}\n"
-        for name, rows in (("pupil", 8), ("default", 5), ("other", 1))
-    )
-    assert card.rows_from_card(f"---\ndataset_info:\n{both}---\n") == {"pupil": {"train": 8}}  # the current name wins
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
     changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, synthetic=(), command="push.py"))
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
@@ -355,13 +356,60 @@ def test_shard_of_another_compute_version_is_rebuilt(small_raw, tmp_path):
     assert result.returncode == 0 and "already complete" not in result.stdout
 
 
+def _shards_and_records(out: Path) -> dict[str, str]:
+    return {k: v for k, v in digests(out).items() if k.endswith((".parquet", ".parquet.json"))}
+
+
 @OURS
-def test_num_proc_2_writes_the_same_bytes(sample_dir, sharded, tmp_path):
-    """Two worker processes build the five shards of ``sharded`` (built by one) byte for byte."""
+def test_num_proc_2_writes_the_same_bytes_and_records(sample_dir, sharded, tmp_path):
+    """Two worker processes build the five shards of ``sharded`` (built by one) byte for byte, each recorded by
+    the process that wrote it. A re-run on two processes rebuilds a shard whose bytes changed (its modification
+    time kept) and one whose record is gone, and nothing else."""
     result = run_push(*_sharded_argv(sample_dir), "--num-proc", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    outs = [{k: v for k, v in digests(out).items() if k.endswith(".parquet")} for out in (sharded, tmp_path / "out")]
-    assert outs[0] == outs[1] and len(outs[0]) > 3
+    out = tmp_path / "out"
+    assert _shards_and_records(out) == _shards_and_records(sharded) and len(_shards_and_records(sharded)) == 10
+    flipped, unrecorded = out / "data/train-00001-of-00003.parquet", "data/test-00000-of-00001.parquet"
+    times = flipped.stat()
+    content = bytearray(flipped.read_bytes())
+    content[len(content) // 2] ^= 1
+    flipped.write_bytes(bytes(content))
+    os.utime(flipped, ns=(times.st_atime_ns, times.st_mtime_ns))
+    (out / ".openeds" / "records" / f"{unrecorded}.json").unlink()
+    result = run_push(*_sharded_argv(sample_dir), "--num-proc", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("already complete") == 3, result.stdout
+    assert f"Rebuilding out/{flipped.relative_to(out)}: its bytes are not those written" in result.stderr
+    assert f"Rebuilding out/{unrecorded}: it has no record of the bytes written" in result.stderr
+    assert _shards_and_records(out) == _shards_and_records(sharded)
+
+
+@OURS
+def test_a_build_killed_mid_way_leaves_no_record_of_other_bytes(sample_dir, sharded, tmp_path):
+    """SIGKILL to a build on two processes once it has recorded a first shard: every record left vouches for the
+    bytes under its name; the re-run finishes the build byte for byte."""
+    argv = [*_sharded_argv(sample_dir), "--num-proc", "2"]
+    env = dict(os.environ)
+    run = zygote.start(
+        [sys.executable, str(push_runner.PUSH), *argv], env=env, preload=push_runner.PRELOADED, cwd=tmp_path
+    )
+    out = tmp_path / "out"
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".openeds/records/*/*.json")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mid_way = run.poll() is None
+    finally:
+        run.kill_group()
+        run.wait()
+    written = [p.relative_to(out / ".openeds" / "records").as_posix() for p in out.glob(".openeds/records/*/*.json")]
+    assert mid_way and 0 < len(written) < 5, f"the kill did not land mid-build ({len(written)} shards recorded)"
+    for record in written:
+        shard = record.removesuffix(".json")
+        assert records.problem(out, shard) is None, f"the record of {shard} vouches for other bytes"
+    result = run_push(*argv, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _shards_and_records(out) == _shards_and_records(sharded)
 
 
 @OURS

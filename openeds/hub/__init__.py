@@ -1,6 +1,7 @@
 """Publish a locally built dataset folder to a Hugging Face Hub dataset repo (the I/O edge of push.py).
 
-The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`.
+The local folder holds exactly what goes to the Hub, in the layout of `openeds.layout`, plus its one
+bookkeeping folder `.openeds/` (the lock, the records of the shards' bytes), which is never published.
 
 `publish` replaces the remote shards of the splits it is given, keeps the other splits' files
 untouched, and rewrites the card and the preview picture of each config it is given. The steps:
@@ -9,7 +10,8 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    `validate_repo_id`), the tag (`check_tag`: git's rules for tag names, which the Hub applies, and
    not a tag this tool reserves), the token (`require_token`: offline mode, a token at all, printable
    ASCII); then the token with the Hub (`whoami`: valid, not read-only);
-2. read the remote once (`inspect_remote`): head commit, every file with its size and hash, tags,
+2. read the remote once (`inspect_remote`): head commit, every file with its size and hash (the
+   paginated tree listing, `list_files`), tags,
    the card's text, and the files that hold v1 data, recognised by their schema wherever they sit
    (v1's arrays as flat lists, no `preprocessed` column; `openeds.hub.v1`), each with the split
    `load_dataset(repo, revision="v1")` reads it as.
@@ -26,8 +28,10 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    the repo holds stays, and the run names them (a warning line): a user's `data/train-notes.txt`,
    a parquet file of another name, anything outside `data/`, `full/` and `images/`. The card's
    `data_files` patterns match the shard names only, so such files are never read as data;
-4. if the remote already holds the same data files and a card that differs at most in its
-   provenance block (`openeds.card.comparable`), publish nothing: no commit, no tag.
+4. if the remote already holds the same data files (by the sha256 recorded with each shard as it
+   was written, `shard_records`; a shard without its record is refused) and a card that differs at
+   most in its provenance block (`openeds.card.comparable`), publish nothing: no commit, no tag; the
+   shards' bytes are then hashed by a read and checked against their records (`openeds.hub.verify`).
    A card that still names `pupil` `default` (v1, and v2 cards before the rename) differs, so the
    push renames it in its one commit; the data files stay where they are;
 5. the card: the remote README.md is replaced only if this tool wrote it and nobody edited it since
@@ -38,9 +42,15 @@ untouched, and rewrites the card and the preview picture of each config it is gi
    warning names the revision where the replaced card stays readable;
 6. create the repo if needed, tag the v1 head `v1` if the repo holds v1 data and has no such tag;
 7. upload the LFS files (`preupload_lfs_files`, through Xet by default, else LFS): what the Hub already
-   holds is not sent again (LFS objects; Xet chunks), so re-running a killed upload resumes it;
+   holds is not sent again (LFS objects; Xet chunks), so re-running a killed upload resumes it. The
+   upload computes each file's sha256 from the bytes it sends (Xet: hf_xet as it chunks; LFS: the
+   batch's oid); then, before the commit, a file the repo's
+   `.gitignore` would make the client leave out of the commit is refused (`refuse_ignored`), and each
+   shard's hash is checked against its record (`check_against_records`): a mismatch commits nothing,
+   names the shard, and removes its record so that the next run rebuilds it;
 8. make ONE commit with every addition, deletion and the card, pinned to the inspected head
-   (`parent_commit`), so the Hub never shows a card naming files it lacks;
+   (`parent_commit`), so the Hub never shows a card naming files it lacks; then list the commit's files
+   and compare them with the plan (`check_commit`);
 9. tag the publication: the caller's tag, else `v2` the first time and `v2.1`, `v2.2`, ... after.
 
 push.py calls `check_repo_id` and `check_tag` right after parsing its arguments; `connect` (steps 1-2),
@@ -88,9 +98,10 @@ The package, one concern a module (each imports only those above it):
     planning.py     inputs checked before any request, and the operations of the one commit (pure)
     conversion.py   converting v1 data: the refusals, and what the run says it does
     kept.py         the remote splits a run keeps: checked against the raw data, and sized for the card
+    verify.py       what the upload computed and what the commit holds, checked against the records and the plan
     publishing.py   the commit and its tags (publish)
 
-`from openeds import hub` gives every public name of the eight (`hub.publish`, `hub.connect`,
+`from openeds import hub` gives every public name of the nine (`hub.publish`, `hub.connect`,
 `hub.PublishError`, `hub.check_kept`, ...), as push.py and the tests use them.
 """
 
@@ -120,6 +131,7 @@ from openeds.hub.planning import (
     replaces_v1_card,
     require_token,
     reserved_tag,
+    shard_records,
     tag_problem,
 )
 from openeds.hub.publishing import DEFAULT_COMMIT_MESSAGE, PublishResult, publish
@@ -131,9 +143,11 @@ from openeds.hub.remote import (
     connect,
     has_v1_revision,
     inspect_remote,
+    list_files,
     remote_splits,
 )
 from openeds.hub.v1 import V1_ARRAYS, V2_COLUMN, find_v1_files, is_v1_schema, resolve_splits
+from openeds.hub.verify import check_against_records, check_commit, refuse_ignored
 from openeds.retry import RetryPolicy
 
 __all__ = [
@@ -150,8 +164,10 @@ __all__ = [
     "RemoteFile",
     "RemoteState",
     "RetryPolicy",
+    "check_against_records",
     "WrongFormatError",
     "check_card",
+    "check_commit",
     "check_kept",
     "check_repo_id",
     "check_tag",
@@ -171,18 +187,21 @@ __all__ = [
     "is_v1_schema",
     "kept_sizes",
     "kept_splits",
+    "list_files",
     "next_publication_tag",
     "plan_operations",
     "publish",
     "read_arrow_schema",
     "read_footer",
     "read_footers",
+    "refuse_ignored",
     "refuse_mixing",
     "remote_splits",
     "replaces_v1_card",
     "require_token",
     "reserved_tag",
     "resolve_splits",
+    "shard_records",
     "split_notes",
     "tag_problem",
     "v1_by_split",

@@ -22,15 +22,16 @@ from typing import Final, NamedTuple
 
 from huggingface_hub import HfApi, constants, get_token, is_offline_mode
 
+from openeds import records
 from openeds.card import card_origin, comparable
 from openeds.hub.errors import NOTHING_PUBLISHED, PublishError
 from openeds.hub.remote import V1_TAG, RemoteFile, RemoteState, _shard_prefix
 from openeds.layout import (
+    BOOKKEEPING_DIR,
     CARD_PATH,
     CONFIG_DIRS,
-    LOCK_NAME,
-    LOCK_OWNER_NAME,
     PREVIEW_PATHS,
+    RECORDS_DIR,
     SHARD_RE,
     complete_shard_set,
     split_prefix,
@@ -215,7 +216,9 @@ def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
     """Whether publishing `plan` would change nothing that matters: the remote has every data file
     byte for byte, a card equal but for its provenance block and checksum, the previews, and nothing to delete.
 
-    `sha256s` maps each addition to the sha256 of its content (the upload computes them anyway).
+    `sha256s` maps each shard of the additions to the sha256 recorded as it was written (`shard_records`):
+    no file is read to decide. The caller still checks the local shards' bytes against those records
+    (`openeds.hub.verify`) before it says the remote holds them.
     A config's preview is drawn from whichever of its splits was built first, so a split push
     redraws it from other rows of the same data; an existing remote preview counts as the same.
     """
@@ -244,11 +247,13 @@ def _same_content(local: Path, sha256: str, remote: RemoteFile) -> bool:
 
 def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
     """Every file of `local_dir` by its path in the repo, after checking the card, the previews of the
-    pushed configs and the pushed shards."""
+    pushed configs and the pushed shards. The folder's bookkeeping (`openeds.layout.BOOKKEEPING_DIR`: the
+    lock, the records of the shards' bytes) is left out, and is never published; any other file that is
+    not one to publish is refused."""
     files = {
         p.relative_to(local_dir).as_posix(): p
         for p in sorted(local_dir.rglob("*"))
-        if p.is_file() and p.relative_to(local_dir).as_posix() not in (LOCK_NAME, LOCK_OWNER_NAME)  # push.py's lock
+        if p.is_file() and p.relative_to(local_dir).parts[0] != BOOKKEEPING_DIR
     }
     for required in (CARD_PATH, *(PREVIEW_PATHS[config] for config in splits_by_config)):  # type: ignore[index]
         if required not in files:
@@ -269,6 +274,32 @@ def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence
         for prefix in (split_prefix(config, split) for split in splits):
             _check_shards(local_dir, prefix, sorted(p for p in files if p.startswith(prefix)))
     return files
+
+
+def shard_records(local_dir: Path, files: Mapping[str, Path]) -> dict[str, str]:
+    """The recorded sha256 of each shard among `files` (`openeds.records`): what `holds` compares, and what the
+    upload's hashes are checked against before the commit (`openeds.hub.verify`).
+
+    A shard without a record, or whose size is not the recorded one, is refused here, before any request:
+    its bytes cannot be vouched for. push.py never gets here with one (it rebuilds such shards).
+    """
+    recorded, lacking = {}, []
+    for path, file in files.items():
+        if not SHARD_RE.fullmatch(path):
+            continue
+        record = records.load(local_dir, path)
+        if record is None or record.size != file.stat().st_size:
+            lacking.append(path)
+        else:
+            recorded[path] = record.sha256
+    if lacking:
+        raise PublishError(
+            f"{len(lacking)} shard(s) of {shown(local_dir)} have no record of the bytes written, or another size "
+            f"than recorded ({_names(lacking)}); expected each shard with the record push.py writes beside it in "
+            f"{RECORDS_DIR}, so that its bytes can be checked; {NOTHING_PUBLISHED}; run push.py with this "
+            f"--local-dir again: it rebuilds them"
+        )
+    return recorded
 
 
 def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:

@@ -1,9 +1,11 @@
 """Publishing: the one commit of a publication and its tags (create the repo, upload, commit, tag).
 
 `publish` checks its inputs and reads the remote (unless push.py did, `openeds.hub.remote.connect`),
-plans the commit (`openeds.hub.planning`), publishes nothing if the remote already holds it, else
-uploads the LFS files the Hub lacks (huggingface_hub retries each request of that itself), makes ONE
-commit pinned to the inspected head, so the Hub never shows a card naming files it lacks, and tags it.
+plans the commit (`openeds.hub.planning`), publishes nothing if the remote already holds it (by the
+records of the shards' bytes, which are then checked by a read), else uploads the LFS files the Hub
+lacks (huggingface_hub retries each request of that itself), checks what the upload computed against
+the plan and the records (`openeds.hub.verify`), makes ONE commit pinned to the inspected head, so the
+Hub never shows a card naming files it lacks, checks the commit's files against the plan, and tags it.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ from openeds.hub.planning import (
     next_publication_tag,
     plan_operations,
     require_token,
+    shard_records,
 )
 from openeds.hub.remote import V1_TAG, RemoteState, _check_token, check_repo_id, connect, inspect_remote
+from openeds.hub.verify import check_against_records, check_commit, refuse_ignored
 from openeds.hub.xet import short_xet_error, use_xet_settings, uses_xet, watch, xet_status, xet_target
 from openeds.layout import CARD_PATH, PREVIEW_PATHS, split_prefix
 from openeds.retry import RetryPolicy, describe_timeout
@@ -129,11 +133,15 @@ def publish(
     if tag is not None:
         check_tag(tag)
     files = collect_local_files(local_dir, splits_by_config)
+    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+    # The sha256 recorded as each shard to publish was written; a shard without its record is refused here.
+    recorded = shard_records(
+        local_dir, {path: file for path, file in files.items() if path.startswith(tuple(prefixes))}
+    )
     api = api or HfApi()
     token = require_token(api, repo_id, token)
     remote = remote or connect(api, repo_id, token=token, retry=retry)
     check_tag_free(repo_id, remote, tag)  # push.py checked it before the build already
-    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
     replaced = [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
         check_v1_head(repo_id, remote)
@@ -142,13 +150,14 @@ def publish(
         replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its names and splits
     plan = plan_operations(files, remote.files, prefixes, replaced)
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
+    # No file is read here: the no-op check compares the shards' records, and `upload_info.sha256` is left for the
+    # upload to compute from the bytes it sends, then checked against the records (`openeds.hub.verify`).
     additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
-    # Hashed only where the comparison needs it (a remote file of the same path and size): the Xet upload
-    # hashes what is left as it reads the files (huggingface_hub's `_sha256_arg`), so they are read once.
-    sha256s = _Sha256s(additions)
 
     with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
-        if holds(remote, plan, sha256s):
+        if holds(remote, plan, recorded):
+            # Nothing is uploaded, so nothing computes the hashes on the way: the shards are hashed by a read.
+            check_against_records(local_dir, additions, recorded, how="read")
             if remote.head_tags:
                 at = ", ".join(remote.head_tags)
                 skipped = tag if tag is not None and tag not in remote.head_tags else None
@@ -201,8 +210,11 @@ def publish(
             _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
             created.append(V1_TAG)
         _upload(api, repo_id, additions, token, retry)
+        refuse_ignored(repo_id, additions)  # what the commit would drop silently
+        check_against_records(local_dir, additions, recorded)  # the hashes the upload computed, before the commit
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
+        check_commit(api, repo_id, commit, additions, plan.deletions, token=token, retry=retry)
         publication_tag = tag or next_publication_tag(remote.tags)
         _create_tag(api, repo_id, publication_tag, commit, token, retry, published=commit)
         created.append(publication_tag)

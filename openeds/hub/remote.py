@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import quote, urljoin
 
 import pyarrow.parquet as pq
 from huggingface_hub import HfApi, get_session, hf_hub_url
@@ -139,8 +140,8 @@ def inspect_remote(
     try:
         info = _retry(
             retry,
-            f"list the files of {repo_id}",
-            lambda: api.dataset_info(repo_id, files_metadata=True, token=token),
+            f"read the repo {repo_id}",
+            lambda: api.dataset_info(repo_id, token=token),
             passthrough=(401, 403, 404),
             endpoint=api.endpoint,
         )
@@ -157,17 +158,87 @@ def inspect_remote(
         endpoint=api.endpoint,
     )
     head = info.sha or ""
-    files = {
-        sibling.rfilename: RemoteFile(
-            size=sibling.size or 0, sha256=sibling.lfs.sha256 if sibling.lfs else None, blob_id=sibling.blob_id
-        )
-        for sibling in info.siblings or ()
-    }
+    # The paginated tree listing, not the repo info's `siblings`, which a large repo truncates.
+    files = list_files(api, repo_id, head or "main", token=token, retry=retry)
     card = _download_card(api, repo_id, head, token, retry) if CARD_PATH in files else None
     footers: dict[str, pq.FileMetaData] = {}
     v1_files = _v1_files(api, repo_id, head, files, card, token, retry, footers)
     tags = {ref.name: ref.target_commit for ref in refs.tags}
     return RemoteState(head, files, tags, v1_files, card, gated=bool(info.gated), footers=footers)
+
+
+def list_files(
+    api: HfApi,
+    repo_id: str,
+    revision: str,
+    *,
+    token: str | None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    outcome: str = NOTHING_PUBLISHED,
+) -> dict[str, RemoteFile]:
+    """Every file of the repo at `revision` with its size and hashes: the recursive tree listing, page after page.
+
+    The Hub answers a listing in pages and links each to the next (`Link: <...>; rel="next"`, a cursor in the
+    URL), so a repo of any size is listed whole. Each page is one plain GET, one attempt of `_retry` (the client's
+    own pager retries outside the run's budget); an answer of another shape than the API's is one line.
+    `outcome` says what a failure leaves on the Hub.
+    """
+    what = f"list the files of {repo_id}"
+    url: str | None = (
+        f"{api.endpoint}/api/datasets/{repo_id}/tree/{quote(revision, safe='')}?recursive=true&expand=false"
+    )
+    files: dict[str, RemoteFile] = {}
+    seen: set[str] = set()
+    while url is not None:
+        if url in seen:
+            raise _not_the_hub(what, api.endpoint, f"a page that links back to an earlier one ({url})", outcome)
+        seen.add(url)
+        page, url = _retry(
+            retry,
+            what,
+            lambda at=url: _tree_page(api, at, token, what, outcome),
+            outcome=outcome,
+            endpoint=api.endpoint,
+        )
+        files.update(page)
+    return files
+
+
+def _tree_page(
+    api: HfApi, url: str, token: str | None, what: str, outcome: str
+) -> tuple[dict[str, RemoteFile], str | None]:
+    """One page of the tree listing: its files, and the URL of the next page (None after the last)."""
+    response = get_session().get(url, headers=build_hf_headers(token=token), follow_redirects=True)
+    hf_raise_for_status(response)
+    content_type = response.headers.get("Content-Type", "")
+    if content_type.startswith("text/html") and response.content.lstrip()[:15].lower().startswith(HTML_STARTS):
+        raise _not_the_hub(what, api.endpoint, f"an HTML page (Content-Type {content_type!r})", outcome)
+    entries = response.json()
+    files = {}
+    for entry in entries if isinstance(entries, list) else [entries]:
+        file = _tree_file(entry)
+        if file is None:
+            shown_entry = " ".join(repr(entry).split())[:80]
+            raise _not_the_hub(what, api.endpoint, f"JSON of another shape (an entry {shown_entry})", outcome)
+        if file:
+            files.update(file)
+    following = response.links.get("next", {}).get("url")
+    return files, (urljoin(url, following) if following else None)
+
+
+def _tree_file(entry: object) -> dict[str, RemoteFile] | None:
+    """`{path: RemoteFile}` for a file entry of the tree listing, `{}` for an entry of another type (a folder),
+    None for anything that is not an entry of the listing."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not isinstance(entry.get("type"), str):
+        return None
+    if entry["type"] != "file":
+        return {}
+    size, oid, lfs = entry.get("size"), entry.get("oid"), entry.get("lfs")
+    if not isinstance(size, int) or not isinstance(oid, str):
+        return None
+    if lfs is not None and not (isinstance(lfs, dict) and isinstance(lfs.get("oid"), str)):
+        return None
+    return {entry["path"]: RemoteFile(size=size, sha256=lfs["oid"] if lfs else None, blob_id=oid)}
 
 
 def _v1_files(
