@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -230,23 +230,6 @@ def publish(
         at=publication_tag,
         v1_removed=removed,
     )
-
-
-class _Sha256s(Mapping[str, str]):
-    """The sha256 (hex) of each addition by its path in the repo, computed when first asked for
-    (`UploadInfo.sha256` reads the file then; hf_xet fills it in during the upload otherwise)."""
-
-    def __init__(self, additions: Sequence[CommitOperationAdd]) -> None:
-        self._additions = {operation.path_in_repo: operation for operation in additions}
-
-    def __getitem__(self, path: str) -> str:
-        return self._additions[path].upload_info.sha256.hex()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._additions)
-
-    def __len__(self) -> int:
-        return len(self._additions)
 
 
 def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str, retry: RetryPolicy) -> None:
