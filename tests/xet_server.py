@@ -332,6 +332,15 @@ class XetServer(FaultInjector):
         with self._lock:
             self.counters = XetCounters()
 
+    def forget_storage(self) -> None:
+        """Drop every stored xorb, chunk list and file: the service has never seen any bytes, as for a first
+        publication. A xorb stored earlier is answered "stored already" by the upload grant and never sent again,
+        so a case whose fault is on an upload starts from here, whatever ran before it in this process."""
+        with self._lock:
+            self._xorbs.clear()
+            self._chunks.clear()
+            self._files.clear()
+
     # what the Hub asks
 
     def issue_token(self, *, write: bool) -> tuple[str, int]:
