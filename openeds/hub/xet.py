@@ -19,13 +19,15 @@ nor its retry loop (`openeds.retry`) reach those requests. This module bounds th
   5 retries up to 6 minutes apart, and none of it applied to the final shard upload, which has no
   read timeout at all (xet-core#685).
 * **A watchdog** (`watch`): a thread that aborts the Xet session (huggingface_hub's
-  `abort_xet_session`, written for Ctrl-C) when the process has moved no byte for `--retry-timeout`
-  plus one `--timeout`, counted by the kernel (`/proc/self/io`: bytes read and written, by every
-  thread, files and sockets alike). A long upload that keeps moving is never cut; an upload that
-  hangs where hf_xet has no timeout (the shard upload) is. If the call still has not returned
-  `GRACE` seconds after the abort, the watchdog prints the run's one `error:` line and ends the
-  process (`os._exit(1)`): nothing was committed, since the commit comes after the upload. Without
-  `/proc` (not Linux) there is no watchdog, and hf_xet's own settings are the bound.
+  `abort_xet_session`, written for Ctrl-C) when no TCP connection of the process has moved a byte
+  for `--retry-timeout` plus one `--timeout`, as the kernel counts them (`TCP_INFO` of each socket
+  in `/proc/self/fd`: bytes acknowledged plus bytes received; a file's read and write counters
+  would not do, since the progress bars' redrawing keeps them moving). A long upload that keeps
+  moving is never cut; an upload that hangs where hf_xet has no timeout (the shard upload) is.
+  If the call still has not returned `GRACE` seconds after the abort, the watchdog prints the run's
+  one `error:` line and ends the process (`os._exit(1)`): nothing was committed, since the commit
+  comes after the upload. Without
+  `/proc` or `TCP_INFO` (not Linux) there is no watchdog, and hf_xet's own settings are the bound.
 * **One line per failure** (`describe_xet_error`): hf_xet raises Python's built-in
   `ConnectionError` (network errors, and the 4xx and 5xx of the token route and of the CAS),
   `TimeoutError`, `PermissionError` (`hf_xet.XetAuthenticationError`), `OSError` and
