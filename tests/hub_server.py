@@ -184,7 +184,7 @@ class Repo:
             return entry.content
         if entry.lfs_sha256 in self.lfs_objects or entry.xet_hash is None or self.xet is None:
             return self.lfs_objects[entry.lfs_sha256 or ""]
-        return self.xet.read(entry.xet_hash)
+        return self.xet.served(entry.xet_hash)
 
     def add_commit(
         self, parent: Commit | None, files: dict[str, Entry], title: str, message: str, author: str

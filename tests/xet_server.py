@@ -307,6 +307,8 @@ class XetServer(FaultInjector):
         self._xorbs: dict[str, bytes] = {}
         self._chunks: dict[str, list[Chunk]] = {}
         self._files: dict[str, XetFile] = {}
+        #: each file's bytes as the Hub's bridge serves them (`served`), decoded once: xorbs never change
+        self._served: dict[str, bytes] = {}
         self._tokens: dict[str, XetToken] = {}
         self.counters = XetCounters()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _XetHandler)
@@ -340,6 +342,7 @@ class XetServer(FaultInjector):
             self._xorbs.clear()
             self._chunks.clear()
             self._files.clear()
+            self._served.clear()
 
     # what the Hub asks
 
@@ -364,11 +367,23 @@ class XetServer(FaultInjector):
             return next((f for f in self._files.values() if f.sha256 == sha256), None)
 
     def read(self, file_hash: str, start: int = 0, end: int | None = None) -> bytes:
-        """Bytes [start, end) of a registered file, reconstructed from its xorbs."""
+        """Bytes [start, end) of a registered file, reconstructed from its xorbs (decoded again at each call)."""
         with self._lock:
             xet_file = self._files[file_hash]
             parts = [self._unpack(term) for term in xet_file.terms]
         return b"".join(parts)[start:end]
+
+    def served(self, file_hash: str) -> bytes:
+        """A registered file's bytes for the Hub to serve (a GET or ranged read of the file, which the real Hub
+        answers from its Xet bridge): reconstructed from the xorbs once, then kept, since stored xorbs never
+        change; a stream's many ranged reads would otherwise decode the whole file (in Python) each time."""
+        with self._lock:
+            content = self._served.get(file_hash)
+        if content is None:
+            content = self.read(file_hash)
+            with self._lock:
+                self._served[file_hash] = content
+        return content
 
     # requests
 
