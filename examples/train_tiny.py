@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from openeds import cli, stages
 from preprocessing.augment import TRAIN_AUGMENT
 from preprocessing.training import (
     DatasetFormatError,
@@ -153,7 +154,19 @@ def rank_path(path: Path, rank: int, world_size: int) -> Path:
     return path if world_size == 1 else path.with_name(f"{path.stem}-rank{rank}{path.suffix}")
 
 
+#: this script behind the one error boundary of the project's commands (`openeds.cli`)
+COMMAND = cli.Command(
+    "python examples/train_tiny.py",
+    again="with --checkpoint PATH --resume, a re-run goes on from the last checkpoint saved",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line: its exit status (2: a refused argument, source or checkpoint; 1: a failure; 130: Ctrl-C)."""
+    return cli.run(COMMAND, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("Usage::")[1],
@@ -194,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=at_least(1), default=50, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true", help="start from --checkpoint when it exists")
     parser.add_argument("--log-batches", type=Path, help="append one JSON line per step: filenames, tensor hashes")
+    cli.add_traceback_argument(parser)
     args = parser.parse_args(argv)
     if args.dataloader and args.num_threads is not None:
         parser.error("--num-threads is IrisLoader's; with --dataloader use --num-workers")
@@ -207,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if world_size > 1 and args.dataloader:
         parser.error("under torch.distributed.run this example feeds through IrisLoader; drop --dataloader")
     if world_size > 1:
+        stages.now(f"joining the {world_size} processes of torch.distributed.run (gloo)")
         torch.distributed.init_process_group("gloo")  # the CPU backend; IrisLoader takes its ranks from it
     try:
         return run(args)
@@ -219,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
     """Load the split, build the feed and the model, resume if asked, train; the exit code."""
     torch.manual_seed(args.seed)  # model init (and the DataLoader's per-epoch worker seeds)
     try:
+        stages.now(f"reading the configs and splits of {args.source}")
         check_source(args.source, args.config, args.split)
+        stages.now(f"loading the {args.split} split of {args.source}")
         split = datasets.load_dataset(
             args.source, args.config, split=args.split, cache_dir=args.cache_dir, streaming=args.streaming
         )
@@ -229,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
             "preprocessed": preprocessed_from_flag(args.preprocessed),
             "seed": args.seed,
         }
+        stages.now(f"building the feed of the {args.split} split")
         if args.dataloader and args.streaming:  # the dataset shuffles a stream itself; call set_epoch per epoch
             train = IrisIterableDataset(split, **options)
             loader = DataLoader(train, batch_size=args.batch_size, num_workers=args.num_workers or 0)
@@ -252,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     step = 0
     if args.resume and args.checkpoint.exists():
+        stages.now(f"resuming from the checkpoint {args.checkpoint}")
         try:
             step = resume(args.checkpoint, model, optimizer, loader)
         except ValueError as err:
@@ -312,6 +331,7 @@ def train_steps(
 
     def save() -> None:
         if rank == 0:  # every rank holds the same loader state, and DDP keeps the models equal
+            stages.now(f"saving the checkpoint {args.checkpoint} after step {step}")
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "loader": loader.state_dict()}
             save_checkpoint(args.checkpoint, {**state, "step": step})
 
@@ -320,6 +340,7 @@ def train_steps(
         if args.dataloader and args.streaming:
             train.set_epoch(epoch)  # the DataLoader does not tell it
         current, epoch, batches = loader.epoch if iris else epoch, epoch + 1, 0
+        stages.now(f"training: step {step + 1}, epoch {current}")
         for batch in loader:
             image, label, _filenames, weights, dist = batch
             loss = loss_fn(net(image), label, weights, dist)
@@ -327,6 +348,7 @@ def train_steps(
             loss.backward()
             optimizer.step()
             step, batches = step + 1, batches + 1
+            stages.now(f"training: step {step + 1}, epoch {current}")
             if rank == 0:
                 print(f"step {step}: loss {loss.item():.4f}")
             if log is not None:
@@ -343,4 +365,4 @@ def train_steps(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit(main())

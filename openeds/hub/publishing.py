@@ -49,6 +49,7 @@ from openeds.hub.planning import (
 from openeds.hub.remote import V1_TAG, RemoteState, _check_token, check_repo_id, connect, inspect_remote
 from openeds.layout import CARD_PATH, PREVIEW_PATHS, split_prefix
 from openeds.retry import RetryPolicy, describe_timeout
+from openeds.stages import during
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ def publish(
     )
 
 
+@during("uploading the files to {repo_id}")
 def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str) -> None:
     """Upload the LFS files the Hub does not hold yet (the client shows progress bars and retries each request)."""
     size = sum(operation.upload_info.size for operation in additions)
@@ -219,6 +221,7 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
         raise
 
 
+@during("committing to {repo_id}")
 def _commit(
     api: HfApi,
     repo_id: str,
@@ -295,6 +298,7 @@ def _landed(api: HfApi, repo_id: str, parent: str, message: str, token: str) -> 
     return None
 
 
+@during("tagging {repo_id}@{revision:.12} as {tag!r}")
 def _create_tag(
     api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy, *, published: str | None = None
 ) -> None:
