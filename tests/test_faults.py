@@ -2512,7 +2512,7 @@ HUB_FOLLOW_UPS = [
 ]
 
 # -- the error boundary (openeds/cli.py): what nobody classified is one last line too; a closed standard output,
-# a terminal that cannot encode a name; a server's message that echoes the token
+# a terminal that cannot encode a name; a server's message that echoes the token; messages that tell the truth
 
 #: the push.py process may write files of at most 200 kB (`ulimit -f`; Python ignores SIGXFSZ, so a write gets EFBIG)
 _FILE_SIZE_LIMIT = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))"
@@ -2520,6 +2520,9 @@ _FILE_SIZE_LIMIT = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (
 _STDOUT_CLOSED = "import os; r, w = os.pipe(); os.dup2(w, 1); os.close(w); os.close(r)"
 _WHOAMI = "/api/whoami-v2"
 _ECHO = {"X-Error-Message": f"request refused for the token {TOKEN}, sent as Bearer {TOKEN}"}
+#: what S3 answers a PUT to a signed URL that has expired
+_EXPIRED = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+_REFUSED_OBJECT = {"oid": "0" * 64, "size": 1, "error": {"code": 422, "message": "this object is too large"}}
 
 
 def _immutable_data_folder(world: World) -> None:
@@ -2558,6 +2561,12 @@ def _non_ascii_folder_shown_escaped(world: World, result: subprocess.CompletedPr
 
 def _last_line_is_the_error(world: World, result: subprocess.CompletedProcess[str]) -> None:
     assert result.stderr.rstrip("\n").splitlines()[-1].startswith("error: "), result.stderr[-3000:]
+
+
+def _names_the_file_not_a_missing_right(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    uploaded = r"(data/test-00000-of-00001\.parquet|images/preview\.png)"  # whichever upload thread came first
+    assert re.search(rf"error: could not upload {uploaded} to {world.repo_id}: ", result.stderr), result.stderr[-3000:]
+    assert "may not write" not in result.stderr, result.stderr[-3000:]
 
 
 BOUNDARY_CASES = [
@@ -2609,6 +2618,47 @@ BOUNDARY_CASES = [
         arrange=_arrange(
             _fail("GET", _WHOAMI, status=503, headers=_ECHO), _fail("GET", _WHOAMI, status=400, headers=_ECHO)
         ),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "lfs-batch-refuses-an-object",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error=f"the Hub's LFS batch API refused 1 of them (object {'0' * 64}: this object is too large)",
+        says=("nothing was published",),
+        arrange=_arrange(
+            _earlier_commit,
+            _fail(
+                "POST",
+                r"/datasets/{repo}\.git/info/lfs/objects/batch",
+                status=200,
+                body=json.dumps({"transfer": "basic", "objects": [_REFUSED_OBJECT]}).encode(),
+                content_type="application/json",
+                times=1000,
+            ),
+        ),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "expired-upload-url-is-not-a-missing-right",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="the storage refused it (HTTP 403 for PUT http://127.0.0.1:",
+        says=("Request has expired", "says nothing of the token's rights", "the Hub hands out fresh upload URLs"),
+        arrange=_arrange(
+            _earlier_commit,
+            _fail("PUT", "/lfs/datasets/{repo}/", status=403, body=_EXPIRED, content_type="application/xml", times=9),
+        ),
+        check=_names_the_file_not_a_missing_right,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "gated-advice-names-a-repo-of-ones-own",
+        PUBLISH,
+        exit=1,
+        error="or publish to another repo of your own (--repo-id faults/NAME)",
+        arrange=_fail("GET", "/api/datasets/{repo}$", status=403, headers={"X-Error-Code": "GatedRepo"}, times=1000),
         check=_not_built,
         env=TOKEN_ENV,
     ),
