@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
 import signal
 import socket
 import stat
@@ -562,7 +561,7 @@ def test_ctrl_c_during_the_transfer_says_what_it_stopped_and_keeps_the_part(
         assert download.poll() is None, err.read_text()
         time.sleep(0.05)
     assert part.exists() and part.stat().st_size, "no part of the archive was written"
-    os.killpg(download.pid, signal.SIGINT)  # what the terminal sends the foreground group on Ctrl-C
+    download.send_signal(signal.SIGINT)  # what Ctrl-C sends
     assert download.wait(timeout=60) == 130, err.read_text()
     said = err.read_text()
     assert "Traceback" not in said, said
