@@ -160,9 +160,9 @@ CASES = [
         "download-a-message-holding-the-kaggle-key-and-its-basic-auth-form",
         "download",
         "openeds.lock:hold",
-        'ValueError(f\'Authorization: Basic {os.environ["BASIC"]} for {os.environ["KAGGLE_KEY"]}\')',
+        f"ValueError('Authorization: Basic {BASIC} for ' + os.environ['KAGGLE_KEY'])",
         ("ValueError: Authorization: Basic [hidden: Kaggle key] for [hidden: Kaggle key]",),
-        env={"KAGGLE_USERNAME": KAGGLE_USER, "KAGGLE_KEY": KAGGLE_KEY, "BASIC": BASIC},
+        env={"KAGGLE_USERNAME": KAGGLE_USER, "KAGGLE_KEY": KAGGLE_KEY},
     ),
     Injected(
         "synthetic-file-size-limit-with-the-variable",

@@ -24,7 +24,7 @@ What a library reads from the environment when it is imported is then the zygote
 forked only when its environment differs from its zygote's in variables read when they are
 used, not when imported (:data:`RUN_TIME_VARIABLES`: the token, the home, cache and config
 folders, pytest's current test, ``HTTP_PROXY`` (requests and httpx2 read it per request or
-client), and ``KAGGLE_*``, the settings and credentials of the kaggle client: ``kaggle`` reads
+client), ``OPENEDS_TRACEBACK`` (read when a command starts), and ``KAGGLE_*``, the settings and credentials of the kaggle client: ``kaggle`` reads
 them when imported, and no zygote imports it (kagglesdk, which tests/test_download.py preloads,
 reads them when called); of what the runs import, ``kaggle`` alone reads ``XDG_CONFIG_HOME``;
 huggingface_hub and datasets take their folders from ``HF_HOME``, which the test session sets).
@@ -113,7 +113,15 @@ TORCH = (
     "preprocessing.training",
 )
 #: variables a run may set differently from its zygote and still be forked: read when used, not when imported
-RUN_TIME_VARIABLES = ("HF_TOKEN", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "HTTP_PROXY", "PYTEST_CURRENT_TEST")
+RUN_TIME_VARIABLES = (
+    "HF_TOKEN",
+    "HOME",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "HTTP_PROXY",
+    "PYTEST_CURRENT_TEST",
+    "OPENEDS_TRACEBACK",  # read by openeds.cli when a command starts
+)
 RUN_TIME_PREFIXES = ("KAGGLE_",)
 #: modules whose import starts native threads that their library makes safe across a fork, and how
 FORK_SAFE_THREADS = {
