@@ -201,12 +201,10 @@ def test_ddp_on_two_processes_killed_and_resumed_on_one_trains_each_row_of_the_e
     assert {line["epoch"] for line in steps(tmp_path / "one.jsonl")} == set(range(epoch, 3)), "then the next epochs"
 
 
-def test_the_example_refuses_a_checkpoint_that_does_not_fit_in_one_line(v2, tmp_path, capsys):
-    v2["pupil"]["train"].to_parquet(str(tmp_path / "data" / "data" / "train-00000-of-00001.parquet"))
+def test_the_example_refuses_a_checkpoint_that_does_not_fit_in_one_line(trained, tmp_path, capsys):
     checkpoint = tmp_path / "ckpt.pt"
     main = load_example().main
-    args = [str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "1", "--num-threads", "1"]
-    args += ["--batch-size", "2", "--checkpoint", str(checkpoint)]
+    args = [*trained[0], "--max-steps", "1", "--checkpoint", str(checkpoint)]  # batches of 2
     assert main(args) == 0 and checkpoint.exists()
     assert not list(tmp_path.glob(".ckpt.pt.*")), "no temporary file left"
     capsys.readouterr()
