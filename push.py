@@ -1,6 +1,6 @@
 """Build OpenEDS v2 from the raw Kaggle data and publish it to the Hugging Face Hub.
 
-Examples::
+Examples (from the repo root, in its virtual environment, activated: `. .venv/bin/activate`; see README.md)::
 
     # See the whole job on a synthetic sample, no credentials needed:
     python push.py --sample --local-dir out --no-upload
@@ -26,6 +26,10 @@ Credentials, read only from the environment or the clients' own login, never pri
 Without --data-dir or --sample, the raw data is downloaded from Kaggle once and cached.
 Re-running any command is safe: finished shards are reused, an interrupted upload sends
 only what the Hub does not have yet, and data the Hub already holds is not published again.
+Each shard's size and sha256 are recorded as it is written, in the folder's bookkeeping folder
+.openeds/ (never uploaded); a reused shard is checked against that record, by a read when the
+run does not publish, else by the hash the upload computes: one that changed since is rebuilt,
+never published.
 
 The local folder (--local-dir) never describes data built from inputs that have since changed.
 Each run checks the splits the folder holds but does not rebuild (another config, other
@@ -60,9 +64,11 @@ already is taken only by a re-run that publishes nothing new (checked once the r
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -75,29 +81,37 @@ from typing import NamedTuple
 
 from huggingface_hub import HfApi
 
-from openeds import card, cli, disk, download, hub, layout, lock, raw, schema, stages
+from openeds import card, cli, disk, download, hub, layout, lock, preview, provenance, raw, records, schema, stages
 from openeds.download import folder_path  # --data-dir, --local-dir, as download's --cache-dir
 from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
     MaterializeError,
     folder_splits,
+    hash_inputs,
     is_complete,
     local_sizes,
     materialize,
+    read_shard,
     stale_reason,
 )
 from openeds.names import shown
-from openeds.parquet import read_rows
 from openeds.retry import DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, RetryPolicy, add_retry_argument
-from openeds.synthetic import write_sample
+from openeds.synthetic import MARKER, write_sample
 
 DEFAULT_REPO_ID = "Conner/openeds-precomputed"
-PREVIEW_ROWS = 4
 #: Why `--sample` without `--repo-id` does not publish (printed when it happens).
 SAMPLE_NOT_PUBLISHED = (
     f"not publishing: --sample without --repo-id materialises only, as with --no-upload; synthetic frames are "
     f"never published to {DEFAULT_REPO_ID}; pass --repo-id YOU/NAME to publish the sample to a repo of your own"
 )
+
+
+#: The line that installs torch's CPU build. PyPI's wheel of the same version for Linux x86_64 is the CUDA build,
+#: with several GB of CUDA libraries; PyTorch publishes the CPU wheels on an index of its own. README.md and
+#: docs/training.md give this line (tests/test_docs.py), which could not be run here: no network but PyPI.
+TORCH_CPU_INSTALL = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+_REPO = Path(__file__).resolve().parent
+_EXAMPLE = _REPO / "examples" / "train_tiny.py"
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,8 @@ class Summary:
     local_dir: Path
     published: hub.PublishResult | None
     seconds: float
+    #: the command that publishes what the run materialised without publishing (None: it published)
+    publish_command: str | None = None
 
     def lines(self) -> list[str]:
         out = []
@@ -117,22 +133,43 @@ class Summary:
         if self.published:
             out.append(f"  published: {self.published.line()}")
         out.append(f"  time: {self.seconds:.1f} s")
-        out.append(self.next_step())
+        out.extend(self.next_steps())
         return out
 
-    def next_step(self) -> str:
-        """The one line on what to do next: load it, train on it, or publish it."""
-        if self.published:
-            where = self.published.repo_id
-            return (
-                f"next: datasets.load_dataset({where!r}), or train on it: "
-                f"python examples/train_tiny.py {shlex.quote(where)}"
-            )
-        where = str(self.local_dir)
-        return (
-            f"next: datasets.load_dataset({where!r}), train on it: python examples/train_tiny.py "
-            f"{shlex.quote(where)}, or publish it: the same command with --repo-id YOU/NAME instead of --no-upload"
-        )
+    def next_steps(self, *, torch: bool | None = None) -> list[str]:
+        """What to do next, a line each, every command as it runs from here: load it, train on it, publish it.
+
+        Training needs torch: with ``torch`` False (default: whether this interpreter finds it, without importing
+        it) the line says to install its CPU build first. The publish line is :attr:`publish_command`.
+        """
+        where = self.published.repo_id if self.published else str(self.local_dir)
+        lines = [f"next: load it: datasets.load_dataset({where!r})"]
+        if _EXAMPLE.is_file():
+            train = f"{shlex.quote(_python())} {shlex.quote(_from_here(_EXAMPLE))} {shlex.quote(where)}"
+            if torch is None:
+                torch = importlib.util.find_spec("torch") is not None
+            if not torch:
+                python = shlex.quote(_python())
+                train = f"install torch first, its CPU build: {python} -m {TORCH_CPU_INSTALL}; then: {train}"
+            lines.append(f"next: train on it: {train}")
+        if self.publish_command:
+            lines.append(f"next: publish it: {self.publish_command} (YOU/NAME: a dataset repo of your own)")
+        return lines
+
+
+def _python() -> str:
+    """This interpreter as a command typed here: ``python`` when that finds it (an activated virtual environment),
+    else its path (relative to the current folder when inside it)."""
+    found = shutil.which("python")
+    if found and Path(os.path.abspath(found)).parent == Path(os.path.abspath(sys.executable)).parent:
+        return "python"
+    return _from_here(Path(sys.executable))
+
+
+def _from_here(path: Path) -> str:
+    """``path`` as typed in the current folder: relative when inside it, else absolute (links not resolved)."""
+    path = Path(os.path.abspath(path))
+    return path.relative_to(Path.cwd()).as_posix() if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def _resolve_raw(
@@ -199,7 +236,10 @@ def push(
     seconds, not a build. Once the raw data is listed, and still before the build, the remote splits
     the run keeps are checked against it (`hub.check_kept`: a stale one stops the run, one that
     cannot be checked is named) and a `tag` naming the head already is refused unless the run can
-    only confirm that publication (`hub.check_tag_at_head`). The sample
+    only confirm that publication (`hub.check_tag_at_head`). v1 data the repo holds, found by its
+    content wherever it sits, is converted (tagged `v1`, removed from `main`; stderr names every
+    file, `hub.conversion_notes` and `hub.split_notes`) or refused after `connect`
+    (`openeds.hub.conversion`). The sample
     is never published to `DEFAULT_REPO_ID`; data the repo already holds is not published again
     (`summary.published.changed` is False).
 
@@ -212,7 +252,7 @@ def push(
     start = time.monotonic()
     configs = list(schema.CONFIG_NAMES) if config == "all" else [schema.check_config(config)]
     retry = RetryPolicy(total=retry_timeout, timeout=timeout)
-    given_local_dir = local_dir
+    given_local_dir, asked_config, asked_splits = local_dir, config, list(splits) if splits else None
     local_dir = Path(local_dir or default_local_dir(repo_id)).expanduser()
     if upload:
         if sample and repo_id == DEFAULT_REPO_ID:
@@ -232,10 +272,14 @@ def push(
         remote = hub.connect(api, repo_id, token=token, retry=retry)
         hub.check_card(repo_id, remote, replace_card=replace_card)  # a card written by hand: said before the build
         hub.check_tag_free(repo_id, remote, tag)  # a --tag naming another commit: likewise
-        if remote.v1_files and (splits or schema.DEFAULT_CONFIG not in configs):
-            # A push that would leave v1 splits beside v2 ones ends here, before any download or build
-            # (without --splits, the splits are those of the raw data: publish checks them).
-            hub.refuse_mixing(repo_id, remote, {c: list(splits or ()) for c in configs})
+        if remote.v1_files:  # v1 data, found by its content: converted, or refused here before any build
+            hub.check_v1_head(repo_id, remote)
+            if splits or schema.DEFAULT_CONFIG not in configs:
+                # (without --splits, the splits are those of the raw data: publish checks them)
+                hub.refuse_mixing(repo_id, remote, {c: list(splits or ()) for c in configs})
+            hub.check_v1_tag(api, repo_id, remote, token=token, retry=retry)
+            for note in hub.conversion_notes(repo_id, remote):
+                print(note, file=sys.stderr)
     stages.now(f"checking the staging folder {shown(local_dir)}")
     if not sample:  # the sample lives in a temporary folder of its own
         _refuse_overlap(local_dir, _raw_area(data_dir, kaggle_dataset, cache_dir))
@@ -260,6 +304,9 @@ def push(
             )
         for note in raw.check_disjoint(split_dirs):
             print(note, file=sys.stderr)
+        marked = provenance.marked_splits(split_dirs)  # the synthetic sample's splits, whatever flag named them
+        if upload and repo_id == DEFAULT_REPO_ID and marked & set(splits):  # before anything is built
+            _refuse_synthetic(sorted(marked & set(splits), key=schema.SPLITS.index), f"{MARKER} in their folders")
         listings: dict[str, list[raw.Pair]] = {}
         for split in splits:
             listing = raw.list_pairs(split_dirs[split], on_missing_label)
@@ -271,7 +318,8 @@ def push(
         # data as it is now (checked before anything is written; a damaged shard stops the run here).
         stages.now(f"checking the splits {shown(local_dir)} holds against the raw data")
         digests: dict[raw.Pair, str] = {}
-        check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests)
+        # Not publishing, the folder is what a user loads: its kept splits' bytes are read and checked too.
+        check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests, reread=not upload)
         splits_by_config = {c: splits for c in configs}
         rebuild = _rebuild_command(
             sample=sample,
@@ -313,11 +361,30 @@ def push(
                 token=token,
                 retry=retry,
             )
+            # A v1 split the raw data cannot rebuild, a split v1 lacked: said before the build.
+            v2_splits = splits if schema.DEFAULT_CONFIG in configs else []
+            for note in hub.split_notes(repo_id, remote, built=v2_splits, raw_splits=list(split_dirs)):
+                print(note, file=sys.stderr)
         if not upload:
             # The folder is what a user loads: its card lists every current split it holds complete.
             kept = local_sizes(local_dir, skip={*pairs, *check.stale})
         stages.now(f"building the shards of {', '.join(f'{c}/{s}' for c, s in pairs)} in {shown(local_dir)}")
-        built = materialize(pairs, local_dir, num_proc=num_proc, max_shard_bytes=max_shard_size, digests=digests)
+        # The frames to build are hashed here (materialize reuses the hashes): a frame of one split under another
+        # name in another split is said before the build, among the splits this run hashes (docs/publishing.md).
+        hash_inputs((pair for frames in pairs.values() for pair in frames), digests)
+        for note in raw.same_frames(listings, digests):
+            print(note, file=sys.stderr)
+        # A shard found already complete is checked against the record of its bytes: by a read here when the
+        # run does not publish; when it does, by the hash the upload computes anyway (`hub.publish`).
+        built = materialize(
+            pairs,
+            local_dir,
+            num_proc=num_proc,
+            max_shard_bytes=max_shard_size,
+            digests=digests,
+            synthetic=marked,
+            reread=not upload,
+        )
 
         # Each config built draws its preview from the first of its splits; a config this run does not build
         # draws it again from its first current split when a stale one goes (its preview may show that one).
@@ -325,14 +392,24 @@ def push(
             first = min(built[config] if config in built else check.current_splits(config), key=schema.SPLITS.index)
             shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
             stages.now(f"drawing the preview of {config} from {shown(shard)}")
-            rows = read_rows(shard, PREVIEW_ROWS)
-            with _writing(local_dir / layout.PREVIEW_PATHS[config]) as preview:
-                card.render_preview(rows, preview)
+            relpath = shard.relative_to(local_dir).as_posix()
+            rows = read_shard(local_dir, relpath, lambda path, config=config: preview.preview_rows(path, config))
+            with _writing(local_dir / layout.PREVIEW_PATHS[config]) as path:
+                preview.render(rows, path)
 
         if upload:
             stages.now(f"reading the sizes of the splits {repo_id} keeps")
             kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
         sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
+        # Which of them are the synthetic sample, as the data tells: footers, and the raw splits' markers.
+        local = built if upload else sizes
+        synthetic = provenance.local_synthetic(local_dir, [(c, s) for c in local for s in local[c]], marked)
+        if upload:
+            kept_paths = hub.kept_splits(remote, splits_by_config)
+            synthetic |= provenance.remote_synthetic(kept_paths, remote.footers, split_dirs, marked)
+            if repo_id == DEFAULT_REPO_ID and synthetic:  # frames the footers say are the sample's; nothing published
+                named = [f"{c}/{s}" for c, s in sorted(synthetic)]
+                _refuse_synthetic(named, "as their shards' footers, or the marked raw splits they match, tell")
         # The card shows the previews the repo (or the folder) holds once this run is done.
         held = set(remote.files) if upload else {p for p in layout.PREVIEW_PATHS.values() if (local_dir / p).is_file()}
         previews = {c: layout.PREVIEW_PATHS[c] for c in sizes if c in configs or layout.PREVIEW_PATHS[c] in held}
@@ -342,6 +419,7 @@ def push(
                 sizes,
                 repo_id=repo_id,
                 source=source,
+                synthetic=synthetic,
                 command=command,
                 previews=previews,
                 v1_revision=upload and hub.has_v1_revision(remote),  # a folder's card names no revision
@@ -366,8 +444,33 @@ def push(
                 retry=retry,
                 remote=remote,
                 replace_card=replace_card,
+                raw_splits=list(split_dirs),
             )
-    return Summary(sizes, local_dir, published, time.monotonic() - start)
+    publish_command = None
+    if not upload:  # the same build published: what this run materialised is reused as it is
+        publish_command = _rebuild_command(
+            sample=sample,
+            data_dir=data_dir,
+            kaggle_dataset=kaggle_dataset,
+            cache_dir=cache_dir,
+            local_dir=local_dir,
+            upload=True,
+            repo_id="YOU/NAME",
+            on_missing_label=on_missing_label,
+            program=(_python(), _from_here(_REPO / "push.py")),
+        )(asked_config, asked_splits)
+        if max_shard_size != DEFAULT_MAX_SHARD_BYTES:
+            publish_command += f" --max-shard-size {max_shard_size}"
+    return Summary(sizes, local_dir, published, time.monotonic() - start, publish_command)
+
+
+def _refuse_synthetic(splits: Sequence[str], why: str) -> None:
+    """The synthetic sample never goes to the real dataset's repo, whatever flag named it (`openeds.provenance`)."""
+    raise hub.PublishError(
+        f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset: {', '.join(splits)} "
+        f"hold the frames of openeds.synthetic ({why}); expected real OpenEDS data for that repo; nothing was "
+        f"published. Fix: pass --repo-id YOU/NAME to publish the sample to a repo of your own, or --no-upload"
+    )
 
 
 def _raw_area(data_dir: Path | None, kaggle_dataset: str | None, cache_dir: Path | None) -> list[tuple[Path, str]]:
@@ -460,11 +563,15 @@ def _check_folder(
     rebuilt: set[tuple[str, str]],
     on_missing_label: raw.MissingLabelPolicy,
     digests: dict[raw.Pair, str],
+    *,
+    reread: bool,
 ) -> FolderCheck:
     """Sort the folder's splits that are not in `rebuilt` into current, stale and unfinished.
 
     A raw split not listed yet is listed here as a rebuild would (into `listings`), with the run's
     `on_missing_label`: its bad input is an error like any other, and nothing is written before it.
+    With `reread`, a split current by its build records whose shards' bytes are not those recorded
+    when they were written (`openeds.records`) is stale too.
     """
     current, stale, unfinished = set(), {}, {}
     for key, paths in folder_splits(local_dir).items():
@@ -475,7 +582,7 @@ def _check_folder(
             unfinished[key] = paths
             continue
         _list_split(split_dirs, listings, split, on_missing_label, holder=shown(local_dir))
-        why = stale_reason(local_dir, config, split, listings.get(split), digests)
+        why = stale_reason(local_dir, config, split, listings.get(split), digests, reread=reread)
         if why is None:
             current.add(key)
         else:
@@ -515,10 +622,11 @@ def _rebuild_command(
     upload: bool,
     repo_id: str,
     on_missing_label: raw.MissingLabelPolicy,
+    program: Sequence[str] = ("python", "push.py"),
 ) -> Callable[[str, Sequence[str] | None], str]:
     """`rebuild(config, splits)`: the command line that builds those splits of `config` (or `all`) from this run's
-    raw data; `splits` None: every split it holds."""
-    words = ["python", "push.py"]
+    raw data; `splits` None: every split it holds. `program`: the words that run push.py."""
+    words = list(program)
     if sample:
         words.append("--sample")
     elif data_dir is not None:
@@ -546,6 +654,7 @@ def _tidy(
     notes = []
     for (config, split), stale in sorted(check.stale.items()):
         for path in stale.paths:
+            records.forget(local_dir, path)
             (local_dir / path).unlink(missing_ok=True)
         where = f", from raw data that holds {split}," if stale.gone else ""
         again = sorted((s for c, s in check.stale if c == config), key=schema.SPLITS.index)
@@ -569,6 +678,7 @@ _TEMPORARY_GLOBS = (
     ".*.partial",
     *(f"{folder}/.*.partial" for folder in layout.CONFIG_DIRS.values()),
     f"{Path(layout.PREVIEW_PATH).parent}/.*.partial",
+    f"{layout.RECORDS_DIR}/**/.*.partial",
 )
 
 
@@ -661,8 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-dir",
         type=folder_path,
         metavar="OUT",
-        help="folder to materialise into; it then holds exactly what goes to the Hub "
-        "(default: a staging folder under the cache)",
+        help="folder to materialise into; it then holds exactly what goes to the Hub, and one bookkeeping "
+        "folder, .openeds/, that is never uploaded (default: a staging folder under the cache)",
     )
     parser.add_argument(
         "--no-upload", dest="upload", action="store_false", help="materialise only; no credentials needed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import io
 import json
@@ -41,11 +42,18 @@ def status_mb(field: str) -> float:
 
 
 def write_results(name: str, results: dict) -> Path:
-    """Write ``results/<name>.json`` (into ``$OPENEDS_BENCH_RESULTS`` instead when set: the smoke test)."""
+    """Write ``results/<name>.json`` (into ``$OPENEDS_BENCH_RESULTS`` instead when set: the smoke test), dated
+    (``date``: the day of the run, which the figures quoted in README.md and docs/ cite)."""
     folder = Path(os.environ.get("OPENEDS_BENCH_RESULTS") or RESULTS)
     folder.mkdir(exist_ok=True)
     path = folder / f"{name}.json"
-    payload = {"benchmark": name, "python": platform.python_version(), "machine": platform.machine(), **results}
+    payload = {
+        "benchmark": name,
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        **results,
+    }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

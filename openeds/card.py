@@ -1,4 +1,4 @@
-"""The dataset card and its preview picture, rendered from the real shards.
+"""The dataset card, rendered from the real shards (its preview pictures: ``openeds.preview``).
 
 The card is ``card_template.md`` (shipped with the code) filled with
 :class:`huggingface_hub.DatasetCardData`. Its YAML carries the ``configs`` and the
@@ -21,22 +21,19 @@ import hashlib
 import logging
 import platform
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-import cv2
-import numpy as np
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData
 from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from openeds import schema
-from openeds.disk import human_bytes, write_atomically
+from openeds.disk import human_bytes
 from openeds.layout import PREVIEW_PATHS, shard_glob, split_prefix
-from openeds.names import shown
 
 if TYPE_CHECKING:
     from datasets.info import DatasetInfosDict
@@ -108,7 +105,26 @@ class Source:
             return "the synthetic sample of `openeds.synthetic`, not real OpenEDS data"
         if self.kind == "local":
             return "a local copy of OpenEDS in the Kaggle layout (`--data-dir`)"
-        return f"OpenEDS as downloaded from the Kaggle dataset [`{self.slug}`](https://www.kaggle.com/datasets/{self.slug})"
+        return f"OpenEDS as downloaded from the Kaggle dataset {self._kaggle_link}"
+
+    @property
+    def _kaggle_link(self) -> str:
+        return f"[`{self.slug}`](https://www.kaggle.com/datasets/{self.slug})"
+
+    def described(self, synthetic: Literal["all", "some", ""], splits: Sequence[str] = ()) -> str:
+        """What the card says of the source, the data's provenance told: ``synthetic`` says whether all the splits
+        the card lists, some (``splits``, named), or none hold the synthetic sample (``openeds.provenance``)."""
+        if synthetic == "all" and self.kind != "sample":
+            via = (
+                "a folder given with `--data-dir`"
+                if self.kind == "local"
+                else f"the Kaggle dataset {self._kaggle_link}"
+            )
+            return f"the synthetic sample of `openeds.synthetic` ({via}), not real OpenEDS data"
+        if synthetic == "some":
+            named = ", ".join(splits)
+            return f"{self.description}; {named}: the synthetic sample of `openeds.synthetic`, not real OpenEDS data"
+        return self.description
 
 
 def _versions() -> str:
@@ -155,31 +171,6 @@ def card_data(text: str | None) -> DatasetCardData | None:
     except (ValueError, yaml.YAMLError) as error:
         logger.warning("The published card's YAML header cannot be read (%s); not using it", error)
         return None
-
-
-def rows_from_card(text: str | None) -> dict[str, dict[str, int]]:
-    """Rows per split that a published card's ``dataset_info`` declares: ``{config: {split: num_examples}}``.
-
-    The row source for the splits a run keeps; their bytes come from the repo's file listing.
-    An unreadable header declares nothing (the rows then come from the shards' footers). A config
-    named `default` (v1 and the first v2 cards) is read as `pupil`, unless the card also names `pupil`.
-    """
-    from datasets.info import DatasetInfosDict
-
-    data = card_data(text)
-    if data is None:
-        return {}
-    try:
-        infos = DatasetInfosDict.from_dataset_card_data(data)
-    except (AttributeError, TypeError, KeyError, ValueError) as error:
-        logger.warning("The published card's dataset_info cannot be read (%s); not using it", error)
-        return {}
-    out: dict[str, dict[str, int]] = {}
-    for name, info in sorted(infos.items(), key=lambda item: item[0] in schema.CONFIG_NAMES):  # current names last
-        config = name if name in schema.CONFIG_NAMES else LEGACY_CONFIG_NAMES.get(name)
-        if config is not None and info.splits:
-            out[config] = {split_name: split.num_examples for split_name, split in info.splits.items()}
-    return out
 
 
 def without_provenance(text: str) -> str:
@@ -283,21 +274,29 @@ def render_card(
     repo_id: str,
     source: Source,
     command: str,
+    synthetic: Collection[tuple[str, str]],
     previews: Mapping[str, str] | None = None,
     v1_revision: bool = False,
 ) -> DatasetCard:
     """The full dataset card for the splits in ``sizes`` (``{config: {split: size}}``), signed (`sign`).
 
-    ``previews`` maps configs to the preview pictures the repo holds (default: every config's in
-    ``sizes``). ``v1_revision``: the repo has a revision ``v1`` (its v1 data), which the card then names.
+    ``synthetic``: the ``(config, split)`` pairs that hold the synthetic sample, as the data tells
+    (``openeds.provenance``), whatever ``source`` says: all of them make a card of the synthetic sample, some a
+    "partly synthetic" one naming them, none a card of OpenEDS. ``previews`` maps configs to the preview pictures
+    the repo holds (default: every config's in ``sizes``). ``v1_revision``: the repo has a revision ``v1`` (its
+    v1 data), which the card then names.
     """
     from datasets.utils.metadata import MetadataConfigs
 
     if previews is None:
         previews = {config: PREVIEW_PATHS[config] for config in sizes}
     rows = sum(s.rows for splits in sizes.values() for s in splits.values())
+    listed = [(config, split) for config, splits in sizes.items() for split in ordered_splits(splits)]
+    named = [f"`{config}` {split}" for config, split in listed if (config, split) in synthetic]
+    kind: Literal["all", "some", ""] = "all" if named and len(named) == len(listed) else "some" if named else ""
     card_data = DatasetCardData(
-        pretty_name="OpenEDS precomputed (v2)" + (", synthetic sample" if source.kind == "sample" else ""),
+        pretty_name="OpenEDS precomputed (v2)"
+        + {"all": ", synthetic sample", "some": ", partly synthetic"}.get(kind, ""),
         # No license_link: the OpenEDS licence agreement has no public URL we could check; the card names it.
         license="other",
         license_name="openeds-dataset-license",
@@ -332,44 +331,12 @@ def render_card(
         disk_table=_disk_table(sizes),
         row_bytes={config: human_bytes(schema.raw_row_bytes(config)) for config in schema.CONFIG_NAMES},
         columns=list(schema.COLUMN_DOCS.items()),
-        source=source,
+        synthetic=kind,
+        synthetic_splits=named,
+        source_text=source.described(kind, named),
         v1_revision=v1_revision,
         versions=_versions(),
         command=command,
         citation=schema.CITATION,
     )
     return DatasetCard(sign(str(card)))
-
-
-def _tile(array: np.ndarray, kind: str) -> np.ndarray:
-    """One 320 x 200 BGR tile of an image, label, weight or distance array."""
-    if kind == "image":
-        gray = array
-    elif kind == "label":
-        gray = (array.astype(np.float32) * (255 / max(int(array.max()), 1))).astype(np.uint8)
-    elif kind == "weights":
-        gray = (array * (255 / 20)).astype(np.uint8)
-    else:  # signed distance: 0 at the boundary, mapped to mid-gray, colour-mapped
-        scale = max(float(np.abs(array).max()), 1e-6)
-        gray = np.clip(127.5 + 127.5 * array / scale, 0, 255).astype(np.uint8)
-        return cv2.resize(cv2.applyColorMap(gray, cv2.COLORMAP_TWILIGHT_SHIFTED), (320, 200))
-    return cv2.resize(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), (320, 200), interpolation=cv2.INTER_NEAREST)
-
-
-def render_preview(rows: list[dict], path: Path) -> None:
-    """A grid: one line per row; image, label, weights and each distance channel."""
-    lines = []
-    for row in rows:
-        tiles = [_tile(row["image"], "image"), _tile(row["label"], "label"), _tile(row["spatial_weights"], "weights")]
-        tiles += [_tile(channel, "dist") for channel in row["dist_map"]]
-        line = np.hstack(tiles)
-        cv2.putText(line, str(row["filename"]), (6, 192), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1)
-        lines.append(line)
-    titles = ["image", "label", "spatial_weights"] + [f"dist_map[{i}]" for i in range(len(rows[0]["dist_map"]))]
-    header = np.full((24, 320 * len(titles), 3), 255, np.uint8)
-    for i, title in enumerate(titles):
-        cv2.putText(header, title, (320 * i + 6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1)
-    ok, png = cv2.imencode(".png", np.vstack([header, *lines]))
-    if not ok:
-        raise OSError(f"could not encode the preview picture {shown(path)}")
-    write_atomically(path, png.tobytes())

@@ -20,7 +20,7 @@ Cache layout, one folder per slug (``/`` replaced by ``--``)::
         download/openeds-dataset.zip   the archive; kaggle keeps openeds-dataset.zip.kaggle-partial
                                        next to it while it is incomplete, and resumes from it
         extract-*.tmp/                 an extraction in progress (removed by the next run)
-        .lock, .lock.owner             held by the run downloading or extracting (``openeds.lock``);
+        .openeds/lock, lock.owner      held by the run downloading or extracting (``openeds.lock``);
                                        a second run ends at once, naming the first
         data/                          the extracted tree, accepted by openeds.raw.find_split_dirs
         complete.json                  written last; lists the files per split
@@ -523,6 +523,10 @@ def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
     Refuses members that would land outside ``target`` (absolute paths, drive letters,
     ``..``) and symbolic links. CRCs are checked as members are read. A damaged or unsafe
     archive is deleted, so the next run downloads it afresh; after a disk error it is kept.
+    Before anything is written, every member's entry is checked for what Python's zipfile can
+    decompress: an encrypted member, or one compressed with a method it lacks (Deflate64,
+    PPMd, an undefined number, ...), is refused in one line naming the member and the method;
+    that archive is kept, for a tool that can unzip it.
     """
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -535,6 +539,15 @@ def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
                         f"archive {shown(archive)} has member {info.filename!r} that {reason}; expected plain files "
                         f"under the extraction folder. Refused and deleted it. Fix: report it to the dataset's owner, "
                         f"{_NO_DATA_DIR_FIX}"
+                    )
+            for info in members:
+                reason = _undecodable(info)
+                if reason is not None:  # the archive is kept: another tool may unzip it
+                    raise DownloadError(
+                        f"archive {shown(archive)} has member {info.filename!r} that {reason}; expected members "
+                        f"stored or compressed with {_READABLE}, which Python's zipfile reads. Nothing was extracted. "
+                        f"Fix: unzip the archive with a tool that reads it (e.g. 7-Zip: 7z x) and pass the folder "
+                        f"holding openEDS/ as --data-dir"
                     )
             total = sum(info.file_size for info in members)
             require_free_space(
@@ -560,6 +573,62 @@ def _extract(archive: Path, target: Path, *, quiet: bool) -> int:
             f"with room. Fix: free some space or pass --cache-dir elsewhere and run again (the archive is kept)"
         ) from None
     return total
+
+
+#: the compression methods of the zip format (APPNOTE 6.3.10, 4.4.5), by number
+_ZIP_METHODS = {
+    0: "stored",
+    1: "Shrink",
+    2: "Reduce",
+    3: "Reduce",
+    4: "Reduce",
+    5: "Reduce",
+    6: "Implode",
+    8: "Deflate",
+    9: "Deflate64",
+    10: "PKWARE DCL Implode",
+    12: "BZIP2",
+    14: "LZMA",
+    16: "IBM z/OS CMPSC",
+    18: "IBM TERSE",
+    19: "IBM LZ77 z",
+    93: "Zstandard",
+    94: "MP3",
+    95: "XZ",
+    96: "JPEG",
+    97: "WavPack",
+    98: "PPMd",
+    99: "AE-x (WinZip AES encryption)",
+}
+
+
+def _decompressors() -> dict[int, str]:
+    """The methods this Python's zipfile can decompress: stored and Deflate always, the others with their module."""
+    readable = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "Deflate"}
+    for method, module, name in ((zipfile.ZIP_BZIP2, "bz2", "BZIP2"), (zipfile.ZIP_LZMA, "lzma", "LZMA")):
+        with contextlib.suppress(ImportError):
+            __import__(module)
+            readable[method] = name
+    zstd = getattr(zipfile, "ZIP_ZSTANDARD", None)  # Python 3.14
+    if zstd is not None:
+        with contextlib.suppress(ImportError):
+            __import__("compression.zstd")
+            readable[zstd] = "Zstandard"
+    return readable
+
+
+_DECOMPRESSORS = _decompressors()
+_READABLE = ", ".join(name for method, name in _DECOMPRESSORS.items() if method != zipfile.ZIP_STORED)
+
+
+def _undecodable(info: zipfile.ZipInfo) -> str | None:
+    """Why Python's zipfile cannot extract ``info`` (from its central directory entry), or None if it can."""
+    if info.flag_bits & 0x1:
+        return "is encrypted (password-protected)"
+    if info.compress_type not in _DECOMPRESSORS:
+        name = _ZIP_METHODS.get(info.compress_type, "a number the zip format does not define")
+        return f"is compressed with {name} (method {info.compress_type}), which Python's zipfile cannot decompress"
+    return None
 
 
 def _unsafe(info: zipfile.ZipInfo) -> str | None:

@@ -6,13 +6,17 @@
     images/preview.png                              the preview picture of `pupil`, shown first by the card
     images/preview-full.png                         the preview picture of `full`
 
-A local folder also holds, never published:
+A local folder also holds ONE bookkeeping folder, `.openeds/`, which is never published
+(`openeds.hub.collect_local_files` leaves it out, `load_dataset` skips hidden folders, and the card's
+`data_files` patterns cannot match it):
 
-    .lock                                           held by the run using the folder (`openeds.lock`)
-    .lock.owner                                     who holds it: pid, host, start time, command
+    .openeds/lock                                   held by the run using the folder (`openeds.lock`); never deleted
+    .openeds/lock.owner                             who holds it: pid, host, start time, command
+    .openeds/records/{shard path}.json              each shard's size and sha256, recorded as it was written
+                                                    (`openeds.records`): a file cannot hold its own hash
 
-Materialising, the card and publishing all name files through these helpers, so none of
-them needs to import another to agree on a path.
+Nothing else but the Hub's files sits in the folder. Materialising, the card and publishing all name
+files through these helpers, so none of them needs to import another to agree on a path.
 """
 
 from __future__ import annotations
@@ -24,10 +28,16 @@ from typing import Final
 from openeds.schema import CONFIG_NAMES, ConfigName
 
 CARD_PATH: Final = "README.md"
-#: The lock file of a folder a run writes into (the staging folder, a Kaggle cache folder); not published.
-LOCK_NAME: Final = ".lock"
-#: Who holds the lock (JSON), written after taking it; not published.
-LOCK_OWNER_NAME: Final = ".lock.owner"
+#: The one bookkeeping folder of a local folder (the staging folder, a Kaggle cache folder); never published.
+BOOKKEEPING_DIR: Final = ".openeds"
+#: The lock file of a folder a run writes into; created once and never deleted.
+LOCK_NAME: Final = f"{BOOKKEEPING_DIR}/lock"
+#: Who holds the lock (JSON), written after taking it.
+LOCK_OWNER_NAME: Final = f"{BOOKKEEPING_DIR}/lock.owner"
+#: Where earlier versions kept the lock and its owner record, in the folder itself (`openeds.lock` moves them).
+LEGACY_LOCK_NAMES: Final = (".lock", ".lock.owner")
+#: The records of the shards' bytes: `{RECORDS_DIR}/{shard path}.json` (`openeds.records`).
+RECORDS_DIR: Final = f"{BOOKKEEPING_DIR}/records"
 #: The preview picture of each config: a few rows, every column drawn. A run draws those of the configs it builds.
 PREVIEW_PATHS: Final[Mapping[ConfigName, str]] = {"pupil": "images/preview.png", "full": "images/preview-full.png"}
 PREVIEW_PATH: Final = PREVIEW_PATHS["pupil"]

@@ -10,6 +10,14 @@ shard whose record matches and rebuilds anything else, so a corrected input file
 change in what the code computes always rebuilds. Shards are written under a temporary
 name and renamed when complete, so a killed run leaves nothing that looks finished.
 
+The footer's record says what a shard was built from, not that its bytes are still those
+written: each shard's size and sha256, hashed as it is written, are recorded beside it
+(``openeds.records``, in the folder's ``.openeds/``). A shard whose footer matches is reused
+only if its record is there and its size agrees; with ``reread`` (a run that does not publish)
+its bytes are read and hashed against the record too, so a bit flip, even with the file's
+size and modification time kept, is rebuilt rather than reused. A run that publishes checks
+them by the hash the upload computes instead (``openeds.hub.verify``).
+
 The same records tell whether a split the folder holds but this run does not rebuild
 (another config, another split) is still current: :func:`stale_reason` compares its
 records with what the raw data would give now, without building anything (hashing the
@@ -24,9 +32,12 @@ from __future__ import annotations
 import errno
 import logging
 import multiprocessing
+import sys
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import pyarrow as pa
@@ -34,7 +45,7 @@ import scipy
 import xxhash
 from tqdm import tqdm
 
-from openeds import disk, parquet, raw, schema
+from openeds import disk, parquet, raw, records, schema
 from openeds.card import SplitSize
 from openeds.layout import CONFIG_DIRS, complete_shard_set, shard_path, split_prefix
 from openeds.names import shown
@@ -42,8 +53,11 @@ from openeds.rows import make_row
 from preprocessing import COMPUTE_VERSION
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
+#: what the footer of a shard built from the synthetic sample says of its frames (``parquet.provenance_of``)
+SYNTHETIC_PROVENANCE = {"synthetic": True}
 #: parquet bytes per row measured on the synthetic sample (benchmarks/bench_parquet.py),
 #: with headroom; only used to check the free disk space up front
 _EXPECTED_ROW_BYTES = {"pupil": 1_000_000, "full": 1_300_000}
@@ -137,24 +151,63 @@ def _cut(pairs: Sequence[raw.Pair], config: schema.ConfigName, split: str, per_s
     return [ShardTask(config, split, i, count, tuple(pairs[i * per_shard : (i + 1) * per_shard])) for i in range(count)]
 
 
-def _build(task: ShardTask, source: dict, out_dir: Path, progress: Callable[[int], None] | None = None) -> int:
+def _build(
+    task: ShardTask,
+    source: dict,
+    out_dir: Path,
+    provenance: dict | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     def rows():
         for pair in task.pairs:
             yield make_row(pair, task.config)
             if progress:
                 progress(1)
 
-    return parquet.write_shard(out_dir / task.relpath, rows(), schema.features_for(task.config), source)
+    features = schema.features_for(task.config)
+    return parquet.write_shard(out_dir, task.relpath, rows(), features, source, provenance)
 
 
-def _build_in_worker(args: tuple[ShardTask, dict, Path]) -> ShardTask:
+def _build_in_worker(args: tuple[ShardTask, dict, Path, dict | None]) -> ShardTask:
     _build(*args)
     return args[0]
 
 
-def _is_complete(task: ShardTask, source: dict, out_dir: Path) -> bool:
+def _reuse(
+    task: ShardTask, source: dict, out_dir: Path, provenance: dict | None, *, reread: bool
+) -> tuple[bool, str | None]:
+    """Whether the shard of `task` in `out_dir` can be reused as it is, and if not, why (None: nothing to say,
+    the shard is absent or was built from other inputs).
+
+    A shard of a marked raw split (``provenance``) whose footer does not say so (built from a copy that had lost
+    its markers, or before they existed) is rebuilt, once, to say it; one that says so keeps saying it, marked
+    split or not, since its record pins the very frames of the sample.
+    """
     path = out_dir / task.relpath
-    return path.is_file() and parquet.read_source(path) == source
+    if not path.is_file() or parquet.read_source(path) != source:
+        return False, None
+    if provenance is not None and parquet.read_provenance(path) != provenance:
+        return False, None
+    why = records.problem(out_dir, task.relpath, read=reread)
+    return why is None, why
+
+
+def _reusable(
+    tasks: Sequence[ShardTask],
+    sources: Mapping[str, dict],
+    out_dir: Path,
+    synthetic: Collection[str],
+    *,
+    reread: bool,
+    threads: int,
+) -> list[tuple[ShardTask, bool, str | None]]:
+    """`_reuse` of every task, a few at once (reading and hashing a shard's bytes releases the GIL)."""
+
+    def reuse(task: ShardTask) -> tuple[bool, str | None]:
+        return _reuse(task, sources[task.relpath], out_dir, _provenance(task, synthetic), reread=reread)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(tasks) or 1))) as pool:
+        return [(task, *verdict) for task, verdict in zip(tasks, pool.map(reuse, tasks), strict=True)]
 
 
 def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
@@ -164,9 +217,15 @@ def _remove_stale(out_dir: Path, tasks: Sequence[ShardTask]) -> None:
         prefix = split_prefix(config, split)
         folder, name = prefix.rsplit("/", 1)
         for old in [*out_dir.glob(f"{prefix}*.parquet"), *(out_dir / folder).glob(f".{name}*.partial")]:
-            if old.relative_to(out_dir).as_posix() not in keep:
+            relpath = old.relative_to(out_dir).as_posix()
+            if relpath not in keep:
                 logger.info("Removing stale %s", old)
+                records.forget(out_dir, relpath)
                 old.unlink()
+
+
+def _provenance(task: ShardTask, synthetic: Collection[str]) -> dict | None:
+    return dict(SYNTHETIC_PROVENANCE) if task.split in synthetic else None
 
 
 def folder_splits(out_dir: Path) -> dict[tuple[schema.ConfigName, str], list[str]]:
@@ -191,65 +250,75 @@ def stale_reason(
     split: str,
     pairs: Sequence[raw.Pair] | None,
     digests: dict[raw.Pair, str],
+    *,
+    reread: bool = False,
 ) -> str | None:
     """Why the complete split ``config``/``split`` of ``out_dir`` is not what ``pairs`` would build now; None if it is.
 
     ``pairs`` is the raw split as it pairs up now (None: the raw data has no such split any
-    more). The shards' records are compared by :func:`records_stale_reason`. A shard that cannot
-    be read, or has no record of push.py's, is a :class:`MaterializeError`: it is not this tool's
-    to remove.
+    more). The shards' build records are compared by :func:`records_stale_reason`. A shard that
+    cannot be read, or has no build record of push.py's, is a :class:`MaterializeError`: it is not
+    this tool's to remove. With ``reread``, a split that is current by its build records is also
+    checked byte for byte against the records of what was written (``openeds.records``): a shard
+    without such a record, or whose bytes differ, makes it stale too.
     """
     paths = _shard_paths(out_dir, config, split)
-    records = [_record(out_dir, path, config, split) for path in paths]
-    return records_stale_reason(dict(enumerate(records)), len(records), config, split, pairs, digests)
+    footers = [_record(out_dir, path, config, split) for path in paths]
+    why = records_stale_reason(dict(enumerate(footers)), len(footers), config, split, pairs, digests)
+    if why is None and reread:
+        for path in paths:
+            if problem := records.problem(out_dir, path):
+                return f"its shard {path} cannot be vouched for: {problem}"
+    return why
 
 
 def records_stale_reason(
-    records: Mapping[int, Mapping],
+    footers: Mapping[int, Mapping],
     count: int,
     config: schema.ConfigName,
     split: str,
     pairs: Sequence[raw.Pair] | None,
     digests: dict[raw.Pair, str],
 ) -> str | None:
-    """Why shards with these build records are not what ``pairs`` would build now; None if they are.
+    """Why shards with these build records (in their footers) are not what ``pairs`` would build now; None if they are.
 
-    ``records`` maps a shard's index to the record in its footer, of ``count`` shards in all (a
+    ``footers`` maps a shard's index to the build record in its footer, of ``count`` shards in all (a
     local folder's complete split, or the shards a Hub repo holds of one, some maybe missing).
-    The records are compared with what a rebuild would record, shard by shard, with the shard size
+    The build records are compared with what a rebuild would record, shard by shard, with the shard size
     they were built with (so an earlier ``--max-shard-size`` is no reason). The inputs are hashed
     (into ``digests``) only when the versions and frames agree.
     """
     if pairs is None:
         return f"the raw data has no {split} split any more, so what it was built from cannot be checked"
     now = versions()
-    first = records[min(records)]
+    first = footers[min(footers)]
     changed = [f"{key} {first.get(key)} -> {now[key]}" for key in now if first.get(key) != now[key]]
     if changed:
         return f"it was built by other versions ({', '.join(changed)}), which compute other numbers"
-    per_shard = _rows_per_shard(records, count, len(pairs))
+    per_shard = _rows_per_shard(footers, count, len(pairs))
     tasks = _cut(pairs, config, split, per_shard) if per_shard else []
-    held = sum(rows for record in records.values() if isinstance(rows := record.get("rows"), int))
+    held = sum(rows for record in footers.values() if isinstance(rows := record.get("rows"), int))
     if len(tasks) != count or any(
-        {key: record.get(key) for key in tasks[i].frames()} != tasks[i].frames() for i, record in records.items()
+        {key: record.get(key) for key in tasks[i].frames()} != tasks[i].frames() for i, record in footers.items()
     ):
         return f"it was built from other frames ({held} rows) than the raw split pairs up now ({len(pairs)} frames)"
     hash_inputs(pairs, digests)
-    if any(tasks[i].source(digests) != record for i, record in records.items()):
+    if any(tasks[i].source(digests) != record for i, record in footers.items()):
         return "it was built from image or label files whose contents have changed since"
     return None
 
 
-def _rows_per_shard(records: Mapping[int, Mapping], count: int, frames: int) -> int | None:
-    """The rows per shard the records were built with: those of any shard but the last, which may hold fewer;
-    with the last one only, what the split's size implies. None if no positive whole number fits."""
-    inner = [record.get("rows") for index, record in records.items() if index < count - 1]
+def _rows_per_shard(footers: Mapping[int, Mapping], count: int, frames: int) -> int | None:
+    """The rows per shard the shards of these build records were built with: those of any shard but the last,
+    which may hold fewer; with the last one only, what the split's size implies. None if no positive whole
+    number fits."""
+    inner = [record.get("rows") for index, record in footers.items() if index < count - 1]
     if inner:
         rows = inner[0]
     elif count == 1:
-        rows = records[0].get("rows")
+        rows = footers[0].get("rows")
     else:
-        last = records[count - 1].get("rows")
+        last = footers[count - 1].get("rows")
         rows = (frames - last) // (count - 1) if isinstance(last, int) and (frames - last) % (count - 1) == 0 else None
     return rows if isinstance(rows, int) and not isinstance(rows, bool) and rows > 0 else None
 
@@ -278,6 +347,24 @@ def _unreadable(shard: Path, config: str, split: str, e: BaseException) -> str:
 def _shard_paths(out_dir: Path, config: str, split: str) -> list[str]:
     prefix = split_prefix(config, split)
     return sorted(p.relative_to(out_dir).as_posix() for p in out_dir.glob(f"{prefix}*-of-*.parquet"))
+
+
+def read_shard(out_dir: Path, relpath: str, read: Callable[[Path], T]) -> T:
+    """``read(path)`` of the shard ``relpath`` of ``out_dir`` (the preview picture's rows).
+
+    A shard that cannot be read was reused (its footer and record matched) but its bytes changed since they
+    were written, where the reread that a publishing run leaves to the upload did not look yet: one line, and
+    its record is removed, so that the next run rebuilds it.
+    """
+    try:
+        return read(out_dir / relpath)
+    except (OSError, pa.ArrowException, ValueError) as e:
+        records.forget(out_dir, relpath)
+        raise MaterializeError(
+            f"shard {shown(out_dir / relpath)} cannot be read ({' '.join(str(e).split())}); expected the shard as "
+            f"it was written: its bytes changed since (a damaged disk, a copy or an edit); its record is removed, "
+            f"so running the same command again rebuilds it"
+        ) from None
 
 
 def local_sizes(out_dir: Path, *, skip: Collection[tuple[str, str]] = ()) -> dict[str, dict[str, SplitSize]]:
@@ -318,10 +405,18 @@ def materialize(
     num_proc: int = 1,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     digests: dict[raw.Pair, str] | None = None,
+    reread: bool = True,
+    synthetic: Collection[str] = (),
 ) -> dict[str, dict[str, SplitSize]]:
     """Build every ``(config, split)`` of ``split_pairs`` into ``out_dir``; return their sizes.
 
     ``digests``: input hashes already computed in this run (by :func:`stale_reason`), reused.
+    A shard already built from the same inputs is reused if the record of its bytes is there and
+    its size agrees, and, with ``reread``, if its bytes hash to the record (a read of the shard);
+    else it is rebuilt, with a line saying why. Pass ``reread=False`` only when the caller checks
+    the reused shards' bytes itself (push.py when it publishes: by the hash the upload computes).
+    ``synthetic``: the raw splits whose frames are the synthetic sample; the footers of the shards built
+    from them say so (``openeds.provenance``), and a shard of theirs that does not say so yet is rebuilt.
     """
     tasks = [
         task
@@ -335,12 +430,14 @@ def materialize(
     digests = hash_inputs(frames, {} if digests is None else digests)
     sources = {task.relpath: task.source(digests) for task in tasks}
     todo = []
-    for task in tasks:
-        if _is_complete(task, sources[task.relpath], out_dir):
+    for task, reusable, why in _reusable(tasks, sources, out_dir, synthetic, reread=reread, threads=num_proc):
+        if reusable:
             logger.info("Skipping %s: already complete", task.relpath)
             print(f"Skipping {task.relpath}: already complete")
-        else:
-            todo.append(task)
+            continue
+        if why is not None:
+            print(f"Rebuilding {shown(out_dir / task.relpath)}: {why}", file=sys.stderr)
+        todo.append(task)
     disk.require_free_space(
         out_dir,
         sum(len(t.pairs) * _EXPECTED_ROW_BYTES[t.config] for t in todo),
@@ -352,11 +449,11 @@ def materialize(
         with tqdm(total=sum(len(t.pairs) for t in todo), unit="row", desc="Building shards") as bar:
             if num_proc <= 1 or len(todo) <= 1:
                 for task in todo:
-                    _build(task, sources[task.relpath], out_dir, bar.update)
+                    _build(task, sources[task.relpath], out_dir, _provenance(task, synthetic), bar.update)
             else:
                 # spawn, not fork: OpenCV's thread pool does not survive a fork reliably.
                 with multiprocessing.get_context("spawn").Pool(min(num_proc, len(todo))) as pool:
-                    work = [(t, sources[t.relpath], out_dir) for t in todo]
+                    work = [(t, sources[t.relpath], out_dir, _provenance(t, synthetic)) for t in todo]
                     for task in pool.imap_unordered(_build_in_worker, work):
                         bar.update(len(task.pairs))
     except OSError as e:
@@ -367,6 +464,7 @@ def materialize(
                 "free some space or pass --local-dir on a larger disk, then run the same command again"
             ) from None
         raise
+    records.prune(out_dir)  # the records of shards removed since (a stale split, another shard count)
     sizes: dict[str, dict[str, SplitSize]] = {}
     for config, split in split_pairs:
         # Only the splits built here: another split's shards are not this run's business.

@@ -9,20 +9,25 @@ values, which the RLE/bit-packed indices then compress very well).
 The ``huggingface`` schema metadata of :attr:`datasets.Features.arrow_schema` goes into
 every file, so ``load_dataset`` restores the Array2D/Array3D features. A
 ``openeds`` metadata entry records what the shard was built from, so a re-run can
-tell a finished shard from a stale one without reading its data.
+tell a finished shard from a stale one without reading its data. A separate
+``openeds_provenance`` entry, written only for a shard of the synthetic sample, says so
+(``openeds.provenance``); it plays no part in telling finished shards from stale ones. The
+file's own size and sha256 cannot be in it: they are hashed as the bytes go out and recorded
+beside the shard (:mod:`openeds.records`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from openeds import records
 
 if TYPE_CHECKING:  # only named in annotations here; importing it costs push.py a second of start-up
     import datasets
@@ -32,6 +37,8 @@ COMPRESSION_LEVEL = 3
 #: rows per row group: about 57 MB of raw arrays (90 MB in `full`), bounded memory on write and read
 ROW_GROUP_ROWS = 16
 _META_KEY = b"openeds"
+#: footer key of what the frames are (``{"synthetic": true}``), apart from the build record of ``_META_KEY``
+_PROVENANCE_KEY = b"openeds_provenance"
 
 
 def _leaf(name: str, depth: int) -> str:
@@ -84,23 +91,30 @@ def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 def write_shard(
-    path: Path,
+    folder: Path,
+    relpath: str,
     rows: Iterable[dict[str, Any]],
     features: datasets.Features,
     source: Mapping[str, Any],
+    provenance: Mapping[str, Any] | None = None,
 ) -> int:
-    """Stream ``rows`` into ``path`` in row groups of :data:`ROW_GROUP_ROWS`; return the row count.
+    """Stream ``rows`` into the shard ``relpath`` of ``folder`` in row groups of :data:`ROW_GROUP_ROWS`; return
+    the row count.
 
-    The file appears under its final name only once complete (written to a
-    temporary name, fsynced, then renamed), so a killed run never leaves a shard
-    that looks finished. ``source`` is stored in the footer (see :func:`read_source`).
+    The file appears under its final name only once complete (written to a temporary name,
+    fsynced, then renamed), so a killed run never leaves a shard that looks finished; its size and
+    sha256, hashed as the bytes go out, are then recorded beside it (:func:`openeds.records.write_recorded`).
+    ``source`` is stored in the footer (see :func:`read_source`), and so is ``provenance`` when given
+    (see :func:`provenance_of`).
     """
-    schema = arrow_schema(features, {_META_KEY.decode(): json.dumps(source, sort_keys=True)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    count, buffer = 0, []
-    try:
-        with pq.ParquetWriter(tmp, schema, **_writer_options(features)) as writer:
+    metadata = {_META_KEY.decode(): json.dumps(source, sort_keys=True)}
+    if provenance:
+        metadata[_PROVENANCE_KEY.decode()] = json.dumps(provenance, sort_keys=True)
+    schema = arrow_schema(features, metadata)
+
+    def write(sink: BinaryIO) -> int:
+        count, buffer = 0, []
+        with pq.ParquetWriter(sink, schema, **_writer_options(features)) as writer:
             for row in rows:
                 buffer.append(row)
                 if len(buffer) == ROW_GROUP_ROWS:
@@ -109,12 +123,9 @@ def write_shard(
             if buffer:
                 writer.write_table(rows_to_table(buffer, schema), row_group_size=ROW_GROUP_ROWS)
                 count += len(buffer)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return count
+        return count
+
+    return records.write_recorded(folder, relpath, write)
 
 
 def read_source(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
@@ -144,14 +155,46 @@ def source_of(metadata: pq.FileMetaData) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def provenance_of(metadata: pq.FileMetaData) -> dict[str, Any]:
+    """What a shard's footer says of its frames (``{"synthetic": True}`` for the synthetic sample); ``{}`` if
+    nothing, or nothing readable."""
+    raw = (metadata.metadata or {}).get(_PROVENANCE_KEY)
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:  # UnicodeDecodeError included
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def read_provenance(path: Path) -> dict[str, Any]:
+    """:func:`provenance_of` a shard's footer, read from its file; ``{}`` if it cannot be read."""
+    try:
+        return provenance_of(pq.read_metadata(path))
+    except (OSError, pa.ArrowException):
+        return {}
+
+
 def num_rows(path: Path) -> int:
     return pq.read_metadata(path).num_rows
 
 
-def read_rows(path: Path, limit: int) -> list[dict[str, Any]]:
-    """The first ``limit`` rows of a shard as NumPy arrays (for the preview picture)."""
+def read_rows(
+    path: Path, limit: int | None = None, *, indices: Sequence[int] | None = None, columns: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Rows of a shard as NumPy arrays (for the preview picture): the first ``limit``, or those at ``indices``
+    (in that order); ``columns`` (default: all). Only the row groups that hold them are read."""
     file = pq.ParquetFile(path)
-    table = file.read_row_group(0).slice(0, limit)
+    total = file.metadata.num_rows
+    indices = list(range(min(total, total if limit is None else limit)) if indices is None else indices)
+    if not indices:
+        return []
+    sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
+    starts = np.cumsum([0, *sizes])
+    group_of = {i: int(np.searchsorted(starts, i, side="right")) - 1 for i in indices}
+    groups = sorted(set(group_of.values()))
+    first = dict(zip(groups, np.cumsum([0, *(sizes[g] for g in groups)]), strict=False))  # each group's row in table
+    table = file.read_row_groups(groups, columns=list(columns) if columns else None)
+    table = table.take([int(first[group_of[i]] + i - starts[group_of[i]]) for i in indices])
     rows: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
     for name in table.column_names:
         column = table.column(name).combine_chunks()

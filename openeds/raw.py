@@ -31,6 +31,13 @@ which the callers print as warnings. In particular:
   labels are refused even when their values are whole: a float array is what resampling or a
   network's output gives, and turning 1.9999 or 2.5 into a class id would be a guess. Complex,
   ``timedelta64`` (which NumPy counts as an integer type) and structured dtypes are refused.
+* **Headers before payloads**: a PNG's signature and IHDR chunk (size, bit depth, colour type,
+  interlace) are checked before the file is read whole or decoded (:func:`check_png_header`),
+  and an ``.npy``'s header (shape, dtype, order) and its size against the file's before its data
+  is read, so a file declaring a huge image or array costs a few bytes of reading, not a decode
+  or an allocation. Exactly the PNGs ``docs/data.md`` lists are accepted: 8-bit grayscale
+  (colour type 0), 640 x 400, interlaced or not; nothing is converted (a 4-bit or 16-bit
+  grayscale, RGB or palette PNG is refused, not rescaled).
 * **Names in messages** go through :func:`openeds.names.shown`, so a file name holding a
   newline or another control character keeps the message on one line.
 """
@@ -38,14 +45,18 @@ which the callers print as warnings. In particular:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import struct
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+import tokenize
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import cv2
 import numpy as np
@@ -260,6 +271,52 @@ def check_disjoint(split_dirs: Mapping[str, Path]) -> list[str]:
     return notes
 
 
+#: frames named one by one per pair of splits by :func:`same_frames`; the rest are counted
+SAME_FRAMES_SHOWN = 5
+
+
+def same_frames(listings: Mapping[str, Sequence[Pair]], digests: Mapping[Pair, str]) -> list[str]:
+    """Warnings for frames whose image and label bytes are those of a frame of another split, under another name.
+
+    ``digests`` holds a content hash of each frame's image and label files (``openeds.materialize.digest_pair``,
+    which ``push.py`` computes anyway); frames without one are not compared, so nothing is read here. A frame
+    in an earlier split (train, validation, test) and its copy in a later one: one line each, naming both, up to
+    :data:`SAME_FRAMES_SHOWN` a pair of splits, then one line counting the rest. Copies within one split are not
+    said (a split may hold a frame twice), nor same names: :func:`check_disjoint` deals with those.
+    """
+    first: dict[str, tuple[str, Pair]] = {}
+    copies: dict[tuple[str, str], list[tuple[Pair, Pair]]] = {}
+    for split in sorted(listings, key=lambda s: SPLITS.index(s) if s in SPLITS else len(SPLITS)):
+        for pair in listings[split]:
+            digest = digests.get(pair)
+            if digest is None:
+                continue
+            earlier, original = first.setdefault(digest, (split, pair))
+            if earlier != split:
+                copies.setdefault((earlier, split), []).append((original, pair))
+    notes = []
+    for (earlier, later), found in copies.items():
+        leak = " (training data leaks into evaluation)" if earlier == "train" else ""
+        for original, copy in found[:SAME_FRAMES_SHOWN]:
+            notes.append(
+                f"warning: {later} frame {shown(copy.image.name)} has the same image and label bytes as {earlier} "
+                f"frame {shown(original.image.name)} ({shown(_in_split(copy))} and {shown(_in_split(original))}), so "
+                f"{later} is not independent of {earlier}{leak}; expected each frame in one split only. "
+                f"Fix: remove one of the two from the raw data"
+            )
+        if len(found) > SAME_FRAMES_SHOWN:
+            notes.append(
+                f"warning: {earlier} and {later}: {len(found) - SAME_FRAMES_SHOWN} more frames of {later} have the "
+                f"same image and label bytes as a frame of {earlier} under another name ({len(found)} in all)"
+            )
+    return notes
+
+
+def _in_split(pair: Pair) -> str:
+    """``test/images/000012.png``: a frame's image as its split folder sees it."""
+    return f"{pair.image.parent.parent.name}/{pair.image.parent.name}/{pair.image.name}"
+
+
 def _same_bytes(a: Path, b: Path) -> bool:
     try:
         return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
@@ -268,43 +325,118 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an 8-bit grayscale 400 x 640 PNG into uint8[400, 640]."""
+    """Decode an 8-bit grayscale 400 x 640 PNG into uint8[400, 640]; its header is checked before it is decoded.
+
+    What is accepted is exactly what ``docs/data.md`` ("The raw files it reads") says: the PNG
+    signature, then an intact IHDR chunk first (:func:`check_png_header`) declaring 640 x 400 pixels,
+    bit depth 8, colour type 0 (grayscale), compression and filter method 0, interlace 0 or 1
+    (Adam7 gives the same pixels); a file of at most ``MAX_PNG_BYTES``. Only then is the file read
+    whole and decoded, so a hostile header costs 33 bytes of reading, never a decode; the decode
+    must then give exactly the declared frame (image data that ends early is an error).
+    """
     path = Path(path)
     try:
-        data = np.fromfile(path, np.uint8)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_PNG_HEAD_BYTES)
+            check_png_header(head, size, path)
+            if size > MAX_PNG_BYTES:
+                raise RawDataError(
+                    f"image {shown(path)} is {size:,} bytes; expected at most {MAX_PNG_BYTES:,} (a 640 x 400 8-bit "
+                    f"frame takes under 260,000 bytes even stored uncompressed, so the rest is not the frame). "
+                    f"Fix: replace it with the original PNG"
+                )
+            data = np.frombuffer(head + f.read(MAX_PNG_BYTES + 1 - len(head)), np.uint8)
     except OSError as e:
         raise RawDataError(f"image {shown(path)} cannot be read: {e.strerror or e}") from None
-    head = data[:8].tobytes()
-    if head.startswith(_JPEG_SIGNATURE):
-        raise RawDataError(
-            f"image {shown(path)} holds JPEG data, not PNG ({data.size} bytes); expected the lossless 8-bit "
-            f"grayscale PNG of OpenEDS (a JPEG copy has lost detail to compression). "
-            f"Fix: replace it with the original PNG"
-        )
-    if head != _PNG_SIGNATURE:
-        start = f", starting {head!r}, not the PNG signature" if data.size else ""
-        raise RawDataError(
-            f"image {shown(path)} is not a decodable PNG ({data.size} bytes{start}); expected an 8-bit grayscale PNG"
-        )
     image, said = _decode_quietly(data)
     if image is None:
         why = f": {said}" if said else ""
         raise RawDataError(
             f"image {shown(path)} is not a decodable PNG ({data.size} bytes{why}); expected an 8-bit grayscale PNG"
         )
-    if image.ndim != 2 or image.dtype != np.uint8:
-        channels = 1 if image.ndim == 2 else image.shape[2]
+    if image.shape != (HEIGHT, WIDTH) or image.dtype != np.uint8:  # the header said so: the decoder disagrees
         raise RawDataError(
-            f"image {shown(path)} has {channels} channel(s) of {image.dtype}; "
-            f"expected 8-bit grayscale (1 channel of uint8)"
-        )
-    if image.shape != (HEIGHT, WIDTH):
-        portrait = image.shape == (WIDTH, HEIGHT)
-        hint = " This looks like the 2019 portrait release, which v2 does not support" if portrait else ""
-        raise RawDataError(
-            f"image {shown(path)} has shape {image.shape} (rows, cols); expected ({HEIGHT}, {WIDTH}).{hint}"
+            f"image {shown(path)} decodes to {image.dtype} of shape {image.shape}, not the 8-bit grayscale "
+            f"({HEIGHT}, {WIDTH}) frame its PNG header declares; expected a PNG whose data matches its header. "
+            f"Fix: replace it with the original PNG"
         )
     return image
+
+
+#: the largest image file read: far above any encoding of one 640 x 400 8-bit frame (docs/data.md)
+MAX_PNG_BYTES = 32 * 1024**2
+#: signature, then the IHDR chunk: length, type, width, height, bit depth, colour type, compression,
+#: filter and interlace methods, CRC (PNG 3rd edition, 11.2.1)
+_IHDR = struct.Struct(">I4sIIBBBBBI")
+_PNG_HEAD_BYTES = len(_PNG_SIGNATURE) + _IHDR.size
+#: colour type -> (what it is, the bit depths PNG allows with it)
+_PNG_COLOUR_TYPES = {
+    0: ("grayscale", (1, 2, 4, 8, 16)),
+    2: ("RGB", (8, 16)),
+    3: ("palette", (1, 2, 4, 8)),
+    4: ("grayscale with alpha", (8, 16)),
+    6: ("RGB with alpha", (8, 16)),
+}
+
+
+def check_png_header(head: bytes, size: int, path: Path) -> None:
+    """Refuse, from its first 33 bytes, a file that is not an accepted PNG (see :func:`read_image`).
+
+    ``head``: the file's first bytes (at most 33 are looked at); ``size``: its size, for messages.
+    """
+    expected = "expected an 8-bit grayscale PNG"
+    if head.startswith(_JPEG_SIGNATURE):
+        raise RawDataError(
+            f"image {shown(path)} holds JPEG data, not PNG ({size} bytes); expected the lossless 8-bit "
+            f"grayscale PNG of OpenEDS (a JPEG copy has lost detail to compression). "
+            f"Fix: replace it with the original PNG"
+        )
+    if not head.startswith(_PNG_SIGNATURE):
+        start = f", starting {head[:8]!r}, not the PNG signature" if head else ""
+        raise RawDataError(f"image {shown(path)} is not a decodable PNG ({size} bytes{start}); {expected}")
+    if len(head) < _PNG_HEAD_BYTES:
+        raise RawDataError(
+            f"image {shown(path)} is not a decodable PNG ({size} bytes: it ends within the IHDR chunk that "
+            f"must follow the signature); {expected}"
+        )
+    length, kind, width, height, depth, colour, compression, filtering, interlace, crc = _IHDR.unpack_from(
+        head, len(_PNG_SIGNATURE)
+    )
+    if kind != b"IHDR" or length != 13:
+        raise RawDataError(
+            f"image {shown(path)} is not a decodable PNG ({size} bytes: its first chunk is {kind!r} of {length} "
+            f"bytes, not the 13-byte IHDR a PNG starts with); {expected}"
+        )
+    if zlib.crc32(head[len(_PNG_SIGNATURE) + 4 : _PNG_HEAD_BYTES - 4]) != crc:
+        raise RawDataError(
+            f"image {shown(path)} is not a decodable PNG ({size} bytes: the CRC of its IHDR chunk does not match, "
+            f"so its header is damaged); {expected}"
+        )
+    if compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise RawDataError(
+            f"image {shown(path)} is not a decodable PNG ({size} bytes: its IHDR declares compression method "
+            f"{compression}, filter method {filtering} and interlace method {interlace}; PNG defines 0, 0 and 0 or 1); "
+            f"{expected}"
+        )
+    name, depths = _PNG_COLOUR_TYPES.get(colour, (None, ()))
+    if depth not in depths:
+        raise RawDataError(
+            f"image {shown(path)} is not a decodable PNG ({size} bytes: its IHDR declares bit depth {depth} with "
+            f"colour type {colour}, a combination PNG does not define); {expected}"
+        )
+    if (depth, colour) != (8, 0):
+        raise RawDataError(
+            f"image {shown(path)} is a PNG of {depth}-bit {name} (bit depth {depth}, colour type {colour}); {expected} "
+            f"(bit depth 8, colour type 0), as OpenEDS ships its frames; other kinds are not converted, since "
+            f"their values would not be the frame's. Fix: replace it with the original frame"
+        )
+    if (height, width) != (HEIGHT, WIDTH):
+        portrait = (height, width) == (WIDTH, HEIGHT)
+        hint = " This looks like the 2019 portrait release, which v2 does not support" if portrait else ""
+        raise RawDataError(
+            f"image {shown(path)} has shape ({height}, {width}) (rows, cols); expected ({HEIGHT}, {WIDTH}).{hint}"
+        )
 
 
 def _decode_quietly(data: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -313,7 +445,8 @@ def _decode_quietly(data: np.ndarray) -> tuple[np.ndarray | None, str]:
     OpenCV's own ``[ WARN ...]`` lines are switched off through its log level; libpng prints
     ``libpng error: ...`` with ``fprintf(stderr)``, which no OpenCV setting reaches, so the
     process's stderr is pointed at a temporary file for the call. On failure what libpng
-    said goes into the caller's one-line error instead of lines of its own before it.
+    said goes into the caller's one-line error instead of lines of its own before it. Image
+    data beyond the declared frame (libpng's warnings of :data:`_BEYOND_THE_FRAME`) is a failure.
     """
     with _STDERR_LOCK:
         level = cv2.utils.logging.getLogLevel()
@@ -324,12 +457,18 @@ def _decode_quietly(data: np.ndarray) -> tuple[np.ndarray | None, str]:
         finally:
             cv2.utils.logging.setLogLevel(level)
     lines = (said[0] if said else "").splitlines(keepends=True)
-    if image is not None:
+    if image is not None and not any(excess in line for line in lines for excess in _BEYOND_THE_FRAME):
         sys.stderr.write("".join(lines))
         return image, ""
     # Anything else written meanwhile (another thread's output) is passed on.
     sys.stderr.write("".join(line for line in lines if not line.startswith("libpng")))
-    return image, "; ".join(line.removeprefix("libpng error: ").strip() for line in lines if line.startswith("libpng"))
+    libpng = [line.strip() for line in lines if line.startswith("libpng")]
+    return None, "; ".join(line.removeprefix("libpng error: ").removeprefix("libpng warning: ") for line in libpng)
+
+
+#: what libpng says, as a warning, of image data that runs on past the frame the header declares: such a
+#: file holds something else than the frame, so it is refused (docs/data.md)
+_BEYOND_THE_FRAME = ("Too much image data", "Extra compressed data")
 
 
 @contextlib.contextmanager
@@ -354,48 +493,116 @@ def _stderr_captured() -> Iterator[list[str]]:
 
 
 def read_label(path: str | Path, shape: tuple[int, int] = (HEIGHT, WIDTH)) -> np.ndarray:
-    """Load a raw label ``.npy`` with classes 0..3 as uint8 of the image's ``shape``."""
+    """Load a raw label ``.npy`` with classes 0..3 as uint8 of the image's ``shape`` (C order).
+
+    The ``.npy`` header (``numpy.lib.format``: format version, shape, order, dtype) is read and
+    checked first, and the file's size against it, so nothing is allocated for a header that
+    declares another shape, a dtype that is not integer class ids, Python objects, or more or
+    fewer bytes than the file holds. Only then is the payload (at most ``shape`` x 8 bytes) read.
+    Any integer dtype of any byte order is accepted, in C or Fortran order (``np.save`` of an
+    ``np.asfortranarray``); the module docstring says why the others are not.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(64)
+            if not head.startswith(_NPY_MAGIC):
+                raise RawDataError(
+                    f"label {shown(path)} {_what_it_is(head)}; expected one array saved with numpy.save (.npy). "
+                    f"Fix: save the label with numpy.save"
+                )
+            f.seek(0)
+            found_shape, fortran, dtype = _npy_header(f, path)
+            _check_label_header(path, found_shape, dtype, shape)
+            count = math.prod(shape)
+            payload = count * dtype.itemsize
+            size, offset = os.fstat(f.fileno()).st_size, f.tell()
+            if size != offset + payload:
+                what = "it is truncated" if size < offset + payload else "bytes follow the array"
+                raise RawDataError(
+                    f"label {shown(path)} is {size:,} bytes, but its .npy header declares {_one_line(dtype)} of shape "
+                    f"{found_shape}: {offset:,} header bytes and {payload:,} of data, {offset + payload:,} in all "
+                    f"({what}); expected a file of exactly that size. Fix: save the label again with numpy.save"
+                )
+            flat = np.fromfile(f, dtype, count)
     except OSError as e:
         raise RawDataError(f"label {shown(path)} cannot be read: {e.strerror or e}") from None
-    if not head.startswith(_NPY_MAGIC):
+    if flat.size != count:  # the file shrank since its size was taken
         raise RawDataError(
-            f"label {shown(path)} {_what_it_is(head)}; expected one array saved with numpy.save (.npy). "
-            f"Fix: save the label with numpy.save"
+            f"label {shown(path)} ended after {flat.size:,} of the {count:,} values its .npy header declares; "
+            f"expected the whole array. Fix: save the label again with numpy.save"
         )
-    try:
-        label = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise RawDataError(
-                f"label {shown(path)} holds an array of Python objects (pickled); expected integer class ids 0..3"
-            ) from None
-        raise RawDataError(f"label {shown(path)} is not a readable .npy array: {_one_line(e)}") from None
-    except (OSError, EOFError) as e:
-        raise RawDataError(f"label {shown(path)} is not a readable .npy array: {_one_line(e)}") from None
-    if label.shape != shape:
-        raise RawDataError(f"label {shown(path)} has shape {label.shape}; expected {shape}, the shape of its image")
-    if label.dtype == np.bool_:
-        raise RawDataError(
-            f"label {shown(path)} holds a bool array (a True/False mask); expected integer class ids 0..3 "
-            f"(0 bg, 1 sclera, 2 iris, 3 pupil) in an integer dtype such as uint8, since read as classes every True "
-            f"would be sclera and the frame would have no pupil. Fix: save the frame's 4-class label"
-        )
-    if label.dtype.kind not in "iu":  # kind, not issubdtype: NumPy counts timedelta64 as an integer type
-        raise RawDataError(
-            f"label {shown(path)} has dtype {_one_line(label.dtype)}; expected integer class ids 0..3 in an integer "
-            f"dtype such as uint8 (floats are refused even when whole: their class would be a guess). "
-            f"Fix: save the frame's label as integers"
-        )
+    label = flat.reshape(shape, order="F" if fortran else "C")
     lo, hi = int(label.min()), int(label.max())
     if lo < 0 or hi > 3:
         raise RawDataError(
             f"label {shown(path)} has values in {lo}..{hi}; expected class ids 0..3 (bg, sclera, iris, pupil)"
         )
-    return label.astype(np.uint8, copy=False)
+    return np.ascontiguousarray(label, dtype=np.uint8)
+
+
+#: the longest .npy header read (numpy's own default bound; np.save writes about 128 bytes for a label)
+_MAX_NPY_HEADER = 10_000
+
+
+def _npy_header(f: BinaryIO, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The ``(shape, fortran_order, dtype)`` of the ``.npy`` header ``f`` starts with; ``f`` is left at the data."""
+    # numpy parses the header with ast.literal_eval, and a header from Python 2 with tokenize
+    unreadable = (ValueError, SyntaxError, tokenize.TokenError, RecursionError)
+    try:
+        version = np.lib.format.read_magic(f)
+    except unreadable as e:
+        raise _unreadable_npy_header(path, e) from None
+    readers = {(1, 0): (2, np.lib.format.read_array_header_1_0), (2, 0): (4, np.lib.format.read_array_header_2_0)}
+    if version not in readers:
+        raise RawDataError(
+            f"label {shown(path)} is .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0, what "
+            f"numpy.save writes for an array of integers (3.0 is only for structured dtypes). "
+            f"Fix: save the label with numpy.save"
+        )
+    # numpy reads the whole header (its length a 2- or 4-byte field) before it checks that length
+    width, read_header = readers[version]
+    at = f.tell()
+    length = int.from_bytes(f.read(width), "little")
+    if length > _MAX_NPY_HEADER:
+        raise RawDataError(
+            f"label {shown(path)} has a .npy header of {length:,} bytes, by its length field; expected at most "
+            f"{_MAX_NPY_HEADER:,} (numpy.save writes about 128 for a label). Fix: save the label again with numpy.save"
+        )
+    f.seek(at)
+    try:
+        return read_header(f, max_header_size=_MAX_NPY_HEADER)
+    except unreadable as e:
+        raise _unreadable_npy_header(path, e) from None
+
+
+def _unreadable_npy_header(path: Path, error: Exception) -> RawDataError:
+    return RawDataError(
+        f"label {shown(path)} has a .npy header numpy cannot read ({_one_line(error)}); expected one array saved "
+        f"with numpy.save. Fix: save the label again with numpy.save"
+    )
+
+
+def _check_label_header(path: Path, found: tuple[int, ...], dtype: np.dtype, shape: tuple[int, int]) -> None:
+    """Refuse, from its header, a label whose shape is not ``shape`` or whose dtype is not of integer class ids."""
+    if dtype.hasobject:
+        raise RawDataError(
+            f"label {shown(path)} holds an array of Python objects (pickled); expected integer class ids 0..3"
+        )
+    if found != shape:
+        raise RawDataError(f"label {shown(path)} has shape {found}; expected {shape}, the shape of its image")
+    if dtype == np.bool_:
+        raise RawDataError(
+            f"label {shown(path)} holds a bool array (a True/False mask); expected integer class ids 0..3 "
+            f"(0 bg, 1 sclera, 2 iris, 3 pupil) in an integer dtype such as uint8, since read as classes every True "
+            f"would be sclera and the frame would have no pupil. Fix: save the frame's 4-class label"
+        )
+    if dtype.kind not in "iu":  # kind, not issubdtype: NumPy counts timedelta64 as an integer type
+        raise RawDataError(
+            f"label {shown(path)} has dtype {_one_line(dtype)}; expected integer class ids 0..3 in an integer "
+            f"dtype such as uint8 (floats are refused even when whole: their class would be a guess). "
+            f"Fix: save the frame's label as integers"
+        )
 
 
 def _one_line(value: object) -> str:

@@ -13,6 +13,11 @@ right (:data:`EDGE_CASES`):
 * ``full_frame``: an eye that covers the whole frame (no background class at all);
 * ``lid_pupil``: the iris shows but the pupil is hidden under the upper lid.
 
+The sample says what it is: each split folder it writes holds :data:`MARKER`, a short text file
+naming the generator, so that what is built from it is never described as OpenEDS, whichever flag
+(``--sample``, ``--data-dir``, a Kaggle download of it) named the folder (:func:`is_marked`;
+``openeds.provenance`` carries it into the shards' footers and the card).
+
 ``python -m openeds.synthetic OUT`` writes the sample.
 """
 
@@ -31,6 +36,13 @@ from openeds.names import shown
 from openeds.schema import HEIGHT, WIDTH
 
 EDGE_CASES = ("closed", "border", "full_frame", "lid_pupil")
+#: The file in each split folder of the sample that says its frames are synthetic (see :func:`is_marked`).
+MARKER = "SYNTHETIC.txt"
+_MARKER_TEXT = (
+    "The images and labels of this split were drawn by openeds.synthetic (seed {seed}), the synthetic sample of the\n"
+    "openeds-precomputed builder repo. They are not OpenEDS data. push.py recognises this file and says so in the\n"
+    "dataset card of anything built from this folder.\n"
+)
 #: frames per split; the train split carries every edge case, the others one each
 DEFAULT_COUNTS: Mapping[str, int] = {"train": 8, "validation": 3, "test": 3}
 _SPLIT_OFFSET = {"train": 0, "validation": 100_000, "test": 200_000}
@@ -95,7 +107,8 @@ def render_eye(rng: np.random.Generator, kind: str = "normal") -> tuple[np.ndarr
 
 
 def write_sample(root: str | Path, counts: Mapping[str, int] = DEFAULT_COUNTS, seed: int = 0) -> Path:
-    """Write the sample under ``root/openEDS/openEDS/<split>/{images,labels,masks}``.
+    """Write the sample under ``root/openEDS/openEDS/<split>/{images,labels,masks}``, and :data:`MARKER` in each
+    split folder.
 
     Deterministic for a given ``counts`` and ``seed``. Returns ``root``.
     """
@@ -105,6 +118,7 @@ def write_sample(root: str | Path, counts: Mapping[str, int] = DEFAULT_COUNTS, s
         base = root / "openEDS" / "openEDS" / split
         for sub in ("images", "labels", "masks"):
             (base / sub).mkdir(parents=True, exist_ok=True)
+        _write(base / MARKER, _MARKER_TEXT.format(seed=seed).encode("utf-8"))
         for i, kind in enumerate(_kinds(split, count)):
             stem = f"{_SPLIT_OFFSET[split] + i:012d}"
             image, label = render_eye(rng, kind)
@@ -114,6 +128,11 @@ def write_sample(root: str | Path, counts: Mapping[str, int] = DEFAULT_COUNTS, s
             _write(base / "labels" / f"{stem}.npy", label_file.getvalue())
             _write(base / "masks" / f"{stem}.png", _png(label * np.uint8(85)))
     return root
+
+
+def is_marked(split_dir: Path) -> bool:
+    """Whether the raw split folder ``split_dir`` holds :data:`MARKER`: its frames are the synthetic sample."""
+    return (split_dir / MARKER).is_file()
 
 
 def _png(image: np.ndarray) -> bytes:

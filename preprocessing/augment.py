@@ -43,8 +43,23 @@ class Sample(NamedTuple):
     dist_map: np.ndarray  # float32 [C, H, W]; after a flip, a mirrored view (negative strides)
 
 
+#: The dtype of each array of a :class:`Sample`: the stored columns' (v1 and v2), and what a
+#: :class:`Transform` returns, with each array's shape unchanged (the training feeds check it)
+SAMPLE_DTYPES: dict[str, np.dtype] = {
+    "image": np.dtype(np.uint8),
+    "label": np.dtype(np.uint8),
+    "spatial_weights": np.dtype(np.float32),
+    "dist_map": np.dtype(np.float32),
+}
+
+
 class Transform(ABC):
-    """Anything :class:`preprocessing.training.IrisDataset` accepts as ``transform``."""
+    """Anything :class:`preprocessing.training.IrisDataset` accepts as ``transform``.
+
+    It returns a :class:`Sample` of NumPy arrays of the shapes it was given and the dtypes of
+    :data:`SAMPLE_DTYPES` (views of any strides will do); the feeds refuse anything else with
+    one error naming the array (``preprocessing.training.items.check_transformed``).
+    """
 
     @abstractmethod
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:

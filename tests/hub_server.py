@@ -2,7 +2,8 @@
 
 The real `huggingface_hub` and `datasets` clients talk HTTP to this server, so the tests exercise
 the same requests as a push to, and a load from, huggingface.co. It serves dataset repos only,
-speaks the legacy LFS protocol (run the clients with `HF_HUB_DISABLE_XET=1`) and keeps every
+speaks both upload protocols (Xet, the clients' default, through the storage service of
+`tests/xet_server.py`; the legacy LFS batch protocol with `HF_HUB_DISABLE_XET=1`) and keeps every
 commit as a full snapshot, so branches, tags and commit shas all stay readable.
 
 Endpoints (as called by huggingface_hub 2.4 and datasets 3.6 / 5.2):
@@ -31,10 +32,10 @@ chosen first. At the top of `tests/conftest.py`, before anything imports hugging
 
     configure_hub_environment()
 
-`configure_hub_environment` sets `HF_ENDPOINT=http://127.0.0.1:{free port}`, `HF_HUB_DISABLE_XET=1`
-and a temporary `HF_HOME`, and removes any real token from the environment; the session fixture
-`hub_server` then serves on that port, and the function fixture `hub` resets faults and the
-request log for each test.
+`configure_hub_environment` sets `HF_ENDPOINT=http://127.0.0.1:{free port}`, unsets `HF_HUB_DISABLE_XET`
+(uploads go through Xet, as users' do), sets a temporary `HF_HOME` and removes any real token from the
+environment; the session fixture `hub_server` then serves on that port, and the function fixture `hub`
+resets faults and the request log for each test.
 
 Tokens: reads are anonymous; a request carrying an unknown token gets 401. Writes need a token
 with write access to the repo's namespace (401 without a token, 403 without the right).
@@ -45,6 +46,11 @@ may write to the namespace: else 403 (401 without a token) with `X-Error-Code: G
 or not: a user granted access to read a gated repo gets 403 there, without `GatedRepo`.
 whoami lists the namespaces a token may write to, besides the user's own, as its `orgs`.
 Tag names: a tag git refuses (`git check-ref-format refs/tags/NAME`, a leading `-`) gets 400.
+Listings, as on the Hub: the tree listing answers in pages of `tree_page_size` entries (10 by default, so
+that every test that lists a repo of a few files pages), each linking to the next with
+`Link: <...?cursor=...>; rel="next"`; the repo info lists at most `siblings_limit` files (a large repo's
+`siblings` are truncated). `/preupload` answers `shouldIgnore` from the repo's `.gitignore` at the
+revision (or the `gitIgnore` the client sends), read with git's rules (`gitignored`).
 Fault injection: `server.fail(method, path_regex, status=..., times=..., headers=...)`; `drop=True` cuts the
 connection halfway through the request body, `lose_response=True` after handling the request;
 `hang=True` reads the request and never answers (nothing is handled), `stall_after=N` handles it and
@@ -78,15 +84,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
-from typing import Any, Self
-from urllib.parse import parse_qs, unquote
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import parse_qs, unquote, urlencode
 
 import pytest
 import yaml
 
+if TYPE_CHECKING:
+    from tests.xet_server import XetServer
+
 # Files stored in LFS whatever their content (the Hub's default .gitattributes has the same idea).
 LFS_SUFFIXES = (".parquet", ".arrow", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".bin", ".zip", ".gz", ".zst")
 LFS_MIN_SIZE = 10 * 1024 * 1024
+#: entries per page of the tree listing: small, so that the tests' listings of a few files page
+TREE_PAGE_SIZE = 10
+#: files listed at most in the repo info's `siblings`, beyond which a large repo's list is cut
+SIBLINGS_LIMIT = 1000
 #: the longest a hung or stalled handler waits for its release (a reset of the faults, the server's stop)
 HANG_LIMIT = 300.0
 GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
@@ -114,15 +127,16 @@ class Entry:
     content: bytes | None = None  # regular files only
     lfs_sha256: str | None = None  # LFS files only
     pointer_size: int | None = None
+    xet_hash: str | None = None  # LFS files stored in the Xet service (tests/xet_server.py)
 
     @classmethod
     def regular(cls, content: bytes) -> Entry:
         return cls(size=len(content), oid=_git_oid(content), content=content)
 
     @classmethod
-    def lfs(cls, sha256: str, size: int) -> Entry:
+    def lfs(cls, sha256: str, size: int, xet_hash: str | None = None) -> Entry:
         pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-        return cls(size=size, oid=_git_oid(pointer), lfs_sha256=sha256, pointer_size=len(pointer))
+        return cls(size=size, oid=_git_oid(pointer), lfs_sha256=sha256, pointer_size=len(pointer), xet_hash=xet_hash)
 
     @property
     def etag(self) -> str:
@@ -132,6 +146,8 @@ class Entry:
         info: JSON = {"type": "file", "path": path, "oid": self.oid, "size": self.size}
         if self.lfs_sha256 is not None:
             info["lfs"] = {"oid": self.lfs_sha256, "size": self.size, "pointerSize": self.pointer_size}
+        if self.xet_hash is not None:
+            info["xetHash"] = self.xet_hash
         return info
 
 
@@ -156,6 +172,7 @@ class Repo:
     lfs_objects: dict[str, bytes] = field(default_factory=dict)  # sha256 -> content
     gated: bool = False  # files readable only by `granted` users and those who may write (see HubServer.gate)
     granted: set[str] = field(default_factory=set)
+    xet: XetServer | None = None  # where the repo's Xet-backed files are stored
 
     def resolve(self, revision: str) -> Commit | None:
         """A branch, a tag or a full commit sha."""
@@ -165,7 +182,9 @@ class Repo:
     def read(self, entry: Entry) -> bytes:
         if entry.content is not None:
             return entry.content
-        return self.lfs_objects[entry.lfs_sha256 or ""]
+        if entry.lfs_sha256 in self.lfs_objects or entry.xet_hash is None or self.xet is None:
+            return self.lfs_objects[entry.lfs_sha256 or ""]
+        return self.xet.read(entry.xet_hash)
 
     def add_commit(
         self, parent: Commit | None, files: dict[str, Entry], title: str, message: str, author: str
@@ -243,6 +262,8 @@ class Fault:
     released: threading.Event = field(default_factory=threading.Event)
     body: bytes | None = None  # the answer's body instead of the server's JSON error, e.g. an HTML page
     content_type: str = "text/html; charset=utf-8"
+    stall_body: bool = False  # read half of the request's body, then stop reading and never answer
+    skip: int = 0  # the first `skip` matching requests pass untouched (a fault that starts mid-run)
 
 
 @dataclass(frozen=True)
@@ -273,15 +294,92 @@ class _DropConnection(Exception):
 # --- the server -------------------------------------------------------------------------------
 
 
-class HubServer:
+class FaultInjector:
+    """Faults and the request log of a test server (the Hub here, the Xet service in tests/xet_server.py)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = []
+        self.requests: list[LoggedRequest] = []
+
+    def fail(
+        self,
+        method: str,
+        path_regex: str,
+        *,
+        status: int = 500,
+        times: int = 1,
+        drop: bool = False,
+        lose_response: bool = False,
+        headers: dict[str, str] | None = None,
+        hang: bool = False,
+        stall_after: int | None = None,
+        body: bytes | None = None,
+        content_type: str = "text/html; charset=utf-8",
+        stall_body: bool = False,
+        skip: int = 0,
+    ) -> Fault:
+        """Answer the next `times` matching requests (after `skip` untouched ones) with `status` and `headers`
+        (or `body`), cut the connection, hang or stall (`Fault`)."""
+        fault = Fault(
+            method.upper(),
+            re.compile(path_regex),
+            status,
+            times,
+            drop,
+            lose_response,
+            dict(headers or {}),
+            hang=hang,
+            stall_after=stall_after,
+            body=body,
+            content_type=content_type,
+            stall_body=stall_body,
+            skip=skip,
+        )
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def reset_faults_and_log(self) -> None:
+        self._release_hung()
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+
+    def _release_hung(self) -> None:
+        """Let every hung or stalled handler go: its client is gone, or about to be."""
+        with self._lock:
+            for fault in self._faults:
+                fault.released.set()
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.hits < fault.times and fault.method == method and fault.path_regex.search(path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def log(self, request: LoggedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+
+class HubServer(FaultInjector):
     """The Hub state plus a `ThreadingHTTPServer` serving it from a background thread."""
 
     def __init__(self, port: int = 0) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._repos: dict[str, Repo] = {}
         self._tokens: dict[str, TokenGrant] = {}
-        self._faults: list[Fault] = []
-        self.requests: list[LoggedRequest] = []
+        #: entries per page of the tree listing; files at most in the repo info's `siblings`
+        self.tree_page_size = TREE_PAGE_SIZE
+        self.siblings_limit = SIBLINGS_LIMIT
+        #: the Xet storage service whose URL the token routes hand out (tests/xet_server.py), if any
+        self.xet: XetServer | None = None
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.hub = self  # type: ignore[attr-defined]
@@ -307,40 +405,6 @@ class HubServer:
         with self._lock:
             self._tokens[token] = TokenGrant(user, frozenset([user] if write is None else write))
 
-    def fail(
-        self,
-        method: str,
-        path_regex: str,
-        *,
-        status: int = 500,
-        times: int = 1,
-        drop: bool = False,
-        lose_response: bool = False,
-        headers: dict[str, str] | None = None,
-        hang: bool = False,
-        stall_after: int | None = None,
-        body: bytes | None = None,
-        content_type: str = "text/html; charset=utf-8",
-    ) -> Fault:
-        """Answer the next `times` matching requests with `status` and `headers` (or `body`), cut the
-        connection, hang or stall (`Fault`)."""
-        fault = Fault(
-            method.upper(),
-            re.compile(path_regex),
-            status,
-            times,
-            drop,
-            lose_response,
-            dict(headers or {}),
-            hang=hang,
-            stall_after=stall_after,
-            body=body,
-            content_type=content_type,
-        )
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
     def gate(self, repo_id: str, *, granted: Iterable[str] = ()) -> None:
         """Make `repo_id` a gated repo whose files only `granted` users (and those who may write to it) may read."""
         with self._lock:
@@ -359,37 +423,24 @@ class HubServer:
             repo.branches["main"] = commit.sha
         return commit.sha
 
-    def reset_faults_and_log(self) -> None:
-        self._release_hung()
-        with self._lock:
-            self._faults.clear()
-            self.requests.clear()
-
-    def _release_hung(self) -> None:
-        """Let every hung or stalled handler go: its client is gone, or about to be."""
-        with self._lock:
-            for fault in self._faults:
-                fault.released.set()
-
     def lfs_uploads(self, repo_id: str) -> list[str]:
         """Oids of the LFS objects PUT (and accepted) for `repo_id`, in arrival order."""
         prefix = f"/lfs/datasets/{repo_id}/"
         with self._lock:
             return [r.lfs_oid for r in self.requests if r.lfs_oid and r.status == 200 and r.path.startswith(prefix)]
 
+    def reset_faults_and_log(self) -> None:
+        """No pending fault, an empty request log, here and in the Xet service (and its counters zeroed)."""
+        super().reset_faults_and_log()
+        if self.xet is not None:
+            self.xet.reset_faults_and_log()
+
+    def uploads(self, repo_id: str) -> list[str]:
+        """The sha256 of each file uploaded since the last reset: PUT through LFS for `repo_id`, or registered by
+        a shard in the Xet service (which does not know repos)."""
+        return self.lfs_uploads(repo_id) + (list(self.xet.counters.registered) if self.xet is not None else [])
+
     # request plumbing (called by the handler)
-
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.hits < fault.times and fault.method == method and fault.path_regex.search(path):
-                    fault.hits += 1
-                    return fault
-        return None
-
-    def log(self, request: LoggedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
 
     def grant(self, authorization: str | None) -> TokenGrant | None:
         """The grant of the request's bearer token; None without a token; 401 for an unknown one."""
@@ -464,7 +515,7 @@ class HubServer:
         with self._lock:
             if repo_id in self._repos:
                 return 409, {"error": "You already created this dataset repo", "url": url}
-            repo = Repo(repo_id, created_at=_now())
+            repo = Repo(repo_id, created_at=_now(), xet=self.xet)
             initial = repo.add_commit(
                 None, {".gitattributes": Entry.regular(GITATTRIBUTES.encode())}, "initial commit", "", "system"
             )
@@ -478,7 +529,7 @@ class HubServer:
             commit = self.commit_at(repo, revision)
             card = commit.files.get("README.md")
         siblings = []
-        for path, entry in sorted(commit.files.items()):
+        for path, entry in sorted(commit.files.items())[: self.siblings_limit]:
             sibling: JSON = {"rfilename": path}
             if blobs:
                 sibling.update(size=entry.size, blobId=entry.oid)
@@ -507,6 +558,8 @@ class HubServer:
         with self._lock:
             repo = self.repo(repo_id)
             commit = self.commit_at(repo, revision)
+            ignore = commit.files.get(".gitignore")
+            rules = body.get("gitIgnore") if "gitIgnore" in body else repo.read(ignore).decode() if ignore else ""
         files = []
         for file in body["files"]:
             path, size = file["path"], file["size"]
@@ -515,7 +568,12 @@ class HubServer:
             existing = commit.files.get(path)
             remote_oid = (existing.lfs_sha256 if lfs else existing.oid) if existing else None
             files.append(
-                {"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid}
+                {
+                    "path": path,
+                    "uploadMode": "lfs" if lfs else "regular",
+                    "shouldIgnore": gitignored(path, rules),
+                    "oid": remote_oid,
+                }
             )
         return {"files": files, "commitOid": commit.sha}
 
@@ -567,10 +625,7 @@ class HubServer:
                 if key == "file":
                     files[path] = Entry.regular(base64.b64decode(value["content"]))
                 elif key == "lfsFile":
-                    content = repo.lfs_objects.get(value["oid"])
-                    if content is None:
-                        raise HubError(422, f"LFS object {value['oid']} for {path} was never uploaded")
-                    files[path] = Entry.lfs(value["oid"], len(content))
+                    files[path] = self._lfs_entry(repo, value["oid"], path)
                 elif key == "deletedFile":
                     if files.pop(path, None) is None:
                         raise HubError(404, f"A file with this name doesn't exist: {path}", code="EntryNotFound")
@@ -587,14 +642,23 @@ class HubServer:
             "commitUrl": f"{self.url}/datasets/{repo_id}/commit/{commit.sha}",
         }
 
-    def tree(self, repo_id: str, revision: str, path: str, recursive: bool, expand: bool) -> list[JSON]:
+    def tree(
+        self, repo_id: str, revision: str, path: str, recursive: bool, expand: bool, cursor: str | None = None
+    ) -> tuple[list[JSON], str | None]:
+        """One page of the listing from `cursor` (None: the first), and the cursor of the next page (None: last)."""
         with self._lock:
             repo = self.repo(repo_id)
             commit = self.commit_at(repo, revision)
             entries = _tree_entries(commit, path, recursive)
             if path and not entries and path not in commit.files:
                 raise HubError(404, f"{path} does not exist at {revision}", code="EntryNotFound")
-            return [self._path_info(repo, commit, p, expand) for p in entries]
+            try:
+                start = int(base64.urlsafe_b64decode(cursor.encode()).decode()) if cursor else 0
+            except ValueError as error:
+                raise HubError(400, f"invalid cursor {cursor!r}") from error
+            end = start + self.tree_page_size
+            following = base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(entries) else None
+            return [self._path_info(repo, commit, p, expand) for p in entries[start:end]], following
 
     def paths_info(self, repo_id: str, revision: str, paths: list[str], expand: bool) -> list[JSON]:
         with self._lock:
@@ -673,7 +737,37 @@ class HubServer:
         headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{entry.etag}"', "Accept-Ranges": "bytes"}
         if entry.lfs_sha256:  # the Hub sets these on the redirect to its storage; a local server serves directly
             headers.update({"X-Linked-Etag": f'"{entry.lfs_sha256}"', "X-Linked-Size": str(entry.size)})
+        if entry.xet_hash:  # a client with hf_xet downloads it from the Xet service instead
+            route = f"{self.url}/api/datasets/{repo_id}/xet-read-token/{commit.sha}"
+            headers.update({"X-Xet-Hash": entry.xet_hash, "X-Xet-Refresh-Route": route})
         return content, headers
+
+    # --- Xet: the token routes and the files stored in the Xet service (tests/xet_server.py) -------
+
+    def xet_token(self, grant: TokenGrant | None, repo_id: str, revision: str, write: bool) -> JSON:
+        """A Xet access token for reading or writing `repo_id`, and the service's URL, as the Hub's
+        `xet-read-token` / `xet-write-token` routes answer (the client reads the body or the headers)."""
+        with self._lock:
+            repo = self.repo(repo_id)
+            if not write:
+                self.check_gate(grant, repo)
+                self.commit_at(repo, revision)
+        if write:
+            self.check_write(grant, repo_id.split("/")[0])
+        if self.xet is None:
+            raise HubError(404, "this test Hub has no Xet service")
+        token, expires = self.xet.issue_token(write=write)
+        return {"accessToken": token, "exp": expires, "casUrl": self.xet.url}
+
+    def _lfs_entry(self, repo: Repo, sha256: str, path: str) -> Entry:
+        """The entry of an LFS file a commit names by its sha256: uploaded through LFS or through Xet."""
+        content = repo.lfs_objects.get(sha256)
+        if content is not None:
+            return Entry.lfs(sha256, len(content))
+        stored = self.xet.file_by_sha256(sha256) if self.xet is not None else None
+        if stored is None:
+            raise HubError(422, f"LFS object {sha256} for {path} was never uploaded")
+        return Entry.lfs(sha256, stored.size, xet_hash=stored.hash)
 
 
 def tag_name_problem(tag: str) -> str | None:
@@ -697,6 +791,58 @@ def tag_name_problem(tag: str) -> str | None:
         (tag.endswith("."), "ends with '.'"),
     ]
     return next((why for broken, why in rules if broken), None)
+
+
+def gitignored(path: str, rules: str) -> bool:
+    """Whether git ignores the file `path` under the `.gitignore` text `rules` (at the repo's root).
+
+    Written from git's documentation of gitignore: blank lines and `#` comments are skipped, `!` re-includes,
+    a trailing `/` matches folders only, a pattern with another `/` is anchored at the root (else it matches
+    a name at any depth), `*` and `?` stay within a path component and `**` spans components; the last rule
+    that matches decides, and a file in an ignored folder stays ignored.
+    """
+    compiled = []
+    for line in rules.splitlines():
+        line = line.rstrip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line[1:] if negated else line
+        folder_only = pattern.endswith("/")
+        pattern = pattern.rstrip("/")
+        if pattern:
+            compiled.append((_gitignore_regex(pattern), negated, folder_only))
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        candidate, is_folder = "/".join(parts[:depth]), depth < len(parts)
+        ignored = False
+        for regex, negated, folder_only in compiled:
+            if (is_folder or not folder_only) and regex.fullmatch(candidate):
+                ignored = not negated
+        if ignored:
+            return True
+    return False
+
+
+def _gitignore_regex(pattern: str) -> re.Pattern[str]:
+    anchored = "/" in pattern
+    pattern = pattern.lstrip("/")
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) > 0:
+            body = pattern[i + 1 : end]
+            out, i = out + "[" + ("^" + body[1:] if body.startswith("!") else body) + "]", end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out if anchored else f"(?:.*/)?{out}")
 
 
 def _front_matter(card: bytes) -> JSON:
@@ -743,6 +889,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("DELETE", rf"/api/datasets/{_REPO}/tag/(?P<rev>[^/]+)", "delete_tag"),
         ("GET", rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
         ("HEAD", rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+        ("GET", rf"/api/datasets/{_REPO}/xet-(?P<xet>read|write)-token/(?P<rev>[^/]+)", "xet_token"),
     ]
 ]
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -779,6 +926,11 @@ class _Handler(BaseHTTPRequestHandler):
         ranged = self.headers.get("Range")
         try:
             fault = self.hub.take_fault(self.command, path)
+            if fault is not None and fault.stall_body:  # an upload whose body stops moving halfway
+                self._read_part()
+                self.hub.log(LoggedRequest(self.command, path, None, lfs_oid, range=ranged))
+                self._hold(fault)
+                return
             body = self._read_body(drop=fault is not None and fault.drop)
             if fault is not None and fault.hang:
                 self.hub.log(LoggedRequest(self.command, path, None, lfs_oid, range=ranged))
@@ -837,6 +989,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise _DropConnection
         return self.rfile.read(length)
 
+    def _read_part(self) -> int:
+        """Read half of the request's body (its first chunk if chunked) and no more; returns the bytes read."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            return len(self.rfile.read(size))
+        return len(self.rfile.read(int(self.headers.get("Content-Length") or 0) // 2))
+
     def _route(self, raw_path: str) -> tuple[str, dict[str, str]] | None:
         """The endpoint name and the decoded path parameters, or None for an unknown endpoint."""
         for method, pattern, name in _ROUTES:
@@ -877,9 +1036,19 @@ class _Handler(BaseHTTPRequestHandler):
         elif name == "commit":
             result = hub.commit(grant, p["repo"], rev, [json.loads(line) for line in body.splitlines() if line.strip()])
         elif name == "tree":
-            result = hub.tree(
-                p["repo"], rev, p.get("path", "").strip("/"), _flag(query, "recursive"), _flag(query, "expand")
+            result, following = hub.tree(
+                p["repo"],
+                rev,
+                p.get("path", "").strip("/"),
+                _flag(query, "recursive"),
+                _flag(query, "expand"),
+                query.get("cursor", [None])[0],
             )
+            if following is not None:  # as the Hub: an absolute URL with the same query and the next cursor
+                params = [(k, v) for k, values in query.items() if k != "cursor" for v in values]
+                link = f"{hub.url}{self.path.partition('?')[0]}?{urlencode([*params, ('cursor', following)])}"
+                headers = {"Content-Type": "application/json", "Link": f'<{link}>; rel="next"'}
+                return 200, json.dumps(result).encode(), headers
         elif name == "paths_info":
             form = parse_qs(body.decode())  # form-encoded: paths=a&paths=b&expand=false
             result = hub.paths_info(p["repo"], rev, form.get("paths", []), _flag(form, "expand"))
@@ -893,8 +1062,18 @@ class _Handler(BaseHTTPRequestHandler):
             result = hub.create_tag(grant, p["repo"], rev, json.loads(body))
         elif name == "delete_tag":
             result = hub.delete_tag(grant, p["repo"], rev)
+        elif name == "xet_token":
+            result = hub.xet_token(grant, p["repo"], rev, write=p["xet"] == "write")
+            headers = {
+                "X-Xet-Cas-Url": result["casUrl"],
+                "X-Xet-Access-Token": result["accessToken"],
+                "X-Xet-Token-Expiration": str(result["exp"]),
+            }
+            return 200, json.dumps(result).encode(), {"Content-Type": "application/json", **headers}
         else:  # resolve
             content, headers = hub.resolve(grant, p["repo"], rev, p["path"])
+            if self.command == "GET" and hub.xet is not None and "X-Xet-Hash" in headers:
+                hub.xet.bridged(headers["X-Xet-Hash"])  # the Hub's redirect to its Xet bridge, served here
             return self._ranged(content, headers)
         return status, json.dumps(result).encode(), {"Content-Type": "application/json"}
 
@@ -983,8 +1162,8 @@ def configure_hub_environment() -> str:
     """Point huggingface_hub and datasets at a local test Hub; returns the endpoint URL.
 
     Call it from `tests/conftest.py` before huggingface_hub or datasets is imported: both read
-    `HF_ENDPOINT` at import time. It picks a free port, sets `HF_ENDPOINT`, `HF_HUB_DISABLE_XET=1`
-    (the test Hub speaks LFS, not Xet), a temporary `HF_HOME` (removed at exit), and removes any
+    `HF_ENDPOINT` at import time. It picks a free port, sets `HF_ENDPOINT`, unsets `HF_HUB_DISABLE_XET`
+    (the test Hub speaks Xet as well as LFS), sets a temporary `HF_HOME` (removed at exit), and removes any
     real token and offline switch from the environment so no test can reach huggingface.co or
     send a developer's token.
     """
@@ -996,13 +1175,12 @@ def configure_hub_environment() -> str:
         )
     home = tempfile.mkdtemp(prefix="hf-home-")
     atexit.register(shutil.rmtree, home, ignore_errors=True)
-    for name in _CLEARED_VARIABLES:
+    for name in (*_CLEARED_VARIABLES, "HF_HUB_DISABLE_XET"):  # publications go through Xet, as users' do
         os.environ.pop(name, None)
     endpoint = f"http://127.0.0.1:{free_port()}"
     os.environ.update(
         {
             ENDPOINT_VARIABLE: endpoint,
-            "HF_HUB_DISABLE_XET": "1",
             "HF_HOME": home,
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",
@@ -1021,13 +1199,25 @@ def hub_server() -> Iterator[HubServer]:
             f"HF_ENDPOINT is {endpoint!r}; expected http://127.0.0.1:PORT; "
             "call configure_hub_environment() at the top of tests/conftest.py"
         )
-    server = HubServer(port=int(endpoint.rsplit(":", 1)[1])).start()
+    from tests.xet_server import XetServer  # it builds on this module
+
+    server = HubServer(port=int(endpoint.rsplit(":", 1)[1]))
+    server.xet = XetServer().start()
+    server.start()
     yield server
     server.stop()
+    server.xet.stop()
 
 
 @pytest.fixture
-def hub(hub_server: HubServer) -> HubServer:
-    """The session's test Hub with no pending fault and an empty request log."""
+def hub(hub_server: HubServer, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """The session's test Hub (and its Xet service) with no pending fault, an empty request log and counters,
+    and a Xet cache of the test's own (`HF_XET_CACHE`): hf_xet skips what its cache says it uploaded, which
+    an earlier test's cache would say of uploads the counters of this test never see."""
     hub_server.reset_faults_and_log()
+    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path_factory.mktemp("xet-cache")))
+    from huggingface_hub.utils import _xet  # the session reads HF_XET_CACHE when made: the next call makes one
+
+    if _xet._GLOBAL_XET_HOLDER._session is not None:
+        _xet.abort_xet_session()
     return hub_server

@@ -43,6 +43,7 @@ SCRIPTS = [
     ("bench_parquet", ("--frames", "2"), ()),
     ("bench_memory", ("--frames", "2"), ()),
     ("bench_training", ("--frames", "1", "--repeat", "2", "--epochs", "1", "--rounds", "1"), ("results", "goals")),
+    ("bench_dataset", ("--frames", "1", "--repeat", "2", "--items", "4", "--rounds", "1"), ("results", "goal", "date")),
     (
         "bench_streaming",
         # 6 rows, one a shard; one timed epoch a feed (after its warm-up); the shuffle section on 2 windows

@@ -79,7 +79,7 @@ def _files(tree: Path) -> dict[str, bytes]:
 def _counts(tree: Path) -> FileCounts:
     splits = tree / "openEDS" / "openEDS"
     return {
-        split.name: {sub.name: len(list(sub.iterdir())) for sub in sorted(split.iterdir())}
+        split.name: {sub.name: len(list(sub.iterdir())) for sub in sorted(split.iterdir()) if sub.is_dir()}
         for split in splits.iterdir()
     }
 
@@ -163,7 +163,8 @@ def test_first_download_then_second_run_makes_no_request(
     assert list(find_split_dirs(data)) == ["train", "validation", "test"]
     assert json.loads((folder / MARKER_NAME).read_text())["files"] == sample_counts
     assert f"train: {sample_counts['train']['images']} images" in first.stderr
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", "complete.json", "data"]  # the owner record is gone
+    assert sorted(p.name for p in folder.iterdir()) == [".openeds", "complete.json", "data"]
+    assert [p.name for p in (folder / ".openeds").iterdir()] == ["lock"]  # the owner record is gone, the lock stays
     [post] = stub.requests_to("api")
     [get] = stub.requests_to("file")
     assert (post.method, post.status, post.auth) == ("POST", 302, "basic" if credentials == "key" else "bearer")
@@ -282,7 +283,7 @@ def test_damaged_archive_is_not_trusted_next_time(
     error = _error(fetch(stub, tmp_path))
     assert "is damaged" in error and "Deleted it" in error
     folder = tmp_path / "cache" / SLUG_DIR
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", "download"]
+    assert sorted(p.name for p in folder.iterdir()) == [".openeds", "download"]
     assert list((folder / "download").iterdir()) == []
 
     stub.datasets[SLUG] = sample_zip
@@ -298,7 +299,7 @@ def test_member_climbing_out_is_refused(stub: KaggleStub, tmp_path: Path, sample
     assert "member '../escaped.txt' that climbs out of the folder with '..'" in error
     folder = tmp_path / "cache" / SLUG_DIR
     assert not (folder / "escaped.txt").exists() and not (folder.parent / "escaped.txt").exists()
-    assert sorted(p.name for p in folder.iterdir()) == [".lock", "download"]
+    assert sorted(p.name for p in folder.iterdir()) == [".openeds", "download"]
 
 
 def test_an_interrupted_transfer_is_resumed_within_the_budget(
@@ -480,7 +481,7 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(
     push = [sys.executable, str(REPO_ROOT / "push.py"), "--local-dir", str(out), "--no-upload"]
     first = zygote.start([*push, "--cache-dir", str(cache)], env=env, preload=CLIENT_PRELOAD, cwd=tmp_path)
     try:
-        owners = [out / ".lock.owner", cache / SLUG_DIR / ".lock.owner"]
+        owners = [out / ".openeds" / "lock.owner", cache / SLUG_DIR / ".openeds" / "lock.owner"]
         deadline = time.monotonic() + 60
         while not (all(p.exists() for p in owners) and stub.requests_to("api")) and time.monotonic() < deadline:
             assert first.poll() is None, "the first run ended"
@@ -501,7 +502,8 @@ def test_a_second_run_on_the_same_folders_ends_at_once_naming_the_first(
                 line.startswith(f"error: {holder}")
                 and f"is using {what}; wait for it to finish or pass another {option}" in line
             ), line
-        assert sorted(p.name for p in out.iterdir()) == [".lock", ".lock.owner"], "the second run wrote into it"
+        written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+        assert written == [".openeds", ".openeds/lock", ".openeds/lock.owner"], "the second run wrote into it"
         assert first.poll() is None
         assert hub.requests == []
     finally:
@@ -570,3 +572,89 @@ def test_ctrl_c_during_the_transfer_says_what_it_stopped_and_keeps_the_part(
         "run it again: the part of the archive already downloaded is kept and resumed"
     ), said
     assert part.stat().st_size > 0
+
+
+# -- what Python's zipfile can decompress is checked before extraction (issue 22) --------------------------------
+
+
+def with_entry(archive: bytes, name: str, *, method: int | None = None, flags: int = 0) -> bytes:
+    """``archive`` with member ``name``'s compression method replaced and ``flags`` set, in its local header and its
+    central directory entry alike (APPNOTE 4.3.7 and 4.3.12: flags at offsets 6 / 8, method at 8 / 10)."""
+    data = bytearray(archive)
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        local = zf.getinfo(name).header_offset
+    central = next(
+        at
+        for at in _find_all(data, b"PK\x01\x02")
+        if data[at + 46 : at + 46 + int.from_bytes(data[at + 28 : at + 30], "little")] == name.encode()
+    )
+    for flags_at, method_at in ((local + 6, local + 8), (central + 8, central + 10)):
+        old_flags = int.from_bytes(data[flags_at : flags_at + 2], "little")
+        data[flags_at : flags_at + 2] = (old_flags | flags).to_bytes(2, "little")
+        if method is not None:
+            data[method_at : method_at + 2] = method.to_bytes(2, "little")
+    return bytes(data)
+
+
+def _find_all(data: bytearray, needle: bytes) -> Iterator[int]:
+    at = data.find(needle)
+    while at != -1:
+        yield at
+        at = data.find(needle, at + 1)
+
+
+#: members of every kind of compression Python's zipfile writes and reads (BZIP2 and LZMA are accepted)
+MEMBERS = {
+    "openEDS/a-stored.txt": (zipfile.ZIP_STORED, b"stored " * 50),
+    "openEDS/b-deflate.txt": (zipfile.ZIP_DEFLATED, b"deflate " * 50),
+    "openEDS/c-bzip2.txt": (zipfile.ZIP_BZIP2, b"bzip2 " * 50),
+    "openEDS/d-lzma.txt": (zipfile.ZIP_LZMA, b"lzma " * 50),
+}
+
+
+def _mixed_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, (method, data) in MEMBERS.items():
+            zf.writestr(name, data, compress_type=method)
+    return buffer.getvalue()
+
+
+def test_members_of_every_method_python_reads_are_extracted_exactly(tmp_path: Path) -> None:
+    archive, target = tmp_path / "mixed.zip", tmp_path / "target"
+    archive.write_bytes(_mixed_zip())
+    target.mkdir()
+    assert _extract(archive, target, quiet=True) == sum(len(data) for _, data in MEMBERS.values())
+    assert {p.relative_to(target).as_posix(): p.read_bytes() for p in target.rglob("*.txt")} == {
+        name: data for name, (_, data) in MEMBERS.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "flags", "says"),
+    [
+        (9, 0, "is compressed with Deflate64 (method 9), which Python's zipfile cannot decompress"),
+        (98, 0, "is compressed with PPMd (method 98), which"),
+        (6, 0, "is compressed with Implode (method 6), which"),
+        (95, 0, "is compressed with XZ (method 95), which"),
+        (77, 0, "is compressed with a number the zip format does not define (method 77), which"),
+        (None, 0x1, "is encrypted (password-protected)"),
+        (99, 0x1, "is encrypted (password-protected)"),  # WinZip AES: method 99 with the encryption flag
+    ],
+    ids=["deflate64", "ppmd", "implode", "xz", "undefined-77", "encrypted", "aes"],
+)
+def test_a_member_zipfile_cannot_decompress_is_refused_before_anything_is_written(
+    tmp_path: Path, method: int | None, flags: int, says: str
+) -> None:
+    """The member is the last one, so members before it would be on disk if extraction had begun."""
+    last = list(MEMBERS)[-1]
+    archive, target = tmp_path / "archive.zip", tmp_path / "target"
+    archive.write_bytes(with_entry(_mixed_zip(), last, method=method, flags=flags))
+    target.mkdir()
+    with pytest.raises(DownloadError) as info:
+        _extract(archive, target, quiet=True)
+    line = str(info.value)
+    assert f"has member {last!r} that {says}" in line and "expected members stored or compressed with " in line
+    assert "Nothing was extracted" in line and "--data-dir" in line and "\n" not in line
+    assert list(target.iterdir()) == [], "bytes were written before the refusal"
+    assert archive.is_file(), "the archive is kept, for a tool that can unzip it"

@@ -35,17 +35,21 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 from openeds.card import card_origin, sign
-from openeds.synthetic import write_sample
+from openeds.synthetic import MARKER, write_sample
+from tests import reference
 from tests.hub_server import HubServer, SilentServer
 from tests.kaggle_server import Credentials, KaggleStub
 from tests.push_runner import run_push
+from tests.test_download import with_entry
 from tests.test_hub import push_v1
+from tests.v1data import tiny_v1_table
 
 pytestmark = pytest.mark.datasets_independent("our checks decide push.py's failures; a Case says when it needs both")
 
@@ -174,6 +178,8 @@ _CLOSED = socket.socket()
 _CLOSED.bind(("127.0.0.1", 0))
 CLOSED_ENDPOINT = f"http://127.0.0.1:{_CLOSED.getsockname()[1]}"
 FAST = ("--retry-timeout", "2")  # failing-network cases give up within seconds
+#: the LFS path: publications go through Xet unless this is set (read when huggingface_hub is imported)
+LFS = {"HF_HUB_DISABLE_XET": "1"}
 
 
 def _arrange(*steps: Callable[[World], None]) -> Callable[[World], None]:
@@ -233,13 +239,13 @@ def _tag_not_created(world: World, result: subprocess.CompletedProcess[str]) -> 
 
 
 def _v1_published(world: World) -> None:
-    """The repo as the v1 script left it: flat list columns, no `preprocessed` column."""
-    push_v1(HfApi(token=TOKEN), world.repo_id, with_card=True)
+    """The repo as the v1 script left it: data/train/shard_00000.parquet, ... (v1's flat list columns, no
+    `preprocessed` column), two shards a split, train and validation, uploaded with upload_folder; no card."""
+    push_v1(HfApi(token=TOKEN), world.repo_id)
 
 
 def _v1_untouched_and_not_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
-    repo = _repo(world)
-    assert [c.title for c in repo.history(repo.commits[repo.branches["main"]])][0] == "v1" and repo.tags == {}
+    assert _repo(world).tags == {}  # the head is checked by every failing case
     assert not world.out.exists(), "the data was built before the refusal"
 
 
@@ -247,7 +253,7 @@ def _published_under_old_names(world: World) -> None:
     """The sample published as earlier versions named it: the card calls `pupil` `default`."""
     folder = _prebuilt(world)
     text = (folder / "README.md").read_text().replace("config_name: pupil", "config_name: default")
-    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".lock") and p.name != "README.md"]
+    files = [p for p in folder.rglob("*") if p.is_file() and ".openeds" not in p.parts and p.name != "README.md"]
     api = HfApi(token=TOKEN)
     api.create_repo(world.repo_id, repo_type="dataset")
     api.create_commit(
@@ -434,14 +440,14 @@ RAW = [
         "rgb-image",
         LOCAL,
         exit=1,
-        error="has 3 channel(s) of uint8",
+        error="is a PNG of 8-bit RGB (bit depth 8, colour type 2); expected an 8-bit grayscale PNG",
         arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640, 3), np.uint8))),
     ),
     Case(
         "16-bit-image",
         LOCAL,
         exit=1,
-        error="channel(s) of uint16",
+        error="is a PNG of 16-bit grayscale (bit depth 16, colour type 0)",
         arrange=_edit(_first("test", "images"), _write_image(np.zeros((400, 640), np.uint16))),
     ),
     Case(
@@ -570,16 +576,17 @@ def _prebuilt(world: World) -> Path:
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    """Every file but the lock's, by path: the lock file stays, its owner record goes."""
+    """Every file but the lock's, by path (the records of the shards' bytes included): the lock file stays, its
+    owner record goes."""
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith(".lock")
+        if p.is_file() and p.relative_to(folder).as_posix() not in (".openeds/lock", ".openeds/lock.owner")
     }
 
 
 def _copy_prebuilt(world: World) -> None:
-    shutil.copytree(_prebuilt(world), world.out, ignore=shutil.ignore_patterns(".lock*"), dirs_exist_ok=True)
+    shutil.copytree(_prebuilt(world), world.out, ignore=shutil.ignore_patterns("lock*"), dirs_exist_ok=True)
 
 
 def _earlier_state_intact(world: World, result: subprocess.CompletedProcess[str]) -> None:
@@ -724,17 +731,21 @@ def _killed_run_leftovers(world: World) -> None:
         "images/.preview.png.partial",
         ".README.md.partial",
         "full/.test-00000-of-00001.parquet.partial",
+        ".openeds/records/data/.train-00000-of-00001.parquet.json.partial",
     ):
         (world.out / leftover).parent.mkdir(exist_ok=True)
         (world.out / leftover).write_bytes(b"half written")
-    (world.out / ".lock.owner").write_text('{"pid": 999999999, "host": "gone", "started": 0}')
+    (world.out / ".openeds" / "lock.owner").write_text('{"pid": 999999999, "host": "gone", "started": 0}')
+    # and the lock files of a run of an earlier version, in the folder itself: retired
+    (world.out / ".lock").touch()
+    (world.out / ".lock.owner").write_text('{"pid": 999999998, "host": "gone", "started": 0}')
 
 
 def _swept_and_skipped(world: World, result: subprocess.CompletedProcess[str]) -> None:
     _skips_every_shard(world, result)
     unchanged = {path: digest for path, digest in _digests(world.out).items() if path != "README.md"}
     assert unchanged == {p: d for p, d in _digests(_prebuilt(world)).items() if p != "README.md"}
-    assert sorted(p.name for p in world.out.iterdir() if p.name.startswith(".")) == [".lock"]
+    assert sorted(p.name for p in world.out.iterdir() if p.name.startswith(".")) == [".openeds"]
 
 
 def _sizes_differ(world: World, result: subprocess.CompletedProcess[str]) -> None:
@@ -900,7 +911,7 @@ HUB = [
         error="could not upload the files to faults/",
         says=("HTTP 413", "nothing was published"),
         arrange=_arrange(_earlier_commit, _fail("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch", status=413)),
-        env={"HF_TOKEN": TOKEN},
+        env={"HF_TOKEN": TOKEN, **LFS},
     ),
     Case(
         "endpoint-refuses-connections",
@@ -924,8 +935,8 @@ HUB = [
         "splits-test-on-a-v1-repo",
         (*PUBLISH, "--splits", "test"),
         exit=1,
-        error="holds v1 data (no 'preprocessed' column) in splits ['test', 'train', 'validation']",
-        says=("which would leave ['train', 'validation'] as v1 beside v2 splits",),
+        error="holds v1 data (no 'preprocessed' column) in splits ['train', 'validation'] and this push converts",
+        says=("so ['train', 'validation'] would be gone from main with no v2 split in their place",),
         arrange=_v1_published,
         check=_v1_untouched_and_not_built,
         env={"HF_TOKEN": TOKEN},
@@ -1051,12 +1062,23 @@ NETWORK = [
         timeout=_ends_within(1),
     ),
     Case(
+        "hang-at-the-repo-info",
+        (*PUBLISH, *SHORT),
+        exit=1,
+        error="could not read the repo faults/",
+        says=("got no data for 1 s (read timeout",),
+        arrange=_hangs("GET", "^/api/datasets/{repo}$"),
+        check=_not_built,
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
         "hang-at-the-repo-listing",
         (*PUBLISH, *SHORT),
         exit=1,
         error="could not list the files of faults/",
         says=("got no data for 1 s (read timeout",),
-        arrange=_hangs("GET", "^/api/datasets/{repo}$"),
+        arrange=_arrange(_earlier_commit, _hangs("GET", "^/api/datasets/{repo}/tree/")),
         check=_not_built,
         env={"HF_TOKEN": TOKEN},
         timeout=_ends_within(1),
@@ -1136,7 +1158,7 @@ NETWORK = [
             "nothing was published",
         ),
         arrange=_arrange(_earlier_commit, _hangs("POST", r"/datasets/{repo}\.git/info/lfs/objects/batch")),
-        env={"HF_TOKEN": TOKEN},
+        env={"HF_TOKEN": TOKEN, **LFS},
         timeout=_ends_within(_CLIENT_RETRIES),
     ),
     Case(
@@ -1293,7 +1315,7 @@ def _remember_raw(world: World) -> None:
 
 def _raw_untouched_and_nothing_written(world: World, result: subprocess.CompletedProcess[str]) -> None:
     assert repr(_raw_digests(world)) == (world.tmp / "raw.sha256").read_text(), "the raw tree changed"
-    assert not [p for p in world.raw.rglob("*") if p.name.startswith(".lock")], "a lock was taken in the raw tree"
+    assert not [p for p in world.raw.rglob("*") if p.name == ".openeds"], "a lock was taken in the raw tree"
     assert not world.out.exists() or not any(world.out.iterdir()), "the staging folder was written"
 
 
@@ -1689,7 +1711,7 @@ RAW_AND_STAGING = [
         ("--local-dir", "{tmp}", "--no-upload", "--cache-dir", "{tmp}/kaggle"),
         exit=1,
         error="is inside --local-dir ",
-        check=lambda w, r: not (w.tmp / ".lock").exists() or pytest.fail("the folder was written"),
+        check=lambda w, r: not (w.tmp / ".openeds").exists() or pytest.fail("the folder was written"),
     ),
     Case(
         "local-dir-empty",
@@ -2068,13 +2090,26 @@ HUB_SAFETY = [
         env=TOKEN_ENV,
     ),
     Case(
+        "repo-info-answers-json-of-another-shape",
+        PUBLISH,
+        exit=1,
+        error="could not read the repo faults/",
+        says=(f"{HUB_URL} answered with JSON of another shape (",),
+        arrange=_fail(
+            "GET", "/api/datasets/{repo}$", status=200, body=b"{}", content_type="application/json", times=1000
+        ),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
         "listing-answers-json-of-another-shape",
         PUBLISH,
         exit=1,
         error="could not list the files of faults/",
         says=(f"{HUB_URL} answered with JSON of another shape (",),
-        arrange=_fail(
-            "GET", "/api/datasets/{repo}$", status=200, body=b"{}", content_type="application/json", times=1000
+        arrange=_arrange(
+            _earlier_commit,
+            _fail("GET", "/api/datasets/{repo}/tree/", status=200, body=b"{}", content_type="application/json"),
         ),
         check=_not_built,
         env=TOKEN_ENV,
@@ -2188,7 +2223,7 @@ def _published_all_first(world: World) -> None:
 
 def _nothing_built(world: World, result: subprocess.CompletedProcess[str]) -> None:
     """The run may have taken the staging folder (its lock), but built and wrote nothing in it."""
-    written = [p for p in world.out.rglob("*") if p.is_file() and not p.name.startswith(".lock")]
+    written = [p for p in world.out.rglob("*") if p.is_file() and not p.name.startswith("lock")]
     assert not written, f"the run built or wrote {written} before its refusal"
 
 
@@ -2583,7 +2618,7 @@ BOUNDARY_CASES = [
         LOCAL,
         exit=1,
         error="error: while building the shards of pupil/train, pupil/validation, pupil/test in ",
-        says=(".test-00000-of-00001.parquet.partial'. Detail: [errno 1] Operation not permitted; access to ", "lsattr"),
+        says=("Operation not permitted", "test-00000-of-00001.parquet.partial", "was refused. Fix: ", "lsattr"),
         arrange=_immutable_data_folder,
         check=_last_line_is_the_error,
     ),
@@ -2638,7 +2673,7 @@ BOUNDARY_CASES = [
                 times=1000,
             ),
         ),
-        env=TOKEN_ENV,
+        env={**TOKEN_ENV, **LFS},  # the LFS batch protocol's
     ),
     Case(
         "expired-upload-url-is-not-a-missing-right",
@@ -2651,7 +2686,7 @@ BOUNDARY_CASES = [
             _fail("PUT", "/lfs/datasets/{repo}/", status=403, body=_EXPIRED, content_type="application/xml", times=9),
         ),
         check=_names_the_file_not_a_missing_right,
-        env=TOKEN_ENV,
+        env={**TOKEN_ENV, **LFS},  # the LFS batch protocol's
     ),
     Case(
         "gated-advice-names-a-repo-of-ones-own",
@@ -2661,6 +2696,436 @@ BOUNDARY_CASES = [
         arrange=_fail("GET", "/api/datasets/{repo}$", status=403, headers={"X-Error-Code": "GatedRepo"}, times=1000),
         check=_not_built,
         env=TOKEN_ENV,
+    ),
+]
+
+
+# -- headers before payloads (issue 22): a raw file or an archive member is refused from what its header declares --
+
+#: a frame of every gray level (the sample's own frames are smooth eyes)
+_LEVELS = np.arange(400 * 640, dtype=np.uint32).reshape(400, 640).astype(np.uint8)
+
+
+def _npy_declaring(descr: str, shape: tuple[int, ...], payload: bytes) -> Callable[[Path], None]:
+    """A label file whose .npy header declares ``descr`` and ``shape``, followed by ``payload``."""
+
+    def write(path: Path) -> None:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+        path.write_bytes(header.getvalue() + payload)
+
+    return write
+
+
+def _archive_member(fix: Callable[[bytes, str], bytes]) -> Callable[[KaggleStub, int], None]:
+    """The stub's archive with ``fix(archive, name)`` applied to its first image member."""
+
+    def fault(stub: KaggleStub, size: int) -> None:
+        archive = stub.datasets[KAGGLE_STUB_SLUG]
+        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+            name = next(n for n in zf.namelist() if n.endswith(".png"))
+        stub.datasets[KAGGLE_STUB_SLUG] = fix(archive, name)
+
+    return fault
+
+
+def _a_train_frame_renamed_into(split: str) -> Callable[[World], None]:
+    def arrange(world: World) -> None:
+        image, label = world.files("train", "images")[0], world.files("train", "labels")[0]
+        shutil.copy(image, world.split_dir / split / "images" / "renamed.png")
+        shutil.copy(label, world.split_dir / split / "labels" / "renamed.npy")
+
+    return arrange
+
+
+# -- the bytes are those written, the card's view of the repo is the repo's, the commit is what was planned ------
+# (openeds.records, openeds.hub.verify, openeds.hub.remote.list_files, openeds.hub.kept.kept_sizes)
+
+TRAIN_SHARD = "data/train-00000-of-00001.parquet"  # the shard the preview of `pupil` is drawn from
+TEST_SHARD = "data/test-00000-of-00001.parquet"
+
+
+def _flip_in(relpath: str) -> Callable[[World], None]:
+    """One bit of the local file `relpath` flipped, its modification time given back: only its bytes tell."""
+
+    def arrange(world: World) -> None:
+        path = world.out / relpath
+        times = path.stat()
+        content = bytearray(path.read_bytes())
+        content[len(content) // 2] ^= 0x04
+        path.write_bytes(bytes(content))
+        os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+    return arrange
+
+
+def _rebuilt_as_before(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The damaged shard rebuilt, the others skipped: the shards and their records as the earlier build left them."""
+    assert result.stdout.count("already complete") == 2, result.stdout
+    got, expected = _digests(world.out), _digests(_prebuilt(world))
+    got.pop("README.md"), expected.pop("README.md")  # its command names another folder
+    assert got == expected
+
+
+def _local_card_splits(world: World) -> list[str]:
+    [config] = yaml.safe_load((world.out / "README.md").read_text().split("---\n")[1])["configs"]
+    return [f["split"] for f in config["data_files"]]
+
+
+def _damaged_split_removed(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert _local_card_splits(world) == ["validation", "test"]
+    assert (
+        not (world.out / TRAIN_SHARD).exists() and not (world.out / ".openeds/records" / f"{TRAIN_SHARD}.json").exists()
+    )
+
+
+def _record_removed(relpath: str) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        assert not (world.out / ".openeds/records" / f"{relpath}.json").exists(), "its record still vouches for it"
+
+    return check
+
+
+def _record_removed_then_rebuilt_and_published(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """The refused run removed the shard's record; the next run rebuilds it and publishes the bytes built."""
+    _record_removed(TEST_SHARD)(world, result)
+    again = world.push(*PUBLISH, env=TOKEN_ENV)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"Rebuilding {world.out / TEST_SHARD}: it has no record of the bytes written" in again.stderr
+    assert _head_files(world)[TEST_SHARD] == (_prebuilt(world) / TEST_SHARD).read_bytes()
+
+
+def _gitignore(rules: str) -> Callable[[World], None]:
+    return lambda world: world.hub.write_files(world.repo_id, {".gitignore": rules.encode()})
+
+
+def _remote_rows_edited(claim: str) -> Callable[[World], None]:
+    """The published card's `dataset_info` row counts edited to `claim` by hand (its checksum leaves them out)."""
+
+    def arrange(world: World) -> None:
+        text = re.sub(r"num_examples: \d+", f"num_examples: {claim}", _head_files(world)["README.md"].decode())
+        HfApi(token=TOKEN).create_commit(
+            world.repo_id, [CommitOperationAdd("README.md", text.encode())], commit_message="rows", repo_type="dataset"
+        )
+
+    return arrange
+
+
+def _a_large_repo(world: World) -> None:
+    """Files of the owner's that sort before the data, and a repo info cut after 4 files, as a large repo's is:
+    only the complete, paginated listing still shows the kept splits."""
+    world.hub.write_files(world.repo_id, {f"a/notes-{i:02d}.txt": b"mine\n" for i in range(12)})
+    limit = world.hub.siblings_limit
+    world.hub.siblings_limit = 4
+    world.cleanups.append(lambda: setattr(world.hub, "siblings_limit", limit))
+
+
+RECORD_CASES = [
+    Case(
+        "bit-flip-then-rerun-rebuilds-the-shard",
+        LOCAL,
+        says=(f"{TRAIN_SHARD}: its bytes are not those written (sha256 ",),
+        arrange=_arrange(_copy_prebuilt, _flip_in(TRAIN_SHARD)),
+        check=_rebuilt_as_before,
+    ),
+    Case(
+        "bit-flip-in-a-split-not-rebuilt-removes-it",
+        (*LOCAL, "--splits", "test"),
+        says=("pupil/train: removed its 1 shard(s) from ", f"its shard {TRAIN_SHARD} cannot be vouched for: its bytes"),
+        arrange=_arrange(_copy_prebuilt, _flip_in(TRAIN_SHARD)),
+        check=_damaged_split_removed,
+    ),
+    Case(
+        "bit-flip-then-publish-commits-nothing",
+        PUBLISH,
+        exit=1,
+        error=f"are not the bytes written ({TEST_SHARD}: the upload hashed sha256 ",
+        arrange=_arrange(_earlier_commit, _copy_prebuilt, _flip_in(TEST_SHARD)),
+        check=_record_removed_then_rebuilt_and_published,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "bit-flip-in-a-shard-the-hub-holds-is-read",
+        PUBLISH,
+        exit=1,
+        error=f"are not the bytes written ({TEST_SHARD}: a read hashed sha256 ",
+        arrange=_arrange(_published_first, _copy_prebuilt, _flip_in(TEST_SHARD)),
+        check=_record_removed(TEST_SHARD),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        # the preview is drawn before the upload: a damage its read meets is said there, or else by the upload
+        "bit-flip-in-the-shard-of-the-preview-then-publish",
+        PUBLISH,
+        exit=1,
+        error=TRAIN_SHARD,
+        arrange=_arrange(_earlier_commit, _copy_prebuilt, _flip_in(TRAIN_SHARD)),
+        check=_record_removed(TRAIN_SHARD),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "gitignore-ignores-the-shards",
+        PUBLISH,
+        exit=1,
+        error="ignores 3 file(s) this publication adds ('data/test-00000-of-00001.parquet', ",
+        arrange=_arrange(_earlier_commit, _gitignore("*.parquet\n")),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "gitignore-ignores-one-config",
+        (*PUBLISH, "--config", "all"),
+        exit=1,
+        error="ignores 3 file(s) this publication adds ('full/test-00000-of-00001.parquet', ",
+        arrange=_arrange(_earlier_commit, _gitignore("/full/\n")),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-rows-edited-by-hand-are-not-copied",
+        (*PUBLISH, "--splits", "test"),
+        arrange=_arrange(_published_first, _remote_rows_edited("999999")),
+        check=_card_rows_are({"pupil": ALL_ROWS}),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "card-rows-as-text-are-not-read",
+        (*PUBLISH, "--splits", "test"),
+        arrange=_arrange(_published_first, _remote_rows_edited("many rows")),
+        check=_card_rows_are({"pupil": ALL_ROWS}),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "a-large-repo-is-listed-whole",
+        (*PUBLISH, "--splits", "test"),
+        arrange=_arrange(_published_first, _a_large_repo),
+        check=_lists_every_split,
+        env=TOKEN_ENV,
+    ),
+]
+
+HEADER_CASES = [
+    Case(
+        "png-of-2-bit-grayscale",
+        LOCAL,
+        exit=1,
+        error="is a PNG of 2-bit grayscale (bit depth 2, colour type 0); expected an 8-bit grayscale PNG",
+        arrange=_edit(_first("test", "images"), lambda p: p.write_bytes(reference.png(_LEVELS >> 6, bit_depth=2))),
+    ),
+    Case(
+        "png-declaring-65535-by-65535-is-not-decoded",  # a decoder would fail on the frame's own data first
+        LOCAL,
+        exit=1,
+        error="has shape (65535, 65535) (rows, cols); expected (400, 640).",
+        arrange=_edit(
+            _first("test", "images"),
+            lambda p: p.write_bytes(reference.png(_LEVELS, header=reference.ihdr(65535, 65535))),
+        ),
+        check=_no_decoder_noise,
+    ),
+    Case(
+        "png-whose-first-chunk-is-not-ihdr",
+        LOCAL,
+        exit=1,
+        error="its first chunk is b'tEXt' of 3 bytes, not the 13-byte IHDR a PNG starts with",
+        arrange=_edit(
+            _first("test", "images"),
+            lambda p: p.write_bytes(
+                reference.PNG_SIGNATURE + reference.png_chunk(b"tEXt", b"a\x00b") + reference.png(_LEVELS)[8:]
+            ),
+        ),
+    ),
+    Case(
+        "png-over-the-size-bound",
+        LOCAL,
+        exit=1,
+        error="bytes; expected at most 33,554,432",
+        arrange=_edit(_first("test", "images"), lambda p: os.truncate(p, 32 * 1024**2 + 1)),  # sparse
+    ),
+    Case(
+        "npy-header-declaring-a-terabyte",
+        LOCAL,
+        exit=1,
+        error="has shape (1048576, 1048576); expected (400, 640), the shape of its image",
+        arrange=_edit(_first("test", "labels"), _npy_declaring("<f8", (2**20, 2**20), b"")),
+    ),
+    Case(
+        "npy-header-declaring-more-bytes-than-stored",
+        LOCAL,
+        exit=1,
+        error="is 256,128 bytes, but its .npy header declares uint16 of shape (400, 640)",
+        arrange=_edit(_first("test", "labels"), _npy_declaring("<u2", (400, 640), bytes(400 * 640))),
+    ),
+    Case(
+        "npy-of-strings",
+        LOCAL,
+        exit=1,
+        error="has dtype <U3; expected integer class ids 0..3",
+        arrange=_edit(_first("test", "labels"), _npy_declaring("<U3", (400, 640), bytes(12 * 400 * 640))),
+    ),
+    Case(
+        "kaggle-member-compressed-with-deflate64",
+        KAGGLE,
+        exit=1,
+        error="that is compressed with Deflate64 (method 9), which Python's zipfile cannot decompress",
+        says=("Nothing was extracted", "7z x"),
+        arrange=_kaggle(_archive_member(lambda archive, name: with_entry(archive, name, method=9))),
+        check=_no_shard_built,
+    ),
+    Case(
+        "kaggle-member-encrypted",
+        KAGGLE,
+        exit=1,
+        error="that is encrypted (password-protected); expected members stored or compressed with Deflate",
+        arrange=_kaggle(_archive_member(lambda archive, name: with_entry(archive, name, flags=0x1))),
+        check=_no_shard_built,
+    ),
+    Case(
+        "a-train-frame-under-another-name-in-test-warns",
+        LOCAL,
+        says=("warning: test frame renamed.png has the same image and label bytes as train frame ",),
+        arrange=_a_train_frame_renamed_into("test"),
+    ),
+]
+
+# -- publishing through Xet (issue 23) -------------------------------------------------------------
+#
+# Every publication goes through hf_xet unless HF_HUB_DISABLE_XET is set: its token from the Hub's
+# `xet-write-token` route, its xorbs and shard to the Xet storage service (tests/xet_server.py). Each
+# fault there ends as the LFS path's do: a transient one is retried and the data published; a lasting
+# one ends within --retry-timeout plus one --timeout with one line, and the Hub unchanged. The LFS path
+# keeps its own cases above (`LFS`), and the body that stalls mid-upload runs on both.
+
+
+def _xet_fail(method: str, path: str, **fault: object) -> Callable[[World], None]:
+    """From now on the Xet service fails requests to `path` (see FaultInjector.fail)."""
+    return lambda world: world.hub.xet.fail(method, path, **fault)
+
+
+def _xet_token_fails(**fault: object) -> Callable[[World], None]:
+    return _fail("GET", "/api/datasets/{repo}/xet-write-token/", times=1000, **fault)
+
+
+XORB = r"^/v1/xorbs/"
+
+
+def _stored_in_xet(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    """Published through Xet: every shard of the head is a Xet file whose bytes, read back from the
+    service's xorbs, are the staged shard's."""
+    repo = _repo(world)
+    head = repo.commits[repo.branches["main"]]
+    shards = {p: e for p, e in head.files.items() if p.endswith(".parquet")}
+    assert shards and all(e.xet_hash for e in shards.values()), "a shard was not stored through Xet"
+    assert not world.hub.lfs_uploads(world.repo_id), "a file went through LFS"
+    for path, entry in shards.items():
+        assert world.hub.xet.read(entry.xet_hash) == (world.out / path).read_bytes(), f"{path} differs"
+
+
+XET_CASES = [
+    Case("xet-publish-stores-the-staged-shards", PUBLISH, check=_stored_in_xet, env={"HF_TOKEN": TOKEN}),
+    Case(
+        "xet-token-route-401",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="token was rejected",
+        says=("the Hub's Xet token route", "401 Unauthorized", "nothing was published"),
+        arrange=_arrange(_earlier_commit, _xet_token_fails(status=401)),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "xet-token-revoked-mid-upload",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="token was rejected",
+        says=("401 Unauthorized", "nothing was published"),
+        arrange=_arrange(
+            _earlier_commit, _xet_fail("POST", XORB, status=401, times=1000), _xet_token_fails(status=401, skip=1)
+        ),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "xet-token-route-403",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="the Hub's Xet token route refused it (403 Forbidden",
+        says=("use a token with write access to faults",),
+        arrange=_arrange(_earlier_commit, _xet_token_fails(status=403)),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "xet-token-route-answers-a-web-page",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="not what the Hugging Face Hub API sends",
+        says=("error decoding response body", "check HF_ENDPOINT and the proxy settings"),
+        arrange=_arrange(_earlier_commit, _xet_token_fails(status=200, body=b"<html><body>Sign in</body></html>")),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    *(
+        Case(
+            f"xet-xorb-upload-{name}",
+            (*PUBLISH, "--splits", "test", *SHORT),
+            exit=1,
+            error="through Xet failed after hf_xet's retries (a xorb upload to the Xet storage service",
+            says=("nothing was published", "re-run the same command: what hf_xet uploaded is not sent again"),
+            arrange=_arrange(_earlier_commit, _xet_fail("POST", XORB, times=1000, **fault)),
+            env={"HF_TOKEN": TOKEN},
+            timeout=_ends_within(2),
+        )
+        for name, fault in [
+            ("hangs", {"hang": True}),
+            ("body-stalls", {"stall_body": True}),
+            ("connection-cut", {"drop": True}),
+            ("500-lasting", {"status": 503}),
+            ("429-lasting", {"status": 429, "headers": {"Retry-After": "1"}}),
+        ]
+    ),
+    *(
+        Case(
+            f"xet-xorb-{name}-then-success",
+            (*PUBLISH, "--timeout", "1", "--retry-timeout", "6"),  # room for one retry (a 2 s wait at most)
+            check=_stored_in_xet,
+            arrange=_xet_fail("POST", XORB, times=1, **fault),
+            env={"HF_TOKEN": TOKEN},
+            timeout=_ends_within(6),
+        )
+        for name, fault in [
+            ("500", {"status": 500}),
+            ("429-with-retry-after", {"status": 429, "headers": {"Retry-After": "1"}}),
+            ("connection-cut", {"drop": True}),
+        ]
+    ),
+    Case(
+        "xet-shard-upload-hangs",  # hf_xet has no read timeout there: the watchdog ends it
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="through Xet moved no data for 3 s",
+        says=("nothing was published", "or set HF_HUB_DISABLE_XET=1 to publish through LFS"),
+        arrange=_arrange(_earlier_commit, _xet_fail("POST", r"^/v1/shards$", hang=True, times=1000)),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1 + 1 + 5 + 5),  # the idle limit, the watchdog's poll and grace, hf_xet's own retry
+    ),
+    Case(
+        "xet-shard-refused-400",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="the shard upload to the Xet storage service refused it (HTTP 400",
+        says=("re-running will not help",),
+        arrange=_arrange(_earlier_commit, _xet_fail("POST", r"^/v1/shards$", status=400, times=1000)),
+        env={"HF_TOKEN": TOKEN},
+        timeout=_ends_within(1),
+    ),
+    Case(
+        "lfs-put-body-stalls",
+        (*PUBLISH, "--splits", "test", *SHORT),
+        exit=1,
+        error="uploading to faults/",
+        says=("failed after the client's retries", "nothing was published"),
+        arrange=_arrange(_earlier_commit, _fail("PUT", "/lfs/datasets/{repo}/", stall_body=True, times=1000)),
+        env={"HF_TOKEN": TOKEN, **LFS},
+        timeout=_ends_within(_CLIENT_RETRIES),
     ),
 ]
 
@@ -2675,13 +3140,212 @@ CASES = [
     *HUB_SAFETY,
     *HUB_FOLLOW_UPS,
     *BOUNDARY_CASES,
+    *XET_CASES,
+    *RECORD_CASES,
 ]
+CASES += HEADER_CASES
+# The synthetic sample never goes to the real dataset's repo, whatever flag names it (issue 24): push.py knows it
+# by the marker in its split folders (refused before the build) or by its shards' footers (before the publication).
+CONNER_TOKEN = "hf_faults_conner_write_token"
+DEFAULT_REPO_ID = "Conner/openeds-precomputed"
+
+
+def _the_default_repo_kept(
+    then: Callable[[World], None] | None = None,
+) -> tuple[Callable[[World], None], Callable[[World, subprocess.CompletedProcess[str]], None]]:
+    """`(arrange, check)`: a token that may write to Conner/ (then `then`), and the real dataset's repo as it was."""
+    seen: dict[Path, object] = {}
+
+    def state(world: World) -> object:
+        repo = world.hub._repos.get(DEFAULT_REPO_ID)
+        return None if repo is None else (repo.branches.get("main", ""), dict(repo.tags))
+
+    def arrange(world: World) -> None:
+        world.hub.add_token(CONNER_TOKEN, "conner", write={"Conner"})
+        seen[world.tmp] = state(world)
+        if then:
+            then(world)
+
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        assert state(world) == seen.pop(world.tmp), f"{DEFAULT_REPO_ID} changed"
+
+    return arrange, check
+
+
+def _prebuilt_from_the_sample_then_unmarked(world: World) -> None:
+    _copy_prebuilt(world)  # built from the sample as written: its footers say so
+    for marker in world.raw.rglob(MARKER):
+        marker.unlink()
+
+
+def _no_shards(world: World) -> None:
+    assert not list(world.out.rglob("*.parquet")), "the sample was built before the refusal"
+
+
+_MARKED = _the_default_repo_kept()
+_UNMARKED = _the_default_repo_kept(_prebuilt_from_the_sample_then_unmarked)
+NEWCOMER_CASES = [
+    Case(
+        "synthetic-sample-by-data-dir-to-the-default-repo",
+        ("--data-dir", "{raw}", "--local-dir", "{out}"),
+        exit=1,
+        error=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset: train, validation, "
+        f"test hold the frames of openeds.synthetic ({MARKER} in their folders)",
+        arrange=_MARKED[0],
+        check=lambda world, result: (_MARKED[1](world, result), _no_shards(world)),
+        env={"HF_TOKEN": CONNER_TOKEN},
+    ),
+    Case(
+        "synthetic-shards-of-an-unmarked-copy-to-the-default-repo",
+        ("--data-dir", "{raw}", "--local-dir", "{out}"),
+        exit=1,
+        error=f"refusing to publish the synthetic sample to {DEFAULT_REPO_ID}, the real dataset: pupil/test, "
+        "pupil/train, pupil/validation hold the frames of openeds.synthetic (as their shards' footers",
+        arrange=_UNMARKED[0],
+        check=_UNMARKED[1],
+        env={"HF_TOKEN": CONNER_TOKEN},
+    ),
+]
+
+CASES += NEWCOMER_CASES
 
 
 def test_the_catalogue_is_large_and_names_are_unique():
     names = [case.name for case in CASES]
     assert len(names) == len(set(names))
     assert len(CASES) >= 30
+
+
+# -- v1 data, recognised by its content wherever it sits: converted, or refused in one line ----------------------
+
+
+def _published_beside_v1_by_an_older_version(world: World) -> None:
+    """What the version of this tool before content detection did to the real v1 layout: it took the v1 shards
+    for files it did not write, published v2 beside them in one commit, and tagged it `v2` only."""
+    folder = _prebuilt(world)
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".lock")]
+    api = HfApi(token=TOKEN)
+    api.create_commit(
+        world.repo_id,
+        [CommitOperationAdd(p.relative_to(folder).as_posix(), p) for p in files],
+        commit_message="Publish OpenEDS precomputed v2",
+        repo_type="dataset",
+    )
+    api.create_tag(world.repo_id, tag="v2", repo_type="dataset")
+
+
+#: v1 in shapes other than the script's: a `datasets` cache folder (Arrow streams, the split in the file name)
+#: beside a parquet file whose name and folder name no split
+V1_SHAPES = {
+    "cache/openeds-precomputed/default/0.0.0/3f2a9c/openeds-precomputed-train.arrow": "train",
+    "cache/openeds-precomputed/default/0.0.0/3f2a9c/openeds-precomputed-validation.arrow": "validation",
+    "old/shard_00000.parquet": None,
+}
+
+
+def _v1_in_other_shapes(world: World) -> None:
+    operations = []
+    for path, split in V1_SHAPES.items():
+        table, buffer = tiny_v1_table(split or "old"), io.BytesIO()
+        if path.endswith(".arrow"):
+            with pa.ipc.new_stream(buffer, table.schema) as writer:
+                writer.write_table(table)
+        else:
+            pq.write_table(table, buffer)
+        operations.append(CommitOperationAdd(path, buffer.getvalue()))
+    api = HfApi(token=TOKEN)
+    api.create_repo(world.repo_id, repo_type="dataset")
+    api.create_commit(world.repo_id, operations, commit_message="v1 elsewhere", repo_type="dataset")
+
+
+def _v1_converted(*gone: str) -> Callable[[World, subprocess.CompletedProcess[str]], None]:
+    """`v1` names the v1 state, `main` holds v2 only (none of the v1 files, the v2 shards of the raw splits)."""
+
+    def check(world: World, result: subprocess.CompletedProcess[str]) -> None:
+        repo = _repo(world)
+        v1 = repo.commits[repo.tags["v1"]].files
+        main = repo.commits[repo.branches["main"]].files
+        v1_files = [path for path in v1 if path.endswith((".parquet", ".arrow"))]
+        assert sorted(repo.tags) == ["v1", "v2"] and repo.tags["v2"] == repo.branches["main"], repo.tags
+        assert v1_files and not set(v1_files) & set(main), sorted(main)
+        splits = sorted(p.name for p in world.split_dir.iterdir())
+        assert sorted(p for p in main if p.endswith(".parquet")) == [f"data/{s}-00000-of-00001.parquet" for s in splits]
+        for split in gone:  # a v1 split the raw data cannot rebuild: at v1 only
+            assert [p for p in v1_files if f"/{split}/" in p] and f"data/{split}-00000-of-00001.parquet" not in main
+        assert f"(tags: v1, v2; the {len(v1_files)} v1 files left main and stay at revision 'v1')" in result.stdout
+
+    return check
+
+
+def _v1_tagged_before_its_files(world: World) -> None:
+    """A tag `v1` on a commit before the v1 files were uploaded (a hand-made tag on the wrong commit)."""
+    api = HfApi(token=TOKEN)
+    api.create_repo(world.repo_id, repo_type="dataset")
+    api.create_commit(
+        world.repo_id, [CommitOperationAdd("notes.txt", b"v1 to come\n")], commit_message="start", repo_type="dataset"
+    )
+    api.create_tag(world.repo_id, tag="v1", repo_type="dataset")
+
+
+def _without_raw_split(split: str) -> Callable[[World], None]:
+    return lambda world: shutil.rmtree(world.split_dir / split)
+
+
+V1_CASES = [
+    Case(
+        "v1-in-other-shapes-is-converted",
+        PUBLISH,
+        says=(
+            "holds v1 data in 3 files",
+            f"v1 train (1 file): {next(iter(V1_SHAPES))}\n",
+            "v1 data in no split that load_dataset reads at revision 'v1' (1 file): old/shard_00000.parquet; "
+            "removed from main all the same",
+        ),
+        arrange=_v1_in_other_shapes,
+        check=_v1_converted(),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "v1-split-the-raw-data-lacks-leaves-main-and-stays-at-v1",
+        PUBLISH,
+        says=(
+            "v1 split 'validation' is not rebuilt: the raw data of this run has no validation split. It leaves main "
+            "with the rest of v1",
+        ),
+        arrange=_arrange(_v1_published, _without_raw_split("validation")),
+        check=_v1_converted("validation"),
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "v1-beside-v2-at-an-untagged-head-is-refused-before-the-build",
+        PUBLISH,
+        exit=1,
+        error="holds v1 data (4 files: 'data/train/shard_00000.parquet', ",
+        says=(
+            "beside v2 files this tool wrote ('data/test-00000-of-00001.parquet', ",
+            "and has no tag 'v1': an earlier run published v2 without converting the v1 files",
+            "--revision COMMIT --repo-type dataset`, then re-run",
+        ),
+        arrange=_arrange(_v1_published, _published_beside_v1_by_an_older_version),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "v1-files-its-v1-tag-lacks-are-refused-before-the-build",
+        PUBLISH,
+        exit=1,
+        error="holds v1 data at main that its revision 'v1' (commit ",
+        says=(
+            "does not hold as it is (4 of 4 files: 'data/train/shard_00000.parquet', ",
+            "no named revision would keep these",
+        ),
+        arrange=_arrange(_v1_tagged_before_its_files, _v1_published),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+]
+
+CASES += V1_CASES
 
 
 @pytest.fixture(scope="module")
@@ -2693,6 +3357,9 @@ def small_sample(tmp_path_factory) -> Path:
 def world(hub: HubServer, small_sample: Path, tmp_path: Path) -> Iterator[World]:
     hub.add_token(TOKEN, "faults", write={"faults"})
     hub.add_token(READ_TOKEN, "reader", write=())
+    # Every case's sample has the same bytes: a xorb an earlier case stored would never be uploaded again (the
+    # upload grant says it is stored), and a fault on its upload never met.
+    hub.xet.forget_storage()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_TOKEN", "KAGGLE_"))}
     env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "cache"))
     world = World(

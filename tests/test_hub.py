@@ -25,12 +25,13 @@ import yaml
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, HfFileSystem
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-from openeds import raw, schema
+from openeds import raw, records, schema
 from openeds.card import SplitSize, card_origin, sign
 from openeds.hub import (
     PublishError,
     PublishResult,
     RetryPolicy,
+    check_commit,
     check_kept,
     check_tag_at_head,
     check_tag_free,
@@ -51,8 +52,10 @@ from openeds.hub import (
 from openeds.layout import shard_glob
 from openeds.materialize import hash_inputs, plan_shards
 from openeds.parquet import source_of
+from openeds.records import write_recorded
 from openeds.timeouts import use_hub_timeouts
 from tests.hub_server import HubServer
+from tests.v1data import V1Layout, tiny_v1_table, upload_v1
 
 pytestmark = pytest.mark.datasets_independent("the publishing protocol against the test Hub: our code decides it")
 #: the tests that read the publication back with datasets (load_dataset, the card's metadata): both lines
@@ -108,6 +111,8 @@ def card(
         "preprocessed": "bool",
         "image": {"sequence": "int64"},
         "label": {"sequence": "int64"},
+        "spatial_weights": {"sequence": "float32"},
+        "dist_map": {"sequence": "float32"},
     }  # v1's flat list columns, as datasets 2.x/3.x wrote them
     folders = {"pupil": "data", "default": "data", "full": "full"}
     metadata = {
@@ -131,14 +136,13 @@ def build(
 ) -> Path:
     """Write a folder to publish: `shards` maps `data`/`full` -> split -> number of shards (2 rows each).
 
-    Its card is signed, as push.py signs the cards it writes (`openeds.card.sign`).
+    Each shard is written with the record of its bytes beside it, and its card is signed, as push.py writes
+    them (`openeds.records.write_recorded`, `openeds.card.sign`).
     """
     for subdir, splits in shards.items():
         for split, count in splits.items():
             for i in range(count):
-                path = folder / subdir / f"{split}-{i:05d}-of-{count:05d}.parquet"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                pq.write_table(pa.table(rows(split, 2, offset=2 * i)), path)
+                write_shard(folder, f"{subdir}/{split}-{i:05d}-of-{count:05d}.parquet", rows(split, 2, offset=2 * i))
     default = {"pupil": sorted(shards.get("data", {})), "full": sorted(shards.get("full", {}))}
     (folder / "README.md").write_text(sign(card(configs or {k: v for k, v in default.items() if v})))
     (folder / "images").mkdir(exist_ok=True)
@@ -146,6 +150,11 @@ def build(
     if "full" in shards:
         (folder / "images" / "preview-full.png").write_bytes(PNG[::-1])
     return folder
+
+
+def write_shard(folder: Path, relpath: str, columns: Mapping[str, list]) -> None:
+    """A shard of `columns` and the record of its bytes, as push.py writes them."""
+    write_recorded(folder, relpath, lambda sink: pq.write_table(pa.table(columns), sink))
 
 
 def sha256(path: Path) -> str:
@@ -251,8 +260,9 @@ def test_plan_deletes_files_named_by_their_full_path():
 
 def test_collect_local_files_lists_the_folder(tmp_path):
     folder = build(tmp_path, {"data": {"train": 2}, "full": {"train": 1}})
-    (folder / ".lock").touch()  # push.py's lock on the staging folder is not published
-    (folder / ".lock.owner").write_text("{}")
+    (folder / ".openeds" / "lock").touch()  # the folder's bookkeeping (lock, records) is not published
+    (folder / ".openeds" / "lock.owner").write_text("{}")
+    assert (folder / ".openeds" / "records" / "data" / "train-00000-of-00002.parquet.json").is_file()
     files = collect_local_files(folder, {"pupil": ["train"], "full": ["train"]})
     assert sorted(files) == [
         "README.md",
@@ -271,11 +281,14 @@ def test_collect_local_files_lists_the_folder(tmp_path):
         (lambda f: (f / "images" / "preview-full.png").unlink(), "preview-full.png is missing"),
         (lambda f: (f / "data" / "train-00001-of-00002.parquet").unlink(), "expected the 2 shards"),
         (lambda f: (f / "data" / "notes.txt").write_text("x"), "notes.txt is not a file to publish"),
+        # only the one bookkeeping folder is left out: an earlier version's lock file, another dot-file, are not
+        (lambda f: (f / ".lock").touch(), r"out/\.lock is not a file to publish"),
+        (lambda f: (f / "data" / ".openeds").write_text("x"), r"data/\.openeds is not a file to publish"),
         (lambda f: None, "no shard"),  # the `test` split is asked for but was never built
     ],
 )
 def test_collect_local_files_refuses_a_bad_folder(tmp_path, damage, expected):
-    folder = build(tmp_path, {"data": {"train": 2}, "full": {"train": 1}})
+    folder = build(tmp_path / "out", {"data": {"train": 2}, "full": {"train": 1}})
     damage(folder)
     splits = {"pupil": ["train", "test"]} if expected == "no shard" else {"pupil": ["train"], "full": ["train"]}
     with pytest.raises(PublishError, match=expected):
@@ -359,8 +372,17 @@ def test_a_run_that_died_before_tagging_is_tagged_by_the_rerun(hub, api, repo_id
     assert api.list_repo_refs(repo_id, repo_type="dataset").tags[0].target_commit == head
 
 
+@pytest.fixture
+def lfs(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The LFS path (what `HF_HUB_DISABLE_XET=1` selects): in this process, and the environment for a child."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # read at each upload
+    return {"HF_HUB_DISABLE_XET": "1"}  # read when a child imports huggingface_hub
+
+
 @READS_BACK
-def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_path):
+def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_path, lfs):
     folder = build(tmp_path, {"data": {"train": 2, "test": 1}, "full": {"train": 1}})
     lfs_files = sorted(p for p in folder.rglob("*") if p.suffix in (".parquet", ".png"))
     victim = sha256(folder / "data" / "test-00000-of-00001.parquet")
@@ -370,7 +392,7 @@ def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_pat
         "import sys; from pathlib import Path; from openeds.hub import publish; "
         "publish(Path(sys.argv[1]), sys.argv[2], splits_by_config={'pupil': ['train', 'test'], 'full': ['train']})"
     )
-    env = {**os.environ, "HF_TOKEN": WRITE, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "HF_TOKEN": WRITE, "PYTHONPATH": str(REPO_ROOT), **lfs}
     process = subprocess.Popen([sys.executable, "-c", script, str(folder), repo_id], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -388,7 +410,7 @@ def test_killed_upload_resumes_with_the_missing_files_only(hub, repo_id, tmp_pat
     assert datasets.load_dataset(repo_id, split="test").to_dict() == rows("test", 2)
 
 
-def test_a_dropped_upload_is_retried_by_the_client(hub, api, repo_id, tmp_path):
+def test_a_dropped_upload_is_retried_by_the_client(hub, api, repo_id, tmp_path, lfs):
     folder = build(tmp_path, {"data": {"train": 1}})
     victim = sha256(folder / "data" / "train-00000-of-00001.parquet")
     hub.fail("PUT", victim, drop=True)
@@ -420,53 +442,67 @@ def test_adding_a_split_keeps_the_other_splits_byte_identical(hub, api, repo_id,
     assert {split: ds.num_rows for split, ds in loaded.items()} == {"train": 4, "validation": 2, "test": 2}
 
 
-def push_v1(api: HfApi, repo_id: str, *, with_card: bool) -> dict[str, bytes]:
-    """A v1 repo as the old precompute script left it: flat list columns, no `preprocessed`."""
-    api.create_repo(repo_id, repo_type="dataset")
-    files = {}
-    for split in ("train", "validation", "test"):
-        table = pa.table({"image": [[1, 2, 3, 4]], "label": [[0, 1, 1, 0]], "filename": [f"{split}_0000"]})
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        files[f"data/{split}-00000-of-00001.parquet"] = sink.getvalue().to_pybytes()
+V1_FEATURES = ("image", "label", "spatial_weights", "dist_map", "filename")
+#: a card added by hand to the script's v1 repo (it wrote none): no `configs`, so the folders give the splits
+V1_NOTES = "# OpenEDS precomputed\n\nPupil masks, weights and distance maps of OpenEDS, as flat lists.\n"
+
+
+def push_v1(api: HfApi, repo_id: str, *, layout: V1Layout = "script", with_card: bool = False) -> dict[str, bytes]:
+    """A v1 repo (v1's columns, a few values a row; `tests.v1data.upload_v1`), its files path -> bytes.
+
+    `script`, as the old precompute script left the real repo: `data/train/shard_00000.parquet` and
+    `shard_00001.parquet`, the same for `validation`, uploaded with `upload_folder`; no card, unless
+    `with_card` (one added by hand). `push_to_hub`: `data/train-00000-of-00002.parquet`, ... and
+    push_to_hub's card (`configs`, and `dataset_info` without `preprocessed`), unless not `with_card`.
+    """
+    tables = {split: tiny_v1_table(split) for split in ("train", "validation")}
+    text = None
     if with_card:
-        v1_card = card({"default": ["train", "validation", "test"]}, features=("image", "label", "filename"))
-        files["README.md"] = v1_card.encode()
-    api.create_commit(
-        repo_id, [CommitOperationAdd(p, c) for p, c in files.items()], commit_message="v1", repo_type="dataset"
-    )
-    return files
+        hub_card = card({"default": ["train", "validation"]}, features=V1_FEATURES)
+        text = V1_NOTES if layout == "script" else hub_card
+    return upload_v1(api, repo_id, tables, layout=layout, card=text)
 
 
 @READS_BACK
-def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path):
-    v1_files = push_v1(api, repo_id, with_card=True)
+@pytest.mark.parametrize(("layout", "with_card"), [("script", False), ("script", True), ("push_to_hub", True)])
+def test_v1_repo_is_tagged_then_converted(hub, api, repo_id, tmp_path, layout, with_card):
+    v1_files = push_v1(api, repo_id, layout=layout, with_card=with_card)
+    data = sorted(path for path in v1_files if path.endswith(".parquet"))
     v1_head = api.repo_info(repo_id, repo_type="dataset").sha
-    assert has_v1_revision(inspect_remote(api, repo_id))  # not tagged yet: the publication will tag it
+    remote = inspect_remote(api, repo_id)
+    assert has_v1_revision(remote)  # not tagged yet: the publication will tag it
+    assert dict(remote.v1_files) == {path: path.split("/")[1].split("-")[0] for path in data}  # split: datasets'
     hub.reset_faults_and_log()
     folder = build(tmp_path, {"data": {"train": 1, "validation": 1, "test": 1}})
     result = publish(folder, repo_id, splits_by_config={"pupil": ["train", "validation", "test"]}, api=api)
 
-    assert result.tags == ("v1", "v2")
+    assert result.tags == ("v1", "v2") and result.v1_removed == tuple(data)
+    assert "the 4 v1 files left main and stay at revision 'v1'" in result.line()
     assert has_v1_revision(inspect_remote(api, repo_id))  # now by its tag
     tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
     assert tags == {"v1": v1_head, "v2": result.commit}
     assert publication_commits(hub, repo_id) == 1
-    path = "data/train-00000-of-00001.parquet"
-    assert Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision="v1")).read_bytes() == v1_files[path]
-    assert "preprocessed" in pq.read_schema(api.hf_hub_download(repo_id, path, repo_type="dataset")).names
+    assert remote_blobs(api, repo_id, "v1").keys() == {*v1_files, ".gitattributes"}
+    for path in v1_files:
+        assert (
+            Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision="v1")).read_bytes() == v1_files[path]
+        )
+    built = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet"))
+    assert sorted(p for p in remote_blobs(api, repo_id) if p.endswith(".parquet")) == built  # main: v2 only
     assert datasets.load_dataset(repo_id, split="validation").to_dict() == rows("validation", 2)
-    # Revision v1 keeps its own card, and with it its config `default`.
-    old = datasets.load_dataset(repo_id, revision="v1", split="validation")
-    assert old.to_dict() == {"image": [[1, 2, 3, 4]], "label": [[0, 1, 1, 0]], "filename": ["validation_0000"]}
-    assert datasets.load_dataset(repo_id, "default", revision="v1", split="validation").num_rows == 1
+    # Revision v1 loads as v1 did (its only config named `default`, with its card or without one).
+    old = datasets.load_dataset(repo_id, revision="v1")
+    assert {split: old[split].to_dict() for split in old} == {
+        split: tiny_v1_table(split).to_pydict() for split in ("train", "validation")
+    }
+    assert datasets.load_dataset(repo_id, "default", revision="v1", split="validation").num_rows == 2
 
 
 def test_a_push_that_would_mix_v1_and_v2_is_refused(hub, api, repo_id, tmp_path):
-    push_v1(api, repo_id, with_card=False)  # no card: the parquet schema tells v1 from v2
+    push_v1(api, repo_id)  # no card: the parquet schema tells v1 from v2
     head = api.repo_info(repo_id, repo_type="dataset").sha
     folder = build(tmp_path, {"data": {"test": 1}})
-    with pytest.raises(PublishError, match=r"would leave \['train', 'validation'\] as v1 .* without --splits"):
+    with pytest.raises(PublishError, match=r"\['train', 'validation'\] would be gone from main .* without --splits"):
         publish(folder, repo_id, splits_by_config={"pupil": ["test"]}, api=api)
     assert api.repo_info(repo_id, repo_type="dataset").sha == head
     assert api.list_repo_refs(repo_id, repo_type="dataset").tags == []
@@ -657,14 +693,13 @@ def test_retry_after_zero_still_waits_the_floor(hub, api, repo_id, tmp_path):
 # --- what the remote holds: kept splits, unchanged data ---------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["pupil", "default"])  # `default`: the name earlier cards gave `pupil`
-def test_kept_splits_take_bytes_from_the_listing_and_rows_from_the_card_or_the_footers(
-    hub, api, repo_id, tmp_path, name
-):
-    # The card lists train (claiming 4 rows, not the 2 the shard holds: the card is the row source) but not test.
-    folder = build(tmp_path, {"data": {"train": 1, "test": 2}}, configs={name: ["train"]})
+@pytest.mark.parametrize("claim", ["999999", "4", "many rows", "[1, 2]"])
+def test_kept_splits_are_sized_from_the_repo_never_from_the_old_card(hub, api, repo_id, tmp_path, claim):
+    """The card claims a row count for train (edited, or text); the new card's rows come from the footers, its
+    bytes from the listing, and a split the card does not list (test) is sized alike."""
+    folder = build(tmp_path, {"data": {"train": 1, "test": 2}}, configs={"pupil": ["train"]})
     text = (folder / "README.md").read_text()
-    info = "  splits:\n  - name: train\n    num_examples: 4\n"
+    info = f"  splits:\n  - name: train\n    num_examples: {claim}\n"
     (folder / "README.md").write_text(text.replace("    dtype: bool\n", "    dtype: bool\n" + info, 1))
     publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
     remote = inspect_remote(api, repo_id)
@@ -674,7 +709,7 @@ def test_kept_splits_take_bytes_from_the_listing_and_rows_from_the_card_or_the_f
     test_bytes = listed["data/test-00000-of-00002.parquet"] + listed["data/test-00001-of-00002.parquet"]
     assert sizes == {
         "pupil": {
-            "train": SplitSize(4, listed["data/train-00000-of-00001.parquet"]),
+            "train": SplitSize(2, listed["data/train-00000-of-00001.parquet"]),  # the footer's 2, not the claim
             "test": SplitSize(4, test_bytes),  # not in the card: 2 + 2 rows from the footers, still listed
         }
     }
@@ -730,7 +765,7 @@ def test_unchanged_data_is_not_published_again(hub, api, repo_id, tmp_path):
 
     # So is one changed split.
     changed = build(tmp_path / "d", {"data": {"train": 1, "test": 1}})
-    pq.write_table(pa.table(rows("test", 3)), changed / "data" / "test-00000-of-00001.parquet")
+    write_shard(changed, "data/test-00000-of-00001.parquet", rows("test", 3))
     result = publish(changed, repo_id, splits_by_config={"pupil": ["test"]}, api=api)
     assert result.changed and result.tags == ("v2.2",)
     assert datasets.load_dataset(repo_id, split="test").num_rows == 3
@@ -759,7 +794,7 @@ def test_a_card_with_a_header_of_another_shape_is_not_used(hub, api, repo_id, tm
         repo_type="dataset",
     )
     remote = inspect_remote(api, repo_id)
-    assert remote.v1_files == frozenset()  # told from the parquet schema instead
+    assert remote.v1_files == {}  # told from the parquet schema instead
     assert kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]})["pupil"]["train"].rows == 2  # from the footer
 
 
@@ -980,7 +1015,8 @@ HTML = b"<!DOCTYPE html><html><body><h1>Welcome to the hotel Wi-Fi</h1></body></
     ("method", "path", "what"),
     [
         ("GET", "/api/whoami-v2", "check the Hugging Face token"),
-        ("GET", "/api/datasets/{repo}$", "list the files of {repo}"),
+        ("GET", "/api/datasets/{repo}$", "read the repo {repo}"),
+        ("GET", "/api/datasets/{repo}/tree/", "list the files of {repo}"),
         ("GET", "/api/datasets/{repo}/refs", "list the tags of {repo}"),
         ("GET", "/datasets/{repo}/resolve/.*/README.md", "download the card README.md of {repo}@"),
         ("POST", "/api/datasets/{repo}/preupload/", "upload the files to {repo}"),
@@ -1006,8 +1042,10 @@ def test_an_html_page_instead_of_the_hub_is_one_line(hub, api, repo_id, tmp_path
 @pytest.mark.parametrize(
     ("path", "body", "what"),
     [
-        ("/api/datasets/{repo}$", b"{}", "list the files of {repo}"),
-        ("/api/datasets/{repo}$", b"[1, 2]", "list the files of {repo}"),
+        ("/api/datasets/{repo}$", b"{}", "read the repo {repo}"),
+        ("/api/datasets/{repo}$", b"[1, 2]", "read the repo {repo}"),
+        ("/api/datasets/{repo}/tree/", b'{"files": []}', "list the files of {repo}"),
+        ("/api/datasets/{repo}/tree/", b'[{"path": "data/x.parquet", "type": "file"}]', "list the files of {repo}"),
         ("/api/datasets/{repo}/refs", b'{"branches": []}', "list the tags of {repo}"),
     ],
 )
@@ -1441,3 +1479,135 @@ def test_names_in_messages_about_the_local_folder_stay_one_line(tmp_path):
     with pytest.raises(PublishError) as error:
         collect_local_files(folder, {"pupil": ["train"]})
     assert "\n" not in str(error.value) and "x\\ny.txt" in str(error.value) and "out\\nput" in str(error.value)
+
+
+# --- the bytes published are those written, the commit is what was planned, the listing is whole -------------
+
+
+def _flip_a_bit(path: Path) -> None:
+    """One bit of `path` flipped in its middle, its modification time given back: only its bytes tell."""
+    times = path.stat()
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    path.write_bytes(bytes(content))
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["uploaded", "already-on-the-hub"])
+def test_a_shard_changed_since_it_was_written_is_never_published(hub, api, repo_id, tmp_path, held):
+    """Checked by the hash the upload computes (here over LFS: the oid), or, when the Hub holds the shard already
+    and nothing is uploaded, by a read: one line naming the shard, no commit, and its record removed (push.py then
+    rebuilds it)."""
+    splits = {"pupil": ["train", "test"]}
+    if held:
+        publish(build(tmp_path / "a", {"data": {"train": 1, "test": 1}}), repo_id, splits_by_config=splits, api=api)
+    else:
+        api.create_repo(repo_id, repo_type="dataset")
+    before = _state(api, repo_id)
+    folder = build(tmp_path / "b", {"data": {"train": 1, "test": 1}})
+    shard, other = "data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"
+    _flip_a_bit(folder / shard)
+    hub.reset_faults_and_log()
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config=splits, api=api)
+    message = str(error.value)
+    by = "a read hashed" if held else "the upload hashed"
+    assert message.startswith(f"1 shard(s) of {folder} are not the bytes written ({shard}: {by} sha256 "), message
+    assert "nothing was published;" in message and message.endswith("running the same command again rebuilds them")
+    assert _state(api, repo_id) == before and publication_commits(hub, repo_id) == 0
+    assert records.load(folder, shard) is None and records.load(folder, other) is not None
+
+
+@pytest.mark.parametrize(
+    ("rules", "ignored"),
+    [
+        (
+            "*.parquet\n",
+            [
+                "data/test-00000-of-00001.parquet",
+                "data/train-00000-of-00001.parquet",
+                "full/train-00000-of-00001.parquet",
+            ],
+        ),
+        ("# one config's folder\nfull/\n", ["full/train-00000-of-00001.parquet"]),
+        ("images/\n", ["images/preview-full.png", "images/preview.png"]),
+        ("/data/test-*\n!data/test-notes.txt\n", ["data/test-00000-of-00001.parquet"]),
+        ("notes/\n*.txt\n/full\n!full/\n", []),
+    ],
+    ids=["parquet", "one-config", "images", "one-split", "nothing-of-ours"],
+)
+def test_a_gitignore_that_would_drop_files_from_the_commit_is_refused(hub, api, repo_id, tmp_path, rules, ignored):
+    """huggingface_hub leaves the files the repo's .gitignore ignores (the Hub's `shouldIgnore`) out of the commit,
+    silently: the card would name shards the repo lacks. Refused before the commit, naming them."""
+    api.create_repo(repo_id, repo_type="dataset")
+    hub.write_files(repo_id, {".gitignore": rules.encode()})
+    before = _state(api, repo_id)
+    folder = build(tmp_path, {"data": {"train": 1, "test": 1}, "full": {"train": 1}})
+    splits = {"pupil": ["train", "test"], "full": ["train"]}
+    if not ignored:
+        result = publish(folder, repo_id, splits_by_config=splits, api=api)
+        assert set(result.additions) <= set(inspect_remote(api, repo_id).files)
+        return
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config=splits, api=api)
+    assert str(error.value).startswith(
+        f"the .gitignore of {repo_id} ignores {len(ignored)} file(s) this publication adds "
+        f"({', '.join(map(repr, ignored))}); the commit would leave them out while the card names them;"
+    )
+    assert _state(api, repo_id) == before
+
+
+def test_a_commit_that_differs_from_what_was_sent_is_said(hub, api, repo_id, tmp_path):
+    folder = build(tmp_path / "a", {"data": {"train": 1}})
+    result = publish(folder, repo_id, splits_by_config={"pupil": ["train"]}, api=api)
+    sent = [CommitOperationAdd(p, folder / p) for p in ("README.md", "data/train-00000-of-00001.parquet")]
+    check_commit(api, repo_id, result.commit, sent, [], token=WRITE)  # what the commit holds: no complaint
+    other = build(tmp_path / "b", {"data": {"train": 1, "test": 1}})
+    card = other / "README.md"
+    card.write_text((folder / "README.md").read_text().replace("(test)", "(TEST)"))  # the same size, other bytes
+    not_sent = [CommitOperationAdd(p, other / p) for p in ("README.md", "data/test-00000-of-00001.parquet")]
+    with pytest.raises(PublishError) as error:
+        check_commit(api, repo_id, result.commit, not_sent, ["data/train-00000-of-00001.parquet"], token=WRITE)
+    assert str(error.value).startswith(
+        f"the commit {result.commit[:12]} on {repo_id} differs from what it was sent (README.md has other content "
+        "than the one sent; data/test-00000-of-00001.parquet is missing; data/train-00000-of-00001.parquet is still "
+        "there); expected the Hub to commit every file as sent; the commit "
+    )
+
+
+def test_the_listing_is_whole_however_many_pages_and_however_cut_the_repo_info_is(hub, api, repo_id, monkeypatch):
+    """The test Hub pages its tree listing by 4 here and cuts the repo info's `siblings` at 5 files, as a large
+    repo's; the kept split sits on the last page, past the cut: it is listed and sized all the same."""
+    monkeypatch.setattr(hub, "tree_page_size", 4)
+    monkeypatch.setattr(hub, "siblings_limit", 5)
+    files = {f"a/notes-{i:02d}.txt": b"mine" for i in range(10)}
+    files["data/test-00000-of-00001.parquet"] = _parquet(pa.table(rows("test", 2)))
+    files["full/train-00000-of-00001.parquet"] = _parquet(pa.table(rows("train", 3)))
+    _commit_files(api, repo_id, files)
+    cut = {s.rfilename for s in api.dataset_info(repo_id, files_metadata=True).siblings}
+    assert "full/train-00000-of-00001.parquet" not in cut and len(cut) == 5
+    hub.reset_faults_and_log()
+    remote = inspect_remote(api, repo_id, token=WRITE)
+    assert set(remote.files) == {".gitattributes", *files}
+    pages = [r for r in hub.requests if r.path.startswith(f"/api/datasets/{repo_id}/tree/")]
+    assert len(pages) == 4  # 13 files and 3 folders, 4 a page
+    sizes = kept_sizes(api, repo_id, remote, rebuilt={"pupil": ["test"]}, token=WRITE)
+    assert sizes == {"full": {"train": SplitSize(3, remote.files["full/train-00000-of-00001.parquet"].size)}}
+
+
+def test_a_shard_without_the_record_of_its_bytes_is_refused_before_any_request(hub, api, repo_id, tmp_path):
+    """No record (a build killed between the shard's rename and its record, a folder of an earlier version) or
+    one of another size: its bytes cannot be checked, so it is not published; push.py rebuilds such a shard."""
+    folder = build(tmp_path / "out", {"data": {"train": 2, "test": 1}})
+    records.record_path(folder, "data/train-00001-of-00002.parquet").unlink()
+    records.record_path(folder, "data/test-00000-of-00001.parquet").write_text('{"path": "data/test-00000-of-0')
+    records.store(folder, "data/train-00000-of-00002.parquet", records.Record(1, "0" * 64))
+    with pytest.raises(PublishError) as error:
+        publish(folder, repo_id, splits_by_config={"pupil": ["train", "test"]}, api=api)
+    assert str(error.value).startswith(
+        f"3 shard(s) of {folder} have no record of the bytes written, or another size than recorded "
+        "('data/test-00000-of-00001.parquet', 'data/train-00000-of-00002.parquet', "
+        "'data/train-00001-of-00002.parquet'); expected each shard with the record push.py writes beside it in "
+        ".openeds/records, so that its bytes can be checked; nothing was published; run push.py"
+    )
+    assert hub.requests == []

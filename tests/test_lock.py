@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from openeds.layout import LOCK_NAME, LOCK_OWNER_NAME
+from openeds.layout import BOOKKEEPING_DIR, LOCK_NAME, LOCK_OWNER_NAME
 from openeds.lock import hold
 
 pytestmark = pytest.mark.datasets_independent("file locks between real processes")
@@ -23,11 +23,13 @@ pytestmark = pytest.mark.datasets_independent("file locks between real processes
 REPO = Path(__file__).resolve().parents[1]
 
 #: holds the lock of argv[1] until stdin closes; argv[2] "record" writes the owner record (openeds.lock),
-#: "bare" takes the same OS lock without one, as another tool might
+#: "bare" takes the same OS lock without one, as another tool might, "legacy" the lock file an earlier
+#: version of this tool held, in the folder itself
 HOLDER = """
 import sys
 from pathlib import Path
 from filelock import FileLock
+from openeds.layout import LOCK_NAME
 from openeds.lock import hold
 folder = Path(sys.argv[1])
 if sys.argv[2] == "record":
@@ -35,8 +37,9 @@ if sys.argv[2] == "record":
         print("held", flush=True)
         sys.stdin.read()
 else:
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(folder / ".lock"):
+    path = folder / (LOCK_NAME if sys.argv[2] == "bare" else ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path):
         print("held", flush=True)
         sys.stdin.read()
 """
@@ -85,12 +88,25 @@ def test_a_second_holder_ends_at_once_naming_the_first(tmp_path):
 
 
 def test_the_lock_is_free_once_the_holder_ends_and_its_record_goes(tmp_path):
+    """Its owner record goes; the lock file stays, in the one bookkeeping folder: never deleted."""
     folder = tmp_path / "staging"
     with holder(folder) as first:
         first.stdin.close()
         assert first.wait(timeout=30) == 0
-    assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [BOOKKEEPING_DIR, LOCK_NAME]
     _take(folder)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [BOOKKEEPING_DIR, LOCK_NAME]
+
+
+def test_the_lock_files_of_an_earlier_version_are_retired_once_free(tmp_path):
+    """`.lock` and `.lock.owner` in the folder itself (earlier versions): taken, then removed; while a run of
+    such a version holds them, the folder is refused like any held folder."""
+    folder = tmp_path / "staging"
+    with holder(folder, "legacy"), pytest.raises(Busy, match=f"^another process is using the test folder {folder};"):
+        _take(folder)
+    (folder / ".lock.owner").write_text('{"pid": 999999999, "host": "gone", "started": 0}')
+    _take(folder)
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [BOOKKEEPING_DIR, LOCK_NAME]
 
 
 def test_a_killed_holder_frees_the_lock_and_its_stale_record_is_replaced(tmp_path):

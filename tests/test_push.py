@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,12 +22,12 @@ import pytest
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 import preprocessing
-from openeds import card, disk, schema
-from openeds.hub import PublishError
-from openeds.synthetic import write_sample
-from push import DEFAULT_REPO_ID, push
-from tests import push_runner
-from tests.test_hub import push_v1
+from openeds import card, disk, layout, preview, raw, records, schema
+from openeds.hub import PublishError, PublishResult
+from openeds.synthetic import MARKER, write_sample
+from push import DEFAULT_REPO_ID, TORCH_CPU_INSTALL, Summary, push
+from tests import push_runner, reference, zygote
+from tests.v1data import upload_v1, v1_table
 
 pytestmark = pytest.mark.datasets_line
 #: the tests here that push.py's own flags, checks and bookkeeping decide (tests/conftest.py)
@@ -66,23 +67,55 @@ def out_all(sample_dir, tmp_path_factory) -> Path:
     result = run_push("--data-dir", str(sample_dir), "--local-dir", str(out), "--no-upload", "--config", "all")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Done:" in result.stdout and "MB/row" in result.stdout
-    # the run ends with one line on what to do next, naming the folder
-    next_step = result.stdout.splitlines()[-1]
-    assert next_step.startswith(f"next: datasets.load_dataset({str(out)!r}), train on it: "), next_step
-    assert "--repo-id YOU/NAME instead of --no-upload" in next_step
+    # the run ends with what to do next, each command as it runs from where push.py ran
+    steps = next_steps(result.stdout)
+    assert steps["load it"] == f"datasets.load_dataset({str(out)!r})"
+    assert_runs(shlex.split(steps["train on it"]), EXAMPLE, [str(out)])  # torch is installed here
+    publish = shlex.split(steps["publish it"].removesuffix(YOURS))
+    assert_runs(publish, PUSH, publish[2:])
+    assert publish[publish.index("--repo-id") + 1] == "YOU/NAME" and "--no-upload" not in publish
+    assert publish[publish.index("--local-dir") + 1] == str(out) and "--config all" in steps["publish it"]
     return out
 
 
+EXAMPLE, PUSH = REPO / "examples" / "train_tiny.py", REPO / "push.py"
+YOURS = " (YOU/NAME: a dataset repo of your own)"
+
+
+def next_steps(stdout: str) -> dict[str, str]:
+    """The run's `next: WHAT: COMMAND` lines, which end its output: {WHAT: COMMAND}."""
+    lines = stdout.splitlines()
+    assert lines[-1].startswith("next: "), lines[-1]
+    return dict(line.removeprefix("next: ").split(": ", 1) for line in lines if line.startswith("next: "))
+
+
+def assert_runs(words: list[str], script: Path, args: list[str], cwd: Path | None = None) -> None:
+    """`words` runs `script` with `args` by this interpreter, as typed in `cwd` (default: the test's folder)."""
+    cwd = cwd or Path.cwd()
+    python, path = (Path(w) if Path(w).is_absolute() else cwd / w for w in words[:2])
+    assert words[0] == "python" or python.resolve() == Path(sys.executable).resolve(), words
+    assert path.resolve() == script and words[2:] == args, words
+
+
 def test_folder_holds_exactly_what_goes_to_the_hub(out_all):
-    """Plus the lock file the run held (`openeds.layout.LOCK_NAME`); its owner record is gone."""
-    assert sorted(digests(out_all)) == [
-        ".lock",
+    """Plus one bookkeeping folder, `.openeds/`: the lock file the run held (its owner record is gone) and the
+    record of each shard's bytes, written as it was written: its size and sha256, read back here."""
+    files = digests(out_all)
+    shards = [f"{d}/{s}-00000-of-00001.parquet" for d in ("data", "full") for s in ("test", "train", "validation")]
+    assert sorted(p for p in files if not p.startswith(".openeds/")) == [
         "README.md",
-        *[f"data/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
-        *[f"full/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
+        *shards[:3],
+        *shards[3:],
         "images/preview-full.png",
         "images/preview.png",
     ]
+    assert sorted(p for p in files if p.startswith(".openeds/")) == [
+        ".openeds/lock",
+        *[f".openeds/records/{shard}.json" for shard in shards],
+    ]
+    for shard in shards:
+        record = json.loads((out_all / ".openeds" / "records" / f"{shard}.json").read_text())
+        assert record == {"path": shard, "size": (out_all / shard).stat().st_size, "sha256": files[shard]}, shard
 
 
 @pytest.mark.parametrize("config", schema.CONFIG_NAMES)
@@ -125,21 +158,41 @@ def test_card_names_configs_sizes_and_provenance(out_all):
         "license_name: openeds-dataset-license",
         "image-segmentation",
         "arXiv:1905.03702",
-        "OpenEDS dataset license agreement",
+        "This build holds no OpenEDS images or labels",
         "images/preview.png",
         "(3, 3)",
         'with_format("numpy", dtype=None)',
         "python push.py --data-dir",
-        "Built from <!-- provenance -->a local copy of OpenEDS in the Kaggle layout (`--data-dir`)",
+        # the sample given with --data-dir is still the sample: its split folders say so (openeds.provenance)
+        "- Source: the synthetic sample of `openeds.synthetic` (a folder given with `--data-dir`), not real OpenEDS",
+        "**Synthetic sample, not real OpenEDS data.**",
     ):
         assert needle in text, needle
     # Only what is known of this build: no Kaggle slug (a --data-dir copy may come from anywhere), no
-    # revision v1 (a folder has no revisions), no link that is not the licence's.
-    for absent in ("soumicksarker", 'revision="v1"', "license_link", "synthetic"):
+    # revision v1 (a folder has no revisions), no link that is not the licence's, no claim of OpenEDS frames.
+    for absent in ("soumicksarker", 'revision="v1"', "license_link", "come from OpenEDS", "a local copy of OpenEDS"):
         assert absent not in text, absent
     for config, path in (("pupil", "images/preview.png"), ("full", "images/preview-full.png")):
         assert f"![preview of `{config}`" in text and f"]({path})" in text, path
         assert (out_all / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("config", "folder", "traits"),
+    [
+        ("pupil", "data", {"no pupil", "pupil at the border"}),
+        ("full", "full", {"no sclera, iris, pupil", "pupil at the border", "no background", "no pupil"}),
+    ],
+)
+def test_the_previews_fit_the_hub_and_show_the_edge_cases(out_all, config, folder, traits):
+    """At most 900 px wide and 300 KB; among their rows, every kind of edge case the split's first shard holds (the
+    sample's train split: a closed eye, a pupil at the border, an eye covering the frame, a pupil under the lid)."""
+    path = out_all / layout.PREVIEW_PATHS[config]
+    picture = cv2.imread(str(path))
+    assert picture.shape[1] <= preview.MAX_WIDTH and path.stat().st_size <= preview.MAX_BYTES
+    rows = preview.preview_rows(out_all / folder / "train-00000-of-00001.parquet", config)
+    assert len(rows) == preview.ROWS and set().union(*(row["traits"] for row in rows)) == traits
+    assert any(not row["traits"] for row in rows)  # and an ordinary eye
 
 
 LOCAL_COPY = card.Source("local")
@@ -148,23 +201,17 @@ KAGGLE = card.Source("kaggle", "soumicksarker/openeds-dataset")
 
 def test_cards_of_the_same_data_differ_only_in_the_provenance_block():
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000), "test": card.SplitSize(3, 3_000_000)}}
-    one = str(card.render_card(sizes, repo_id="a/b", source=LOCAL_COPY, command="push.py --local-dir /x/1"))
-    two = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py --local-dir /x/2"))
+    one = str(
+        card.render_card(sizes, repo_id="a/b", source=LOCAL_COPY, synthetic=(), command="push.py --local-dir /x/1")
+    )
+    two = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, synthetic=(), command="push.py --local-dir /x/2"))
     assert one != two and card.without_provenance(one) == card.without_provenance(two)
     assert "/x/1" in one and "/x/1" not in card.without_provenance(one)
     # The source is named twice (provenance and licence), each inside its own provenance block.
     assert two.count("soumicksarker/openeds-dataset`](https://www.kaggle.com/datasets/soumicksarker/") == 2
     assert "soumicksarker" not in card.without_provenance(two)
-    assert card.rows_from_card(one) == {"pupil": {"train": 8, "test": 3}}
-    # Earlier cards named `pupil` `default`: read as `pupil`, so a push onto such a repo keeps its rows.
-    assert card.rows_from_card(one.replace("config_name: pupil", "config_name: default")) == card.rows_from_card(one)
-    both = "".join(
-        f"- config_name: {name}\n  splits:\n  - name: train\n    num_bytes: 1\n    num_examples: {rows}\n"
-        for name, rows in (("pupil", 8), ("default", 5), ("other", 1))
-    )
-    assert card.rows_from_card(f"---\ndataset_info:\n{both}---\n") == {"pupil": {"train": 8}}  # the current name wins
     other = {"pupil": {"train": card.SplitSize(8, 9_000_001), "test": card.SplitSize(3, 3_000_000)}}
-    changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, command="push.py"))
+    changed = str(card.render_card(other, repo_id="a/b", source=LOCAL_COPY, synthetic=(), command="push.py"))
     assert card.without_provenance(changed) != card.without_provenance(one)  # the YAML sizes count
 
 
@@ -179,7 +226,11 @@ def test_without_provenance_drops_every_block_and_keeps_an_unclosed_one():
 
 def test_a_sample_card_says_synthetic_and_nothing_of_kaggle():
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
-    text = str(card.render_card(sizes, repo_id="me/sample", source=card.Source("sample"), command="push.py --sample"))
+    text = str(
+        card.render_card(
+            sizes, repo_id="me/sample", source=card.Source("sample"), synthetic={("pupil", "train")}, command="push.py"
+        )
+    )
     assert "**Synthetic sample, not real OpenEDS data.**" in text and "holds no OpenEDS images or labels" in text
     assert "pretty_name: OpenEDS precomputed (v2), synthetic sample" in text
     for absent in ("Kaggle dataset", "soumicksarker", "Built from", "come from OpenEDS"):
@@ -189,9 +240,14 @@ def test_a_sample_card_says_synthetic_and_nothing_of_kaggle():
 @pytest.mark.parametrize("v1_revision", [False, True])
 def test_the_card_names_revision_v1_only_when_the_repo_has_it(v1_revision):
     sizes = {"pupil": {"train": card.SplitSize(8, 9_000_000)}}
-    text = str(card.render_card(sizes, repo_id="a/b", source=KAGGLE, command="push.py", v1_revision=v1_revision))
+    text = str(
+        card.render_card(sizes, repo_id="a/b", source=KAGGLE, synthetic=(), command="push.py", v1_revision=v1_revision)
+    )
     assert ('load_dataset("a/b", revision="v1")' in text) is v1_revision
-    assert ("Revision `v1` (the v1 data, see below) keeps its own card" in text) is v1_revision
+    assert ("Revision `v1` (the v1 data, see below) is the repo as v1 left it" in text) is v1_revision
+    assert (
+        "removed every v1 file\nfrom `main`, whatever its name or folder, so `main` holds v2 only" in text
+    ) is v1_revision
     assert 'load_dataset("a/b", "default")` fails with `BuilderConfig \'default\' not found`' in text
 
 
@@ -300,13 +356,60 @@ def test_shard_of_another_compute_version_is_rebuilt(small_raw, tmp_path):
     assert result.returncode == 0 and "already complete" not in result.stdout
 
 
+def _shards_and_records(out: Path) -> dict[str, str]:
+    return {k: v for k, v in digests(out).items() if k.endswith((".parquet", ".parquet.json"))}
+
+
 @OURS
-def test_num_proc_2_writes_the_same_bytes(sample_dir, sharded, tmp_path):
-    """Two worker processes build the five shards of ``sharded`` (built by one) byte for byte."""
+def test_num_proc_2_writes_the_same_bytes_and_records(sample_dir, sharded, tmp_path):
+    """Two worker processes build the five shards of ``sharded`` (built by one) byte for byte, each recorded by
+    the process that wrote it. A re-run on two processes rebuilds a shard whose bytes changed (its modification
+    time kept) and one whose record is gone, and nothing else."""
     result = run_push(*_sharded_argv(sample_dir), "--num-proc", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    outs = [{k: v for k, v in digests(out).items() if k.endswith(".parquet")} for out in (sharded, tmp_path / "out")]
-    assert outs[0] == outs[1] and len(outs[0]) > 3
+    out = tmp_path / "out"
+    assert _shards_and_records(out) == _shards_and_records(sharded) and len(_shards_and_records(sharded)) == 10
+    flipped, unrecorded = out / "data/train-00001-of-00003.parquet", "data/test-00000-of-00001.parquet"
+    times = flipped.stat()
+    content = bytearray(flipped.read_bytes())
+    content[len(content) // 2] ^= 1
+    flipped.write_bytes(bytes(content))
+    os.utime(flipped, ns=(times.st_atime_ns, times.st_mtime_ns))
+    (out / ".openeds" / "records" / f"{unrecorded}.json").unlink()
+    result = run_push(*_sharded_argv(sample_dir), "--num-proc", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("already complete") == 3, result.stdout
+    assert f"Rebuilding out/{flipped.relative_to(out)}: its bytes are not those written" in result.stderr
+    assert f"Rebuilding out/{unrecorded}: it has no record of the bytes written" in result.stderr
+    assert _shards_and_records(out) == _shards_and_records(sharded)
+
+
+@OURS
+def test_a_build_killed_mid_way_leaves_no_record_of_other_bytes(sample_dir, sharded, tmp_path):
+    """SIGKILL to a build on two processes once it has recorded a first shard: every record left vouches for the
+    bytes under its name; the re-run finishes the build byte for byte."""
+    argv = [*_sharded_argv(sample_dir), "--num-proc", "2"]
+    env = dict(os.environ)
+    run = zygote.start(
+        [sys.executable, str(push_runner.PUSH), *argv], env=env, preload=push_runner.PRELOADED, cwd=tmp_path
+    )
+    out = tmp_path / "out"
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".openeds/records/*/*.json")) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mid_way = run.poll() is None
+    finally:
+        run.kill_group()
+        run.wait()
+    written = [p.relative_to(out / ".openeds" / "records").as_posix() for p in out.glob(".openeds/records/*/*.json")]
+    assert mid_way and 0 < len(written) < 5, f"the kill did not land mid-build ({len(written)} shards recorded)"
+    for record in written:
+        shard = record.removesuffix(".json")
+        assert records.problem(out, shard) is None, f"the record of {shard} vouches for other bytes"
+    result = run_push(*argv, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _shards_and_records(out) == _shards_and_records(sharded)
 
 
 @OURS
@@ -398,15 +501,15 @@ def _shard_paths(hub, oids: list[str], staging: Path) -> set[str]:
 def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp_path):
     hub.add_token(TOKEN, "conner", write={"Conner"})
     env = {"HF_TOKEN": TOKEN}
+    # the sample stands for the real data: without its markers (push.py refuses the sample to this repo)
+    real = shutil.copytree(sample_dir, tmp_path / "real", ignore=shutil.ignore_patterns(MARKER))
     first = tmp_path / "staging1"
-    result = run_push(
-        "--data-dir", str(sample_dir), "--local-dir", str(first), "--splits", "train", "validation", env=env
-    )
+    result = run_push("--data-dir", str(real), "--local-dir", str(first), "--splits", "train", "validation", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "published:" in result.stdout and "(tags: v2)" in result.stdout
-    assert result.stdout.splitlines()[-1] == (
-        f"next: datasets.load_dataset({REPO_ID!r}), or train on it: python examples/train_tiny.py {REPO_ID}"
-    )
+    steps = next_steps(result.stdout)
+    assert steps["load it"] == f"datasets.load_dataset({REPO_ID!r})" and "publish it" not in steps
+    assert_runs(shlex.split(steps["train on it"]), EXAMPLE, [REPO_ID])
     assert TOKEN not in result.stdout + result.stderr
 
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c1"))
@@ -421,11 +524,11 @@ def test_push_publishes_then_adds_a_split_incrementally(hub, sample_dir, v2, tmp
     # A new machine adds the test split: nothing else is rebuilt or re-uploaded, the card keeps the rest.
     hub.reset_faults_and_log()
     second = tmp_path / "staging2"
-    result = run_push("--data-dir", str(sample_dir), "--local-dir", str(second), "--splits", "test", env=env)
+    result = run_push("--data-dir", str(real), "--local-dir", str(second), "--splits", "test", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(tags: v2.1)" in result.stdout
     assert sorted(p.name for p in (second / "data").iterdir()) == ["test-00000-of-00001.parquet"]
-    uploaded = _shard_paths(hub, hub.lfs_uploads(REPO_ID), second)
+    uploaded = _shard_paths(hub, hub.uploads(REPO_ID), second)
     assert uploaded <= {"data/test-00000-of-00001.parquet", "images/preview.png"}
     assert "data/test-00000-of-00001.parquet" in uploaded
     loaded = datasets.load_dataset(REPO_ID, cache_dir=str(tmp_path / "c2"))
@@ -606,15 +709,63 @@ def test_a_card_naming_default_is_migrated_to_pupil_in_the_same_commit(hub, publ
         datasets.load_dataset(repo_id, "default", cache_dir=cache)
 
 
-def test_converting_a_v1_repo_names_its_revision_v1_in_the_card(hub, publisher, small_sample, tmp_path):
-    repo_id = "pusher/openeds-was-v1"
+def test_the_real_v1_repo_is_converted_and_both_revisions_load(hub, publisher, tmp_path):
+    """The repo as VisionAssist's precompute script left Conner/openeds-precomputed (FACTS.md section 9):
+    v1 rows (from `tests.reference`) in shards written with `pq.write_table` (500 rows there, 1 here),
+    uploaded with `upload_folder` to data/train and data/validation; no test split, no card."""
+    raw_dir = write_sample(tmp_path / "raw", {"train": 2, "validation": 2, "test": 1})
+    pairs = {split: raw.list_pairs(folder).pairs for split, folder in raw.find_split_dirs(raw_dir).items()}
+    repo_id = "pusher/openeds-precomputed"
     api = HfApi(token=TOKEN)
-    push_v1(api, repo_id, with_card=True)
-    summary = push(data_dir=small_sample, local_dir=tmp_path / "out", repo_id=repo_id, api=api)
-    assert summary.published.tags == ("v1", "v2")
+    v1_files = sorted(upload_v1(api, repo_id, {s: v1_table(pairs[s]) for s in ("train", "validation")}))
+    assert v1_files == [f"data/{s}/shard_0000{i}.parquet" for s in ("train", "validation") for i in (0, 1)]
+    v1_head = HfApi().dataset_info(repo_id).sha
+
+    result = run_push(
+        "--data-dir", str(raw_dir), "--local-dir", str(tmp_path / "out"), "--repo-id", repo_id, env=publisher
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = result.stderr
+    assert f"This run converts it: it tags the head {v1_head[:12]} 'v1' before anything changes" in said
+    assert f"v1 train (2 files): {v1_files[0]}, {v1_files[1]}\n" in said
+    assert f"v1 validation (2 files): {v1_files[2]}, {v1_files[3]}\n" in said
+    assert "The repo has no card (README.md); the v2 card is added." in said
+    assert f"{repo_id}: v1 has no test split: this publication adds it to main" in said
+    assert "(tags: v1, v2; the 4 v1 files left main and stay at revision 'v1')" in result.stdout
+    tags = _tags(repo_id)
+    assert tags["v1"] == v1_head and tags.keys() == {"v1", "v2"}
+    main = sorted(f.path for f in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True) if "." in f.path)
+    assert main == [
+        ".gitattributes",
+        "README.md",
+        *[f"data/{s}-00000-of-00001.parquet" for s in ("test", "train", "validation")],
+        "images/preview.png",
+    ]  # v2 only: every v1 file left main
     text = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset")).read_text()
-    assert f'load_dataset("{repo_id}", revision="v1")' in text and "config is still named\n`default`" in text
-    assert datasets.load_dataset(repo_id, "default", revision="v1", split="test").num_rows == 1
+    assert f'load_dataset("{repo_id}", revision="v1")' in text and "removed every v1 file" in text
+
+    # Revision v1 loads as the old code loaded it (the default Python format, reshaped), value for value
+    # against the raw frames through the plain reference.
+    cache = str(tmp_path / "c")
+    old = datasets.load_dataset(repo_id, revision="v1", cache_dir=cache)
+    assert list(old) == ["train", "validation"]
+    new = datasets.load_dataset(repo_id, cache_dir=cache)
+    assert list(new) == ["train", "validation", "test"]
+    for split, rows in old.items():
+        assert rows["filename"] == [pair.stem for pair in pairs[split]]
+        v2 = new[split].with_format("numpy", dtype=None)
+        for i, (row, pair) in enumerate(zip(rows, pairs[split], strict=True)):
+            image = cv2.imread(str(pair.image), cv2.IMREAD_UNCHANGED)
+            label, weights, dist = reference.targets(np.load(pair.label), "pupil")
+            expected = {"image": image, "label": label, "spatial_weights": weights, "dist_map": dist.astype(np.float32)}
+            for column, want in expected.items():
+                got = np.asarray(row[column], dtype=want.dtype).reshape(want.shape)
+                np.testing.assert_array_equal(got, want, err_msg=f"v1 {split}[{i}].{column}")
+                if column != "image":  # v2 keeps every v1 column but the image bit for bit
+                    np.testing.assert_array_equal(v2[i][column], want, err_msg=f"v2 {split}[{i}].{column}")
+            np.testing.assert_array_equal(v2[i]["image"], reference.image(image), err_msg=f"v2 {split}[{i}].image")
+            assert v2[i]["preprocessed"] and "preprocessed" not in row
 
 
 def _python_blocks(text: str) -> list[str]:
@@ -709,3 +860,48 @@ def test_a_run_that_sets_an_import_time_variable_is_not_forked():
     for variable in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HOME", "PYTHONHASHSEED", "OMP_NUM_THREADS"):
         assert not runner.forks({**os.environ, variable: "1"}), variable
     runner.close()
+
+
+def test_the_publish_hint_after_the_sample_runs_as_printed(hub, tmp_path):
+    """`--sample` without `--repo-id` (no --no-upload typed) names the command that publishes that very build."""
+    hub.add_token(TOKEN, "alice", write={"alice"})
+    result = run_push("--sample", "--local-dir", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    publish = shlex.split(next_steps(result.stdout)["publish it"].removesuffix(YOURS))
+    assert_runs(publish, PUSH, publish[2:], cwd=tmp_path)
+    assert "--no-upload" not in publish
+    publish[publish.index("YOU/NAME")] = "alice/sample-hint"
+    again = run_push(*publish[2:], env={"HF_TOKEN": TOKEN}, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already complete") == 3 and "published: " in again.stdout  # the build, reused
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_the_train_hint_says_to_install_torch_first_when_it_is_missing(published, tmp_path):
+    result = PublishResult("me/x", "abc", "https://hub/commit/abc", (), (), ("v2",)) if published else None
+    summary = Summary({}, tmp_path / "out", result, 1.0, None if published else "python push.py --repo-id YOU/NAME")
+    where = "me/x" if published else str(tmp_path / "out")
+    without = dict(line.split(": ", 2)[1:] for line in summary.next_steps(torch=False))
+    assert without["train on it"].startswith("install torch first, its CPU build: ")
+    assert f" -m {TORCH_CPU_INSTALL}; then: " in without["train on it"]
+    assert without["train on it"].endswith(f"train_tiny.py {shlex.quote(where)}")
+    with_torch = dict(line.split(": ", 2)[1:] for line in summary.next_steps(torch=True))
+    assert "install" not in with_torch["train on it"] and with_torch["load it"] == f"datasets.load_dataset({where!r})"
+    assert ("publish it" in with_torch) is not published
+    assert summary.next_steps() == summary.next_steps(torch=True)  # torch is installed here (found, not imported)
+
+
+@OURS
+def test_the_hints_name_python_as_typed_here(tmp_path, monkeypatch):
+    """`python` when that finds this interpreter (its environment activated); else its path, relative when here."""
+    import push as module
+
+    bin_dir = Path(os.path.abspath(sys.executable)).parent
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert (bin_dir / "python").exists() and module._python() == "python"
+    monkeypatch.setenv("PATH", str(tmp_path))  # another python first, or none
+    (tmp_path / "python").symlink_to(sys.executable)
+    monkeypatch.chdir(bin_dir.parent)
+    assert module._python() == f"{bin_dir.name}/{Path(sys.executable).name}"
+    monkeypatch.chdir(tmp_path)
+    assert module._python() == os.path.abspath(sys.executable)

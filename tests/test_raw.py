@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import struct
 import zlib
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 
 from openeds import raw
+from openeds.materialize import digest_pair
+from tests import reference
 
 pytestmark = pytest.mark.datasets_independent("the raw Kaggle tree reader")
 
@@ -100,12 +103,12 @@ DAMAGE = [
     (
         "color_png",
         lambda p: cv2.imwrite(str(p.image), np.zeros((400, 640, 3), np.uint8)),
-        r"has 3 channel\(s\) of uint8; expected 8-bit grayscale",
+        r"is a PNG of 8-bit RGB \(bit depth 8, colour type 2\); expected an 8-bit grayscale PNG",
     ),
     (
         "16bit_png",
         lambda p: cv2.imwrite(str(p.image), np.zeros((400, 640), np.uint16)),
-        r"has 1 channel\(s\) of uint16; expected 8-bit grayscale",
+        r"is a PNG of 16-bit grayscale \(bit depth 16, colour type 0\); expected an 8-bit grayscale PNG",
     ),
     (
         "text_label",
@@ -126,7 +129,8 @@ DAMAGE = [
     (
         "truncated_label",
         lambda p: p.label.write_bytes(p.label.read_bytes()[:1000]),
-        r"label .*\.npy is not a readable \.npy array: ",
+        r"label .*\.npy is 1,000 bytes, but its \.npy header declares uint8 of shape \(400, 640\): 128 header bytes "
+        r"and 256,000 of data, 256,128 in all \(it is truncated\); expected a file of exactly that size",
     ),
     (
         "jpeg_in_png",
@@ -489,3 +493,285 @@ def test_names_with_a_newline_stay_one_line_in_every_listing_message(tree):
     (split / "labels" / "000\n13.npy").write_bytes((split / "labels" / "000000000000.npy").read_bytes())
     [note] = raw.list_pairs(split).notes("train")
     assert note == r"train: ignored 1 labels without an image (e.g. 'labels/000\n13.npy')"
+
+
+# --- headers before payloads (issue 22): what a PNG or .npy header declares is checked first -------------------
+
+#: a frame of every gray level, to compare decodes with exactly
+FRAME = np.random.default_rng(22).integers(0, 256, (400, 640), dtype=np.uint8)
+_IEND = reference.png_chunk(b"IEND", b"")
+
+
+def _header_only(width: int, height: int, bit_depth: int = 8, colour: int = 0, interlace: int = 0) -> bytes:
+    """A PNG of a header and no image data: a decoder fails on it, so a header error proves it was never decoded."""
+    return reference.PNG_SIGNATURE + reference.ihdr(width, height, bit_depth, colour, interlace) + _IEND
+
+
+def _ihdr_with(**fields: int) -> bytes:
+    """The IHDR of a 640 x 400 8-bit grayscale PNG with some fields changed (struct offsets of PNG 11.2.1)."""
+    values = {"width": 640, "height": 400, "depth": 8, "colour": 0, "compression": 0, "filter": 0, "interlace": 0}
+    body = struct.pack(">IIBBBBB", *{**values, **fields}.values())
+    return reference.png_chunk(b"IHDR", body)
+
+
+# (id, the image file's bytes, regex the one-line error must match); none of them is decoded
+PNG_REFUSED = [
+    ("4-bit", _header_only(640, 400, bit_depth=4), r"is a PNG of 4-bit grayscale \(bit depth 4, colour type 0\)"),
+    ("1-bit", reference.png(FRAME >> 7, bit_depth=1), r"is a PNG of 1-bit grayscale \(bit depth 1, colour type 0\)"),
+    ("16-bit", _header_only(640, 400, bit_depth=16), r"is a PNG of 16-bit grayscale"),
+    ("gray-alpha", _header_only(640, 400, colour=4), r"is a PNG of 8-bit grayscale with alpha \(bit depth 8, colour"),
+    ("palette", _header_only(640, 400, colour=3), r"is a PNG of 8-bit palette \(bit depth 8, colour type 3\)"),
+    ("rgba-16", _header_only(640, 400, 16, colour=6), r"is a PNG of 16-bit RGB with alpha"),
+    ("641-wide", _header_only(641, 400), r"has shape \(400, 641\) \(rows, cols\); expected \(400, 640\)\.$"),
+    ("huge", _header_only(2**31 - 1, 2**31 - 1), r"has shape \(2147483647, 2147483647\) \(rows, cols\); expected"),
+    ("zero-rows", _header_only(640, 0), r"has shape \(0, 640\) \(rows, cols\); expected \(400, 640\)"),
+    ("portrait", _header_only(400, 640), r"has shape \(640, 400\) .* This looks like the 2019 portrait release"),
+    (
+        "truncated-ihdr",
+        reference.PNG_SIGNATURE + reference.ihdr(640, 400)[:20],
+        r"not a decodable PNG \(28 bytes: it ends within the IHDR chunk that must follow the signature\)",
+    ),
+    (
+        "ihdr-not-first",
+        reference.PNG_SIGNATURE + reference.png_chunk(b"tEXt", b"a\x00b") + reference.ihdr(640, 400) + _IEND,
+        r"its first chunk is b'tEXt' of 3 bytes, not the 13-byte IHDR a PNG starts with\)",
+    ),
+    (
+        "ihdr-crc",
+        reference.PNG_SIGNATURE + reference.ihdr(640, 400)[:-1] + b"\x00" + _IEND,
+        r"the CRC of its IHDR chunk does not match, so its header is damaged",
+    ),
+    (
+        "interlace-2",
+        reference.PNG_SIGNATURE + _ihdr_with(interlace=2) + _IEND,
+        r"declares compression method 0, filter method 0 and interlace method 2; PNG defines 0, 0 and 0 or 1",
+    ),
+    (
+        "filter-1",
+        reference.PNG_SIGNATURE + _ihdr_with(filter=1) + _IEND,
+        r"compression method 0, filter method 1 and interlace method 0",
+    ),
+    ("depth-3", _header_only(640, 400, bit_depth=3), r"declares bit depth 3 with colour type 0, a combination PNG"),
+    ("colour-type-1", _header_only(640, 400, colour=1), r"declares bit depth 8 with colour type 1, a combination"),
+    ("rgb-4-bit", _header_only(640, 400, 4, colour=2), r"declares bit depth 4 with colour type 2, a combination"),
+    ("bmp", cv2.imencode(".bmp", FRAME)[1].tobytes(), r"\(\d+ bytes, starting b'BM.*', not the PNG signature\)"),
+    ("tiff", cv2.imencode(".tiff", FRAME)[1].tobytes(), r"starting b'II\*\\x00.*', not the PNG signature\)"),
+    # the header is right; the data is not what it declares
+    (
+        "fewer-rows-than-declared",
+        reference.png(FRAME[:399], header=reference.ihdr(640, 400)),
+        r"is not a decodable PNG \(\d+ bytes: Not enough image data\)",
+    ),
+    (
+        "more-rows-than-declared",
+        reference.png(np.concatenate([FRAME, FRAME]), header=reference.ihdr(640, 400)),
+        r"is not a decodable PNG \(\d+ bytes: IDAT: Too much image data\)",
+    ),
+    (
+        "bytes-after-the-image-data",
+        reference.PNG_SIGNATURE
+        + reference.ihdr(640, 400)
+        + reference.png_chunk(b"IDAT", reference.png(FRAME)[41:-16] + b"...")  # the first IDAT's zlib stream
+        + _IEND,
+        r"is not a decodable PNG \(\d+ bytes: .*Extra compressed data",
+    ),
+    (
+        "narrower-than-declared",
+        reference.png(FRAME[:, :320], header=reference.ihdr(640, 400)),
+        r"is not a decodable PNG \(\d+ bytes: ",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,data,message", PNG_REFUSED, ids=[c[0] for c in PNG_REFUSED])
+def test_a_png_is_refused_from_its_header_before_it_is_decoded(tree, name, data, message, capfd):
+    pair = _first(tree)
+    pair.image.write_bytes(data)
+    capfd.readouterr()
+    with pytest.raises(raw.RawDataError, match=message) as info:
+        raw.read_image(pair.image)
+    text = str(info.value)
+    assert text.isprintable() and pair.image.name in text, text
+    assert capfd.readouterr() == ("", ""), f"{name}: the decoder printed lines of its own"
+
+
+def test_a_png_over_the_size_bound_is_refused_unread(tree):
+    pair = _first(tree)
+    with pair.image.open("wb") as f:
+        f.write(reference.png(FRAME))
+        f.truncate(raw.MAX_PNG_BYTES + 1)  # sparse: no 32 MiB written
+    with pytest.raises(raw.RawDataError, match=rf"is {raw.MAX_PNG_BYTES + 1:,} bytes; expected at most "):
+        raw.read_image(pair.image)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        reference.png(FRAME),
+        reference.png(FRAME, interlace=1),
+        # ancillary chunks change nothing: transparency, gamma and significant bits are not applied
+        reference.png(
+            FRAME,
+            before_idat=(
+                reference.png_chunk(b"tRNS", b"\x00\x07"),
+                reference.png_chunk(b"gAMA", struct.pack(">I", 100000)),
+                reference.png_chunk(b"sBIT", b"\x05"),
+                reference.png_chunk(b"tEXt", b"Comment\x00synthetic"),
+            ),
+        ),
+    ],
+    ids=["plain", "interlaced", "ancillary-chunks"],
+)
+def test_the_accepted_pngs_give_their_samples_exactly(tree, data):
+    pair = _first(tree)
+    pair.image.write_bytes(data)
+    image = raw.read_image(pair.image)
+    assert image.dtype == np.uint8 and image.flags.c_contiguous
+    np.testing.assert_array_equal(image, FRAME)
+
+
+def _npy(header: dict, payload: bytes, version: tuple[int, int] = (1, 0)) -> bytes:
+    """An .npy file of ``header`` (descr, fortran_order, shape) and ``payload``, as numpy.lib.format writes one."""
+    buffer = io.BytesIO()
+    write = np.lib.format.write_array_header_1_0 if version == (1, 0) else np.lib.format.write_array_header_2_0
+    write(buffer, header)
+    return buffer.getvalue() + payload
+
+
+def _u8(shape: tuple[int, ...] = (400, 640), descr: str = "|u1", fortran: bool = False) -> dict:
+    return {"descr": descr, "fortran_order": fortran, "shape": shape}
+
+
+def _npy_text(header: str) -> bytes:
+    """An .npy 1.0 file whose header is ``header``, padded as numpy pads it, and no data."""
+    padded = header.ljust(-(-(10 + len(header) + 1) // 64) * 64 - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(padded)) + padded.encode("latin1")
+
+
+ZEROS = bytes(400 * 640)
+# (id, the label file's bytes, regex the one-line error must match)
+NPY_REFUSED = [
+    ("unicode", _npy(_u8(descr="<U3"), bytes(400 * 640 * 12)), r"has dtype <U3; expected integer class ids"),
+    ("bytes", _npy(_u8(descr="|S1"), ZEROS), r"has dtype \|S1; expected integer class ids"),
+    ("float-be", _npy(_u8(descr=">f4"), bytes(4 * 400 * 640)), r"has dtype >f4; expected integer class ids"),
+    ("datetime", _npy(_u8(descr="<M8[s]"), bytes(8 * 400 * 640)), r"has dtype datetime64\[s\]; expected integer"),
+    ("3-d", _npy(_u8((1, 400, 640)), ZEROS), r"has shape \(1, 400, 640\); expected \(400, 640\), the shape of its"),
+    ("scalar", _npy(_u8(()), b"\x00"), r"has shape \(\); expected \(400, 640\)"),
+    # what the header declares is refused before anything of that size is allocated or read
+    ("huge-declared", _npy(_u8((2**40, 2**20), "<i8"), b""), r"has shape \(1099511627776, 1048576\); expected"),
+    ("huge-of-right-shape", _npy(_u8(descr="|V100000"), b""), r"has dtype \|V100000; expected integer class ids"),
+    (
+        "int64-declared-uint8-stored",
+        _npy(_u8(descr="<i8"), ZEROS),
+        r"is 256,128 bytes, but its \.npy header declares int64 of shape \(400, 640\): 128 header bytes and "
+        r"2,048,000 of data, 2,048,128 in all \(it is truncated\)",
+    ),
+    ("bytes-appended", _npy(_u8(), ZEROS + b"\x00"), r"256,000 of data, 256,128 in all \(bytes follow the array\)"),
+    ("no-data", _npy(_u8(), b""), r"is 128 bytes, .*\(it is truncated\)"),
+    ("version-3", b"\x93NUMPY\x03\x00" + _npy(_u8(), ZEROS)[8:], r"is \.npy format version 3\.0; expected 1\.0 or"),
+    ("version-9", b"\x93NUMPY\x09\x00" + _npy(_u8(), ZEROS)[8:], r"is \.npy format version 9\.0; expected 1\.0 or"),
+    ("header-not-a-dict", _npy_text("[1, 2, 3]"), r"has a \.npy header numpy cannot read \(.*\); expected one array"),
+    (
+        "header-bad-shape",
+        _npy_text("{'descr': '|u1', 'fortran_order': False, 'shape': (-1, 2)}"),
+        r"has shape \(-1, 2\); expected \(400, 640\)",
+    ),
+    ("header-not-python", _npy_text("{'descr': '|u1', 'shape': (400, 640"), r"has a \.npy header numpy cannot read"),
+    ("header-nested", _npy_text("(" * 4000 + ")" * 4000), r"has a \.npy header numpy cannot read"),
+    ("header-null", _npy_text("{'descr': '|u1'\x00}"), r"has a \.npy header numpy cannot read"),
+    ("magic-only", b"\x93NUMPY", r"has a \.npy header numpy cannot read \("),
+    (
+        "header-length-too-large",
+        b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**31) + b"{" * 20000,  # never read, let alone parsed
+        r"has a \.npy header of 2,147,483,648 bytes, by its length field; expected at most 10,000",
+    ),
+    (
+        "header-of-20000-bytes",
+        b"\x93NUMPY\x01\x00" + struct.pack("<H", 20000) + b" " * 20000,
+        r"has a \.npy header of 20,000 bytes, by its length field; expected at most 10,000 \(numpy\.save writes",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,data,message", NPY_REFUSED, ids=[c[0] for c in NPY_REFUSED])
+def test_a_label_is_refused_from_its_npy_header_before_its_data_is_read(tree, name, data, message):
+    pair = _first(tree)
+    pair.label.write_bytes(data)
+    with pytest.raises(raw.RawDataError, match=message) as info:
+        raw.read_label(pair.label)
+    text = str(info.value)
+    assert text.isprintable() and pair.label.name in text, text
+
+
+@pytest.mark.parametrize(
+    "save",
+    [
+        lambda path, label: np.save(path, np.asfortranarray(label.astype(">u2"))),
+        lambda path, label: path.write_bytes(_npy(_u8(descr=">i8"), label.astype(">i8").tobytes(), version=(2, 0))),
+        lambda path, label: np.save(path, label.T.copy().T),  # a Fortran-ordered copy, saved in Fortran order
+    ],
+    ids=["fortran-big-endian", "version-2", "transposed-copy"],
+)
+def test_labels_in_every_order_and_format_version_read_exactly(tree, save):
+    pair = _first(tree)
+    original = np.load(pair.label)
+    save(pair.label, original)
+    label = raw.read_label(pair.label)
+    assert label.dtype == np.uint8 and label.flags.c_contiguous
+    np.testing.assert_array_equal(label, original)
+
+
+# --- the same frame under another name in another split (issue 22) ---------------------------------------------
+
+
+def _copy_frame(tree: Path, source: raw.Pair, split: str, stem: str, label: np.ndarray | None = None) -> None:
+    folder = _split(tree, split)
+    shutil.copy(source.image, folder / "images" / f"{stem}.png")
+    if label is None:
+        shutil.copy(source.label, folder / "labels" / f"{stem}.npy")
+    else:
+        np.save(folder / "labels" / f"{stem}.npy", label)
+
+
+def test_a_frame_under_another_name_in_another_split_is_a_warning_naming_both(tree):
+    dirs = raw.find_split_dirs(tree)
+    train = raw.list_pairs(dirs["train"]).pairs
+    _copy_frame(tree, train[0], "test", "copy-a")  # train data in test
+    _copy_frame(tree, train[1], "validation", "copy-b")  # and in validation
+    _copy_frame(tree, train[1], "test", "copy-c")  # the same frame again, in test too
+    _copy_frame(tree, train[2], "train", "copy-d")  # twice in one split: not this warning's business
+    _copy_frame(tree, train[3], "test", "copy-e", label=np.zeros((400, 640), np.uint8))  # same image, another label
+    listings = {split: raw.list_pairs(folder).pairs for split, folder in dirs.items()}
+    digests = {pair: digest_pair(pair) for pairs in listings.values() for pair in pairs}
+    notes = raw.same_frames(listings, digests)
+    expected = [
+        ("validation", "copy-b", "train", train[1].stem),
+        ("test", "copy-a", "train", train[0].stem),
+        ("test", "copy-c", "train", train[1].stem),
+    ]
+    assert len(notes) == len(expected), notes
+    for note, (split, stem, earlier, original) in zip(notes, expected, strict=True):
+        assert note.startswith(
+            f"warning: {split} frame {stem}.png has the same image and label bytes as {earlier} frame {original}.png "
+            f"({split}/images/{stem}.png and {earlier}/images/{original}.png), so {split} is not independent of train "
+            f"(training data leaks into evaluation); expected each frame in one split only"
+        ), note
+    # Only frames with a hash are compared: the run's own hashes, nothing is read here.
+    unhashed = {pair: digest for pair, digest in digests.items() if pair.stem != "copy-a"}
+    assert len(raw.same_frames(listings, unhashed)) == 2
+    assert raw.check_disjoint(dirs) == [], "other names: no clash of names"
+
+
+def test_many_copies_are_counted_past_the_first_few(tree):
+    dirs = raw.find_split_dirs(tree)
+    train = raw.list_pairs(dirs["train"]).pairs
+    for k, pair in enumerate(train):
+        _copy_frame(tree, pair, "validation", f"copy-{k}")
+    listings = {split: raw.list_pairs(folder).pairs for split, folder in dirs.items()}
+    notes = raw.same_frames(listings, {pair: digest_pair(pair) for pairs in listings.values() for pair in pairs})
+    shown_ = raw.SAME_FRAMES_SHOWN
+    assert len(train) > shown_ and len(notes) == shown_ + 1, notes
+    assert notes[-1] == (
+        f"warning: train and validation: {len(train) - shown_} more frames of validation have the same image and "
+        f"label bytes as a frame of train under another name ({len(train)} in all)"
+    )

@@ -231,16 +231,33 @@ def test_bad_probability_is_named():
 # --- IrisDataset ----------------------------------------------------------------------
 
 
-def test_normalisation_equals_totensor_then_normalize():
-    # torchvision's ToTensor then Normalize([0.5], [0.5]), spelled out on every uint8 value
-    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    expected = torch.from_numpy(values[None]).contiguous().to(torch.float32).div(255)
+def _totensor_then_normalize(image: np.ndarray) -> torch.Tensor:
+    """torchvision's ToTensor then Normalize([0.5], [0.5]), spelled out in torch."""
+    expected = torch.from_numpy(image[None].copy()).contiguous().to(torch.float32).div(255)
     mean = std = torch.as_tensor([0.5], dtype=torch.float32)
-    expected.sub_(mean[:, None, None]).div_(std[:, None, None])
+    return expected.sub_(mean[:, None, None]).div_(std[:, None, None])
+
+
+def test_normalisation_equals_totensor_then_normalize():
+    # every uint8 value, on its own and in a full-size frame (which torch's ops would split over threads)
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    threads = torch.get_num_threads()
     got = to_normalized_tensor(values)
     assert got.dtype == torch.float32 and got.shape == (1, 16, 16)
-    assert torch.equal(got, expected)
+    assert torch.equal(got, _totensor_then_normalize(values))
     assert got.min() == -1 and got.max() == 1
+    frame = np.random.default_rng(0).permutation(np.tile(np.arange(256, dtype=np.uint8), 1000)).reshape(400, 640)
+    for name, image in (("frame", frame), ("mirrored view", frame[:, ::-1]), ("read-only", _read_only(frame))):
+        got = to_normalized_tensor(image)
+        assert got.shape == (1, 400, 640) and got.is_contiguous(), name
+        assert torch.equal(got, _totensor_then_normalize(np.ascontiguousarray(image))), name
+    assert torch.get_num_threads() == threads  # the table leaves torch's global thread count alone
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.setflags(write=False)
+    return view
 
 
 @pytest.mark.parametrize("config", schema.CONFIG_NAMES)

@@ -1,4 +1,5 @@
-"""Parquet footers of remote shards (rows, columns, build records), read with plain ranged GETs inside `_retry`.
+"""Parquet footers of remote shards (rows, columns, build records), and the schema at the start of a remote Arrow
+file, read with plain ranged GETs inside `_retry`.
 
 A footer is the end of a parquet file: the Thrift-encoded metadata, its length (4 bytes) and the
 magic `PAR1`. `read_footer` asks for the last `_TAIL` bytes with one suffix-range GET
@@ -12,6 +13,12 @@ A file that is not parquet (no `PAR1` at its end, a footer that does not decode,
 one `PublishError` naming it; an HTML page in its place (a captive portal) names the endpoint. The
 footers read are kept in the caller's `cache` (`RemoteState.footers`), so no footer is read twice
 in a run, whichever of the v1 check, the staleness check and the card's row counts asks first.
+
+An Arrow file (`datasets`' cache files and `save_to_disk` folders are Arrow IPC streams) starts with
+its schema: `read_arrow_schema` asks for the first `_TAIL` bytes (and the rest of a longer schema
+message with a second GET). Either reader raises `WrongFormatError`, a `PublishError`, for a file
+that is not of its format, so that a caller that only asks whether a file of any name is v1 data
+(`openeds.hub.v1`) can tell that apart from a request that failed.
 """
 
 from __future__ import annotations
@@ -37,6 +44,16 @@ _MAGIC: Final = b"PAR1"
 HTML_STARTS: Final = (b"<!doctype html", b"<html")
 #: Footers read at once: each is a small request, and a repo may hold hundreds of shards.
 _PARALLEL: Final = 8
+#: How an Arrow IPC file (not a stream) starts; its stream follows, 8-byte aligned.
+_ARROW_FILE_MAGIC: Final = b"ARROW1"
+#: An Arrow stream message starts with this marker, then the length of its metadata (older writers: the length only).
+_CONTINUATION: Final = b"\xff\xff\xff\xff"
+#: A schema message longer than this is taken for a file that is not Arrow (a schema is a few KiB).
+_MAX_SCHEMA: Final = 16 * 1024 * 1024
+
+
+class WrongFormatError(PublishError):
+    """A remote file is not of the format its reader expects (not parquet, not an Arrow stream or file)."""
 
 
 def read_footer(
@@ -105,12 +122,45 @@ def read_footers(
     return {path: cache[path] for path in paths}
 
 
+def read_arrow_schema(
+    api: HfApi, repo_id: str, head: str, path: str, *, token: str | None, retry: RetryPolicy
+) -> pa.Schema:
+    """The schema at the start of the Arrow IPC stream or file `path` at `head`; a `WrongFormatError` if it is
+    neither. Only the schema message is read: one ranged GET of the first `_TAIL` bytes, a second for a longer one."""
+    url = hf_hub_url(repo_id, path, repo_type="dataset", revision=head, endpoint=api.endpoint)
+    what = f"read the schema of {repo_id}/{shown(path)}"
+
+    def attempt() -> pa.Schema:
+        start, whole = _get_range(api, url, f"bytes=0-{_TAIL - 1}", token, what)
+        skip = 8 if start.startswith(_ARROW_FILE_MAGIC) else 0
+        prefix = 8 if start[skip : skip + 4] == _CONTINUATION else 4
+        length = int.from_bytes(start[skip + prefix - 4 : skip + prefix], "little") if len(start) >= skip + 8 else 0
+        needed = skip + prefix + length
+        if not whole and len(start) < needed <= skip + prefix + _MAX_SCHEMA:
+            start, whole = _get_range(api, url, f"bytes=0-{needed - 1}", token, what)
+        try:
+            return pa.ipc.open_stream(pa.BufferReader(start[skip:])).schema
+        except (OSError, pa.ArrowException) as error:
+            raise WrongFormatError(
+                f"the remote file {repo_id}/{shown(path)} (at {head[:12]}) is not an Arrow file ({_describe(error)}); "
+                f"expected an Arrow IPC stream or file, as its name says; {NOTHING_PUBLISHED}; replace or delete it "
+                "on the Hub, then re-run"
+            ) from None
+
+    return _retry(retry, what, attempt, endpoint=api.endpoint)
+
+
 def _get_tail(api: HfApi, url: str, size: int, token: str | None, what: str) -> tuple[bytes, bool]:
     """One GET of the last `size` bytes of `url` (a suffix range), and whether they are the whole file (a short
     file, or a server that ignores ranges); HTTP errors are raised as huggingface_hub raises them."""
-    headers = {**build_hf_headers(token=token), "Range": f"bytes=-{size}"}
+    return _get_range(api, url, f"bytes=-{size}", token, what)
+
+
+def _get_range(api: HfApi, url: str, byte_range: str, token: str | None, what: str) -> tuple[bytes, bool]:
+    """One GET of `byte_range` of `url` (`bytes=-N`, `bytes=A-B`), and whether the bytes are the whole file."""
+    headers = {**build_hf_headers(token=token), "Range": byte_range}
     response = get_session().get(url, headers=headers, follow_redirects=True)
-    if response.status_code == 416:  # no suffix of a file of 0 bytes can be served (RFC 9110 14.1.2)
+    if response.status_code == 416:  # no range of a file of 0 bytes can be served (RFC 9110 14.1.2)
         return b"", True
     hf_raise_for_status(response)
     content = response.content
@@ -123,8 +173,8 @@ def _get_tail(api: HfApi, url: str, size: int, token: str | None, what: str) -> 
     return content, total.isdigit() and int(total) <= len(content)
 
 
-def _not_parquet(repo_id: str, head: str, path: str, seen: str, fix: str) -> PublishError:
-    return PublishError(
+def _not_parquet(repo_id: str, head: str, path: str, seen: str, fix: str) -> WrongFormatError:
+    return WrongFormatError(
         f"the remote file {repo_id}/{shown(path)} (at {head[:12]}) is not a parquet file ({seen}); expected a "
         f"parquet shard, whose footer gives its rows, columns and build record; {NOTHING_PUBLISHED}; replace or "
         f"delete it on the Hub{' ' + fix if fix else ''}, then re-run"

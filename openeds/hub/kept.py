@@ -20,7 +20,7 @@ versions, frames, xxh3 hashes of the inputs):
 A `--tag` that already names the head is checked here too (`check_tag_at_head`): the run may then
 only confirm that publication, so a run that would commit (a split rebuilt that the Hub lacks or holds
 from other inputs) is refused before the build. `kept_sizes` sizes the kept splits for the card, from
-the footers already read: no footer is read twice.
+the footers already read (no footer is read twice) and the repo's listing, never from the old card's text.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Final, Literal
 from huggingface_hub import HfApi
 
 from openeds import raw
-from openeds.card import SplitSize, rows_from_card
+from openeds.card import SplitSize
 from openeds.hub.errors import DEFAULT_RETRY, NOTHING_PUBLISHED, PublishError
-from openeds.hub.footers import read_footer, read_footers
+from openeds.hub.footers import read_footers
 from openeds.hub.planning import next_publication_tag
 from openeds.hub.remote import RemoteState, remote_splits
 from openeds.layout import SHARD_RE, complete_shard_set, split_prefix
@@ -171,16 +171,14 @@ def kept_sizes(
 ) -> dict[str, dict[str, SplitSize]]:
     """Sizes of the remote splits this run does not rebuild (`rebuilt`: `{config: splits}`), so the new card lists them.
 
-    Bytes are the sizes of the split's shards in the remote listing. Rows are the published card's
-    `num_examples` for a split it lists whole, else the sum of the shards' parquet footers (those
-    `check_kept` read, else ranged reads). Every remote split is kept, listed or not, so a new card
-    never hides files the repo holds.
+    Taken from the repo itself, never from the published card's text (which anyone may have edited): bytes
+    from the sizes of the split's shards in the repo's listing (complete: `remote.list_files`), rows from
+    the shards' parquet footers (those `check_kept` read, else ranged reads). Every remote split is kept,
+    listed by the old card or not, so a new card never hides files the repo holds.
     """
-    card_rows = rows_from_card(remote.card)
     sizes: dict[str, dict[str, SplitSize]] = {}
     for (config, split), paths in kept_splits(remote, rebuilt).items():
-        complete = paths == complete_shard_set(split_prefix(config, split), paths)
-        if not complete:
+        if paths != complete_shard_set(split_prefix(config, split), paths):
             expected = len(complete_shard_set(split_prefix(config, split), paths))
             logger.warning(
                 "%s holds %d of the %d shards of %s/%s; the card lists those",
@@ -190,14 +188,10 @@ def kept_sizes(
                 config,
                 split,
             )
-        rows = card_rows.get(config, {}).get(split) if complete else None
-        if rows is None:
-            rows = sum(
-                read_footer(
-                    api, repo_id, remote.head, path, token=token, retry=retry, cache=remote.footers, fix=_REBUILD_FIX
-                ).num_rows
-                for path in paths
-            )
+        footers = read_footers(
+            api, repo_id, remote.head, paths, token=token, retry=retry, cache=remote.footers, fix=_REBUILD_FIX
+        )
+        rows = sum(footer.num_rows for footer in footers.values())
         sizes.setdefault(config, {})[split] = SplitSize(rows, sum(remote.files[path].size for path in paths))
     return sizes
 

@@ -3,8 +3,8 @@
 Checked without a request: a tag name (`check_tag`: git's rules for tag names, which the Hub applies,
 and the names this tool reserves), the token (`require_token`: offline mode, a token at all,
 printable ASCII) and the local folder (`collect_local_files`). Checked against the remote state:
-a push that would leave v1 splits beside v2 splits (`refuse_mixing`), a card that a person wrote
-or edited (`check_card`) and a tag the repo already has on another commit (`check_tag_free`).
+a card that a person wrote or edited (`check_card`) and a tag the repo already has on another
+commit (`check_tag_free`); the checks of a v1 conversion are `openeds.hub.conversion`'s.
 Then, as pure functions: the additions and deletions of the commit (`plan_operations`: only this
 tool's shards, previews and the v1 data it converts are deleted), the files it leaves that this
 tool did not write (`foreign_files`), whether the remote already holds the publication (`holds`),
@@ -22,21 +22,21 @@ from typing import Final, NamedTuple
 
 from huggingface_hub import HfApi, constants, get_token, is_offline_mode
 
+from openeds import records
 from openeds.card import card_origin, comparable
 from openeds.hub.errors import NOTHING_PUBLISHED, PublishError
-from openeds.hub.remote import _V1_SHARD, V1_TAG, V2_COLUMN, RemoteFile, RemoteState, _shard_prefix
+from openeds.hub.remote import V1_TAG, RemoteFile, RemoteState, _shard_prefix
 from openeds.layout import (
+    BOOKKEEPING_DIR,
     CARD_PATH,
     CONFIG_DIRS,
-    LOCK_NAME,
-    LOCK_OWNER_NAME,
     PREVIEW_PATHS,
+    RECORDS_DIR,
     SHARD_RE,
     complete_shard_set,
     split_prefix,
 )
 from openeds.names import shown
-from openeds.schema import DEFAULT_CONFIG
 
 V2_TAG: Final = "v2"
 #: Files of a repo that are neither this tool's nor a user's: the Hub writes .gitattributes.
@@ -216,7 +216,9 @@ def holds(remote: RemoteState, plan: Plan, sha256s: Mapping[str, str]) -> bool:
     """Whether publishing `plan` would change nothing that matters: the remote has every data file
     byte for byte, a card equal but for its provenance block and checksum, the previews, and nothing to delete.
 
-    `sha256s` maps each addition to the sha256 of its content (the upload computes them anyway).
+    `sha256s` maps each shard of the additions to the sha256 recorded as it was written (`shard_records`):
+    no file is read to decide. The caller still checks the local shards' bytes against those records
+    (`openeds.hub.verify`) before it says the remote holds them.
     A config's preview is drawn from whichever of its splits was built first, so a split push
     redraws it from other rows of the same data; an existing remote preview counts as the same.
     """
@@ -245,11 +247,13 @@ def _same_content(local: Path, sha256: str, remote: RemoteFile) -> bool:
 
 def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence[str]]) -> dict[str, Path]:
     """Every file of `local_dir` by its path in the repo, after checking the card, the previews of the
-    pushed configs and the pushed shards."""
+    pushed configs and the pushed shards. The folder's bookkeeping (`openeds.layout.BOOKKEEPING_DIR`: the
+    lock, the records of the shards' bytes) is left out, and is never published; any other file that is
+    not one to publish is refused."""
     files = {
         p.relative_to(local_dir).as_posix(): p
         for p in sorted(local_dir.rglob("*"))
-        if p.is_file() and p.relative_to(local_dir).as_posix() not in (LOCK_NAME, LOCK_OWNER_NAME)  # push.py's lock
+        if p.is_file() and p.relative_to(local_dir).parts[0] != BOOKKEEPING_DIR
     }
     for required in (CARD_PATH, *(PREVIEW_PATHS[config] for config in splits_by_config)):  # type: ignore[index]
         if required not in files:
@@ -270,6 +274,32 @@ def collect_local_files(local_dir: Path, splits_by_config: Mapping[str, Sequence
         for prefix in (split_prefix(config, split) for split in splits):
             _check_shards(local_dir, prefix, sorted(p for p in files if p.startswith(prefix)))
     return files
+
+
+def shard_records(local_dir: Path, files: Mapping[str, Path]) -> dict[str, str]:
+    """The recorded sha256 of each shard among `files` (`openeds.records`): what `holds` compares, and what the
+    upload's hashes are checked against before the commit (`openeds.hub.verify`).
+
+    A shard without a record, or whose size is not the recorded one, is refused here, before any request:
+    its bytes cannot be vouched for. push.py never gets here with one (it rebuilds such shards).
+    """
+    recorded, lacking = {}, []
+    for path, file in files.items():
+        if not SHARD_RE.fullmatch(path):
+            continue
+        record = records.load(local_dir, path)
+        if record is None or record.size != file.stat().st_size:
+            lacking.append(path)
+        else:
+            recorded[path] = record.sha256
+    if lacking:
+        raise PublishError(
+            f"{len(lacking)} shard(s) of {shown(local_dir)} have no record of the bytes written, or another size "
+            f"than recorded ({_names(lacking)}); expected each shard with the record push.py writes beside it in "
+            f"{RECORDS_DIR}, so that its bytes can be checked; {NOTHING_PUBLISHED}; run push.py with this "
+            f"--local-dir again: it rebuilds them"
+        )
+    return recorded
 
 
 def _check_shards(local_dir: Path, prefix: str, paths: list[str]) -> None:
@@ -317,19 +347,3 @@ def require_token(api: HfApi, repo_id: str, token: str | None = None) -> str:
             "digits such as hf_...; copy it again from https://huggingface.co/settings/tokens and set it again"
         )
     return token
-
-
-def refuse_mixing(repo_id: str, remote: RemoteState, splits_by_config: Mapping[str, Sequence[str]]) -> None:
-    """Refuse a push that converts some of a v1 repo's splits (all in the default config) but not all of them.
-
-    push.py calls it right after `connect` when it knows the splits already, before any download or build.
-    """
-    pushed_splits = splits_by_config.get(DEFAULT_CONFIG, ())
-    v1_splits = sorted({match["split"] for path in remote.v1_files if (match := _V1_SHARD.fullmatch(path))})
-    left = sorted(set(v1_splits) - set(pushed_splits))
-    if left:
-        raise PublishError(
-            f"{repo_id} holds v1 data (no {V2_COLUMN!r} column) in splits {v1_splits} and this push converts "
-            f"{sorted(pushed_splits)}, which would leave {left} as v1 beside v2 splits; "
-            f"expected every v1 split converted at once; run push without --splits to convert every split"
-        )

@@ -1,16 +1,20 @@
 """Publishing: the one commit of a publication and its tags (create the repo, upload, commit, tag).
 
 `publish` checks its inputs and reads the remote (unless push.py did, `openeds.hub.remote.connect`),
-plans the commit (`openeds.hub.planning`), publishes nothing if the remote already holds it, else
-uploads the LFS files the Hub lacks (huggingface_hub retries each request of that itself), makes ONE
-commit pinned to the inspected head, so the Hub never shows a card naming files it lacks, and tags it.
+plans the commit (`openeds.hub.planning`), publishes nothing if the remote already holds it (by the
+records of the shards' bytes, which are then checked by a read), else uploads the LFS files the Hub
+lacks (huggingface_hub retries each request of that itself), checks what the upload computed against
+the plan and the records (`openeds.hub.verify`), makes ONE commit pinned to the inspected head, so the
+Hub never shows a card naming files it lacks, checks the commit's files against the plan, and tags it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -19,6 +23,7 @@ import httpx2
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from openeds.hub.conversion import check_v1_head, check_v1_tag, refuse_mixing
 from openeds.hub.errors import (
     DEFAULT_RETRY,
     NOTHING_PUBLISHED,
@@ -45,10 +50,12 @@ from openeds.hub.planning import (
     holds,
     next_publication_tag,
     plan_operations,
-    refuse_mixing,
     require_token,
+    shard_records,
 )
 from openeds.hub.remote import V1_TAG, RemoteState, _check_token, check_repo_id, connect, inspect_remote
+from openeds.hub.verify import check_against_records, check_commit, refuse_ignored
+from openeds.hub.xet import short_xet_error, use_xet_settings, uses_xet, watch, xet_status, xet_target
 from openeds.layout import CARD_PATH, PREVIEW_PATHS, split_prefix
 from openeds.retry import RetryPolicy, describe_timeout
 from openeds.stages import during
@@ -70,11 +77,16 @@ class PublishResult:
     changed: bool = True  # False: the repo already held this data; no commit was made
     at: str = ""  # what names the publication: its tag(s), else its commit sha
     tag_not_created: str | None = None  # the caller's tag, when the data was already published and tagged
+    v1_removed: tuple[str, ...] = ()  # the v1 data files the commit removed from `main` (kept at revision `v1`)
 
     def line(self) -> str:
         """What push.py prints after `published: `."""
         if self.changed:
-            return self.commit_url + (f" (tags: {', '.join(self.tags)})" if self.tags else "")
+            said = [f"tags: {', '.join(self.tags)}"] if self.tags else []
+            if self.v1_removed:
+                files = f"{len(self.v1_removed)} v1 file{'' if len(self.v1_removed) == 1 else 's'}"
+                said.append(f"the {files} left main and stay at revision {V1_TAG!r}")
+            return self.commit_url + (f" ({'; '.join(said)})" if said else "")
         if self.tags:
             return (
                 f"nothing to commit: {self.repo_id} already holds this data at {self.commit[:12]}; "
@@ -98,6 +110,7 @@ def publish(
     retry: RetryPolicy = DEFAULT_RETRY,
     remote: RemoteState | None = None,
     replace_card: bool = False,
+    raw_splits: Collection[str] | None = None,
 ) -> PublishResult:
     """Publish the splits `splits_by_config` (e.g. `{"pupil": ["test"]}`) of `local_dir` to the dataset repo `repo_id`.
 
@@ -111,28 +124,43 @@ def publish(
     names the head already is refused if the run would commit (push.py says so before the build:
     `openeds.hub.kept.check_tag_at_head`). A remote card a person wrote or edited is replaced only with `replace_card`
     (`check_card`). Remote files this tool did not write stay, and a warning names them.
+
+    A repo holding v1 data (`RemoteState.v1_files`, found by content) is converted
+    (`openeds.hub.conversion`): its v1 state is tagged `v1` first, and the commit removes every v1 file
+    from `main`. Refused: converting only some of the v1 splits (`refuse_mixing`; `raw_splits`, the
+    splits of the raw data when known: a v1 split it lacks is not refused but removed from `main` with the
+    rest), v1 files beside this tool's v2 at a head without a tag `v1` (`check_v1_head`), and v1 files that
+    a tag `v1` on another commit does not hold (`check_v1_tag`).
     """
     check_repo_id(repo_id)
     if tag is not None:
         check_tag(tag)
     files = collect_local_files(local_dir, splits_by_config)
+    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
+    # The sha256 recorded as each shard to publish was written; a shard without its record is refused here.
+    recorded = shard_records(
+        local_dir, {path: file for path, file in files.items() if path.startswith(tuple(prefixes))}
+    )
     api = api or HfApi()
     token = require_token(api, repo_id, token)
     remote = remote or connect(api, repo_id, token=token, retry=retry)
     check_tag_free(repo_id, remote, tag)  # push.py checked it before the build already
-    prefixes = [split_prefix(config, split) for config, splits in splits_by_config.items() for split in splits]
     replaced = [PREVIEW_PATHS[config] for config in splits_by_config]  # type: ignore[index]
     if remote.v1_files:
-        refuse_mixing(repo_id, remote, splits_by_config)
-        replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its shard names
+        check_v1_head(repo_id, remote)
+        refuse_mixing(repo_id, remote, splits_by_config, raw_splits)
+        check_v1_tag(api, repo_id, remote, token=token, retry=retry)
+        replaced += sorted(remote.v1_files)  # all of the v1 data goes, whatever its names and splits
     plan = plan_operations(files, remote.files, prefixes, replaced)
     url = f"{api.endpoint}/datasets/{repo_id}/commit/{remote.head}"
-    # Hashes each file once (streaming), for the comparison and the upload alike.
+    # No file is read here: the no-op check compares the shards' records, and `upload_info.sha256` is left for the
+    # upload to compute from the bytes it sends, then checked against the records (`openeds.hub.verify`).
     additions = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=file) for path, file in plan.additions.items()]
-    sha256s = {operation.path_in_repo: operation.upload_info.sha256.hex() for operation in additions}
 
     with _explain_access(api, repo_id, remote.user or _check_token(api, token, retry)):
-        if holds(remote, plan, sha256s):
+        if holds(remote, plan, recorded):
+            # Nothing is uploaded, so nothing computes the hashes on the way: the shards are hashed by a read.
+            check_against_records(local_dir, additions, recorded, how="read")
             if remote.head_tags:
                 at = ", ".join(remote.head_tags)
                 skipped = tag if tag is not None and tag not in remote.head_tags else None
@@ -184,26 +212,58 @@ def publish(
         if remote.v1_files and V1_TAG not in remote.tags:
             _create_tag(api, repo_id, V1_TAG, remote.head, token, retry)
             created.append(V1_TAG)
-        _upload(api, repo_id, additions, token)
+        _upload(api, repo_id, additions, token, retry)
+        refuse_ignored(repo_id, additions)  # what the commit would drop silently
+        check_against_records(local_dir, additions, recorded)  # the hashes the upload computed, before the commit
         deletions = [CommitOperationDelete(path_in_repo=path, is_folder=False) for path in plan.deletions]
         commit, commit_url = _commit(api, repo_id, [*additions, *deletions], commit_message, remote.head, token, retry)
+        check_commit(api, repo_id, commit, additions, plan.deletions, token=token, retry=retry)
         publication_tag = tag or next_publication_tag(remote.tags)
         _create_tag(api, repo_id, publication_tag, commit, token, retry, published=commit)
         created.append(publication_tag)
     logger.info("Published %s %s as commit %s", repo_id, dict(splits_by_config), commit)
+    removed = tuple(path for path in plan.deletions if path in remote.v1_files)
     return PublishResult(
-        repo_id, commit, commit_url, tuple(plan.additions), tuple(plan.deletions), tuple(created), at=publication_tag
+        repo_id,
+        commit,
+        commit_url,
+        tuple(plan.additions),
+        tuple(plan.deletions),
+        tuple(created),
+        at=publication_tag,
+        v1_removed=removed,
     )
 
 
 @during("uploading the files to {repo_id}")
-def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str) -> None:
-    """Upload the LFS files the Hub does not hold yet (the client shows progress bars and retries each request)."""
+def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str, retry: RetryPolicy) -> None:
+    """Upload the LFS files the Hub does not hold yet: through Xet when huggingface_hub takes that path (hf_xet
+    bounded by `retry` and watched: `openeds.hub.xet`), else through LFS (the client retries each request)."""
     size = sum(operation.upload_info.size for operation in additions)
-    logger.info("Uploading what the Hub lacks of %d files (%.1f MB) to %s", len(additions), size / 1e6, repo_id)
+    xet = uses_xet()
+    logger.info(
+        "Uploading what the Hub lacks of %d files (%.1f MB) to %s through %s",
+        len(additions),
+        size / 1e6,
+        repo_id,
+        "Xet" if xet else "LFS",
+    )
+    if xet:
+        use_xet_settings(retry)
+    watched = None
     try:
-        api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
+        with (
+            watch(retry, lambda idle: _xet_stalled(repo_id, idle, retry))
+            if xet
+            else contextlib.nullcontext() as watched
+        ):
+            api.preupload_lfs_files(repo_id, additions, repo_type="dataset", token=token)
     except Exception as error:
+        if watched is not None and watched.fired:
+            raise PublishError(watched.line()) from error
+        if xet and isinstance(error, (OSError, RuntimeError)) and not isinstance(error, PublishError):
+            if (problem := _xet_problem(api, repo_id, error)) is not None:
+                raise problem from error
         status = _status(error)
         if status == 401:
             raise _token_rejected(api.endpoint, f"upload the files to {repo_id}", NOTHING_PUBLISHED) from error
@@ -238,6 +298,54 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
         if status is not None:
             raise _refused(f"upload the files to {repo_id}", error, NOTHING_PUBLISHED) from error
         raise
+
+
+_XET_RESUME: Final = "re-run the same command: what hf_xet uploaded is not sent again"
+
+
+def _xet_stalled(repo_id: str, idle: float, retry: RetryPolicy) -> str:
+    """The line of an upload the watchdog stopped (`openeds.hub.xet.watch`)."""
+    return (
+        f"uploading to {repo_id} through Xet moved no data for {idle:.0f} s (hf_xet waited on a request it does not "
+        f"time out, such as the final shard upload); expected progress within the retry budget "
+        f"({retry.total:g} s, --retry-timeout) plus one timeout ({retry.timeout:g} s, --timeout); {NOTHING_PUBLISHED}; "
+        f"{_XET_RESUME}, or set HF_HUB_DISABLE_XET=1 to publish through LFS"
+    )
+
+
+def _xet_problem(api: HfApi, repo_id: str, error: Exception) -> PublishError | None:
+    """One line for an error hf_xet raised (a built-in `ConnectionError`, `TimeoutError`, `PermissionError`,
+    `OSError` or `RuntimeError`), by what failed and the status it names; None for an error of another kind."""
+    if type(error).__module__ not in ("builtins", "hf_xet"):
+        return None
+    what, status, seen = xet_target(error), xet_status(error), short_xet_error(error)
+    upload = f"upload the files to {repo_id} through Xet"
+    if status == 401 or isinstance(error, PermissionError):
+        return _token_rejected(api.endpoint, f"{upload} ({what}: {seen})", NOTHING_PUBLISHED)
+    if status == 403:
+        return PublishError(
+            f"could not {upload}: {what} refused it (403 Forbidden: {seen}); expected a token that may write to "
+            f"{repo_id}; {NOTHING_PUBLISHED}; use a token with write access to {repo_id.split('/')[0]} "
+            "(HF_TOKEN or `hf auth login --force`)"
+        )
+    if status is None and re.search(r"error decoding response body", seen):  # not the JSON of the Xet API
+        return _not_the_hub(
+            upload,
+            api.endpoint,
+            f"an answer that is neither its Xet token nor its Xet service's ({seen})",
+            NOTHING_PUBLISHED,
+        )
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        return PublishError(
+            f"could not {upload}: {what} refused it (HTTP {status}: {seen}); expected it to accept the files; "
+            f"{NOTHING_PUBLISHED}; re-running will not help; set HF_HUB_DISABLE_XET=1 to publish through LFS, "
+            "or report it with this message"
+        )
+    return PublishError(
+        f"uploading to {repo_id} through Xet failed after hf_xet's retries ({what}: {seen}); expected the Xet "
+        f"storage service to accept the files within the retry budget (--retry-timeout) and each request within "
+        f"--timeout; {NOTHING_PUBLISHED}; {_XET_RESUME}"
+    )
 
 
 @during("committing to {repo_id}")

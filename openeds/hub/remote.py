@@ -1,8 +1,9 @@
 """Remote state: what the dataset repo on the Hub holds (listing, tags, card), and who may write to it; read once.
 
 `connect` checks the token with the Hub (`whoami`), reads the remote (`inspect_remote`): head
-commit, every file with its size and hash, tags, the card's text, and whether the data is v1 (flat
-list columns, no `preprocessed` column), then whether the token may write to the repo
+commit, every file with its size and hash, tags, the card's text, and the files that hold v1 data
+(recognised by their schema wherever they sit, each with the split `datasets` reads it as:
+`openeds.hub.v1`), then whether the token may write to the repo
 (`_check_write`). A repo that does not exist, or has no README.md in its listing, has no card; a card
 the listing names but that cannot be downloaded is an error, never "no card". Said here, before
 anything is built: a gated repo the token may not read, a repo (gated or not) it may read but not
@@ -20,13 +21,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import quote, urljoin
 
 import pyarrow.parquet as pq
 from huggingface_hub import HfApi, get_session, hf_hub_url
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, validate_repo_id
 
-from openeds.card import card_data
+from openeds.card import card_origin
 from openeds.hub.errors import (
     DEFAULT_RETRY,
     NOTHING_PUBLISHED,
@@ -39,8 +41,9 @@ from openeds.hub.errors import (
     _status,
     own_repo,
 )
-from openeds.hub.footers import HTML_STARTS, read_footer
-from openeds.layout import CARD_PATH, CONFIG_DIRS, SHARD_RE
+from openeds.hub.footers import HTML_STARTS
+from openeds.hub.v1 import find_v1_files, is_own_shard, resolve_splits
+from openeds.layout import CARD_PATH, CONFIG_DIRS, PREVIEW_PATHS, SHARD_RE
 from openeds.retry import RetryPolicy
 from openeds.timeouts import use_hub_timeouts
 
@@ -48,11 +51,6 @@ logger = logging.getLogger(__name__)
 
 
 V1_TAG: Final = "v1"
-V2_COLUMN: Final = "preprocessed"  # the column v2 added; v1 data has none
-
-# A v1 shard as `push_to_hub` named them for the default config (v1 had no other), under `data/`; older
-# versions of datasets append a fingerprint: data/train-00000-of-00003-ab12.parquet
-_V1_SHARD = re.compile(r"data/(?P<split>\w+(?:\.\w+)*)-\d{5}-of-\d{5}(?:-[0-9a-f]+)?\.parquet")
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,9 @@ class RemoteState:
     head: str  # sha of `main` when inspected; "" if the repo does not exist
     files: Mapping[str, RemoteFile]  # path -> size and hashes
     tags: Mapping[str, str]  # tag name -> the commit it points at
-    v1_files: frozenset[str]  # the parquet files if they hold v1 data; empty for v2 data or no data
+    #: the files that hold v1 data (`openeds.hub.v1`), each with the split `load_dataset(repo, revision="v1")`
+    #: reads it as (None: no split reads it); empty for a repo without v1 data
+    v1_files: Mapping[str, str | None]
     card: str | None = None  # the text of README.md at `head`; None if the listing has none
     exists: bool = True
     user: str | None = None  # who the token belongs to, when `connect` checked it
@@ -108,7 +108,7 @@ def has_v1_revision(remote: RemoteState) -> bool:
 def _shard_prefix(path: str) -> str | None:
     """The split prefix of a shard named as this tool names them (`data/test-00000-of-00002.parquet`), else None."""
     shard = SHARD_RE.fullmatch(path)
-    return f"{shard['dir']}/{shard['split']}-" if shard and shard["dir"] in CONFIG_DIRS.values() else None
+    return f"{shard['dir']}/{shard['split']}-" if shard and is_own_shard(path) else None
 
 
 def connect(api: HfApi, repo_id: str, *, token: str, retry: RetryPolicy = DEFAULT_RETRY) -> RemoteState:
@@ -130,7 +130,7 @@ def connect(api: HfApi, repo_id: str, *, token: str, retry: RetryPolicy = DEFAUL
 def inspect_remote(
     api: HfApi, repo_id: str, *, token: str | None = None, retry: RetryPolicy = DEFAULT_RETRY
 ) -> RemoteState:
-    """Head, files (sizes and hashes), tags and card of `main`, and its parquet files if they hold v1 data.
+    """Head, files (sizes and hashes), tags and card of `main`, and the files that hold v1 data (`_v1_files`).
 
     A repo that does not exist is returned empty (`exists=False`), and one whose listing has no
     README.md has `card=None`. Every other failure is a PublishError: a card that cannot be read is
@@ -141,15 +141,15 @@ def inspect_remote(
     try:
         info = _retry(
             retry,
-            f"list the files of {repo_id}",
-            lambda: api.dataset_info(repo_id, files_metadata=True, token=token),
+            f"read the repo {repo_id}",
+            lambda: api.dataset_info(repo_id, token=token),
             passthrough=(401, 403, 404),
             endpoint=api.endpoint,
         )
     except GatedRepoError:
         raise
     except RepositoryNotFoundError:
-        return RemoteState("", {}, {}, frozenset(), exists=False)
+        return RemoteState("", {}, {}, {}, exists=False)
     if info.gated:
         _check_access(api, repo_id, token, retry, write=False)
     refs = _retry(
@@ -159,21 +159,111 @@ def inspect_remote(
         endpoint=api.endpoint,
     )
     head = info.sha or ""
-    files = {
-        sibling.rfilename: RemoteFile(
-            size=sibling.size or 0, sha256=sibling.lfs.sha256 if sibling.lfs else None, blob_id=sibling.blob_id
-        )
-        for sibling in info.siblings or ()
-    }
+    # The paginated tree listing, not the repo info's `siblings`, which a large repo truncates.
+    files = list_files(api, repo_id, head or "main", token=token, retry=retry)
     card = _download_card(api, repo_id, head, token, retry) if CARD_PATH in files else None
-    # Only shards tell v1 from v2, this tool's names first: a user's other parquet file does not.
-    ours = sorted(path for path in files if _shard_prefix(path) is not None)
-    shards = ours + sorted(path for path in files if _V1_SHARD.fullmatch(path) and path not in ours)
     footers: dict[str, pq.FileMetaData] = {}
-    v1 = bool(shards) and V2_COLUMN not in _remote_columns(api, repo_id, head, card, shards[0], token, retry, footers)
-    v1_files = frozenset(path for path in shards if _V1_SHARD.fullmatch(path)) if v1 else frozenset()
+    v1_files = _v1_files(api, repo_id, head, files, card, token, retry, footers)
     tags = {ref.name: ref.target_commit for ref in refs.tags}
     return RemoteState(head, files, tags, v1_files, card, gated=bool(info.gated), footers=footers)
+
+
+def list_files(
+    api: HfApi,
+    repo_id: str,
+    revision: str,
+    *,
+    token: str | None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    outcome: str = NOTHING_PUBLISHED,
+) -> dict[str, RemoteFile]:
+    """Every file of the repo at `revision` with its size and hashes: the recursive tree listing, page after page.
+
+    The Hub answers a listing in pages and links each to the next (`Link: <...>; rel="next"`, a cursor in the
+    URL), so a repo of any size is listed whole. Each page is one plain GET, one attempt of `_retry` (the client's
+    own pager retries outside the run's budget); an answer of another shape than the API's is one line.
+    `outcome` says what a failure leaves on the Hub.
+    """
+    what = f"list the files of {repo_id}"
+    url: str | None = (
+        f"{api.endpoint}/api/datasets/{repo_id}/tree/{quote(revision, safe='')}?recursive=true&expand=false"
+    )
+    files: dict[str, RemoteFile] = {}
+    seen: set[str] = set()
+    while url is not None:
+        if url in seen:
+            raise _not_the_hub(what, api.endpoint, f"a page that links back to an earlier one ({url})", outcome)
+        seen.add(url)
+        page, url = _retry(
+            retry,
+            what,
+            lambda at=url: _tree_page(api, at, token, what, outcome),
+            outcome=outcome,
+            endpoint=api.endpoint,
+        )
+        files.update(page)
+    return files
+
+
+def _tree_page(
+    api: HfApi, url: str, token: str | None, what: str, outcome: str
+) -> tuple[dict[str, RemoteFile], str | None]:
+    """One page of the tree listing: its files, and the URL of the next page (None after the last)."""
+    response = get_session().get(url, headers=build_hf_headers(token=token), follow_redirects=True)
+    hf_raise_for_status(response)
+    content_type = response.headers.get("Content-Type", "")
+    if content_type.startswith("text/html") and response.content.lstrip()[:15].lower().startswith(HTML_STARTS):
+        raise _not_the_hub(what, api.endpoint, f"an HTML page (Content-Type {content_type!r})", outcome)
+    entries = response.json()
+    files = {}
+    for entry in entries if isinstance(entries, list) else [entries]:
+        file = _tree_file(entry)
+        if file is None:
+            shown_entry = " ".join(repr(entry).split())[:80]
+            raise _not_the_hub(what, api.endpoint, f"JSON of another shape (an entry {shown_entry})", outcome)
+        if file:
+            files.update(file)
+    following = response.links.get("next", {}).get("url")
+    return files, (urljoin(url, following) if following else None)
+
+
+def _tree_file(entry: object) -> dict[str, RemoteFile] | None:
+    """`{path: RemoteFile}` for a file entry of the tree listing, `{}` for an entry of another type (a folder),
+    None for anything that is not an entry of the listing."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not isinstance(entry.get("type"), str):
+        return None
+    if entry["type"] != "file":
+        return {}
+    size, oid, lfs = entry.get("size"), entry.get("oid"), entry.get("lfs")
+    if not isinstance(size, int) or not isinstance(oid, str):
+        return None
+    if lfs is not None and not (isinstance(lfs, dict) and isinstance(lfs.get("oid"), str)):
+        return None
+    return {entry["path"]: RemoteFile(size=size, sha256=lfs["oid"] if lfs else None, blob_id=oid)}
+
+
+def _v1_files(
+    api: HfApi,
+    repo_id: str,
+    head: str,
+    files: Mapping[str, RemoteFile],
+    card: str | None,
+    token: str | None,
+    retry: RetryPolicy,
+    footers: dict[str, pq.FileMetaData],
+) -> dict[str, str | None]:
+    """The files at `head` that hold v1 data, each with the split `load_dataset(repo, revision="v1")` reads it as.
+
+    The splits are resolved over the repo as v1 left it: without what this tool wrote beside it (its v2
+    shards, previews and card), which an earlier version may have published without converting v1.
+    """
+    found = find_v1_files(api, repo_id, head, files, card, token=token, retry=retry, footers=footers)
+    if not found:
+        return {}
+    own_card = card is not None and card_origin(card) == "generated"
+    ours = {CARD_PATH} if own_card else set()
+    ours |= {path for path in files if is_own_shard(path) and path not in found} | set(PREVIEW_PATHS.values())
+    return resolve_splits((p for p in files if p not in ours), found, None if own_card else card)
 
 
 def _check_access(api: HfApi, repo_id: str, token: str | None, retry: RetryPolicy, *, write: bool) -> None:
@@ -272,31 +362,6 @@ def _download_card(api: HfApi, repo_id: str, revision: str, token: str | None, r
             ) from None
 
     return _retry(retry, what, download, outcome=outcome, endpoint=api.endpoint)
-
-
-def _remote_columns(
-    api: HfApi,
-    repo_id: str,
-    head: str,
-    card: str | None,
-    data_file: str,
-    token: str | None,
-    retry: RetryPolicy,
-    footers: dict[str, pq.FileMetaData],
-) -> set[str]:
-    """Columns of the remote data: from the card's `dataset_info.features`, else from the footer of `data_file`."""
-    data = card_data(card)
-    dataset_info = data.get("dataset_info") if data is not None else None
-    listed = dataset_info if isinstance(dataset_info, list) else [dataset_info]
-    infos = [info for info in listed if isinstance(info, dict)]
-    per_config = [
-        {feature["name"] for feature in info.get("features") or () if isinstance(feature, dict) and "name" in feature}
-        for info in infos
-    ]
-    if any(per_config):
-        return set.intersection(*filter(None, per_config))  # one config without the v2 column is v1 data
-    footer = read_footer(api, repo_id, head, data_file, token=token, retry=retry, cache=footers)
-    return set(footer.schema.to_arrow_schema().names)
 
 
 @dataclass(frozen=True)

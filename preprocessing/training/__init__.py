@@ -1,8 +1,8 @@
 """The training side: OpenEDS v1/v2 rows as torch tensors, for a training loop.
 
 * :class:`IrisLoader`: the feed training should use, batches of model-ready tensors
-  gathered in threads into reused buffers, about 10x what a ``DataLoader`` over
-  :class:`IrisDataset` delivers, from a map-style or a streamed split
+  gathered in threads into reused buffers, several times what a ``DataLoader`` over
+  :class:`IrisDataset` delivers (docs/benchmarks.md), from a map-style or a streamed split
   (``load_dataset(..., streaming=True)``);
 * :class:`IrisDataset`: the items of a map-style split, a drop-in for VisionAssist's
   ``IrisDataset``, where a ``DataLoader`` is needed;
@@ -45,7 +45,7 @@ Example::
 from preprocessing.training.arguments import PREPROCESSED_CHOICES, add_preprocessed_argument, preprocessed_from_flag
 from preprocessing.training.arrow_rows import DatasetFormatError
 from preprocessing.training.dataset import IrisDataset
-from preprocessing.training.items import Item, to_normalized_tensor
+from preprocessing.training.items import Item, TransformOutputError, to_normalized_tensor
 from preprocessing.training.loader import Batch, IrisLoader
 from preprocessing.training.source import detect_preprocessed
 from preprocessing.training.state import describe_state
@@ -59,6 +59,7 @@ __all__ = [
     "IrisIterableDataset",
     "IrisLoader",
     "Item",
+    "TransformOutputError",
     "add_preprocessed_argument",
     "describe_state",
     "detect_preprocessed",

@@ -25,11 +25,7 @@ import torch
 
 from preprocessing.augment import Sample
 from preprocessing.shapes import HEIGHT, WIDTH
-from preprocessing.training.items import to_normalized_tensor
-
-#: uint8 -> the normalised float32 of :func:`to_normalized_tensor`, computed with the same torch ops.
-IMAGE_TABLE: np.ndarray = to_normalized_tensor(np.arange(256, dtype=np.uint8)[None]).reshape(256).numpy()
-IMAGE_TABLE.setflags(write=False)
+from preprocessing.training.items import IMAGE_TABLE
 
 #: Slots of a normal loop: one being gathered, the batch handed out, the one before it
 #: (still bound to the loop variable while the next is fetched). The pool keeps this

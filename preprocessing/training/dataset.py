@@ -25,7 +25,7 @@ filename, spatial_weights, dist_map)``, but
   an epoch. :meth:`IrisDataset.item` takes a generator of the caller's instead.
 
 For training, :class:`~preprocessing.training.loader.IrisLoader` gives the same values
-about 10x faster.
+several times faster (docs/benchmarks.md has the figures, from one dated run).
 
 Example::
 
