@@ -2583,7 +2583,7 @@ BOUNDARY_CASES = [
         LOCAL,
         exit=1,
         error="error: while building the shards of pupil/train, pupil/validation, pupil/test in ",
-        says=(".test-00000-of-00001.parquet.partial'. Detail: [errno 1] Operation not permitted; access to ", "lsattr"),
+        says=("Operation not permitted", "test-00000-of-00001.parquet.partial", "was refused. Fix: ", "lsattr"),
         arrange=_immutable_data_folder,
         check=_last_line_is_the_error,
     ),
