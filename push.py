@@ -81,7 +81,7 @@ from typing import NamedTuple
 
 from huggingface_hub import HfApi
 
-from openeds import card, disk, download, hub, layout, lock, preview, provenance, raw, records, schema
+from openeds import card, cli, disk, download, hub, layout, lock, preview, provenance, raw, records, schema, stages
 from openeds.download import folder_path  # --data-dir, --local-dir, as download's --cache-dir
 from openeds.materialize import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -94,7 +94,7 @@ from openeds.materialize import (
     read_shard,
     stale_reason,
 )
-from openeds.names import one_line, shown
+from openeds.names import shown
 from openeds.retry import DEFAULT_RETRY_TIMEOUT, DEFAULT_TIMEOUT, RetryPolicy, add_retry_argument
 from openeds.synthetic import MARKER, write_sample
 
@@ -183,10 +183,12 @@ def _resolve_raw(
 ) -> tuple[Path, card.Source]:
     """The raw data folder and where it came from (for the card)."""
     if sample:
+        stages.now(f"writing the synthetic sample into the temporary folder {shown(scratch)}")
         return write_sample(scratch / "sample"), card.Source("sample")
     if data_dir:
         return data_dir, card.Source("local")
     slug = kaggle_dataset or download.DEFAULT_SLUG
+    stages.now(f"downloading the raw data {slug} from Kaggle")
     return download.fetch_raw(slug, cache_dir, retry=retry), card.Source("kaggle", slug)
 
 
@@ -266,6 +268,7 @@ def push(
         # The remote is read once, here: its listing sizes the splits this run keeps (every one it
         # holds, listed in its card or not), its card and file hashes tell whether anything
         # changed, and the commit is pinned to its head (a head moved during the build is refused).
+        stages.now(f"reading {repo_id} on the Hub {api.endpoint}")
         remote = hub.connect(api, repo_id, token=token, retry=retry)
         hub.check_card(repo_id, remote, replace_card=replace_card)  # a card written by hand: said before the build
         hub.check_tag_free(repo_id, remote, tag)  # a --tag naming another commit: likewise
@@ -277,6 +280,7 @@ def push(
             hub.check_v1_tag(api, repo_id, remote, token=token, retry=retry)
             for note in hub.conversion_notes(repo_id, remote):
                 print(note, file=sys.stderr)
+    stages.now(f"checking the staging folder {shown(local_dir)}")
     if not sample:  # the sample lives in a temporary folder of its own
         _refuse_overlap(local_dir, _raw_area(data_dir, kaggle_dataset, cache_dir))
     # A folder that is a file, cannot be written or is in use by another run ends the run here,
@@ -290,6 +294,7 @@ def push(
             scratch=Path(scratch),
             retry=retry,
         )
+        stages.now(f"listing the raw data in {shown(raw_dir)}")
         split_dirs = raw.find_split_dirs(raw_dir)
         splits = list(splits or split_dirs)
         missing = [s for s in splits if s not in split_dirs]
@@ -311,6 +316,7 @@ def push(
         pairs = {(c, split): listings[split] for c in configs for split in splits}
         # The splits the folder holds that this run does not rebuild: kept only if built from the raw
         # data as it is now (checked before anything is written; a damaged shard stops the run here).
+        stages.now(f"checking the splits {shown(local_dir)} holds against the raw data")
         digests: dict[raw.Pair, str] = {}
         # Not publishing, the folder is what a user loads: its kept splits' bytes are read and checked too.
         check = _check_folder(local_dir, split_dirs, listings, set(pairs), on_missing_label, digests, reread=not upload)
@@ -328,6 +334,7 @@ def push(
         if upload:
             # Likewise the splits the repo holds that this run keeps, by the build records in their footers:
             # a stale one stops the run here, the Hub unchanged; one that cannot be checked is named.
+            stages.now(f"checking the splits {repo_id} keeps against the raw data")
             for _, split in hub.kept_splits(remote, splits_by_config):
                 _list_split(split_dirs, listings, split, on_missing_label, holder=repo_id)
             for note in hub.check_kept(
@@ -361,6 +368,7 @@ def push(
         if not upload:
             # The folder is what a user loads: its card lists every current split it holds complete.
             kept = local_sizes(local_dir, skip={*pairs, *check.stale})
+        stages.now(f"building the shards of {', '.join(f'{c}/{s}' for c, s in pairs)} in {shown(local_dir)}")
         # The frames to build are hashed here (materialize reuses the hashes): a frame of one split under another
         # name in another split is said before the build, among the splits this run hashes (docs/publishing.md).
         hash_inputs((pair for frames in pairs.values() for pair in frames), digests)
@@ -383,12 +391,14 @@ def push(
         for config in [*configs, *(c for c in check.redrawn if c not in configs)]:
             first = min(built[config] if config in built else check.current_splits(config), key=schema.SPLITS.index)
             shard = sorted(local_dir.glob(f"{layout.split_prefix(config, first)}*.parquet"))[0]
+            stages.now(f"drawing the preview of {config} from {shown(shard)}")
             relpath = shard.relative_to(local_dir).as_posix()
             rows = read_shard(local_dir, relpath, lambda path, config=config: preview.preview_rows(path, config))
             with _writing(local_dir / layout.PREVIEW_PATHS[config]) as path:
                 preview.render(rows, path)
 
         if upload:
+            stages.now(f"reading the sizes of the splits {repo_id} keeps")
             kept = hub.kept_sizes(api, repo_id, remote, rebuilt=splits_by_config, token=token, retry=retry)
         sizes = {c: {**kept.get(c, {}), **built.get(c, {})} for c in schema.CONFIG_NAMES if c in {*kept, *built}}
         # Which of them are the synthetic sample, as the data tells: footers, and the raw splits' markers.
@@ -403,6 +413,7 @@ def push(
         # The card shows the previews the repo (or the folder) holds once this run is done.
         held = set(remote.files) if upload else {p for p in layout.PREVIEW_PATHS.values() if (local_dir / p).is_file()}
         previews = {c: layout.PREVIEW_PATHS[c] for c in sizes if c in configs or layout.PREVIEW_PATHS[c] in held}
+        stages.now(f"writing the card {shown(local_dir / layout.CARD_PATH)}")
         text = str(
             card.render_card(
                 sizes,
@@ -417,10 +428,12 @@ def push(
         with _writing(local_dir / layout.CARD_PATH) as readme:
             disk.write_atomically(readme, text.encode("utf-8"))
         # Removed after the new card is written, so that no card ever names shards the folder lacks.
+        stages.now(f"removing the stale splits from {shown(local_dir)}")
         for note in _tidy(local_dir, check, rebuild, built=configs):
             print(note, file=sys.stderr)
         published = None
         if upload:
+            stages.now(f"publishing to {repo_id}")
             published = hub.publish(
                 local_dir,
                 repo_id,
@@ -815,6 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out images without a label (default: error)",
     )
     add_retry_argument(parser)
+    cli.add_traceback_argument(parser)
     return parser
 
 
@@ -863,41 +877,46 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: push.py behind the one error boundary (`openeds.cli`): its classified errors are its one lines as they are
+COMMAND = cli.Command(
+    "python push.py",
+    again="run the same command again: the finished shards are kept, and a publication sends only what the Hub lacks",
+    known=(raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    return cli.run(COMMAND, lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.sample_not_published:
         print(SAMPLE_NOT_PUBLISHED, file=sys.stderr)
-    try:
-        summary = push(
-            data_dir=args.data_dir,
-            sample=args.sample,
-            kaggle_dataset=args.kaggle_dataset,
-            cache_dir=args.cache_dir,
-            local_dir=args.local_dir,
-            upload=args.upload,
-            repo_id=args.repo_id,
-            tag=args.tag,
-            config=args.config,
-            splits=args.splits,
-            num_proc=args.num_proc,
-            max_shard_size=args.max_shard_size,
-            on_missing_label=args.on_missing_label,
-            command="python push.py " + shlex.join(argv),
-            retry_timeout=args.retry_timeout,
-            timeout=args.timeout,
-            replace_card=args.replace_card,
-        )
-    except (raw.RawDataError, download.DownloadError, hub.PublishError, MaterializeError) as e:
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    summary = push(
+        data_dir=args.data_dir,
+        sample=args.sample,
+        kaggle_dataset=args.kaggle_dataset,
+        cache_dir=args.cache_dir,
+        local_dir=args.local_dir,
+        upload=args.upload,
+        repo_id=args.repo_id,
+        tag=args.tag,
+        config=args.config,
+        splits=args.splits,
+        num_proc=args.num_proc,
+        max_shard_size=args.max_shard_size,
+        on_missing_label=args.on_missing_label,
+        command="python push.py " + shlex.join(argv),
+        retry_timeout=args.retry_timeout,
+        timeout=args.timeout,
+        replace_card=args.replace_card,
+    )
     print("Done:")
     print("\n".join(summary.lines()))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit(main())

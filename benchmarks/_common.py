@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from openeds import cli
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -107,3 +109,14 @@ def run_python_here(args: Sequence[str]) -> str:
     finally:
         sys.argv, sys.path[:] = saved
     return printed.getvalue()
+
+
+def main_behind_the_boundary(module: str, main: Callable[[], object]) -> None:
+    """``python -m benchmarks.<module>``: ``main()`` behind the project's one error boundary (``openeds/cli.py``), so a
+    failure is one last ``error:`` line (``OPENEDS_TRACEBACK=1`` for the traceback) and Ctrl-C exit status 130."""
+    command = cli.Command(f"python -m {module}", again="run it again: a benchmark starts afresh", traceback_flag=False)
+
+    def run() -> None:
+        main()  # what it returns is for the callers of main(); the process's status is 0
+
+    cli.exit(cli.run(command, run))

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import in_process, run_python_here, status_mb, write_results
+from benchmarks._common import in_process, main_behind_the_boundary, run_python_here, status_mb, write_results
 from openeds.synthetic import write_sample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,4 +95,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main_behind_the_boundary(__spec__.name, main)

@@ -18,7 +18,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from benchmarks._common import best_of, write_results
+from benchmarks._common import best_of, main_behind_the_boundary, write_results
 from openeds import raw
 from openeds.rows import make_row
 from openeds.synthetic import write_sample
@@ -71,4 +71,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main_behind_the_boundary(__spec__.name, main)

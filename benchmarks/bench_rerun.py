@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import best_of, write_results
+from benchmarks._common import best_of, main_behind_the_boundary, write_results
 from openeds import raw
 from openeds.materialize import digest_pair, materialize
 from openeds.synthetic import write_sample
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main_behind_the_boundary(__spec__.name, main)

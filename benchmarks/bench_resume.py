@@ -41,7 +41,7 @@ from pathlib import Path
 import datasets
 import torch
 
-from benchmarks._common import REPO, in_process, run_python_here, write_results
+from benchmarks._common import REPO, in_process, main_behind_the_boundary, run_python_here, write_results
 from benchmarks._v2 import build_v2, repeated
 from preprocessing.training import IrisLoader
 
@@ -248,4 +248,4 @@ def report(results: dict, rows: int, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main_behind_the_boundary(__spec__.name, main)

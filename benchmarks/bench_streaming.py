@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from benchmarks._common import run_in_child, status_mb, write_results
+from benchmarks._common import main_behind_the_boundary, run_in_child, status_mb, write_results
 from openeds.schema import raw_row_bytes
 from openeds.synthetic import write_sample
 from preprocessing.training import IrisLoader
@@ -433,4 +433,4 @@ def report(
 
 
 if __name__ == "__main__":
-    main()
+    main_behind_the_boundary(__spec__.name, main)

@@ -55,7 +55,7 @@ import datasets
 import numpy as np
 import torch
 
-from benchmarks._common import run_in_child, status_mb, write_results
+from benchmarks._common import main_behind_the_boundary, run_in_child, status_mb, write_results
 from benchmarks._v2 import build_v2, repeated
 from benchmarks.training_on_device import DEVICE_BATCH, DEVICE_HELP, DEVICE_WORKERS, MODEL_WIDTH, device_main
 from openeds import raw
@@ -360,4 +360,4 @@ def report(results: dict, rows: int, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main_behind_the_boundary(__spec__.name, main)

@@ -87,9 +87,10 @@ from typing import TYPE_CHECKING
 import requests
 from tqdm import tqdm
 
+from openeds import cli, stages
 from openeds.disk import require_free_space, write_atomically
 from openeds.lock import hold
-from openeds.names import one_line, shown
+from openeds.names import shown
 from openeds.raw import RawDataError, find_split_dirs
 from openeds.retry import (
     GaveUp,
@@ -155,6 +156,7 @@ def fetch_raw(
     folder = Path(cache_dir or default_cache_dir()).expanduser() / slug.replace("/", "--")
     data, marker = folder / "data", folder / MARKER_NAME
 
+    stages.now(f"checking the download cache {shown(folder)}")
     counts = _complete_counts(marker, data, slug)
     if counts is not None:
         _say(quiet, f"{slug}: already downloaded to {shown(data)}; skipping ({_describe(counts)})")
@@ -179,7 +181,11 @@ def _download_and_extract(slug: str, folder: Path, *, quiet: bool, retry: RetryP
     for stale in folder.glob("extract-*.tmp"):
         shutil.rmtree(stale)
     archive = folder / "download" / f"{slug.split('/')[1]}.zip"
-    _download(_kaggle_api(retry), slug, archive, quiet=quiet, retry=retry)
+    stages.now(f"logging in to Kaggle to download {slug}")
+    api = _kaggle_api(retry)
+    stages.now(f"downloading {slug} from Kaggle to {shown(archive)}")
+    _download(api, slug, archive, quiet=quiet, retry=retry)
+    stages.now(f"extracting {shown(archive)}")
 
     extracted = Path(tempfile.mkdtemp(prefix="extract-", suffix=".tmp", dir=folder))
     try:
@@ -239,6 +245,14 @@ def refuse_empty(parser: argparse.ArgumentParser, flags: dict[str, str | None]) 
             parser.error(f"{flag} {value!r} is empty; expected a value, or leave {flag} out for its default")
 
 
+#: `python -m openeds.download` behind the one error boundary (`openeds.cli`)
+COMMAND = cli.Command(
+    "python -m openeds.download",
+    again="run it again: the part of the archive already downloaded is kept and resumed",
+    known=(DownloadError, RawDataError),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m openeds.download``: fetch, print the folder; ``error: ...`` and exit 1 on failure."""
     parser = argparse.ArgumentParser(
@@ -249,20 +263,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_download_arguments(parser)
     add_retry_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    args = parser.parse_args(argv)
-    refuse_empty(parser, {"--kaggle-dataset": args.kaggle_dataset})  # "" would silently mean the default slug
-    try:
+    cli.add_traceback_argument(parser)
+
+    def run() -> None:
+        args = parser.parse_args(argv)
+        refuse_empty(parser, {"--kaggle-dataset": args.kaggle_dataset})  # "" would silently mean the default slug
         data = fetch_raw(
             DEFAULT_SLUG if args.kaggle_dataset is None else args.kaggle_dataset,
             args.cache_dir,
             quiet=args.quiet,
             retry=RetryPolicy(total=args.retry_timeout, timeout=args.timeout),
         )
-    except DownloadError as e:
-        print(f"error: {one_line(str(e))}", file=sys.stderr)
-        return 1
-    print(data)
-    return 0
+        print(data)
+
+    return cli.run(COMMAND, run)
 
 
 # -- completion marker -------------------------------------------------------------------
@@ -646,4 +660,4 @@ def _one_line_typed(error: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit(main())

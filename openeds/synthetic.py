@@ -24,12 +24,15 @@ naming the generator, so that what is built from it is never described as OpenED
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from openeds import cli, stages
+from openeds.names import shown
 from openeds.schema import HEIGHT, WIDTH
 
 EDGE_CASES = ("closed", "border", "full_frame", "lid_pupil")
@@ -115,13 +118,15 @@ def write_sample(root: str | Path, counts: Mapping[str, int] = DEFAULT_COUNTS, s
         base = root / "openEDS" / "openEDS" / split
         for sub in ("images", "labels", "masks"):
             (base / sub).mkdir(parents=True, exist_ok=True)
-        (base / MARKER).write_text(_MARKER_TEXT.format(seed=seed), encoding="utf-8")
+        _write(base / MARKER, _MARKER_TEXT.format(seed=seed).encode("utf-8"))
         for i, kind in enumerate(_kinds(split, count)):
             stem = f"{_SPLIT_OFFSET[split] + i:012d}"
             image, label = render_eye(rng, kind)
-            cv2.imwrite(str(base / "images" / f"{stem}.png"), image)
-            np.save(base / "labels" / f"{stem}.npy", label)
-            cv2.imwrite(str(base / "masks" / f"{stem}.png"), label * np.uint8(85))
+            _write(base / "images" / f"{stem}.png", _png(image))
+            label_file = io.BytesIO()
+            np.save(label_file, label)
+            _write(base / "labels" / f"{stem}.npy", label_file.getvalue())
+            _write(base / "masks" / f"{stem}.png", _png(label * np.uint8(85)))
     return root
 
 
@@ -130,16 +135,44 @@ def is_marked(split_dir: Path) -> bool:
     return (split_dir / MARKER).is_file()
 
 
-def main(argv: list[str] | None = None) -> None:
+def _png(image: np.ndarray) -> bytes:
+    """The bytes ``cv2.imwrite`` writes, to be written by :func:`_write` (``imwrite`` says only False on failure)."""
+    encoded, png = cv2.imencode(".png", image)
+    assert encoded, f"OpenCV could not encode a {image.dtype} {image.shape} array as PNG"
+    return png.tobytes()
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``; a failure (a full disk) is an ``OSError`` naming the file.
+
+    (``np.save`` to a path says only how many bytes it wrote, and a failed ``write`` names no file.)
+    """
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
+
+
+#: `python -m openeds.synthetic` behind the one error boundary (`openeds.cli`)
+COMMAND = cli.Command("python -m openeds.synthetic", again="run it again: it writes the whole sample afresh")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to write openEDS/openEDS/... into")
     parser.add_argument("--seed", type=int, default=0)
     for split, n in DEFAULT_COUNTS.items():
         parser.add_argument(f"--{split}", type=int, default=n, metavar="N", help=f"frames in {split} (default {n})")
-    args = parser.parse_args(argv)
-    counts = {s: getattr(args, s) for s in DEFAULT_COUNTS}
-    print(write_sample(args.out, counts, args.seed))
+    cli.add_traceback_argument(parser)
+
+    def run() -> None:
+        args = parser.parse_args(argv)
+        counts = {s: getattr(args, s) for s in DEFAULT_COUNTS}
+        stages.now(f"writing the synthetic sample into {shown(args.out)}")
+        print(write_sample(args.out, counts, args.seed))
+
+    return cli.run(COMMAND, run)
 
 
 if __name__ == "__main__":
-    main()
+    cli.exit(main())

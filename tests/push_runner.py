@@ -80,21 +80,47 @@ class PushRunner:
         return zygote.Zygote(PRELOADED, self._env).forks([sys.executable, str(PUSH)], env)
 
     def run(
-        self, args: list[str], *, env: Mapping[str, str], cwd: str | Path | None = None, timeout: float = 600
+        self,
+        args: list[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str | Path | None = None,
+        timeout: float = 600,
+        prelude: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """``subprocess.run([python, push.py, *args], capture_output=True, text=True, ...)``, forked."""
-        return self._get().run([sys.executable, str(PUSH), *args], env=env, cwd=cwd, timeout=timeout)
+        """``subprocess.run([python, push.py, *args], capture_output=True, text=True, ...)``, forked.
+
+        ``prelude``: Python code the process runs first, before push.py (``python -c``), for what only the
+        process itself can set: a resource limit (``ulimit``), its standard streams, ``tempfile.tempdir``.
+        """
+        first = [] if prelude is None else ["-c", PRELUDE, prelude]
+        return self._get().run([sys.executable, *first, str(PUSH), *args], env=env, cwd=cwd, timeout=timeout)
+
+
+#: ``python -c PRELUDE CODE push.py ARGS...``: runs CODE, then push.py as ``python push.py ARGS...`` runs it
+PRELUDE = """\
+import runpy, sys
+exec(sys.argv[1])
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 _RUNNER: PushRunner | None = None
 
 
 def run_push(
-    args: list[str], *, env: Mapping[str, str], cwd: str | Path | None = None, timeout: float = 600
+    args: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | Path | None = None,
+    timeout: float = 600,
+    prelude: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """push.py with ``args`` in a process of its own (forked from this pytest process's zygote, made at first use)."""
+    """push.py with ``args`` in a process of its own (forked from this pytest process's zygote, made at first use);
+    ``prelude``: code run first in that process (:meth:`PushRunner.run`)."""
     global _RUNNER
     if _RUNNER is None:
         _RUNNER = PushRunner()
         atexit.register(_RUNNER.close)
-    return _RUNNER.run(args, env=env, cwd=cwd, timeout=timeout)
+    return _RUNNER.run(args, env=env, cwd=cwd, timeout=timeout, prelude=prelude)

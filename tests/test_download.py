@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import signal
 import socket
 import stat
 import subprocess
@@ -545,6 +546,32 @@ def test_a_path_with_a_line_break_stays_one_line(tmp_path: Path) -> None:
     with pytest.raises(DownloadError) as error:
         _extract(archive, target, quiet=True)
     assert "\n" not in str(error.value) and "cache\\ndir" in str(error.value), str(error.value)
+
+
+def test_ctrl_c_during_the_transfer_says_what_it_stopped_and_keeps_the_part(
+    stub: KaggleStub, tmp_path: Path, sample_zip: bytes
+) -> None:
+    """`python -m openeds.download` stopped by Ctrl-C mid-transfer (openeds/cli.py): one line naming the download,
+    exit status 130, no traceback, and the part on disk kept for the next run to resume."""
+    stub.stall_transfers(len(sample_zip) - 1000)  # kaggle writes 1 MiB chunks: the first is on disk
+    cache, err = tmp_path / "cache", tmp_path / "stderr"
+    argv = [sys.executable, "-m", "openeds.download", "--cache-dir", str(cache), "--timeout", "60"]
+    download = zygote.start(argv, env=stub.client_env(tmp_path / "home"), preload=CLIENT_PRELOAD, stderr=err)
+    part = cache / SLUG_DIR / "download" / "openeds-dataset.zip"
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size) and time.monotonic() < deadline:
+        assert download.poll() is None, err.read_text()
+        time.sleep(0.05)
+    assert part.exists() and part.stat().st_size, "no part of the archive was written"
+    download.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    assert download.wait(timeout=60) == 130, err.read_text()
+    said = err.read_text()
+    assert "Traceback" not in said, said
+    assert said.rstrip("\n").splitlines()[-1] == (
+        f"interrupted while downloading {SLUG} from Kaggle to {part}; "
+        "run it again: the part of the archive already downloaded is kept and resumed"
+    ), said
+    assert part.stat().st_size > 0
 
 
 # -- what Python's zipfile can decompress is checked before extraction (issue 22) --------------------------------

@@ -83,9 +83,15 @@ class World:
         return sorted((self.split_dir / split / kind).iterdir())
 
     def push(
-        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600, prelude: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return run_push([self.fill(a) for a in args], env={**self.env, **(env or {})}, cwd=self.tmp, timeout=timeout)
+        return run_push(
+            [self.fill(a) for a in args],
+            env={**self.env, **(env or {})},
+            cwd=self.tmp,
+            timeout=timeout,
+            prelude=prelude and prelude.replace("{tmp}", str(self.tmp)).replace("{out}", str(self.out)),
+        )
 
     def fill(self, arg: str) -> str:
         return arg.format(raw=self.raw, out=self.out, repo=self.repo_id, tmp=self.tmp)
@@ -126,6 +132,8 @@ class Case:
     #: runs on datasets 3.6 too (tests/conftest.py says when); None: if its arrange or check code reads the
     #: result with a `datasets` API (found at collection), else on the default line only
     datasets_line: bool | None = None
+    #: Python code the push.py process runs first (tests/push_runner.py), e.g. a resource limit; `{tmp}`, `{out}` filled
+    prelude: str | None = None
 
 
 LOCAL = ("--data-dir", "{raw}", "--local-dir", "{out}", "--no-upload")
@@ -2538,6 +2546,160 @@ HUB_FOLLOW_UPS = [
     ),
 ]
 
+# -- the error boundary (openeds/cli.py): what nobody classified is one last line too; a closed standard output,
+# a terminal that cannot encode a name; a server's message that echoes the token; messages that tell the truth
+
+#: the push.py process may write files of at most 200 kB (`ulimit -f`; Python ignores SIGXFSZ, so a write gets EFBIG)
+_FILE_SIZE_LIMIT = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))"
+#: `push.py ... | head -1`: the standard output is a pipe whose reader has gone
+_STDOUT_CLOSED = "import os; r, w = os.pipe(); os.dup2(w, 1); os.close(w); os.close(r)"
+_WHOAMI = "/api/whoami-v2"
+_ECHO = {"X-Error-Message": f"request refused for the token {TOKEN}, sent as Bearer {TOKEN}"}
+#: what S3 answers a PUT to a signed URL that has expired
+_EXPIRED = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+_REFUSED_OBJECT = {"oid": "0" * 64, "size": 1, "error": {"code": 422, "message": "this object is too large"}}
+
+
+def _immutable_data_folder(world: World) -> None:
+    """The earlier build, its test shard gone and its data folder immutable (`chattr +i`: even root may not write)."""
+    _copy_prebuilt(world)
+    (world.out / "data" / "test-00000-of-00001.parquet").unlink()
+    if subprocess.run(["chattr", "+i", str(world.out / "data")], capture_output=True).returncode:
+        pytest.skip("`chattr +i` does not work on this file system")
+    world.cleanups.append(lambda: subprocess.run(["chattr", "-i", str(world.out / "data")], check=True))
+
+
+def _small_temporary_folder(world: World) -> None:
+    """A temporary folder of 400 kB (a tmpfs at {tmp}/small; the case's prelude points tempfile there)."""
+    _root_or_skip("a small disk")
+    small = world.tmp / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    world.cleanups.append(lambda: subprocess.run(["umount", "-l", str(small)], check=True))
+
+
+def _without_card(world: World) -> None:
+    _copy_prebuilt(world)
+    (world.out / "README.md").unlink()
+
+
+def _card_written(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert (world.out / "README.md").is_file(), "the card was not written"
+    assert result.stdout == "", result.stdout
+
+
+def _non_ascii_folder_shown_escaped(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert "local folder: " in result.stdout and "d\\xe9" in result.stdout, result.stdout
+    assert (world.tmp / "dé" / "out" / "README.md").is_file()
+
+
+def _last_line_is_the_error(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    assert result.stderr.rstrip("\n").splitlines()[-1].startswith("error: "), result.stderr[-3000:]
+
+
+def _names_the_file_not_a_missing_right(world: World, result: subprocess.CompletedProcess[str]) -> None:
+    uploaded = r"(data/test-00000-of-00001\.parquet|images/preview\.png)"  # whichever upload thread came first
+    assert re.search(rf"error: could not upload {uploaded} to {world.repo_id}: ", result.stderr), result.stderr[-3000:]
+    assert "may not write" not in result.stderr, result.stderr[-3000:]
+
+
+BOUNDARY_CASES = [
+    Case(
+        "file-size-limit-while-writing-a-shard",
+        LOCAL,
+        exit=1,
+        error="error: while building the shards of pupil/train, pupil/validation, pupil/test in ",
+        says=("File too large; ", "the file-size limit, ulimit -f, is 200,000 bytes", "(ulimit -f unlimited)"),
+        prelude=_FILE_SIZE_LIMIT,
+    ),
+    Case(
+        "immutable-data-folder-with-a-shard-to-rebuild",
+        LOCAL,
+        exit=1,
+        error="error: while building the shards of pupil/train, pupil/validation, pupil/test in ",
+        says=("Operation not permitted", "test-00000-of-00001.parquet.partial", "was refused. Fix: ", "lsattr"),
+        arrange=_immutable_data_folder,
+        check=_last_line_is_the_error,
+    ),
+    Case(
+        "temporary-folder-full-while-writing-the-sample",
+        ("--sample", "--local-dir", "{out}", "--no-upload"),
+        exit=1,
+        error="error: while writing the synthetic sample into the temporary folder ",
+        says=("No space left on device", "the temporary folder (", "set TMPDIR to a folder on a larger disk"),
+        arrange=_small_temporary_folder,
+        prelude="import tempfile; tempfile.tempdir = '{tmp}/small'",
+    ),
+    Case(
+        "rerun-with-its-standard-output-closed-writes-the-card",
+        LOCAL,
+        arrange=_without_card,
+        prelude=_STDOUT_CLOSED,
+        check=_card_written,
+    ),
+    Case(
+        "ascii-terminal-and-a-non-ascii-local-dir",
+        ("--data-dir", "{raw}", "--local-dir", "{tmp}/dé/out", "--no-upload"),
+        env={"LANG": "C", "LC_ALL": "C", "PYTHONIOENCODING": "ascii"},
+        check=_non_ascii_folder_shown_escaped,
+    ),
+    Case(
+        "hub-messages-that-echo-the-token-are-printed-without-it",
+        PUBLISH,
+        exit=1,
+        error="[hidden: Hugging Face token], sent as Bearer [hidden: Hugging Face token]",
+        says=("Could not check the Hugging Face token (HTTP 503: request refused for the token [hidden: ",),
+        arrange=_arrange(
+            _fail("GET", _WHOAMI, status=503, headers=_ECHO), _fail("GET", _WHOAMI, status=400, headers=_ECHO)
+        ),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+    Case(
+        "lfs-batch-refuses-an-object",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error=f"the Hub's LFS batch API refused 1 of them (object {'0' * 64}: this object is too large)",
+        says=("nothing was published",),
+        arrange=_arrange(
+            _earlier_commit,
+            _fail(
+                "POST",
+                r"/datasets/{repo}\.git/info/lfs/objects/batch",
+                status=200,
+                body=json.dumps({"transfer": "basic", "objects": [_REFUSED_OBJECT]}).encode(),
+                content_type="application/json",
+                times=1000,
+            ),
+        ),
+        env={**TOKEN_ENV, **LFS},  # the LFS batch protocol's
+    ),
+    Case(
+        "expired-upload-url-is-not-a-missing-right",
+        (*PUBLISH, "--splits", "test"),
+        exit=1,
+        error="the storage refused it (HTTP 403 for PUT http://127.0.0.1:",
+        says=("Request has expired", "says nothing of the token's rights", "the Hub hands out fresh upload URLs"),
+        arrange=_arrange(
+            _earlier_commit,
+            _fail("PUT", "/lfs/datasets/{repo}/", status=403, body=_EXPIRED, content_type="application/xml", times=9),
+        ),
+        check=_names_the_file_not_a_missing_right,
+        env={**TOKEN_ENV, **LFS},  # the LFS batch protocol's
+    ),
+    Case(
+        "gated-advice-names-a-repo-of-ones-own",
+        PUBLISH,
+        exit=1,
+        error="or publish to another repo of your own (--repo-id faults/NAME)",
+        arrange=_fail("GET", "/api/datasets/{repo}$", status=403, headers={"X-Error-Code": "GatedRepo"}, times=1000),
+        check=_not_built,
+        env=TOKEN_ENV,
+    ),
+]
+
+
 # -- headers before payloads (issue 22): a raw file or an archive member is refused from what its header declares --
 
 #: a frame of every gray level (the sample's own frames are smooth eyes)
@@ -2977,6 +3139,7 @@ CASES = [
     *RAW_AND_STAGING,
     *HUB_SAFETY,
     *HUB_FOLLOW_UPS,
+    *BOUNDARY_CASES,
     *XET_CASES,
     *RECORD_CASES,
 ]
@@ -3220,7 +3383,7 @@ def test_fault(case: Case, world: World):
     if case.arrange:
         case.arrange(world)
     remote_before = world.remote()
-    result = world.push(*case.args, env=case.env, timeout=case.timeout)
+    result = world.push(*case.args, env=case.env, timeout=case.timeout, prelude=case.prelude)
     output = result.stdout + result.stderr
     assert result.returncode == case.exit, f"exit {result.returncode}, expected {case.exit}:\n{result.stderr[-3000:]}"
     assert "Traceback" not in output, result.stderr[-3000:]
@@ -3230,6 +3393,7 @@ def test_fault(case: Case, world: World):
     if case.exit:
         assert len(error_lines) == 1, f"expected one error line, got {error_lines}:\n{result.stderr[-3000:]}"
         assert case.error and case.error in error_lines[0], error_lines[0]
+        assert result.stderr.rstrip("\n").splitlines()[-1] == error_lines[0], "the error line is not the last line"
         assert world.remote() == remote_before, "a failed run changed the Hub repo"
     else:
         assert not error_lines, error_lines

@@ -13,8 +13,10 @@ resume, are that epoch's rows, each once.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,12 +201,10 @@ def test_ddp_on_two_processes_killed_and_resumed_on_one_trains_each_row_of_the_e
     assert {line["epoch"] for line in steps(tmp_path / "one.jsonl")} == set(range(epoch, 3)), "then the next epochs"
 
 
-def test_the_example_refuses_a_checkpoint_that_does_not_fit_in_one_line(v2, tmp_path, capsys):
-    v2["pupil"]["train"].to_parquet(str(tmp_path / "data" / "data" / "train-00000-of-00001.parquet"))
+def test_the_example_refuses_a_checkpoint_that_does_not_fit_in_one_line(trained, tmp_path, capsys):
     checkpoint = tmp_path / "ckpt.pt"
     main = load_example().main
-    args = [str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--max-steps", "1", "--num-threads", "1"]
-    args += ["--batch-size", "2", "--checkpoint", str(checkpoint)]
+    args = [*trained[0], "--max-steps", "1", "--checkpoint", str(checkpoint)]  # batches of 2
     assert main(args) == 0 and checkpoint.exists()
     assert not list(tmp_path.glob(".ckpt.pt.*")), "no temporary file left"
     capsys.readouterr()
@@ -226,3 +226,147 @@ def test_the_example_refuses_a_checkpoint_that_does_not_fit_in_one_line(v2, tmp_
         with pytest.raises(SystemExit):
             main([str(tmp_path / "data"), *flags])
         assert message in capsys.readouterr().err
+
+
+# --- checkpoints that cannot be used or written: one line each; a save killed midway leaves nothing behind -------
+
+
+@pytest.fixture(scope="module")
+def trained(v2, tmp_path_factory) -> tuple[list[str], bytes]:
+    """The example's arguments on a small folder, and the checkpoint a one-step run of it saved."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    v2["pupil"]["train"].to_parquet(str(folder / "data" / "data" / "train-00000-of-00001.parquet"))
+    args = [str(folder / "data"), "--cache-dir", str(folder / "cache"), "--batch-size", "2", "--num-threads", "1"]
+    assert load_example().main([*args, "--max-steps", "1", "--checkpoint", str(folder / "good.pt")]) == 0
+    return args, (folder / "good.pt").read_bytes()
+
+
+def _cut(size: int):
+    def cut(path: Path, good: bytes) -> None:
+        path.write_bytes(good[:size] if size >= 0 else good[: len(good) // 2])
+
+    return cut
+
+
+def _of_another_model(path: Path, good: bytes) -> None:
+    checkpoint = torch.load(io.BytesIO(good), weights_only=True)
+    checkpoint["model"] = load_example().tiny_net(4).state_dict()  # the `full` config's head on a `pupil` run
+    torch.save(checkpoint, path)
+
+
+def _under_a_file(path: Path, good: bytes) -> Path:
+    path.write_text("my notes")
+    return path / "ckpt.pt"
+
+
+def _tmpfs(folder: Path, size: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a small disk needs root (mount)")
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+
+
+def _on_a_full_disk(path: Path, good: bytes) -> Path:
+    folder = path.parent / "small"
+    _tmpfs(folder, "64k")
+    (folder / "ckpt.pt").write_bytes(good)
+    free = shutil.disk_usage(folder).free
+    (folder / "filler").write_bytes(bytes(free - 4096))  # one page left: the new checkpoint does not fit
+    return folder / "ckpt.pt"
+
+
+def _in_an_immutable_folder(path: Path, good: bytes) -> Path:
+    folder = path.parent / "frozen"
+    folder.mkdir()
+    (folder / "ckpt.pt").write_bytes(good)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("`chattr +i` does not work on this file system")
+    return folder / "ckpt.pt"
+
+
+#: (name, how the checkpoint is made (returns its path if not the one given), the exit status, a piece of the line)
+CHECKPOINT_FAULTS = [
+    ("empty", _cut(0), 2, "not a checkpoint torch.load reads (EOFError"),
+    ("cut-in-its-zip-header", _cut(200), 2, "not a checkpoint torch.load reads (RuntimeError: PytorchStreamReader"),
+    ("cut-in-half", _cut(-1), 2, "one cut short, by a copy or a full disk, is not"),
+    ("of-another-model", _of_another_model, 2, "it holds another model or optimiser than this run's (RuntimeError: "),
+    ("a-list", lambda path, good: torch.save([1, 2], path), 2, "expected a checkpoint of this script: a dict"),
+    ("a-folder", lambda path, good: path.mkdir(), 2, "ckpt.pt is a folder; expected the path of a file"),
+    ("under-a-file", _under_a_file, 2, "notes.pt is a file, not a folder; expected a folder to save the checkpoint"),
+    ("disk-full-at-the-save", _on_a_full_disk, 1, "No space left on device (writing "),
+    ("immutable-folder-at-the-save", _in_an_immutable_folder, 1, "after step 2: Operation not permitted (writing "),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "status", "said"), CHECKPOINT_FAULTS, ids=[c[0] for c in CHECKPOINT_FAULTS])
+def test_a_checkpoint_that_cannot_be_used_or_saved_is_one_line(name, make, status, said, trained, tmp_path, capsys):
+    args, good = trained
+    checkpoint = tmp_path / ("notes.pt" if name == "under-a-file" else "ckpt.pt")
+    checkpoint = make(checkpoint, good) or checkpoint
+    before = checkpoint.read_bytes() if checkpoint.is_file() else None
+    try:
+        code = load_example().main([*args, "--max-steps", "2", "--checkpoint", str(checkpoint), "--resume"])
+        folder = checkpoint.parent if checkpoint.parent.is_dir() else checkpoint.parent.parent
+        left = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != "filler"}
+    finally:
+        subprocess.run(["chattr", "-i", str(checkpoint.parent)], capture_output=True)
+        if checkpoint.parent.name == "small":
+            subprocess.run(["umount", "-l", str(checkpoint.parent)], check=True)
+    err = capsys.readouterr().err
+    lines = err.rstrip("\n").splitlines()
+    assert code == status, err[-3000:]
+    assert "Traceback" not in err and [line for line in lines if line.startswith("error: ")] == lines[-1:], err
+    assert said in lines[-1], lines[-1]
+    if before is not None:
+        assert left == {checkpoint.name: before}, "the checkpoint changed, or a temporary file was left"
+    else:
+        assert not [name for name in left if name.endswith(".tmp")], left
+    if status == 1:  # a save that failed
+        assert lines[-1].startswith(f"error: cannot save the checkpoint {checkpoint} after step 2: ")
+        assert "the previous checkpoint is unchanged" in lines[-1]
+
+
+#: the example with its second torch.save killed midway: the process writes part of it, then gets SIGKILL
+KILLED_MIDWAY = """\
+import os, runpy, signal, sys, torch
+saves, save = 0, torch.save
+def killed_at_the_second(obj, file, *args, **kwargs):
+    global saves
+    saves += 1
+    if saves == 2:
+        file.write(b"the first bytes of a checkpoint")
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(obj, file, *args, **kwargs)
+torch.save = killed_at_the_second
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_save_killed_midway_leaves_a_temporary_file_that_the_next_run_removes(trained, tmp_path):
+    args, _ = trained
+    checkpoint = tmp_path / "ckpt.pt"
+    flags = [*args, "--checkpoint", str(checkpoint), "--checkpoint-every", "1", "--max-steps", "3"]
+    killed = launch([sys.executable, "-c", KILLED_MIDWAY, EXAMPLE, *flags])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    [leftover] = tmp_path.glob(".ckpt.pt.*.tmp")
+    assert leftover.read_bytes() == b"the first bytes of a checkpoint"
+    assert torch.load(checkpoint, weights_only=True)["step"] == 1, "the first save is whole"
+    run([sys.executable, EXAMPLE, *flags, "--resume"])
+    assert not list(tmp_path.glob(".ckpt.pt.*.tmp")), "the killed save's temporary file is still there"
+    assert torch.load(checkpoint, weights_only=True)["step"] == 3
+
+
+def test_only_the_temporary_files_of_saves_that_are_gone_are_removed(tmp_path):
+    example = load_example()
+    checkpoint = tmp_path / "ckpt.pt"
+    dead, mine, live = (tmp_path / f".ckpt.pt.{pid}.0123abcd.tmp" for pid in (999_999_999, os.getpid(), os.getppid()))
+    others = [tmp_path / ".ckpt.pt.notes.tmp", tmp_path / ".other.pt.999999999.0123abcd.tmp"]
+    for path in (dead, mine, live, *others):
+        path.write_bytes(b"part of a save")
+    assert sorted(example.remove_leftovers(checkpoint)) == sorted([dead, mine])  # a pid > pid_max is no process
+    assert live.exists() and all(path.exists() for path in others), "a live save's file, or another file, was removed"

@@ -20,14 +20,15 @@ imported (``gc.freeze``), so that a child's garbage collections do not copy thos
 reseeds NumPy's global generator, which a fresh process seeds anew (Python's ``random`` reseeds
 itself after a fork).
 
-What a library reads from the environment when it is imported is then the zygote's. A run is
-forked only when its environment differs from its zygote's in variables read when they are
-used, not when imported (:data:`RUN_TIME_VARIABLES`: the token, the home, cache and config
-folders, pytest's current test, ``HTTP_PROXY`` (requests and httpx2 read it per request or
-client), and ``KAGGLE_*``, the settings and credentials of the kaggle client: ``kaggle`` reads
-them when imported, and no zygote imports it (kagglesdk, which tests/test_download.py preloads,
-reads them when called); of what the runs import, ``kaggle`` alone reads ``XDG_CONFIG_HOME``;
-huggingface_hub and datasets take their folders from ``HF_HOME``, which the test session sets).
+What a library reads from the environment when it is imported is then the zygote's. A run is forked
+only when its environment differs from its zygote's in variables read when they are used, not when
+imported (:data:`RUN_TIME_VARIABLES`: the token, the home, cache and config folders, pytest's
+current test, ``HTTP_PROXY`` (requests and httpx2 read it per request or client),
+``OPENEDS_TRACEBACK`` (read when a command starts), and ``KAGGLE_*``, the settings and credentials
+of the kaggle client: ``kaggle`` reads them when imported, and no zygote imports it (kagglesdk,
+which tests/test_download.py preloads, reads them when called); of what the runs import, ``kaggle``
+alone reads ``XDG_CONFIG_HOME``; huggingface_hub and datasets take their folders from ``HF_HOME``,
+which the test session sets).
 :func:`run` and :func:`start` keep one zygote per preload list and environment without those
 variables, started at the first run that needs it (in each pytest process: each xdist worker
 has its own), so every run with the same import-time environment is forked, for torch runs
@@ -121,6 +122,7 @@ RUN_TIME_VARIABLES = (
     "HTTP_PROXY",
     "PYTEST_CURRENT_TEST",
     "HF_XET_CACHE",  # hf_xet reads it when its session is made, at the first upload or download (not imported here)
+    "OPENEDS_TRACEBACK",  # read by openeds.cli when a command starts
 )
 RUN_TIME_PREFIXES = ("KAGGLE_",)
 #: modules whose import starts native threads that their library makes safe across a fork, and how

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
@@ -93,15 +94,51 @@ class _explain_access:
                 f"{self.repo_id} is a gated dataset and user {self.user!r} has not been granted access to it "
                 f"({status} GatedRepo from {self.api.endpoint}); expected a token that may read and write it; "
                 f"{NOTHING_PUBLISHED}; ask for access at {self.api.endpoint}/datasets/{self.repo_id}, use the token "
-                f"of a member of {namespace!r} with write rights, or publish to {self.user}/{name}"
+                f"of a member of {namespace!r} with write rights, or publish to {own_repo(self.user, self.repo_id)}"
             ) from error
         if status != 403:
             return
         raise PublishError(
             f"user {self.user!r} may not write to {self.repo_id} ({status} from {self.api.endpoint}); "
             f"expected a token with write access to the namespace {namespace!r}; "
-            f"use the token of a member of {namespace!r} with write rights, or publish to {self.user}/{name}"
+            f"use the token of a member of {namespace!r} with write rights, or publish to "
+            f"{own_repo(self.user, self.repo_id)}"
         ) from error
+
+
+def own_repo(user: str, repo_id: str) -> str:
+    """The repo the advice of a refusal of `repo_id` names: the user's own of the same name, never `repo_id` again."""
+    namespace, name = repo_id.split("/")
+    return f"{user}/{name}" if namespace != user else f"another repo of your own (--repo-id {user}/NAME)"
+
+
+def _storage_refusal(error: BaseException) -> tuple[str, str] | None:
+    """``(url, what it said)`` if `error` is a 403 of an upload to storage (the PUT to the URL the LFS batch call
+    handed out: a signed URL that expired, or whose signature the storage refuses), not of the Hub's API, which
+    huggingface_hub calls with GET and POST only. The URL without its query (the signature)."""
+    for link in error_chain(error):
+        response = getattr(link, "response", None)
+        try:
+            request = response.request if response is not None else None  # httpx raises when it has none
+        except RuntimeError:
+            request = None
+        if request is not None and request.method == "PUT" and _status(link) == 403:
+            said = " ".join(response.text.split()) if response.text else ""
+            return str(request.url).split("?")[0], said[:300] or _server_message(link)
+    return None
+
+
+#: how huggingface_hub says the LFS batch call answered an `error` for an object (a ValueError, the call itself a 200)
+_BATCH_ERROR: Final = re.compile(r"Encountered error for file with OID (\S+): `?(.*)")
+
+
+def _lfs_refusals(error: BaseException) -> list[tuple[str, str]] | None:
+    """``[(oid, what the Hub said)]`` if `error` is huggingface_hub's for an LFS batch answer that refuses objects
+    one by one (each with an ``error`` of its own, in an answer that is a 200), else None."""
+    for link in error_chain(error):
+        if isinstance(link, ValueError) and str(link).startswith("LFS batch API returned errors"):
+            return [(m[1], " ".join(m[2].split())) for m in map(_BATCH_ERROR.search, str(link).splitlines()) if m]
+    return None
 
 
 def _http_error(error: BaseException) -> HfHubHTTPError | None:

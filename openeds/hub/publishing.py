@@ -31,11 +31,13 @@ from openeds.hub.errors import (
     _classify,
     _describe,
     _explain_access,
+    _lfs_refusals,
     _not_the_api,
     _not_the_hub,
     _refused,
     _retry,
     _status,
+    _storage_refusal,
     _token_rejected,
 )
 from openeds.hub.planning import (
@@ -56,6 +58,7 @@ from openeds.hub.verify import check_against_records, check_commit, refuse_ignor
 from openeds.hub.xet import short_xet_error, use_xet_settings, uses_xet, watch, xet_status, xet_target
 from openeds.layout import CARD_PATH, PREVIEW_PATHS, split_prefix
 from openeds.retry import RetryPolicy, describe_timeout
+from openeds.stages import during
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +235,7 @@ def publish(
     )
 
 
+@during("uploading the files to {repo_id}")
 def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token: str, retry: RetryPolicy) -> None:
     """Upload the LFS files the Hub does not hold yet: through Xet when huggingface_hub takes that path (hf_xet
     bounded by `retry` and watched: `openeds.hub.xet`), else through LFS (the client retries each request)."""
@@ -263,6 +267,23 @@ def _upload(api: HfApi, repo_id: str, additions: list[CommitOperationAdd], token
         status = _status(error)
         if status == 401:
             raise _token_rejected(api.endpoint, f"upload the files to {repo_id}", NOTHING_PUBLISHED) from error
+        if refused := _lfs_refusals(error):
+            paths = {op.upload_info.sha256.hex(): op.path_in_repo for op in additions}
+            said = "; ".join(f"{paths.get(oid, 'object ' + oid)}: {message}" for oid, message in refused)
+            raise PublishError(
+                f"could not upload the files to {repo_id}: the Hub's LFS batch API refused {len(refused)} of them "
+                f"({said[:500]}); expected it to take every file; {NOTHING_PUBLISHED}; re-running will not help "
+                "until what the Hub's message names is fixed"
+            ) from error
+        if status == 403 and (refusal := _storage_refusal(error)):
+            url, said = refusal
+            file = next((op.path_in_repo for op in additions if op.upload_info.sha256.hex() in url), "a file")
+            raise PublishError(
+                f"could not upload {file} to {repo_id}: the storage refused it (HTTP 403 for PUT {url}: {said}); the "
+                "upload URL the Hub handed out has expired or was refused, which says nothing of the token's rights; "
+                f"expected the storage to take the file; {NOTHING_PUBLISHED}; re-run the same command: the Hub hands "
+                "out fresh upload URLs, and the files already uploaded are not sent again"
+            ) from error
         if status == 403:
             raise  # explained by _explain_access
         if seen := _not_the_api(error):
@@ -327,6 +348,7 @@ def _xet_problem(api: HfApi, repo_id: str, error: Exception) -> PublishError | N
     )
 
 
+@during("committing to {repo_id}")
 def _commit(
     api: HfApi,
     repo_id: str,
@@ -403,6 +425,7 @@ def _landed(api: HfApi, repo_id: str, parent: str, message: str, token: str) -> 
     return None
 
 
+@during("tagging {repo_id}@{revision:.12} as {tag!r}")
 def _create_tag(
     api: HfApi, repo_id: str, tag: str, revision: str, token: str, retry: RetryPolicy, *, published: str | None = None
 ) -> None:

@@ -39,6 +39,7 @@ from openeds.hub.errors import (
     _retry,
     _server_message,
     _status,
+    own_repo,
 )
 from openeds.hub.footers import HTML_STARTS
 from openeds.hub.v1 import find_v1_files, is_own_shard, resolve_splits
@@ -318,7 +319,7 @@ def _check_write(api: HfApi, repo_id: str, state: RemoteState, me: _Me, token: s
             f"user {me.name!r} may read the gated dataset {repo_id} (access was granted) but not write to it (403 "
             f"from {api.endpoint}: {_server_message(error)}); expected a token with write access to the namespace "
             f"{namespace!r}; {NOTHING_PUBLISHED}; use the token of a member of {namespace!r} with write rights, or "
-            f"publish to {me.name}/{name}"
+            f"publish to {own_repo(me.name, repo_id)}"
         ) from error
 
 
