@@ -162,6 +162,26 @@ def exit(code: int) -> NoReturn:
     sys.exit(code)
 
 
+def end_now(line: str) -> NoReturn:
+    """End the process at once, exit status 1, with ``line`` as its last line: the last resort of a thread that
+    finds the run's work will not return (``openeds.hub.xet``'s watchdog, when an upload call ignores its abort).
+
+    As at the end of :func:`run`, the progress bars are closed first and the line goes through the run's sinks
+    (redacted, escaped); ``os._exit`` then ends the process, so nothing is printed after it.
+    """
+    _close_progress_bars()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a reader gone, a stream closed: the line is still tried
+            pass
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(1)
+
+
 def _line(error: Exception, command: Command) -> str:
     try:
         return f"error: {one_line(str(error))}" if isinstance(error, command.known) else describe(error, command)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -186,3 +189,42 @@ def test_push_publishes_through_xet_and_datasets_reads_back_the_staged_bytes(hub
     streamed = datasets.load_dataset(repo_id, split="train", streaming=True)
     assert list(streamed.with_format("arrow").iter(batch_size=1000))[0].to_pylist() == staged_rows
     assert stored.hash in hub.xet.counters.bridged, "the stream did not read the Xet file"
+
+
+_IGNORES_ITS_ABORT = """
+import time
+
+import tqdm
+
+from openeds import cli
+from openeds.hub import xet
+from openeds.retry import RetryPolicy
+
+xet.GRACE = 0.3
+
+
+def main():
+    tqdm.tqdm(total=10, desc="an upload bar", mininterval=0).update(3)  # left open, as hf_xet's progress is
+    with xet.watch(RetryPolicy(timeout=0.2, total=0.3), lambda idle: f"no byte moved for {idle:.1f} s; give up"):
+        time.sleep(30)  # a call that neither moves a byte nor returns when its session is aborted
+
+
+cli.exit(cli.run(cli.Command("python upload.py", "run it again"), main))
+"""
+
+
+def test_the_watchdog_ends_a_call_that_ignores_its_abort_with_the_last_line(tmp_path):
+    """The last resort: an upload call that moves nothing and does not return once its session is aborted ends
+    the process within the budget plus the grace, exit 1, the one error line last (its progress bar closed
+    before it), no traceback."""
+    script = tmp_path / "upload.py"
+    script.write_text(_IGNORES_ITS_ABORT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=25)
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[-1].startswith("error: no byte moved for ") and lines[-1].endswith("; give up"), lines[-3:]
+    assert "an upload bar" in result.stderr and "Traceback" not in result.stderr
+    assert took < 10, f"took {took:.1f} s: the watchdog should end it after 0.5 s + 0.3 s of grace"

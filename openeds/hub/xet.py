@@ -44,12 +44,12 @@ import os
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
+from openeds import cli
 from openeds.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -184,13 +184,9 @@ def watch(policy: RetryPolicy, line: Callable[[float], str]) -> Iterator[Watch]:
 
 
 def _end(line: str) -> None:
-    """The last resort: the run's one error line, then the end of the process (the upload call never returned)."""
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    with contextlib.suppress(Exception):
-        sys.stderr.write(f"\nerror: {line}\n")
-        sys.stderr.flush()
-    os._exit(1)
+    """The last resort: the run's one error line, its progress bars closed first, then the end of the process
+    (the upload call never returned): `openeds.cli.end_now`."""
+    cli.end_now(f"error: {line}")
 
 
 #: hf_xet's words for what failed, in the order they are looked for
