@@ -65,6 +65,7 @@ from typing import IO, Any, NoReturn
 
 from openeds import stages
 from openeds.names import one_line, shown
+from openeds.retry import error_chain
 
 #: set to 1 (or anything but 0): every failure shows its full traceback, as ``--traceback`` does
 TRACEBACK_ENV = "OPENEDS_TRACEBACK"
@@ -207,16 +208,6 @@ def _doing(error: BaseException) -> str:
     return one_line(stages.of(error) or stages.current() or "starting")
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """``error``, then what it was raised from or while handling, in order; each once."""
-    seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        yield link
-        link = link.__cause__ or link.__context__
-
-
 #: a URL's query and fragment: a signed upload URL carries its signature there
 _QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*", re.IGNORECASE)
 
@@ -240,7 +231,7 @@ def _cause(error: BaseException) -> str:
 def _concerning(error: BaseException, said: str) -> str:
     """The files and the URL the error concerns, where its message does not name them already."""
     named = []
-    for link in _chain(error):
+    for link in error_chain(error):
         if isinstance(link, OSError):
             for name in (link.filename, link.filename2):
                 if isinstance(name, bytes):
@@ -290,7 +281,7 @@ _BUG = (
 
 def _advice(error: BaseException) -> tuple[str, str]:
     """What the error means and what to do, from its family (the first link of its chain that has one)."""
-    for link in _chain(error):
+    for link in error_chain(error):
         if isinstance(link, MemoryError) or (isinstance(link, OSError) and link.errno == errno.ENOMEM):
             return (
                 "the machine ran out of memory",

@@ -295,12 +295,32 @@ class _DropConnection(Exception):
 
 
 class FaultInjector:
-    """Faults and the request log of a test server (the Hub here, the Xet service in tests/xet_server.py)."""
+    """A test server (the Hub here, the Xet service in tests/xet_server.py): its HTTP thread, its faults and its
+    request log. `_listen` makes the `ThreadingHTTPServer` whose handler reads this state as `server.hub`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self.requests: list[LoggedRequest] = []
+
+    def _listen(self, port: int, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True
+        self._httpd.hub = self  # type: ignore[attr-defined]  # the handler's name for its server's state
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=name, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release_hung()
+        self._httpd.shutdown()
+        self._httpd.server_close()
 
     def fail(
         self,
@@ -380,23 +400,7 @@ class HubServer(FaultInjector):
         self.siblings_limit = SIBLINGS_LIMIT
         #: the Xet storage service whose URL the token routes hand out (tests/xet_server.py), if any
         self.xet: XetServer | None = None
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.hub = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_port}"
-
-    def start(self) -> HubServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release_hung()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._listen(port, _Handler, "hub-server")
 
     # test controls
 

@@ -50,11 +50,9 @@ import json
 import re
 import secrets
 import struct
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from tests.hub_server import _RANGE, FaultInjector, HubError, _Handler
@@ -311,23 +309,7 @@ class XetServer(FaultInjector):
         self._served: dict[str, bytes] = {}
         self._tokens: dict[str, XetToken] = {}
         self.counters = XetCounters()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _XetHandler)
-        self._httpd.daemon_threads = True
-        self._httpd.hub = self  # type: ignore[attr-defined]  # the handler's name for its server's state
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="xet-server", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_port}"
-
-    def start(self) -> XetServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release_hung()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._listen(port, _XetHandler, "xet-server")
 
     def reset_faults_and_log(self) -> None:
         super().reset_faults_and_log()
