@@ -57,12 +57,18 @@ def staged(folder: Path) -> dict[str, bytes]:
     return files
 
 
-def test_the_service_stores_what_hf_xet_uploads_and_serves_it_back(hub, xet, tmp_path):
+def uploaded(folder: Path) -> tuple[str, dict[str, bytes], HfApi]:
+    """The files of `staged(folder)` uploaded (through hf_xet) to a new repo: its id, the files, the client."""
     repo_id = f"xavier/xet-{uuid.uuid4().hex[:8]}"
-    files = staged(tmp_path)
+    files = staged(folder)
     api = HfApi(token=WRITE)
     api.create_repo(repo_id, repo_type="dataset")
-    api.upload_folder(repo_id=repo_id, folder_path=tmp_path, repo_type="dataset")
+    api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="dataset")
+    return repo_id, files, api
+
+
+def test_the_service_stores_what_hf_xet_uploads_and_serves_it_back(hub, xet, tmp_path):
+    repo_id, files, api = uploaded(tmp_path)
 
     counters = hub.xet.counters
     assert counters.xorbs and counters.shards, "nothing reached the Xet service"
@@ -82,11 +88,7 @@ def test_the_service_stores_what_hf_xet_uploads_and_serves_it_back(hub, xet, tmp
 
 
 def test_a_ranged_read_of_a_xet_file_is_served_from_its_reconstruction(hub, xet, tmp_path):
-    repo_id = f"xavier/xet-{uuid.uuid4().hex[:8]}"
-    files = staged(tmp_path)
-    api = HfApi(token=WRITE)
-    api.create_repo(repo_id, repo_type="dataset")
-    api.upload_folder(repo_id=repo_id, folder_path=tmp_path, repo_type="dataset")
+    repo_id, files, api = uploaded(tmp_path)
     content = files["data/train-00000-of-00001.parquet"]
     stored = hub.xet.file_by_sha256(hashlib.sha256(content).hexdigest())
     for first, last in [(0, 10), (131_000, 262_200), (len(content) - 8, len(content) - 1)]:
@@ -103,11 +105,7 @@ def test_a_ranged_read_of_a_xet_file_is_served_from_its_reconstruction(hub, xet,
 
 def test_the_comparison_sees_a_changed_byte(hub, xet, tmp_path):
     """The check above can fail: a byte changed in a stored xorb changes what the service reads back."""
-    repo_id = f"xavier/xet-{uuid.uuid4().hex[:8]}"
-    files = staged(tmp_path)
-    api = HfApi(token=WRITE)
-    api.create_repo(repo_id, repo_type="dataset")
-    api.upload_folder(repo_id=repo_id, folder_path=tmp_path, repo_type="dataset")
+    repo_id, files, api = uploaded(tmp_path)
     content = files["data/train-00000-of-00001.parquet"]
     stored = hub.xet.file_by_sha256(hashlib.sha256(content).hexdigest())
     xorb, first = stored.terms[0].xorb, stored.terms[0].start
