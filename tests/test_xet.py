@@ -185,6 +185,9 @@ def test_hf_xet_reads_the_settings_as_given(monkeypatch):
     assert config["client.retry_base_delay"].total_seconds() == 2
     assert config["client.retry_max_duration"].total_seconds() == 60
     assert config["client.retry_max_attempts"] == _retries(RetryPolicy(timeout=1.5, total=20))
+    # a xorb upload is cut at the read timeout: parallel uploads only as many as let each end inside it
+    assert config["client.ac_target_rtt"].total_seconds() == 0.75
+    assert config["client.ac_max_healthy_rtt"].total_seconds() == 1.2
 
 
 def test_hf_xet_records_each_uploaded_xorb_unless_the_user_chose(monkeypatch):

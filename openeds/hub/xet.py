@@ -18,7 +18,16 @@ has hf_xet record each xorb it uploads for a re-run after a kill.
   each at most `RetryPolicy.max_delay`, which hf_xet calls `retry_max_duration`: the cap of one
   wait, not of all of them). Its published defaults were a 60 s connect and 300 s read timeout,
   5 retries up to 6 minutes apart, and none of it applied to the final shard upload, which has no
-  read timeout at all (xet-core#685).
+  read timeout at all (xet-core#685). Its read timeout runs from the last byte received, and an
+  upload receives none until its answer: a xorb upload (up to 64 MiB) not answered within
+  `--timeout` is cut and sent again from its start, however its body moves. hf_xet uploads several
+  xorbs at once and adds one while it predicts each would still take under its target time (60 s),
+  so on an uplink under about 1 Gbit/s it made xorb uploads take longer than a 30 s timeout (at
+  `benchmarks/bench_xet_resume.py`'s uplink of 8.6 MB/s, before this setting: 12 of 23 xorb uploads
+  cut, 1,204 MB sent for 515 MB, 148 s for a 60 s upload). The target is half a `--timeout` here
+  (`TARGET_RTT`), and an upload longer than 0.8 of one counts as failed and removes one
+  (`HEALTHY_RTT`; 90 s by default): none cut, 67 s. An uplink too slow to carry one xorb within
+  `--timeout` (2.2 MB/s at 30 s) needs a larger `--timeout`.
 * **A record of each xorb as it is uploaded** (`resume_settings`): hf_xet records the xorbs it has
   uploaded in a shard under `HF_XET_CACHE` (`.../staging/shard-session/xorb_metadata`); a later
   session on the same cache merges those records and deduplicates against them, so a re-run after a
@@ -74,6 +83,10 @@ logger = logging.getLogger(__name__)
 GRACE: Final = 5.0
 #: hf_xet's base delay between retries: the smallest whose waits grow (see the module docstring)
 BASE_DELAY: Final = 2.0
+#: the time, in timeouts, a xorb upload is to take at most, that hf_xet adds parallel uploads up to; and the time
+#: past which it takes one as failed and removes one (the module docstring)
+TARGET_RTT: Final = 0.5
+HEALTHY_RTT: Final = 0.8
 _FDS = "/proc/self/fd"
 #: where `struct tcp_info` (linux/tcp.h) holds tcpi_bytes_acked, then tcpi_bytes_received (u64 each)
 _BYTES_ACKED = 120
@@ -88,7 +101,8 @@ def uses_xet() -> bool:
 
 
 def _ms(seconds: float) -> str:
-    return f"{max(1, math.ceil(seconds * 1000))}ms"
+    """A duration as hf_xet reads one: whole milliseconds, rounded up (past a float's last bit: 1.5 * 0.8 s is 1200)."""
+    return f"{max(1, math.ceil(round(seconds * 1000, 6)))}ms"
 
 
 def _retries(policy: RetryPolicy) -> int:
@@ -106,6 +120,9 @@ def xet_settings(policy: RetryPolicy) -> dict[str, str]:
     return {
         "HF_XET_CLIENT_CONNECT_TIMEOUT": _ms(policy.timeout),
         "HF_XET_CLIENT_READ_TIMEOUT": _ms(policy.timeout),
+        # parallel xorb uploads only as many as let each end well inside the read timeout (module docstring)
+        "HF_XET_CLIENT_AC_TARGET_RTT": _ms(policy.timeout * TARGET_RTT),
+        "HF_XET_CLIENT_AC_MAX_HEALTHY_RTT": _ms(policy.timeout * HEALTHY_RTT),
         "HF_XET_CLIENT_RETRY_MAX_ATTEMPTS": str(_retries(policy)),
         "HF_XET_CLIENT_RETRY_BASE_DELAY": _ms(BASE_DELAY),
         "HF_XET_CLIENT_RETRY_MAX_DURATION": _ms(policy.max_delay),
