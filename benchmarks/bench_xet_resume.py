@@ -2,16 +2,19 @@
 
 Renders a synthetic sample (``--frames`` train frames, ``--config all``: a few hundred MB, so that
 hf_xet cuts several xorbs of its 64 MiB), builds it once (push.py's ``push(upload=False)``), then
-runs push.py as a user does (a process of its own, its default settings but ``--timeout``, see
-below, through hf_xet) against the test Hub and its Xet storage service (tests/hub_server.py,
-tests/xet_server.py; the test extra's pytest and PyYAML), counting the bytes the service receives:
+runs push.py as a user does (a process of its own, default settings, through hf_xet) against the
+test Hub and its Xet storage service (tests/hub_server.py, tests/xet_server.py; the test extra's
+pytest and PyYAML), counting the bytes the service receives:
 
 * **reference**: a whole publication, uninterrupted, into an empty service with an empty
-  ``HF_XET_CACHE``: the xorb bytes ``T`` of the data, the run's CPU seconds, and the records hf_xet
-  leaves under ``HF_XET_CACHE`` (``.../staging/shard-session/xorb_metadata``);
-* **killed, then re-run**: a publication into an empty service, its xorb uploads through a slow
-  uplink (``T / --seconds`` bytes a second, all connections together:
-  ``XetServer.limit_xorb_rate``), SIGKILLed once the service has received a fraction
+  ``HF_XET_CACHE``, its xorb uploads through a slow uplink (the files' bytes over ``--seconds`` a
+  second, all connections together: ``XetServer.limit_xorb_rate``): the xorb bytes ``T`` of the
+  data (those stored), the bytes received (more where hf_xet's read timeout, ``--timeout``, cut an
+  upload not answered within it, however its body moved: ``openeds.hub.xet``), the uploads cut,
+  the time against ``--seconds``, the run's CPU seconds, and the records hf_xet leaves under
+  ``HF_XET_CACHE`` (``.../staging/shard-session/xorb_metadata``);
+* **killed, then re-run**: the same publication into an empty service through the slow uplink,
+  SIGKILLed once the service has received a fraction
   (``--at``) of ``T``; then the same command again, at full speed, with the same
   ``HF_XET_CACHE``, as a user re-runs it. Reported: the bytes the service received in each run;
   the xorbs the first run completed (stored by the service) and those hf_xet had recorded in
@@ -31,16 +34,8 @@ stored, so every xorb hf_xet does not know is uploaded is sent, as the documente
 where a re-run packs the very same xorb). Prints the figures with the load average, and writes
 them as JSON.
 
-push.py runs with ``--timeout 300`` (``--timeout``), hf_xet's own read timeout, not push.py's default 30
-s: push.py gives hf_xet its ``--timeout`` as its read timeout, which cuts a xorb upload whose
-answer has not come within it, however its body moves, and hf_xet's adaptive concurrency raises
-the number of parallel xorb uploads until each takes up to a minute (its target RTT, 60 s) on any
-uplink under about 1 Gbit/s. At the slow uplink here, with 30 s, every xorb upload past 30 s is
-cut and sent again from its start (seen: 5 attempts of one xorb, a 60 s upload taking 285 s),
-which is another measurement than resume's.
-
     python -m benchmarks.bench_xet_resume [--frames 300] [--seconds 60] [--at 0.3 0.6 0.9]
-        [--variants hf_xet push.py] [--grants never stored] [--timeout 300]
+        [--variants hf_xet push.py] [--grants never stored] [--timeout SECONDS]
 """
 
 from __future__ import annotations
@@ -85,7 +80,7 @@ def load_average() -> list[float]:
 class Bench:
     """The test Hub and Xet service, the built sample, and push.py runs against them."""
 
-    def __init__(self, work: Path, raw: Path, out: Path, timeout: float, variants: list[str]) -> None:
+    def __init__(self, work: Path, raw: Path, out: Path, timeout: float | None, variants: list[str]) -> None:
         self.work, self.raw, self.out, self.timeout = work, raw, out, timeout
         #: a service for each variant's reference publication (kept for its fixed label's re-run), and the kills'
         self.services = {name: XetServer().start() for name in (*variants, "scratch")}
@@ -135,7 +130,7 @@ class Bench:
 
     def command(self, repo_id: str) -> list[str]:
         args = ["--data-dir", str(self.raw), "--local-dir", str(self.out), "--repo-id", repo_id, "--config", "all"]
-        return [sys.executable, "push.py", *args, "--timeout", str(self.timeout)]
+        return [sys.executable, "push.py", *args, *([] if self.timeout is None else ["--timeout", str(self.timeout)])]
 
     def run(self, repo_id: str, cache: Path, variant: str, *, kill_at: float | None = None) -> dict:
         """push.py to its end, or SIGKILLed once the service has received `kill_at` xorb bytes; what it cost."""
@@ -165,6 +160,7 @@ class Bench:
             settled(self.xet)  # what the killed run's connections still held reaches the service
         counters = self.xet.counters
         grants = [r for r in self.xet.requests if "/xorb-grants/" in r.path]
+        posts = [r for r in self.xet.requests if "/v1/xorbs/" in r.path]
         return {
             "status": "killed" if killed is not None else status,
             "wall_s": round(time.perf_counter() - start, 2),
@@ -175,6 +171,8 @@ class Bench:
             "xorbs_stored_bytes": sum(n for _, n in counters.xorbs),
             "grants_answered_stored": sum(1 for r in grants if r.status == 200),
             "grants": len(grants),
+            "xorb_uploads": len(posts),
+            "xorb_uploads_cut": sum(1 for r in posts if r.status is None),  # the connection ended mid-body
             "load_average": [*load, *load_average()],
         }
 
@@ -243,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--at", type=float, nargs="+", default=[0.3, 0.6, 0.9], help="kill points, fractions of T")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--grants", nargs="+", choices=["never", "stored"], default=["never", "stored"])
-    parser.add_argument("--timeout", type=float, default=300, help="push.py's --timeout (default 300; see above)")
+    parser.add_argument("--timeout", type=float, help="push.py's --timeout (default: push.py's own)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-xet-resume-") as tmp:
         work = Path(tmp)
@@ -263,22 +261,25 @@ def main(argv: list[str] | None = None) -> dict:
 def measure(bench: Bench, args: argparse.Namespace) -> dict:
     shards = digests(bench.out)
     references, caches = {}, {}
+    rate = sum(p.stat().st_size for p in bench.out.glob("[!.]*/*")) / args.seconds  # what push.py uploads
     for variant in args.variants:  # each into an empty service of its own, kept for its fixed label
         bench.use(variant)
         bench.reset()
+        bench.xet.limit_xorb_rate(rate)
         cache, repo_id = bench.work / f"cache-reference-{variant}", f"{USER}/reference-{uuid.uuid4().hex[:6]}"
         run = bench.run(repo_id, cache, variant)
         bench.check_stored()
         references[variant] = {**run, "recorded_after": bench.recorded(cache), "repo_id": repo_id}
         caches[variant] = cache
-    total = max(ref["received"]["xorb"] for ref in references.values())
+        print(reference_line(variant, references[variant], args.seconds), flush=True)
+    total = max(ref["xorbs_stored_bytes"] for ref in references.values())
     bench.use("scratch")
     kills = []
     for variant in args.variants:
         for grants in args.grants:
             for at in args.at:
                 bench.fresh(grants=grants)
-                bench.xet.limit_xorb_rate(total / args.seconds)
+                bench.xet.limit_xorb_rate(rate)
                 cache, repo_id = bench.work / f"cache-{uuid.uuid4().hex[:8]}", f"{USER}/killed-{uuid.uuid4().hex[:6]}"
                 first = bench.run(repo_id, cache, variant, kill_at=at * total)
                 recorded = bench.recorded(cache)
@@ -328,11 +329,22 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict:
         "frames": args.frames,
         "shards": {path: size for path, (_digest, size) in shards.items()},
         "total_xorb_bytes": total,
-        "uplink_bytes_per_s": round(total / args.seconds),
+        "uplink_bytes_per_s": round(rate),
         "references": references,
         "kills": kills,
         "fixed_label": fixed,
     }
+
+
+def reference_line(variant: str, run: dict, seconds: float) -> str:
+    rec = run["recorded_after"]
+    return (
+        f"reference, {variant}: {run['xorbs_stored_bytes'] / MB:.1f} MB of xorbs ({len(run['xorbs_stored'])}), "
+        f"{run['received']['xorb'] / MB:.1f} MB received; {run['xorb_uploads_cut']} of {run['xorb_uploads']} xorb "
+        f"uploads cut; {run['wall_s']:.0f} s for a {seconds:.0f} s upload, {run['cpu_s']:.1f} CPU s; records left "
+        f"in HF_XET_CACHE: {rec['files']} files, {rec['file_bytes'] / 1e3:.0f} kB; "
+        f"load {'/'.join(f'{x:.2f}' for x in run['load_average'][:3])}"
+    )
 
 
 def kill_line(kill: dict) -> str:
@@ -356,13 +368,6 @@ def report(results: dict, args: argparse.Namespace) -> dict:
         f"{sum(results['shards'].values()) / MB:.1f} MB; xorbs of a whole publication T = {total / MB:.1f} MB; "
         f"slow uplink {results['uplink_bytes_per_s'] / MB:.2f} MB/s"
     )
-    for variant, ref in results["references"].items():
-        rec = ref["recorded_after"]
-        print(
-            f"reference, {variant}: {ref['received']['xorb'] / MB:.1f} MB of xorbs, {len(ref['xorbs_stored'])} xorbs, "
-            f"{ref['wall_s']:.1f} s, {ref['cpu_s']:.1f} CPU s; records left in HF_XET_CACHE: {rec['files']} files, "
-            f"{rec['file_bytes'] / 1e3:.0f} kB"
-        )
     for variant, fixed in results["fixed_label"].items():
         changed = ", ".join(f"{path} {size / MB:.1f} MB" for path, size in fixed["changed_shards"].items())
         print(

@@ -57,9 +57,9 @@ SCRIPTS = [
     ),
     (
         "bench_xet_resume",
-        # 4 runs of push.py: a reference publication, one killed 0.1 s into its 1 s upload, its re-run, and
+        # 4 runs of push.py: a reference publication, one killed 10% into its upload (0.2 s), its re-run, and
         # the re-run after a fixed label
-        ("--frames", "1", "--seconds", "1", "--at", "0.1", "--variants", "push.py", "--grants", "never"),
+        ("--frames", "1", "--seconds", "0.2", "--at", "0.1", "--variants", "push.py", "--grants", "never"),
         ("references", "kills", "fixed_label"),
     ),
 ]
