@@ -31,15 +31,15 @@ has hf_xet record each xorb it uploads for a re-run after a kill.
 * **A record of each xorb as it is uploaded** (`resume_settings`): hf_xet records the xorbs it has
   uploaded in a shard under `HF_XET_CACHE` (`.../staging/shard-session/xorb_metadata`); a later
   session on the same cache merges those records and deduplicates against them, so a re-run after a
-  kill does not send those xorbs again. By default it writes a record only when a xorb completes 20 s
-  after the last record (40 s after any later one: it dates each write 20 s ahead), or when 64 xorbs
-  wait; with several xorbs uploading at once over a slow uplink completions are rare, and a run
-  killed before the first record sends everything again (`benchmarks/bench_xet_resume.py`: none
-  written 36 s into a 60 s upload, the re-run sent 1.35x what the killed run had not finished).
+  kill does not send those xorbs again. By default it writes a record only at a xorb's completion
+  20 s after the session began or 40 s after its last record (it dates each record 20 s ahead), or
+  when 64 xorbs wait, and a re-run sends again every xorb completed since
+  (`benchmarks/bench_xet_resume.py`, killed 18 and 54 s into a 60 s upload: 1.35x and 2.39x what
+  the killed run had not finished).
   push.py has it write one after every xorb (`HF_XET_DATA_SESSION_XORB_METADATA_FLUSH_MAX_COUNT=1`;
   a value the user set stays): about 60 kB per xorb, kept until the next session's upload
   succeeds, whose shard registers those xorbs once more. The re-run then sends what the killed run
-  had not finished (0.97-1.00x measured), and again the xorbs in flight at the kill that reached the
+  had not finished (0.95-1.00x measured), and again the xorbs in flight at the kill that reached the
   service all the same (a killed process's sockets still send what they hold), unknown to hf_xet.
   The service's own deduplication knows only the chunks of files that an uploaded shard registers,
   and that shard is uploaded last: it does nothing for a killed run.
