@@ -303,8 +303,14 @@ class FaultInjector:
         self._faults: list[Fault] = []
         self.requests: list[LoggedRequest] = []
 
-    def _listen(self, port: int, handler: type[BaseHTTPRequestHandler], name: str) -> None:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    def _listen(
+        self,
+        port: int,
+        handler: type[BaseHTTPRequestHandler],
+        name: str,
+        server: type[ThreadingHTTPServer] = ThreadingHTTPServer,
+    ) -> None:
+        self._httpd = server(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self._httpd.hub = self  # type: ignore[attr-defined]  # the handler's name for its server's state
         self._thread = threading.Thread(target=self._httpd.serve_forever, name=name, daemon=True)

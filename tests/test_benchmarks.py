@@ -55,6 +55,13 @@ SCRIPTS = [
         ("--frames", "1", "--repeat", "2", "--epochs", "1", "--rounds", "1", "--repeats", "1"),
         ("goals",),
     ),
+    (
+        "bench_xet_resume",
+        # 4 runs of push.py: a reference publication, one killed 10% into its upload (0.2 s), its re-run, and
+        # the re-run after a fixed label
+        ("--frames", "1", "--seconds", "0.2", "--at", "0.1", "--variants", "push.py", "--grants", "never"),
+        ("references", "kills", "fixed_label"),
+    ),
 ]
 
 

@@ -8,10 +8,13 @@ files byte for byte; what a client downloads through hf_xet is compared with the
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -19,12 +22,12 @@ import numpy as np
 import pytest
 from huggingface_hub import HfApi, constants, hf_hub_download
 
-from openeds.hub.xet import _retries, xet_settings
+from openeds.hub.xet import FLUSH_MAX_COUNT, _retries, resume_settings, xet_settings
 from openeds.retry import RetryPolicy
 from openeds.synthetic import write_sample
 from tests.hub_server import HubServer
 from tests.push_runner import run_push
-from tests.xet_server import Chunk, _lz4_block, _ungroup4, decode_chunk, hash_hex, parse_xorb
+from tests.xet_server import Chunk, XetServer, _lz4_block, _ungroup4, decode_chunk, hash_hex, parse_xorb
 
 pytestmark = pytest.mark.datasets_independent("the Xet protocol and hf_xet decide these; datasets reads nothing")
 
@@ -128,6 +131,33 @@ def test_hash_strings_lz4_and_byte_grouping_as_the_docs_give_them():
         decode_chunk(b"\0" * 8 + original, Chunk(0, 11, 1, 11))
 
 
+def test_the_slow_uplink_counts_what_arrives_as_it_arrives():
+    """The yardstick of benchmarks/bench_xet_resume.py: a xorb's body is read at the uplink's rate and counted as it
+    arrives, so a client gone halfway leaves counted what reached the service, and nothing stored."""
+    service = XetServer().start()
+    try:
+        service.limit_xorb_rate(1_000_000)
+        token, _ = service.issue_token(write=True)
+        data = np.random.default_rng(0).bytes(300_000)
+        xorb = bytes([0]) + len(data).to_bytes(3, "little") + bytes([0]) + len(data).to_bytes(3, "little") + data
+        head = f"POST /v1/xorbs/default/{'ab' * 32} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        with socket.create_connection(("127.0.0.1", int(service.url.rsplit(":", 1)[1]))) as cut:
+            cut.sendall(f"{head}Content-Length: {len(xorb)}\r\n\r\n".encode() + xorb[:100_000])
+        deadline = time.monotonic() + 5
+        while service.counters.received["xorb"] < 100_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert service.counters.received["xorb"] == 100_000 and not service.counters.xorbs
+        start = time.perf_counter()
+        request = urllib.request.Request(f"{service.url}/v1/xorbs/default/{'cd' * 32}", data=xorb, method="POST")
+        request.add_header("Authorization", f"Bearer {token}")
+        assert json.loads(urllib.request.urlopen(request).read()) == {"was_inserted": True}
+        assert time.perf_counter() - start >= 0.9 * len(xorb) / 1_000_000, "the body came faster than the uplink"
+        assert service.counters.received["xorb"] == 100_000 + len(xorb)
+    finally:
+        service.stop()
+
+
 @pytest.mark.parametrize(
     ("policy", "retries"),
     [
@@ -155,6 +185,30 @@ def test_hf_xet_reads_the_settings_as_given(monkeypatch):
     assert config["client.retry_base_delay"].total_seconds() == 2
     assert config["client.retry_max_duration"].total_seconds() == 60
     assert config["client.retry_max_attempts"] == _retries(RetryPolicy(timeout=1.5, total=20))
+    # a xorb upload is cut at the read timeout: parallel uploads only as many as let each end inside it
+    assert config["client.ac_target_rtt"].total_seconds() == 0.75
+    assert config["client.ac_max_healthy_rtt"].total_seconds() == 1.2
+
+
+def test_hf_xet_records_each_uploaded_xorb_unless_the_user_chose(monkeypatch):
+    """push.py has hf_xet record every xorb it uploaded as soon as it is (a re-run after a kill then sends only what
+    was not uploaded; benchmarks/bench_xet_resume.py), and hf_xet reads it; a value the user set, under either of
+    the setting's names, is left as it is."""
+    import hf_xet
+
+    alias = "HF_XET_SESSION_XORB_METADATA_FLUSH_MAX_COUNT"
+    for name in (FLUSH_MAX_COUNT, alias):
+        monkeypatch.delenv(name, raising=False)
+    assert hf_xet.XetConfig()["data.session_xorb_metadata_flush_max_count"] == 64  # hf_xet's own
+    for name, value in resume_settings(os.environ).items():
+        monkeypatch.setenv(name, value)
+    assert hf_xet.XetConfig()["data.session_xorb_metadata_flush_max_count"] == 1
+    for name, value in ((FLUSH_MAX_COUNT, "8"), (alias, "5")):
+        with monkeypatch.context() as user:
+            user.delenv(FLUSH_MAX_COUNT)
+            user.setenv(name, value)
+            assert resume_settings(os.environ) == {}
+            assert hf_xet.XetConfig()["data.session_xorb_metadata_flush_max_count"] == int(value)
 
 
 @pytest.mark.datasets_line
@@ -179,6 +233,8 @@ def test_push_publishes_through_xet_and_datasets_reads_back_the_staged_bytes(hub
     stored = hub.xet.file_by_sha256(hashlib.sha256(shard.read_bytes()).hexdigest())
     assert stored is not None and hub.xet.read(stored.hash) == shard.read_bytes()
     assert not hub.lfs_uploads(repo_id) and [r for r in hub.requests if "/xet-write-token/" in r.path]
+    logs = "".join(path.read_text() for path in Path(os.environ["HF_XET_CACHE"]).glob("logs/*.log"))
+    assert "session_xorb_metadata_flush_max_count = 1 (user set)" in logs, "hf_xet did not get push.py's setting"
 
     staged_rows = pq.read_table(shard).to_pylist()
     loaded = datasets.load_dataset(repo_id, split="train", cache_dir=str(tmp_path / "cache"))

@@ -41,6 +41,17 @@ stalled halfway), each xorb and shard stored, each reconstruction served and the
 
 Faults: the same as the test Hub's (`tests/hub_server.FaultInjector`): `server.fail(method,
 path_regex, status=..., times=..., hang=..., drop=..., stall_body=..., skip=...)`.
+
+A slow uplink (`limit_xorb_rate(bytes_per_second)`): the bodies of xorb uploads are read at that rate at
+most, all connections together, and counted as they arrive, so a client killed mid-upload leaves the bytes
+the service really received in the counters (benchmarks/bench_xet_resume.py kills push.py that way).
+
+What the grant route answers for a xorb stored already (`grants_for_stored`, True by default): 200, and
+hf_xet sends nothing. That is this service's reading of a route the Xet docs do not describe; with False
+every grant is 404 and every xorb is POSTed, as by the documented protocol, whose answer to a xorb stored
+already (`was_inserted: false`) comes after its whole body. Global deduplication queries are always 404:
+the real service answers them, for the first chunk of a file and the chunks whose hash is 0 modulo 1024 of
+the xorbs a registered shard lists, with a shard of those xorbs' CAS info; this one does not.
 """
 
 from __future__ import annotations
@@ -50,12 +61,14 @@ import json
 import re
 import secrets
 import struct
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from tests.hub_server import _RANGE, FaultInjector, HubError, _Handler
+from tests.hub_server import _RANGE, FaultInjector, HubError, _DropConnection, _Handler
 
 JSON = dict[str, Any]
 
@@ -297,6 +310,14 @@ class XetToken:
     expires: int
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A server that says nothing of a client gone mid-request (killed: its answer has nowhere to go)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class XetServer(FaultInjector):
     """The service's state plus a `ThreadingHTTPServer` serving it from a background thread."""
 
@@ -309,12 +330,37 @@ class XetServer(FaultInjector):
         self._served: dict[str, bytes] = {}
         self._tokens: dict[str, XetToken] = {}
         self.counters = XetCounters()
-        self._listen(port, _XetHandler, "xet-server")
+        #: whether the grant route answers 200 (nothing to send) for a xorb stored already (module docstring)
+        self.grants_for_stored = True
+        self._xorb_rate: float | None = None
+        self._uplink_free_at = 0.0  # when the slow uplink has taken every piece read so far
+        self._listen(port, _XetHandler, "xet-server", server=_QuietServer)
 
     def reset_faults_and_log(self) -> None:
         super().reset_faults_and_log()
         with self._lock:
             self.counters = XetCounters()
+            self.grants_for_stored, self._xorb_rate = True, None
+
+    def limit_xorb_rate(self, bytes_per_second: float | None) -> None:
+        """Read the bodies of xorb uploads at `bytes_per_second` at most, all connections together (a user's
+        uplink), or as fast as they come (None)."""
+        with self._lock:
+            self._xorb_rate, self._uplink_free_at = bytes_per_second, 0.0
+
+    @property
+    def xorb_rate(self) -> float | None:
+        return self._xorb_rate
+
+    def pace(self, size: int) -> None:
+        """Wait until the slow uplink has carried `size` more bytes after those read before them."""
+        with self._lock:
+            if self._xorb_rate is None:
+                return
+            now = time.monotonic()
+            self._uplink_free_at = max(self._uplink_free_at, now) + size / self._xorb_rate
+            wait = self._uplink_free_at - now
+        time.sleep(wait)
 
     def forget_storage(self) -> None:
         """Drop every stored xorb, chunk list and file: the service has never seen any bytes, as for a first
@@ -506,6 +552,8 @@ _XET_ROUTES = [
 ]
 #: what each upload route's body counts as
 _UPLOADS = {"xorb": "xorb", "shard": "shard", "shard_v2": "shard"}
+#: bytes a slow uplink reads at a time
+_PIECE = 64 * 1024
 
 
 class _XetHandler(_Handler):
@@ -524,6 +572,9 @@ class _XetHandler(_Handler):
         """The request's body, its bytes counted by kind of upload (half of it when the connection is cut)."""
         route = self._route(self.path.partition("?")[0])
         kind = _UPLOADS.get(route[0]) if route else None
+        length = self.headers.get("Content-Length")
+        if kind == "xorb" and not drop and length is not None and self.hub.xorb_rate is not None:
+            return self._read_slowly(int(length))
         try:
             body = super()._read_body(drop)
         except Exception:
@@ -533,6 +584,24 @@ class _XetHandler(_Handler):
         if kind:
             self.hub.count(kind, len(body))
         return body
+
+    def _read_slowly(self, length: int) -> bytes:
+        """A xorb's body through the slow uplink (`XetServer.limit_xorb_rate`), each piece counted as it arrives;
+        a body that ends early (its client gone) drops the connection, and only what arrived is counted."""
+        service: XetServer = self.hub  # type: ignore[assignment]
+        parts, got = [], 0
+        while got < length:
+            try:
+                part = self.rfile.read(min(_PIECE, length - got))
+            except OSError:
+                part = b""
+            if not part:
+                raise _DropConnection
+            got += len(part)
+            parts.append(part)
+            service.count("xorb", len(part))
+            service.pace(len(part))
+        return b"".join(parts)
 
     def _read_part(self) -> int:
         size = super()._read_part()
@@ -551,7 +620,7 @@ class _XetHandler(_Handler):
             service.sent(len(payload))
             return status, payload, headers
         service.check_token(self.headers.get("Authorization"), write=name in ("grant", "xorb", "shard", "shard_v2"))
-        if name == "grant" and service.has_xorb(p["hash"]):  # 200: stored already, nothing to upload
+        if name == "grant" and service.grants_for_stored and service.has_xorb(p["hash"]):  # stored: send nothing
             return 200, b"{}", {"Content-Type": "application/json"}
         if name in ("dedup", "grant", "shard_v2", "reconstruction_v2"):
             raise HubError(404, f"{self.path} is not served by this test service")  # the client falls back

@@ -4,7 +4,8 @@ huggingface_hub 2.4 sends every file of `preupload_lfs_files` through hf_xet whe
 imports and `HF_HUB_DISABLE_XET` is unset (`uses_xet`). hf_xet's Rust client then fetches a
 write token from the Hub's `xet-write-token` route and talks to the Xet storage service (CAS)
 itself: neither the project's HTTP timeouts (`openeds.timeouts`, huggingface_hub's httpx client)
-nor its retry loop (`openeds.retry`) reach those requests. This module bounds them three ways.
+nor its retry loop (`openeds.retry`) reach those requests. This module bounds them three ways, and
+has hf_xet record each xorb it uploads for a re-run after a kill.
 
 * **hf_xet's own settings** (`xet_settings`, set by `use_xet_settings` before the session that
   reads them starts): its connect and read timeouts are `--timeout`; its retries are as many as
@@ -17,7 +18,31 @@ nor its retry loop (`openeds.retry`) reach those requests. This module bounds th
   each at most `RetryPolicy.max_delay`, which hf_xet calls `retry_max_duration`: the cap of one
   wait, not of all of them). Its published defaults were a 60 s connect and 300 s read timeout,
   5 retries up to 6 minutes apart, and none of it applied to the final shard upload, which has no
-  read timeout at all (xet-core#685).
+  read timeout at all (xet-core#685). Its read timeout runs from the last byte received, and an
+  upload receives none until its answer: a xorb upload (up to 64 MiB) not answered within
+  `--timeout` is cut and sent again from its start, however its body moves. hf_xet uploads several
+  xorbs at once and adds one while it predicts each would still take under its target time (60 s),
+  so on an uplink under about 1 Gbit/s it made xorb uploads take longer than a 30 s timeout (at
+  `benchmarks/bench_xet_resume.py`'s uplink of 8.6 MB/s, before this setting: 12 of 23 xorb uploads
+  cut, 1,204 MB sent for 515 MB, 148 s for a 60 s upload). The target is half a `--timeout` here
+  (`TARGET_RTT`), and an upload longer than 0.8 of one counts as failed and removes one
+  (`HEALTHY_RTT`; 90 s by default): none cut, 67 s. An uplink too slow to carry one xorb within
+  `--timeout` (2.2 MB/s at 30 s) needs a larger `--timeout`.
+* **A record of each xorb as it is uploaded** (`resume_settings`): hf_xet records the xorbs it has
+  uploaded in a shard under `HF_XET_CACHE` (`.../staging/shard-session/xorb_metadata`); a later
+  session on the same cache merges those records and deduplicates against them, so a re-run after a
+  kill does not send those xorbs again. By default it writes a record only at a xorb's completion
+  20 s after the session began or 40 s after its last record (it dates each record 20 s ahead), or
+  when 64 xorbs wait, and a re-run sends again every xorb completed since
+  (`benchmarks/bench_xet_resume.py`, killed 18 and 54 s into a 60 s upload: 1.35x and 2.39x what
+  the killed run had not finished).
+  push.py has it write one after every xorb (`HF_XET_DATA_SESSION_XORB_METADATA_FLUSH_MAX_COUNT=1`;
+  a value the user set stays): about 60 kB per xorb, kept until the next session's upload
+  succeeds, whose shard registers those xorbs once more. The re-run then sends what the killed run
+  had not finished (0.95-1.00x measured), and again the xorbs in flight at the kill that reached the
+  service all the same (a killed process's sockets still send what they hold), unknown to hf_xet.
+  The service's own deduplication knows only the chunks of files that an uploaded shard registers,
+  and that shard is uploaded last: it does nothing for a killed run.
 * **A watchdog** (`watch`): a thread that aborts the Xet session (huggingface_hub's
   `abort_xet_session`, written for Ctrl-C) when no TCP connection of the process has moved a byte
   for `--retry-timeout` plus one `--timeout`, as the kernel counts them (`TCP_INFO` of each socket
@@ -46,7 +71,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from openeds import cli
@@ -58,6 +83,10 @@ logger = logging.getLogger(__name__)
 GRACE: Final = 5.0
 #: hf_xet's base delay between retries: the smallest whose waits grow (see the module docstring)
 BASE_DELAY: Final = 2.0
+#: the time, in timeouts, a xorb upload is to take at most, that hf_xet adds parallel uploads up to; and the time
+#: past which it takes one as failed and removes one (the module docstring)
+TARGET_RTT: Final = 0.5
+HEALTHY_RTT: Final = 0.8
 _FDS = "/proc/self/fd"
 #: where `struct tcp_info` (linux/tcp.h) holds tcpi_bytes_acked, then tcpi_bytes_received (u64 each)
 _BYTES_ACKED = 120
@@ -72,7 +101,8 @@ def uses_xet() -> bool:
 
 
 def _ms(seconds: float) -> str:
-    return f"{max(1, math.ceil(seconds * 1000))}ms"
+    """A duration as hf_xet reads one: whole milliseconds, rounded up (past a float's last bit: 1.5 * 0.8 s is 1200)."""
+    return f"{max(1, math.ceil(round(seconds * 1000, 6)))}ms"
 
 
 def _retries(policy: RetryPolicy) -> int:
@@ -90,19 +120,38 @@ def xet_settings(policy: RetryPolicy) -> dict[str, str]:
     return {
         "HF_XET_CLIENT_CONNECT_TIMEOUT": _ms(policy.timeout),
         "HF_XET_CLIENT_READ_TIMEOUT": _ms(policy.timeout),
+        # parallel xorb uploads only as many as let each end well inside the read timeout (module docstring)
+        "HF_XET_CLIENT_AC_TARGET_RTT": _ms(policy.timeout * TARGET_RTT),
+        "HF_XET_CLIENT_AC_MAX_HEALTHY_RTT": _ms(policy.timeout * HEALTHY_RTT),
         "HF_XET_CLIENT_RETRY_MAX_ATTEMPTS": str(_retries(policy)),
         "HF_XET_CLIENT_RETRY_BASE_DELAY": _ms(BASE_DELAY),
         "HF_XET_CLIENT_RETRY_MAX_DURATION": _ms(policy.max_delay),
     }
 
 
+#: hf_xet's setting of how many uploaded xorbs may wait before it records them (module docstring), and its
+#: older name, which hf_xet still reads (the newer wins where both are set)
+FLUSH_MAX_COUNT: Final = "HF_XET_DATA_SESSION_XORB_METADATA_FLUSH_MAX_COUNT"
+_FLUSH_MAX_COUNT_ALIAS: Final = "HF_XET_SESSION_XORB_METADATA_FLUSH_MAX_COUNT"
+
+
+def resume_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """hf_xet's settings that make a re-run after a kill send only the xorbs not uploaded: record each xorb as it
+    completes; none where the environment `environ` sets it already (the user's choice)."""
+    if FLUSH_MAX_COUNT in environ or _FLUSH_MAX_COUNT_ALIAS in environ:
+        return {}
+    return {FLUSH_MAX_COUNT: "1"}
+
+
 _applied: dict[str, str] | None = None
 
 
 def use_xet_settings(policy: RetryPolicy) -> None:
-    """Give hf_xet the budgets of `policy` from its next session on (dropping a session made with others)."""
+    """Give hf_xet the budgets of `policy` from its next session on (dropping a session made with others), and
+    have it record each xorb it uploads (`resume_settings`)."""
     global _applied
     settings = xet_settings(policy)
+    os.environ.update(resume_settings(os.environ))
     os.environ.update(settings)
     if _applied is not None and _applied != settings:
         from huggingface_hub.utils._xet import abort_xet_session  # the one way to drop the process's session
