@@ -377,5 +377,7 @@ def add_retry_argument(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"how long one network request may wait to connect, or for the next data to arrive or leave "
         f"(default {DEFAULT_TIMEOUT:g}); a request that waits longer is retried as a transient error. "
-        "It bounds each wait, not a whole transfer: a slow upload or download that keeps moving is not cut",
+        "It bounds each wait, not a whole transfer: a slow upload or download that keeps moving is not cut "
+        "(through Xet, whose server answers a xorb of up to 64 MiB once it has all of it, each xorb is given "
+        "this plus the time it takes at 256 KiB/s)",
     )

@@ -3075,12 +3075,23 @@ XET_CASES = [
             timeout=_ends_within(2),
         )
         for name, fault in [
-            ("hangs", {"hang": True}),
-            ("body-stalls", {"stall_body": True}),
             ("connection-cut", {"drop": True}),
             ("500-lasting", {"status": 503}),
             ("429-lasting", {"status": 429, "headers": {"Retry-After": "1"}}),
         ]
+    ),
+    *(
+        Case(  # hf_xet waits for a xorb's answer --timeout plus what 64 MiB takes at 256 KiB/s: the watchdog ends it
+            f"xet-xorb-upload-{name}",
+            (*PUBLISH, "--splits", "test", *SHORT),
+            exit=1,
+            error="through Xet moved no data for 3 s (hf_xet waited for an answer that did not come: to a xorb upload",
+            says=("nothing was published", "re-run the same command: what hf_xet uploaded is not sent again"),
+            arrange=_arrange(_earlier_commit, _xet_fail("POST", XORB, times=1000, **fault)),
+            env={"HF_TOKEN": TOKEN},
+            timeout=_ends_within(1 + 1 + 5),  # the idle limit, the watchdog's poll and grace
+        )
+        for name, fault in [("hangs", {"hang": True}), ("body-stalls", {"stall_body": True})]
     ),
     *(
         Case(

@@ -306,8 +306,9 @@ _XET_RESUME: Final = "re-run the same command: what hf_xet uploaded is not sent 
 def _xet_stalled(repo_id: str, idle: float, retry: RetryPolicy) -> str:
     """The line of an upload the watchdog stopped (`openeds.hub.xet.watch`)."""
     return (
-        f"uploading to {repo_id} through Xet moved no data for {idle:.0f} s (hf_xet waited on a request it does not "
-        f"time out, such as the final shard upload); expected progress within the retry budget "
+        f"uploading to {repo_id} through Xet moved no data for {idle:.0f} s (hf_xet waited for an answer that did not "
+        f"come: to a xorb upload, or to the final shard upload, which it does not time out); expected progress within "
+        f"the retry budget "
         f"({retry.total:g} s, --retry-timeout) plus one timeout ({retry.timeout:g} s, --timeout); {NOTHING_PUBLISHED}; "
         f"{_XET_RESUME}, or set HF_HUB_DISABLE_XET=1 to publish through LFS"
     )

@@ -8,8 +8,9 @@ nor its retry loop (`openeds.retry`) reach those requests. This module bounds th
 has hf_xet record each xorb it uploads for a re-run after a kill.
 
 * **hf_xet's own settings** (`xet_settings`, set by `use_xet_settings` before the session that
-  reads them starts): its connect and read timeouts are `--timeout`; its retries are as many as
-  fit in `--retry-timeout` (`_retries`). hf_xet 1.8 reads them from the environment as durations
+  reads them starts): its connect timeout is `--timeout`, its read timeout `--timeout` plus the time
+  one xorb takes at the slowest uplink provided for (`upload_wait`); its retries are as many as fit
+  in `--retry-timeout` (`_retries`). hf_xet 1.8 reads them from the environment as durations
   with a unit (`"1500ms"`; a bare number is ignored, silently, for its default), when its session
   is made: huggingface_hub makes one per process, at the first Xet call, so a process whose
   settings change drops the old session (its next call makes one with the new settings). hf_xet
@@ -19,15 +20,16 @@ has hf_xet record each xorb it uploads for a re-run after a kill.
   wait, not of all of them). Its published defaults were a 60 s connect and 300 s read timeout,
   5 retries up to 6 minutes apart, and none of it applied to the final shard upload, which has no
   read timeout at all (xet-core#685). Its read timeout runs from the last byte received, and an
-  upload receives none until its answer: a xorb upload (up to 64 MiB) not answered within
-  `--timeout` is cut and sent again from its start, however its body moves. hf_xet uploads several
-  xorbs at once and adds one while it predicts each would still take under its target time (60 s),
-  so on an uplink under about 1 Gbit/s it made xorb uploads take longer than a 30 s timeout (at
-  `benchmarks/bench_xet_resume.py`'s uplink of 8.6 MB/s, before this setting: 12 of 23 xorb uploads
-  cut, 1,204 MB sent for 515 MB, 148 s for a 60 s upload). The target is half a `--timeout` here
-  (`TARGET_RTT`), and an upload longer than 0.8 of one counts as failed and removes one
-  (`HEALTHY_RTT`; 90 s by default): none cut, 67 s. An uplink too slow to carry one xorb within
-  `--timeout` (2.2 MB/s at 30 s) needs a larger `--timeout`.
+  upload receives none until its answer: a xorb upload (up to 64 MiB, `XORB_BYTES`) not answered
+  within the read timeout is cut and sent again from its start, however its body moves. A read
+  timeout of `--timeout` alone cut every xorb upload longer than 30 s: one 64 MiB xorb on an uplink
+  under 2.2 MB/s, and on faster ones the several xorbs hf_xet sends at once (it adds uploads while
+  each would take under a minute: at `benchmarks/bench_xet_resume.py`'s uplink of 8.6 MB/s, 12 of 23
+  xorb uploads cut, 1,204 MB sent for 515 MB). So the read timeout gives a xorb the time it takes at
+  `SLOWEST_UPLINK` (256 KiB/s, 2 Mbit/s: 256 s) on top of `--timeout`, 286 s by default, near
+  hf_xet's own 300 s: a slow upload that keeps moving is not cut above that rate, a transient hang
+  is sent again after it, and a lasting one is the watchdog's (below) after `--retry-timeout` plus
+  one `--timeout` of no byte moved.
 * **A record of each xorb as it is uploaded** (`resume_settings`): hf_xet records the xorbs it has
   uploaded in a shard under `HF_XET_CACHE` (`.../staging/shard-session/xorb_metadata`); a later
   session on the same cache merges those records and deduplicates against them, so a re-run after a
@@ -83,10 +85,10 @@ logger = logging.getLogger(__name__)
 GRACE: Final = 5.0
 #: hf_xet's base delay between retries: the smallest whose waits grow (see the module docstring)
 BASE_DELAY: Final = 2.0
-#: the time, in timeouts, a xorb upload is to take at most, that hf_xet adds parallel uploads up to; and the time
-#: past which it takes one as failed and removes one (the module docstring)
-TARGET_RTT: Final = 0.5
-HEALTHY_RTT: Final = 0.8
+#: the largest xorb (the Xet protocol's limit), and the slowest uplink whose xorb uploads hf_xet's read timeout
+#: waits for (bytes a second; the module docstring): hf_xet hears nothing back while it sends a xorb
+XORB_BYTES: Final = 64 * 1024**2
+SLOWEST_UPLINK: Final = 256 * 1024
 _FDS = "/proc/self/fd"
 #: where `struct tcp_info` (linux/tcp.h) holds tcpi_bytes_acked, then tcpi_bytes_received (u64 each)
 _BYTES_ACKED = 120
@@ -115,14 +117,17 @@ def _retries(policy: RetryPolicy) -> int:
         retries += 1
 
 
+def upload_wait(policy: RetryPolicy) -> float:
+    """hf_xet's read timeout: `--timeout`, plus the time one xorb takes to send at `SLOWEST_UPLINK`, since its
+    answer (the first byte read) comes only once the whole body is sent."""
+    return policy.timeout + XORB_BYTES / SLOWEST_UPLINK
+
+
 def xet_settings(policy: RetryPolicy) -> dict[str, str]:
     """hf_xet's settings (environment variables) for the budgets of `policy`."""
     return {
         "HF_XET_CLIENT_CONNECT_TIMEOUT": _ms(policy.timeout),
-        "HF_XET_CLIENT_READ_TIMEOUT": _ms(policy.timeout),
-        # parallel xorb uploads only as many as let each end well inside the read timeout (module docstring)
-        "HF_XET_CLIENT_AC_TARGET_RTT": _ms(policy.timeout * TARGET_RTT),
-        "HF_XET_CLIENT_AC_MAX_HEALTHY_RTT": _ms(policy.timeout * HEALTHY_RTT),
+        "HF_XET_CLIENT_READ_TIMEOUT": _ms(upload_wait(policy)),
         "HF_XET_CLIENT_RETRY_MAX_ATTEMPTS": str(_retries(policy)),
         "HF_XET_CLIENT_RETRY_BASE_DELAY": _ms(BASE_DELAY),
         "HF_XET_CLIENT_RETRY_MAX_DURATION": _ms(policy.max_delay),
