@@ -186,6 +186,9 @@ def test_hf_xet_reads_the_settings_as_given(monkeypatch):
     assert config["client.retry_base_delay"].total_seconds() == 2
     assert config["client.retry_max_duration"].total_seconds() == 60
     assert config["client.retry_max_attempts"] == _retries(RetryPolicy(timeout=1.5, total=20))
+    # fewer parallel xorb uploads than hf_xet's own targets (60 and 90 s) would keep in flight
+    assert config["client.ac_target_rtt"].total_seconds() == 15
+    assert config["client.ac_max_healthy_rtt"].total_seconds() == 24
 
 
 def test_hf_xet_records_each_uploaded_xorb_unless_the_user_chose(monkeypatch):
