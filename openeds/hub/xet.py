@@ -40,7 +40,7 @@ has hf_xet record each xorb it uploads for a re-run after a kill.
   kill does not send those xorbs again. By default it writes a record only at a xorb's completion
   20 s after the session began or 40 s after its last record (it dates each record 20 s ahead), or
   when 64 xorbs wait, and a re-run sends again every xorb completed since
-  (`benchmarks/bench_xet_resume.py`, killed 18 and 54 s into a 60 s upload: 1.35x and 2.39x what
+  (`benchmarks/bench_xet_resume.py`, killed 18 and 54 s into a 60 s upload: 1.35x and 2.48x what
   the killed run had not finished).
   push.py has it write one after every xorb (`HF_XET_DATA_SESSION_XORB_METADATA_FLUSH_MAX_COUNT=1`;
   a value the user set stays): about 60 kB per xorb, kept until the next session's upload
@@ -54,7 +54,8 @@ has hf_xet record each xorb it uploads for a re-run after a kill.
   for `--retry-timeout` plus one `--timeout`, as the kernel counts them (`TCP_INFO` of each socket
   in `/proc/self/fd`: bytes acknowledged plus bytes received; a file's read and write counters
   would not do, since the progress bars' redrawing keeps them moving). A long upload that keeps
-  moving is never cut; an upload that hangs where hf_xet has no timeout (the shard upload) is.
+  moving is never cut; an upload that hangs where hf_xet has no timeout (the shard upload), or waits
+  for a xorb's answer longer than the budget, is.
   If the call still has not returned `GRACE` seconds after the abort, the watchdog prints the run's
   one `error:` line and ends the process (`os._exit(1)`): nothing was committed, since the commit
   comes after the upload. Without
